@@ -1,0 +1,1 @@
+//! Framing: the connection preface and the 8-byte frame header (see `docs/specs/ipc/framing.md`).
