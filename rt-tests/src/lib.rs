@@ -1,0 +1,1 @@
+//! Real-time guarantee tests live in `tests/`; this crate holds their shared harness.
