@@ -12,5 +12,8 @@
 #![warn(clippy::undocumented_unsafe_blocks)]
 #![warn(missing_docs)]
 
+pub mod error;
 pub mod frame;
 pub mod message;
+
+pub use error::{DecodeError, EncodeError, ErrorCode};

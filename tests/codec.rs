@@ -1,0 +1,541 @@
+//! Round trips and error cases of the protocol core: every message, framing in any split.
+
+use loophole_ipc::error::{DecodeError, EnvelopeProblem, FieldProblem};
+use loophole_ipc::frame::{FrameDecoder, FrameHeader, HEADER_LEN, PREFACE};
+use loophole_ipc::message::*;
+
+fn s<const N: usize>(v: &str) -> heapless::String<N> {
+    heapless::String::try_from(v).unwrap()
+}
+
+fn payload<M: Message>(id: Option<u32>, m: &M) -> Vec<u8> {
+    let mut buf = [0u8; 4096];
+    let n = encode_payload(id, m, &mut buf).unwrap();
+    buf[..n].to_vec()
+}
+
+/// Every command in the catalogue, with its id.
+pub fn all_commands() -> Vec<(Vec<u8>, Command)> {
+    let edge = Edge {
+        from: 1,
+        from_port: 0,
+        to: 2,
+        to_port: 1,
+    };
+    vec![
+        (
+            payload(
+                Some(1),
+                &Hello {
+                    protocol: 1,
+                    client: s("aura/0.1"),
+                    token: Some(s("t\"ok")),
+                },
+            ),
+            Command::Hello(Hello {
+                protocol: 1,
+                client: s("aura/0.1"),
+                token: Some(s("t\"ok")),
+            }),
+        ),
+        (
+            payload(
+                Some(2),
+                &Ping {
+                    nonce: 9,
+                    t_client_us: Some(5),
+                    rt: true,
+                },
+            ),
+            Command::Ping(Ping {
+                nonce: 9,
+                t_client_us: Some(5),
+                rt: true,
+            }),
+        ),
+        (payload(Some(3), &Goodbye {}), Command::Goodbye),
+        (payload(Some(4), &Play {}), Command::Play),
+        (payload(Some(5), &Stop {}), Command::Stop),
+        (
+            payload(Some(6), &Seek { sample: 48_000 }),
+            Command::Seek(Seek { sample: 48_000 }),
+        ),
+        (
+            payload(Some(7), &Tempo { bpm: 120.5 }),
+            Command::Tempo(Tempo { bpm: 120.5 }),
+        ),
+        (
+            payload(
+                Some(8),
+                &Loop {
+                    start: 0,
+                    end: 96_000,
+                    enabled: true,
+                },
+            ),
+            Command::Loop(Loop {
+                start: 0,
+                end: 96_000,
+                enabled: true,
+            }),
+        ),
+        (
+            payload(
+                Some(9),
+                &ParamSet {
+                    node: 3,
+                    param: 1,
+                    value: 0.25,
+                    ramp_ms: Some(10.0),
+                },
+            ),
+            Command::ParamSet(ParamSet {
+                node: 3,
+                param: 1,
+                value: 0.25,
+                ramp_ms: Some(10.0),
+            }),
+        ),
+        (
+            payload(
+                Some(10),
+                &AddNode {
+                    node: 4,
+                    kind: s("osc"),
+                },
+            ),
+            Command::AddNode(AddNode {
+                node: 4,
+                kind: s("osc"),
+            }),
+        ),
+        (
+            payload(Some(11), &RemoveNode { node: 4 }),
+            Command::RemoveNode(RemoveNode { node: 4 }),
+        ),
+        (payload(Some(12), &Connect(edge)), Command::Connect(edge)),
+        (
+            payload(Some(13), &Disconnect(edge)),
+            Command::Disconnect(edge),
+        ),
+        (payload(Some(14), &Shutdown {}), Command::Shutdown),
+        (
+            payload(
+                Some(15),
+                &Subscribe {
+                    stream: Stream::Meters,
+                    rate_hz: 30,
+                },
+            ),
+            Command::Subscribe(Subscribe {
+                stream: Stream::Meters,
+                rate_hz: 30,
+            }),
+        ),
+        (
+            payload(
+                Some(u32::MAX),
+                &Unsubscribe {
+                    stream: Stream::Health,
+                },
+            ),
+            Command::Unsubscribe(Unsubscribe {
+                stream: Stream::Health,
+            }),
+        ),
+    ]
+}
+
+#[test]
+fn every_command_round_trips() {
+    for (i, (bytes, want)) in all_commands().into_iter().enumerate() {
+        let (id, got) = Command::decode(&bytes)
+            .unwrap_or_else(|e| panic!("{}: {e:?}", String::from_utf8_lossy(&bytes)));
+        assert_eq!(got, want, "{}", String::from_utf8_lossy(&bytes));
+        let want_id = if i == 15 { u32::MAX } else { i as u32 + 1 };
+        assert_eq!(id, want_id);
+        // serde_json agrees the payload is the JSON we meant.
+        let v: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(v["type"], "command");
+        assert_eq!(v["name"], want.name());
+    }
+}
+
+#[test]
+fn every_server_message_round_trips() {
+    let mut meters = Meters::default();
+    for ch in 0..64 {
+        meters.peak.push(ch as f32 / 64.0).unwrap();
+        meters.rms.push(ch as f32 / 128.0).unwrap();
+    }
+    let cases: Vec<(Vec<u8>, Option<u32>, ServerMessage)> = vec![
+        {
+            let w = Welcome {
+                protocol: 1,
+                engine: s("signal/0.1.0"),
+                instance: s("0123456789abcdef"),
+                sample_rate: 48_000,
+                block_size: 128,
+                max_frame: 65_536,
+                heartbeat_ms: 1000,
+                timeout_ms: 5000,
+            };
+            (payload(Some(1), &w), Some(1), ServerMessage::Welcome(w))
+        },
+        {
+            let p = Pong {
+                nonce: 3,
+                t_client_us: None,
+                t_engine_us: 77,
+                sample: Some(128),
+            };
+            (payload(Some(2), &p), Some(2), ServerMessage::Pong(p))
+        },
+        (
+            payload(Some(3), &Ack { sample: Some(256) }),
+            Some(3),
+            ServerMessage::Ack(Ack { sample: Some(256) }),
+        ),
+        (
+            payload(Some(4), &Ack { sample: None }),
+            Some(4),
+            ServerMessage::Ack(Ack { sample: None }),
+        ),
+        {
+            let e = error_body(
+                loophole_ipc::ErrorCode::OutOfRange,
+                format_args!("bpm {} \"too\" fast", 1000),
+            );
+            (payload(Some(5), &e), Some(5), ServerMessage::Error(e))
+        },
+        {
+            let l = Log {
+                level: LogLevel::Warn,
+                message: s("xrun\n"),
+            };
+            (payload(None, &l), None, ServerMessage::Log(l))
+        },
+        {
+            let g = GoodbyeNotice {
+                reason: GoodbyeReason::HeartbeatTimeout,
+            };
+            (payload(None, &g), None, ServerMessage::Goodbye(g))
+        },
+        {
+            let t = TransportState {
+                playing: true,
+                position: 1 << 40,
+                bpm: 128.0,
+                loop_start: 0,
+                loop_end: 10,
+                loop_enabled: false,
+            };
+            (payload(None, &t), None, ServerMessage::Transport(t))
+        },
+        (
+            payload(None, &meters),
+            None,
+            ServerMessage::Meters(meters.clone()),
+        ),
+        {
+            let h = Health {
+                callbacks: 10,
+                xruns: 1,
+                dsp_load: 0.5,
+                cmd_queue_len: 2,
+                cmd_queue_capacity: 256,
+                cmd_queue_high: 9,
+                reply_queue_high: 4,
+                telemetry_dropped: 0,
+                telemetry_shed: 7,
+            };
+            (payload(None, &h), None, ServerMessage::Health(h))
+        },
+    ];
+    for (bytes, r, want) in cases {
+        let (got_ref, got) = ServerMessage::decode(&bytes)
+            .unwrap_or_else(|e| panic!("{}: {e:?}", String::from_utf8_lossy(&bytes)));
+        assert_eq!(
+            (got_ref, &got),
+            (r, &want),
+            "{}",
+            String::from_utf8_lossy(&bytes)
+        );
+        let _: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+    }
+}
+
+#[test]
+fn canonical_bytes() {
+    assert_eq!(
+        payload(
+            Some(7),
+            &Ping {
+                nonce: 1,
+                t_client_us: None,
+                rt: false
+            }
+        ),
+        br#"{"type":"command","name":"ping","id":7,"body":{"nonce":1}}"#
+    );
+    assert_eq!(
+        payload(
+            Some(42),
+            &ParamSet {
+                node: 3,
+                param: 1,
+                value: 0.5,
+                ramp_ms: None
+            }
+        ),
+        br#"{"type":"command","name":"param.set","id":42,"body":{"node":3,"param":1,"value":0.5}}"#
+    );
+    assert_eq!(
+        payload(Some(9), &Ack { sample: None }),
+        br#"{"type":"reply","name":"ack","ref":9,"body":{}}"#
+    );
+    assert_eq!(
+        payload(None, &Tempo { bpm: 1.0 }),
+        br#"{"type":"command","name":"transport.tempo","body":{"bpm":1.0}}"#
+    );
+}
+
+fn cmd_err(json: &str) -> (Option<u32>, DecodeError) {
+    let e = Command::decode(json.as_bytes()).unwrap_err();
+    (e.id, e.error)
+}
+
+#[test]
+fn envelope_errors_are_precise() {
+    let inv = |key, problem| DecodeError::InvalidEnvelope { key, problem };
+    assert_eq!(
+        cmd_err(r#"{"type":"command","name":"ping","id":1,"body":{"nonce":1}"#).1,
+        DecodeError::InvalidJson { offset: 57 }
+    );
+    assert_eq!(
+        cmd_err(r#"{"type":"command","name":"ping","body":{"nonce":1}}"#),
+        (None, inv("id", EnvelopeProblem::Missing))
+    );
+    assert_eq!(
+        cmd_err(r#"{"type":"cmd","name":"ping","id":4,"body":{}}"#),
+        (Some(4), DecodeError::UnknownType)
+    );
+    assert_eq!(
+        cmd_err(r#"{"type":"command","name":"Ping","id":4,"body":{}}"#),
+        (Some(4), inv("name", EnvelopeProblem::Invalid))
+    );
+    assert_eq!(
+        cmd_err(r#"{"type":"command","name":"nope","id":4,"body":{}}"#),
+        (Some(4), DecodeError::UnknownMessage)
+    );
+    assert_eq!(
+        cmd_err(r#"{"type":"reply","name":"ack","ref":4,"body":{}}"#),
+        (None, DecodeError::UnexpectedType)
+    );
+    assert_eq!(
+        cmd_err(r#"{"type":"command","name":"ping","id":4,"id":5,"body":{}}"#),
+        (None, inv("id", EnvelopeProblem::Duplicate))
+    );
+    assert_eq!(
+        cmd_err(r#"{"type":"command","name":"ping","id":-1,"body":{}}"#),
+        (None, inv("id", EnvelopeProblem::Invalid))
+    );
+    assert_eq!(
+        cmd_err(r#"{"type":"command","name":"ping","id":4294967296,"body":{}}"#),
+        (None, inv("id", EnvelopeProblem::Invalid))
+    );
+    assert_eq!(
+        cmd_err(r#"{"type":"command","name":"ping","id":4,"body":[]}"#),
+        (Some(4), inv("body", EnvelopeProblem::Invalid))
+    );
+    assert_eq!(
+        cmd_err(r#"[1,2]"#),
+        (None, inv("payload", EnvelopeProblem::Invalid))
+    );
+    assert_eq!(
+        cmd_err(r#"{"type":"command","name":"ping","id":4,"body":{"nonce":"x"}}"#),
+        (
+            Some(4),
+            DecodeError::InvalidField {
+                problem: FieldProblem::WrongType
+            }
+        )
+    );
+    assert_eq!(
+        cmd_err(r#"{"type":"command","name":"ping","id":4,"body":{}}"#),
+        (
+            Some(4),
+            DecodeError::InvalidField {
+                problem: FieldProblem::MissingOrUnknown
+            }
+        )
+    );
+    assert_eq!(
+        cmd_err(r#"{"type":"command","name":"ping","id":4,"body":{"nonce":1,"x":2}}"#),
+        (
+            Some(4),
+            DecodeError::InvalidField {
+                problem: FieldProblem::MissingOrUnknown
+            }
+        )
+    );
+    assert_eq!(
+        cmd_err(r#"{"type":"command","name":"transport.tempo","id":4,"body":{"bpm":1000}}"#),
+        (Some(4), DecodeError::OutOfRange { field: "bpm" })
+    );
+    let long = format!(
+        r#"{{"type":"command","name":"hello","id":4,"body":{{"protocol":1,"client":"{}"}}}}"#,
+        "a".repeat(65)
+    );
+    assert_eq!(cmd_err(&long).0, Some(4));
+    assert!(matches!(cmd_err(&long).1, DecodeError::InvalidField { .. }));
+    // Unknown envelope keys are ignored; whitespace and key order are free.
+    let (id, c) = Command::decode(br#" { "body" : {"nonce":1} , "x":[1,{"y":null}], "id":3, "name":"ping", "type":"command" } "#).unwrap();
+    assert_eq!(
+        (id, c),
+        (
+            3,
+            Command::Ping(Ping {
+                nonce: 1,
+                t_client_us: None,
+                rt: false
+            })
+        )
+    );
+    // Escapes in strings are decoded.
+    let (_, c) = Command::decode(
+        br#"{"type":"command","name":"graph.add_node","id":1,"body":{"node":1,"kind":"o\u0073c"}}"#,
+    )
+    .unwrap();
+    assert_eq!(
+        c,
+        Command::AddNode(AddNode {
+            node: 1,
+            kind: s("osc")
+        })
+    );
+    assert_eq!(
+        Envelope::parse(b"{\"a\":\"\xff\"}").unwrap_err(),
+        DecodeError::InvalidUtf8 { offset: 6 }
+    );
+}
+
+fn stream_of(payloads: &[Vec<u8>]) -> Vec<u8> {
+    let mut out = PREFACE.to_vec();
+    for p in payloads {
+        out.extend_from_slice(&FrameHeader::json(p.len() as u32).to_bytes());
+        out.extend_from_slice(p);
+    }
+    out
+}
+
+#[test]
+fn decoder_accepts_any_split() {
+    let payloads: Vec<Vec<u8>> = all_commands().into_iter().map(|(p, _)| p).collect();
+    let stream = stream_of(&payloads);
+    for chunk in [1, 2, 3, 7, 8, 9, 64, stream.len()] {
+        let mut dec = FrameDecoder::new([0u8; 1024], 1016).unwrap();
+        let mut got = Vec::new();
+        for piece in stream.chunks(chunk) {
+            let mut rest = piece;
+            while !rest.is_empty() {
+                let n = dec.push(rest);
+                rest = &rest[n..];
+                while let Some(f) = dec.next_frame() {
+                    got.push(f.unwrap().payload.to_vec());
+                }
+            }
+        }
+        assert_eq!(got, payloads, "chunk {chunk}");
+        assert!(!dec.is_mid_frame());
+    }
+}
+
+#[test]
+fn decoder_errors() {
+    let mut dec = FrameDecoder::new([0u8; 72], 64).unwrap();
+    dec.push(b"GET / HTTP/1.1\r\n");
+    assert_eq!(
+        dec.next_frame(),
+        Some(Err(DecodeError::BadPreface {
+            offset: 0,
+            byte: b'G'
+        }))
+    );
+    assert_eq!(
+        dec.next_frame(),
+        Some(Err(DecodeError::BadPreface {
+            offset: 0,
+            byte: b'G'
+        }))
+    );
+
+    let mut dec = FrameDecoder::without_preface([0u8; 72], 64).unwrap();
+    dec.push(&FrameHeader::json(65).to_bytes());
+    assert_eq!(
+        dec.next_frame(),
+        Some(Err(DecodeError::FrameTooLarge {
+            declared: 65,
+            limit: 64
+        }))
+    );
+
+    // Non-fatal header errors skip the frame and decoding goes on.
+    let mut dec = FrameDecoder::without_preface([0u8; 72], 64).unwrap();
+    let mut bad = FrameHeader::json(2);
+    bad.encoding = 2;
+    dec.push(&bad.to_bytes());
+    dec.push(b"{}");
+    dec.push(
+        &FrameHeader {
+            flags: 1,
+            ..FrameHeader::json(2)
+        }
+        .to_bytes(),
+    );
+    dec.push(b"{}");
+    dec.push(&FrameHeader::json(0).to_bytes());
+    dec.push(&FrameHeader::json(2).to_bytes());
+    dec.push(b"{}");
+    assert_eq!(
+        dec.next_frame().unwrap(),
+        Err(DecodeError::UnsupportedEncoding { encoding: 2 })
+    );
+    assert_eq!(
+        dec.next_frame().unwrap(),
+        Err(DecodeError::BadHeader {
+            flags: 1,
+            reserved: 0
+        })
+    );
+    assert_eq!(dec.next_frame().unwrap(), Err(DecodeError::EmptyPayload));
+    assert_eq!(dec.next_frame().unwrap().unwrap().payload, b"{}");
+    assert_eq!(dec.next_frame(), None);
+
+    assert_eq!(
+        FrameDecoder::new([0u8; 10], 64).unwrap_err(),
+        DecodeError::BufferTooSmall
+    );
+}
+
+#[test]
+fn encoder_fails_cleanly_when_it_does_not_fit() {
+    let mut meters = Meters::default();
+    for _ in 0..64 {
+        meters.peak.push(0.123_456_79).unwrap();
+        meters.rms.push(0.123_456_79).unwrap();
+    }
+    let mut buf = [0u8; 4096];
+    let full = encode_frame(None, &meters, &mut buf, 65_536).unwrap();
+    for len in 0..full {
+        let mut small = vec![0u8; len];
+        assert!(
+            encode_frame(None, &meters, &mut small, 65_536).is_err(),
+            "len {len}"
+        );
+    }
+    assert_eq!(
+        encode_frame(None, &meters, &mut buf, (full - HEADER_LEN - 1) as u32),
+        Err(loophole_ipc::EncodeError::FrameTooLarge)
+    );
+}
