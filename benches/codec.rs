@@ -144,7 +144,7 @@ fn ratio_table(param: &ParamSet, meters: &Meters, ack: &Ack, pb: &[u8], mb: &[u8
     let mut out = Vec::with_capacity(4096);
     println!("\n| operation | ours ns/op | serde_json ns/op | ratio ours/serde_json |");
     println!("|---|---:|---:|---:|");
-    let mut row = |name: &str, a: &mut dyn FnMut(), b: &mut dyn FnMut()| {
+    let row = |name: &str, a: &mut dyn FnMut(), b: &mut dyn FnMut()| {
         let (mut ta, mut tb) = (Vec::new(), Vec::new());
         for _ in 0..5 {
             ta.push(ns_per_op(&mut *a));
