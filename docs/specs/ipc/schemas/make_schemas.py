@@ -263,8 +263,8 @@ CATALOGUE = [
                             "referenced command.",
              "type": "string",
              "anyOf": [
-                 {"title": "known code (protocol version 1)", "enum": ERROR_CODES},
-                 {"title": "code added later", "pattern": CODE_PATTERN},
+                 {"title": "known code (protocol version 1)", "type": "string", "enum": ERROR_CODES},
+                 {"title": "code added later", "type": "string", "pattern": CODE_PATTERN},
              ],
          },
          "message": string("Explanation for people; may change between engine versions, never parse "
@@ -357,9 +357,9 @@ def envelope_schema():
         "required": ["type", "name", "body"],
         "allOf": [
             {"if": {"properties": {"type": {"const": "command"}}},
-             "then": {"required": ["id"]}},
+             "then": {"properties": {"id": ID}, "required": ["id"]}},
             {"if": {"properties": {"type": {"const": "reply"}}},
-             "then": {"required": ["ref"]}},
+             "then": {"properties": {"ref": REF}, "required": ["ref"]}},
         ],
     }
 
