@@ -113,7 +113,7 @@ CATALOGUE = [
          "sample_rate": u32("Audio sample rate in Hz"),
          "block_size": u32("Audio block size in frames"),
          "max_frame": u32("Largest frame payload, in bytes, the engine accepts from now on"),
-         "heartbeat_ms": u32("The client must send a frame (e.g. `ping`) at least this often, in milliseconds"),
+         "heartbeat_ms": u32("The client sends `ping` at least this often, in milliseconds"),
          "timeout_ms": u32("The engine ends the session after this many milliseconds without a frame from the client"),
      },
      ["protocol", "engine", "instance", "sample_rate", "block_size", "max_frame",
