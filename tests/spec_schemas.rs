@@ -537,3 +537,17 @@ fn error_codes_agree_between_errors_md_schema_and_vectors() {
     assert!(validators.accepts(&later));
     assert!(!validators.accepts(&malformed));
 }
+
+/// The TypeScript sketch in README.md is the file `examples/typescript/client.ts` that that
+/// directory's `npm test` compiles and runs, so the two cannot drift apart.
+#[test]
+fn readme_typescript_sketch_is_the_tested_example() {
+    let readme = fs::read_to_string(spec_dir().join("README.md")).unwrap();
+    let sketch = fs::read_to_string(spec_dir().join("examples/typescript/client.ts")).unwrap();
+    assert!(sketch.contains("class EngineClient") && sketch.lines().count() > 50);
+    let block = format!("```ts\n{sketch}```");
+    assert!(
+        readme.contains(&block),
+        "README.md's TypeScript block differs from client.ts"
+    );
+}
