@@ -20,6 +20,9 @@ use crate::frame;
 /// The protocol version this crate implements.
 pub const PROTOCOL_VERSION: u16 = 1;
 
+/// Largest integer the protocol carries: 2^53 - 1, so a JavaScript `number` holds it exactly.
+pub const MAX_SAFE_INTEGER: u64 = (1 << 53) - 1;
+
 /// Longest decoded string in a body, in bytes (the unescape scratch buffer's size).
 const UNESCAPE_SCRATCH: usize = 256;
 
@@ -295,9 +298,8 @@ fn syntax_error(json: &[u8]) -> Option<DecodeError> {
 fn field_problem(e: serde_json_core::de::Error) -> FieldProblem {
     use serde_json_core::de::Error as E;
     match e {
-        E::InvalidType | E::InvalidNumber | E::ExpectedSomeIdent | E::ExpectedSomeValue => {
-            FieldProblem::WrongType
-        }
+        E::InvalidNumber => FieldProblem::NumberOutOfRange,
+        E::InvalidType | E::ExpectedSomeIdent | E::ExpectedSomeValue => FieldProblem::WrongType,
         E::CustomError => FieldProblem::MissingOrUnknown,
         E::EscapedStringIsTooLong => FieldProblem::TooLong,
         _ => FieldProblem::Other,
@@ -367,7 +369,11 @@ impl Command {
     #[doc(hidden)]
     pub fn decode_generic(payload: &[u8]) -> Result<(u32, Command), CommandError> {
         let env = Envelope::parse(payload).map_err(|error| CommandError {
-            id: id_of(payload),
+            // Invalid UTF-8 is a framing-layer fault: the payload is not read at all.
+            id: match error {
+                DecodeError::InvalidUtf8 { .. } => None,
+                _ => id_of(payload),
+            },
             error,
         })?;
         let id = env.id;
@@ -408,7 +414,12 @@ impl Command {
     /// Checks the documented value ranges that JSON types alone do not express.
     pub fn check_ranges(&self) -> Result<(), DecodeError> {
         let bad = |field| Err(DecodeError::OutOfRange { field });
+        let unsafe_int = |v: u64| v > MAX_SAFE_INTEGER;
         match self {
+            Command::Seek(s) if unsafe_int(s.sample) => bad("sample"),
+            Command::Loop(l) if unsafe_int(l.start) => bad("start"),
+            Command::Loop(l) if unsafe_int(l.end) => bad("end"),
+            Command::Ping(p) if p.t_client_us.is_some_and(unsafe_int) => bad("t_client_us"),
             Command::Tempo(t) if !(20.0..=999.0).contains(&t.bpm) => bad("bpm"),
             Command::Loop(l) if l.enabled && l.end <= l.start => bad("end"),
             Command::ParamSet(p) if !p.value.is_finite() => bad("value"),
@@ -443,19 +454,28 @@ impl Command {
     }
 }
 
-/// Best effort: the `id` of a payload whose envelope is otherwise broken, so an error can still
-/// carry `ref`. `None` when the payload is not valid JSON or the id is not a u32.
+/// Best effort: the `id` of a command whose envelope is otherwise broken, so an error can still
+/// carry `ref`. `None` unless the payload is a JSON object with `"type":"command"` and exactly
+/// one `id` that is a u32.
 fn id_of(payload: &[u8]) -> Option<u32> {
     let mut id = None;
     let mut seen = 0;
+    let mut command = false;
     let walked = scan::walk_object(payload, b"", |m| {
-        if m.key == b"id" {
-            seen += 1;
-            id = parse_u32(&payload[m.start..m.end]);
+        let v = &payload[m.start..m.end];
+        match m.key {
+            b"id" => {
+                seen += 1;
+                id = parse_u32(v);
+            }
+            b"type" => command = v == b"\"command\"",
+            _ => {}
         }
         Ok(())
     });
-    (walked.is_ok() && seen == 1).then_some(id).flatten()
+    (walked.is_ok() && seen == 1 && command)
+        .then_some(id)
+        .flatten()
 }
 
 /// A message from the engine, decoded (what a client receives).
