@@ -14,3 +14,4 @@
 
 pub mod frame;
 pub mod message;
+pub mod rt;
