@@ -152,23 +152,39 @@ impl MeterReader {
     /// when the writer has not run a callback since the previous `take` (nothing completed;
     /// the buffers are untouched). A channel with no samples in the interval reads `0.0`.
     pub fn take(&mut self, peak: &mut [f32], rms: &mut [f32]) -> usize {
+        let mut sum_sq = [0.0f64; MAX_METER_CHANNELS];
+        let mut count = [0u64; MAX_METER_CHANNELS];
+        let n = self.take_raw(peak, &mut sum_sq, &mut count).min(rms.len());
+        for i in 0..n {
+            rms[i] = if count[i] == 0 {
+                0.0
+            } else {
+                (sum_sq[i] / count[i] as f64).sqrt() as f32
+            };
+        }
+        n
+    }
+
+    /// Like [`take`](Self::take) but gives the raw accumulators: peak, Σx² and the number of
+    /// samples per channel. Returns the channels written (limited by the shortest slice), or
+    /// `0` if nothing completed since the previous take.
+    pub fn take_raw(&mut self, peak: &mut [f32], sum_sq: &mut [f64], count: &mut [u64]) -> usize {
         let request = self.shared.request.load(Ordering::Relaxed);
         if self.shared.ack.load(Ordering::Acquire) != request {
             return 0;
         }
         let bank = &self.shared.banks[(request.wrapping_add(1) & 1) as usize];
-        let n = self.channels.min(peak.len()).min(rms.len());
+        let n = self
+            .channels
+            .min(peak.len())
+            .min(sum_sq.len())
+            .min(count.len());
         for (i, cell) in bank.iter().enumerate() {
             let p = f32::from_bits(cell.peak.swap(0, Ordering::Relaxed));
             let s = f64::from_bits(cell.sum_sq.swap(0, Ordering::Relaxed));
             let c = cell.count.swap(0, Ordering::Relaxed);
             if i < n {
-                peak[i] = p;
-                rms[i] = if c == 0 {
-                    0.0
-                } else {
-                    (s / c as f64).sqrt() as f32
-                };
+                (peak[i], sum_sq[i], count[i]) = (p, s, c);
             }
         }
         self.shared
