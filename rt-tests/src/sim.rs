@@ -80,6 +80,8 @@ pub struct SimReport {
     pub net_dropped_at: u64,
     /// Meter frames taken with a non-zero channel count.
     pub meter_takes: u64,
+    /// Callbacks the audio thread ran after the network side dropped its endpoint.
+    pub audio_ran_without_net: u64,
 }
 
 impl Default for SimReport {
@@ -100,6 +102,7 @@ impl Default for SimReport {
             reply_stalls: 0,
             net_dropped_at: 0,
             meter_takes: 0,
+            audio_ran_without_net: 0,
         }
     }
 }
@@ -169,6 +172,7 @@ where
     report.traps = audio_report.traps;
     report.trapped = audio_report.trapped;
     report.max_per_callback = audio_report.max_per_callback;
+    report.audio_ran_without_net = audio_report.audio_ran_without_net;
     report
 }
 
@@ -209,7 +213,17 @@ where
     let allocs_before = thread_allocs();
     // ---- measured section: nothing below may allocate or make a forbidden system call ----
     let mut max = 0;
-    for n in 0..callbacks {
+    // Run at least `callbacks`, and keep running until the network side has been gone for an
+    // eighth of that (so its "disconnect for good" is always exercised, however the threads are
+    // scheduled). A cap keeps a broken network side from hanging the test.
+    let (mut n, mut gone_since) = (0u64, None);
+    while n < callbacks.saturating_mul(10) {
+        if gone_since.is_none() && audio.is_net_gone() {
+            gone_since = Some(n);
+        }
+        if n >= callbacks && gone_since.is_some_and(|g| n >= g + callbacks / 8) {
+            break;
+        }
         let now = base.elapsed().as_nanos() as u64;
         audio.begin_callback(now, FRAMES as u32);
         let handled = audio.drain(&mut engine);
@@ -223,7 +237,8 @@ where
             audio.report_xrun();
         }
         audio.end_callback(base.elapsed().as_nanos() as u64);
-        progress.store(n + 1, Ordering::Release);
+        n += 1;
+        progress.store(n, Ordering::Release);
         if sleep_every != 0 && n % sleep_every == 0 {
             std::thread::sleep(Duration::from_micros(20));
         }
@@ -231,7 +246,8 @@ where
     let allocs_after = thread_allocs();
     let traps_after = seccomp::traps();
     // ---- end of measured section ----
-    r.callbacks = callbacks;
+    r.callbacks = n;
+    r.audio_ran_without_net = gone_since.map_or(0, |g| n - g);
     r.audio_allocs = allocs_after - allocs_before;
     r.max_per_callback = max;
     if use_seccomp {
@@ -330,8 +346,10 @@ fn net_main(mut net: NetEndpoint, progress: &AtomicU64, total: u64) -> SimReport
         }
         std::thread::sleep(Duration::from_micros(50));
     }
-    // Stop sending; collect every outstanding answer while the audio thread still runs.
-    while net.commands_in_flight() > 0 && progress.load(Ordering::Acquire) < total {
+    // Stop sending; collect every outstanding answer (the audio thread keeps running until
+    // this side is gone; the deadline only guards against a broken bridge).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while net.commands_in_flight() > 0 && Instant::now() < deadline {
         pop_some(&mut net, usize::MAX, &mut checker, &mut r);
         std::thread::sleep(Duration::from_micros(50));
     }

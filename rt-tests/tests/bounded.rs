@@ -253,3 +253,13 @@ fn checker_catches_lost_duplicated_reordered_and_unbounded_answers() {
         "2 in one callback > bound 1"
     );
 }
+
+/// Control for the `compile_fail` doctests (which show the endpoints are not `Sync`): the same
+/// shape with `Send` compiles, so those doctests fail for the `Sync` bound and nothing else.
+#[test]
+fn endpoints_are_send() {
+    fn sent<T: Send>(_: &T) {}
+    let (audio, net) = bridge(&Default::default());
+    sent(&audio);
+    sent(&net);
+}

@@ -8,6 +8,14 @@ use rtrb::{Consumer, Producer, RingBuffer};
 use std::sync::Arc;
 
 /// Capacities and options of the bridge. All allocation happens in [`bridge`] from these.
+///
+/// ```
+/// use loophole_ipc::rt::{bridge, RtConfig};
+/// let cfg = RtConfig::default().with_command_capacity(1024).with_meter_channels(16);
+/// let (_audio, net) = bridge(&cfg);
+/// assert_eq!(net.health().cmd_queue_capacity, 1024);
+/// assert_eq!(net.meter_channels(), 16);
+/// ```
 #[derive(Clone, Debug)]
 #[non_exhaustive]
 pub struct RtConfig {
@@ -43,6 +51,45 @@ impl Default for RtConfig {
             #[cfg(feature = "rt-wake")]
             waker: None,
         }
+    }
+}
+
+impl RtConfig {
+    /// Sets [`command_capacity`](Self::command_capacity).
+    pub fn with_command_capacity(mut self, slots: usize) -> Self {
+        self.command_capacity = slots;
+        self
+    }
+
+    /// Sets [`reply_capacity`](Self::reply_capacity).
+    pub fn with_reply_capacity(mut self, slots: usize) -> Self {
+        self.reply_capacity = slots;
+        self
+    }
+
+    /// Sets [`meter_channels`](Self::meter_channels).
+    pub fn with_meter_channels(mut self, channels: usize) -> Self {
+        self.meter_channels = channels;
+        self
+    }
+
+    /// Sets [`drain_budget`](Self::drain_budget).
+    pub fn with_drain_budget(mut self, commands: usize) -> Self {
+        self.drain_budget = commands;
+        self
+    }
+
+    /// Sets [`sample_rate`](Self::sample_rate).
+    pub fn with_sample_rate(mut self, hz: u32) -> Self {
+        self.sample_rate = hz;
+        self
+    }
+
+    /// Sets [`waker`](Self::waker) (`rt-wake` feature).
+    #[cfg(feature = "rt-wake")]
+    pub fn with_waker(mut self, waker: Arc<mio::Waker>) -> Self {
+        self.waker = Some(waker);
+        self
     }
 }
 
@@ -96,7 +143,14 @@ pub fn bridge(cfg: &RtConfig) -> (AudioEndpoint, NetEndpoint) {
 /// `write(2)` in [`end_callback`](Self::end_callback), see there). The endpoint never reads a
 /// clock: the host passes time in.
 ///
-/// It is `Send` (move it to the audio thread once) but not `Sync`.
+/// It is `Send` (move it to the audio thread once) but not `Sync`: sharing it between threads
+/// does not compile.
+///
+/// ```compile_fail
+/// fn shared<T: Sync>(_: &T) {}
+/// let (audio, _net) = loophole_ipc::rt::bridge(&Default::default());
+/// shared(&audio);
+/// ```
 ///
 /// # A callback
 ///
@@ -181,8 +235,12 @@ impl AudioEndpoint {
     /// when replies back up, commands simply stay queued. [`RtOp::Ping`] is answered here with
     /// [`RtReply::Pong`] and never reaches `apply`.
     ///
-    /// The ack's `sample` is the block's first sample plus the [`Outcome::AppliedAt`] offset.
+    /// The ack's `sample` is the block's first sample plus the [`Outcome::AppliedAt`] offset
+    /// (not checked against the block length: an engine may schedule into a later block).
     /// Returns the number of commands answered.
+    ///
+    /// `apply` runs on the audio thread and must itself be real-time safe. If it panics, the
+    /// command being applied has been popped and gets no answer.
     #[inline]
     pub fn drain<F: FnMut(&RtCommand) -> Outcome>(&mut self, mut apply: F) -> usize {
         let queued = self.commands.slots() as u64;
@@ -360,7 +418,16 @@ impl AudioEndpoint {
 
 /// The network thread's end of the bridge.
 ///
-/// Nothing here blocks or allocates. It is `Send` but not `Sync`.
+/// Nothing here blocks or allocates. It is `Send` but not `Sync`. [`health`](Self::health),
+/// [`next_callback_end_ns`](Self::next_callback_end_ns) and [`take_meters`](Self::take_meters)
+/// read cache lines the audio thread writes every callback: call them at telemetry or wake-up
+/// rate, not in a spin loop ([`commands_in_flight`](Self::commands_in_flight) is local and free).
+///
+/// ```compile_fail
+/// fn shared<T: Sync>(_: &T) {}
+/// let (_audio, net) = loophole_ipc::rt::bridge(&Default::default());
+/// shared(&net);
+/// ```
 #[derive(Debug)]
 pub struct NetEndpoint {
     commands: Producer<RtCommand>,
