@@ -80,6 +80,8 @@ pub struct SimReport {
     pub net_dropped_at: u64,
     /// Meter frames taken with a non-zero channel count.
     pub meter_takes: u64,
+    /// Callbacks in which `drain` answered at least one command.
+    pub callbacks_with_answers: u64,
     /// Callbacks the audio thread ran after the network side dropped its endpoint.
     pub audio_ran_without_net: u64,
 }
@@ -103,6 +105,7 @@ impl Default for SimReport {
             net_dropped_at: 0,
             meter_takes: 0,
             audio_ran_without_net: 0,
+            callbacks_with_answers: 0,
         }
     }
 }
@@ -173,6 +176,7 @@ where
     report.trapped = audio_report.trapped;
     report.max_per_callback = audio_report.max_per_callback;
     report.audio_ran_without_net = audio_report.audio_ran_without_net;
+    report.callbacks_with_answers = audio_report.callbacks_with_answers;
     report
 }
 
@@ -212,7 +216,7 @@ where
     let traps_before = seccomp::traps();
     let allocs_before = thread_allocs();
     // ---- measured section: nothing below may allocate or make a forbidden system call ----
-    let mut max = 0;
+    let (mut max, mut with_answers) = (0, 0u64);
     // Run at least `callbacks`, and keep running until the network side has been gone for an
     // eighth of that (so its "disconnect for good" is always exercised, however the threads are
     // scheduled). A cap keeps a broken network side from hanging the test.
@@ -228,6 +232,7 @@ where
         audio.begin_callback(now, FRAMES as u32);
         let handled = audio.drain(&mut engine);
         max = max.max(handled);
+        with_answers += u64::from(handled > 0);
         render(&mut blocks, n, &mut transport);
         for (ch, block) in blocks.iter().enumerate() {
             audio.publish_meter(ch, block);
@@ -247,6 +252,7 @@ where
     let traps_after = seccomp::traps();
     // ---- end of measured section ----
     r.callbacks = n;
+    r.callbacks_with_answers = with_answers;
     r.audio_ran_without_net = gone_since.map_or(0, |g| n - g);
     r.audio_allocs = allocs_after - allocs_before;
     r.max_per_callback = max;

@@ -34,7 +34,7 @@ pub struct RtConfig {
     /// [`AudioEndpoint::set_sample_rate`].
     pub sample_rate: u32,
     /// With the `rt-wake` feature: a waker the audio thread triggers at the end of a callback
-    /// that pushed replies (one `write(2)` on an eventfd). `None` (the default) means no system
+    /// that answered a command (one `write(2)` on an eventfd). `None` (the default) means no system
     /// call at all; the network thread then uses [`NetEndpoint::next_callback_end_ns`].
     #[cfg(feature = "rt-wake")]
     pub waker: Option<Arc<mio::Waker>>,
@@ -120,7 +120,7 @@ pub fn bridge(cfg: &RtConfig) -> (AudioEndpoint, NetEndpoint) {
         clock: 0,
         start_ns: 0,
         period_ns: 0,
-        pushed: false,
+        answered: false,
         stats: CallbackStats::default(),
         #[cfg(feature = "rt-wake")]
         waker: cfg.waker.clone(),
@@ -200,7 +200,7 @@ pub struct AudioEndpoint {
     clock: u64,
     start_ns: u64,
     period_ns: u64,
-    pushed: bool,
+    answered: bool,
     stats: CallbackStats,
     #[cfg(feature = "rt-wake")]
     waker: Option<Arc<mio::Waker>>,
@@ -218,7 +218,7 @@ impl AudioEndpoint {
         #[cfg(feature = "rt-guard")]
         super::guard::enter_callback();
         self.remaining = self.budget;
-        self.pushed = false;
+        self.answered = false;
         self.block_start = self.clock;
         self.clock = self.clock.wrapping_add(u64::from(frames));
         self.start_ns = now_ns;
@@ -256,6 +256,7 @@ impl AudioEndpoint {
             let Ok(cmd) = self.commands.pop() else { break };
             let reply = self.answer(&cmd, &mut apply);
             self.push_reply(reply);
+            self.answered = true;
             self.remaining -= 1;
             handled += 1;
         }
@@ -309,7 +310,7 @@ impl AudioEndpoint {
     /// field).
     ///
     /// With the `rt-wake` feature and a configured waker, and only if this callback pushed at
-    /// least one reply, it then calls [`mio::Waker::wake`] once: on Linux one non-blocking
+    /// least one answer (`Ack`, `Reject` or `Pong`; telemetry alone does not wake), it then calls [`mio::Waker::wake`] once: on Linux one non-blocking
     /// `write(2)` of 8 bytes to an eventfd (plus a `read(2)` and a second `write(2)` only if the
     /// eventfd counter were about to overflow, after 2⁶⁴−2 unread wakes). A failure is counted in
     /// [`HealthSnapshot::wake_errors`]. Without that feature and waker: no system call.
@@ -398,7 +399,6 @@ impl AudioEndpoint {
         // Cannot fail: this thread is the only producer and `reply_room` saw a free slot.
         let pushed = self.replies.push(reply).is_ok();
         debug_assert!(pushed, "reply queue full after reply_room");
-        self.pushed = true;
         let used = (self.replies.buffer().capacity() - self.replies.cached_slots()) as u64;
         if used > self.stats.reply_queue_high {
             self.stats.reply_queue_high = used;
@@ -408,7 +408,7 @@ impl AudioEndpoint {
     #[cfg(feature = "rt-wake")]
     #[inline]
     fn wake(&mut self) {
-        if let (true, Some(waker)) = (self.pushed, self.waker.as_ref()) {
+        if let (true, Some(waker)) = (self.answered, self.waker.as_ref()) {
             if waker.wake().is_err() {
                 self.stats.wake_errors += 1;
             }
