@@ -250,7 +250,7 @@ impl AudioEndpoint {
         let mut handled = 0;
         while self.remaining > 0 && !self.commands.is_empty() {
             if !self.reply_room(1) {
-                self.stats.reply_stalls += 1;
+                self.stats.reply_stalls = self.stats.reply_stalls.wrapping_add(1);
                 break;
             }
             let Ok(cmd) = self.commands.pop() else { break };
@@ -272,7 +272,7 @@ impl AudioEndpoint {
             self.push_reply(RtReply::Transport(*state));
             true
         } else {
-            self.stats.telemetry_dropped += 1;
+            self.stats.telemetry_dropped = self.stats.telemetry_dropped.wrapping_add(1);
             false
         }
     }
@@ -302,7 +302,7 @@ impl AudioEndpoint {
     /// Counts an xrun reported by the host.
     #[inline]
     pub fn report_xrun(&mut self) {
-        self.stats.xruns += 1;
+        self.stats.xruns = self.stats.xruns.wrapping_add(1);
     }
 
     /// Ends the callback at host time `now_ns`: computes the DSP load
@@ -323,7 +323,7 @@ impl AudioEndpoint {
             (duration as f64 / self.period_ns as f64) as f32
         };
         let s = &mut self.stats;
-        s.callbacks += 1;
+        s.callbacks = s.callbacks.wrapping_add(1);
         s.dsp_load = load;
         if load > s.dsp_load_max {
             s.dsp_load_max = load;
@@ -410,7 +410,7 @@ impl AudioEndpoint {
     fn wake(&mut self) {
         if let (true, Some(waker)) = (self.answered, self.waker.as_ref()) {
             if waker.wake().is_err() {
-                self.stats.wake_errors += 1;
+                self.stats.wake_errors = self.stats.wake_errors.wrapping_add(1);
             }
         }
     }
@@ -500,7 +500,11 @@ impl NetEndpoint {
         if t.period_ns == 0 {
             return None;
         }
-        Some(t.start_ns + t.period_ns + t.last_duration_ns)
+        Some(
+            t.start_ns
+                .saturating_add(t.period_ns)
+                .saturating_add(t.last_duration_ns),
+        )
     }
 
     /// Like [`next_callback_end_ns`](Self::next_callback_end_ns) but projected forward by
@@ -512,7 +516,7 @@ impl NetEndpoint {
             return Some(predicted);
         }
         let periods = (now_ns - predicted).div_ceil(t.period_ns.max(1));
-        Some(predicted + periods * t.period_ns.max(1))
+        Some(predicted.saturating_add(periods.saturating_mul(t.period_ns.max(1))))
     }
 
     /// Whether the audio thread is between `begin_callback` and `end_callback` right now
