@@ -44,7 +44,7 @@ const T: TransportState = TransportState {
 };
 
 fn engine(cmd: &RtCommand) -> Outcome {
-    if cmd.id % 3 == 0 {
+    if cmd.id.is_multiple_of(3) {
         Outcome::Rejected(RejectReason::Unsupported)
     } else {
         Outcome::Applied
