@@ -360,7 +360,7 @@ impl AudioEndpoint {
     }
 
     /// Whether the [`NetEndpoint`] has been dropped (replies then go nowhere; the endpoint
-    /// keeps working and never blocks).
+    /// keeps working and never blocks). `true` is final; `false` may be stale. One atomic load.
     pub fn is_net_gone(&self) -> bool {
         self.replies.is_abandoned()
     }
@@ -441,6 +441,10 @@ pub struct NetEndpoint {
 impl NetEndpoint {
     /// Queues a command for the audio thread. When the queue is full the command is given back
     /// in `Err` (stop reading that client's socket: TCP pushes back; nothing is dropped).
+    ///
+    /// `Ok` is final: the command will be answered exactly once (unless the audio side is
+    /// dropped). `Err` may be stale by the time it returns: the audio thread can free a slot at
+    /// any moment; retry after the next callback.
     pub fn try_send(&mut self, cmd: RtCommand) -> Result<(), RtCommand> {
         match self.commands.push(cmd) {
             Ok(()) => {
@@ -451,7 +455,9 @@ impl NetEndpoint {
         }
     }
 
-    /// Takes the next reply or telemetry item, oldest first.
+    /// Takes the next reply or telemetry item, oldest first. `None` may be stale immediately
+    /// (the audio thread can push at any moment). Answers come in the order the commands were
+    /// sent; telemetry is interleaved at the point it was produced.
     pub fn pop_reply(&mut self) -> Option<RtReply> {
         let reply = self.replies.pop().ok()?;
         if reply.answers().is_some() {
@@ -525,7 +531,7 @@ impl NetEndpoint {
         self.health.in_callback()
     }
 
-    /// Whether the [`AudioEndpoint`] has been dropped.
+    /// Whether the [`AudioEndpoint`] has been dropped. `true` is final; `false` may be stale.
     pub fn is_audio_gone(&self) -> bool {
         self.commands.is_abandoned()
     }
