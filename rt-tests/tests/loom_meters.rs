@@ -24,7 +24,7 @@ fn collect(r: &mut MeterReader, t: &mut Totals) -> bool {
     assert_eq!(c[0], c[1], "torn interval: counts differ across channels");
     assert_eq!(s[0], s[1], "torn interval: sums differ across channels");
     assert_eq!(p[0], p[1], "torn interval: peaks differ across channels");
-    // Within a channel, peak/sum/count describe the same blocks (values are 1.0 and 2.0).
+    // Within a channel, peak/sum/count describe the same blocks (values 1.0, 2.0, 3.0).
     assert_eq!(
         c[0] == 0,
         p[0] == 0.0,
@@ -46,7 +46,7 @@ fn every_block_lands_in_exactly_one_consistent_interval() {
         EXPLORED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let (mut w, mut r) = meter_bank(2);
         let writer = loom::thread::spawn(move || {
-            for v in [1.0f32, 2.0] {
+            for v in [1.0f32, 2.0, 3.0] {
                 w.begin();
                 w.publish(0, &[v]);
                 w.publish(1, &[v]);
@@ -55,16 +55,17 @@ fn every_block_lands_in_exactly_one_consistent_interval() {
         });
         let mut t = Totals::default();
         collect(&mut r, &mut t);
+        r.collect(); // fold without taking
         collect(&mut r, &mut t);
         let mut w = writer.join().unwrap();
         // Flush: each begin hands over the writer's bank once the reader asked.
-        for _ in 0..3 {
+        for _ in 0..4 {
             w.begin();
             collect(&mut r, &mut t);
         }
-        assert_eq!(t.count, [2, 2], "a block was lost or counted twice");
-        assert_eq!(t.sum_sq, [5.0, 5.0]);
-        assert_eq!(t.peak, 2.0);
+        assert_eq!(t.count, [3, 3], "a block was lost or counted twice");
+        assert_eq!(t.sum_sq, [14.0, 14.0]);
+        assert_eq!(t.peak, 3.0);
     });
     let explored = EXPLORED.load(std::sync::atomic::Ordering::Relaxed);
     println!("loom explored {explored} interleavings");

@@ -466,13 +466,24 @@ impl NetEndpoint {
         Some(reply)
     }
 
-    /// Copies the completed meter interval into `peak` and `rms` (linear) and starts a new
-    /// one at the audio thread's next callback. Returns the channels written, or `0` if no
-    /// callback ran since the previous call (buffers untouched, the interval keeps
-    /// accumulating). Values cover the interval that ended at the first callback after the
-    /// previous call: one call period old, consistent across channels, no sample lost.
+    /// Copies everything metered since the previous call into `peak` and `rms` (linear) and
+    /// resets. Returns the channels written, or `0` if no callback completed a meter interval
+    /// since the previous call (buffers untouched, nothing lost). Values are consistent across
+    /// channels (no torn read), and every published sample counts exactly once: the peak is
+    /// the true peak since the previous call.
+    ///
+    /// Freshness: the data ends at the first callback after the previous
+    /// [`collect_meters`](Self::collect_meters) or `take_meters`; call `collect_meters` at every
+    /// wake-up to keep that about one callback old.
     pub fn take_meters(&mut self, peak: &mut [f32], rms: &mut [f32]) -> usize {
         self.meters.take(peak, rms)
+    }
+
+    /// Folds the meter interval the audio thread completed (if any) into this endpoint's
+    /// accumulators and starts the next one; returns whether anything was folded. Cheap (one
+    /// atomic load when nothing completed); call it at every wake-up for fresh meters.
+    pub fn collect_meters(&mut self) -> bool {
+        self.meters.collect()
     }
 
     /// Number of metered channels.
