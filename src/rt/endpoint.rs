@@ -423,6 +423,30 @@ impl AudioEndpoint {
 /// read cache lines the audio thread writes every callback: call them at telemetry or wake-up
 /// rate, not in a spin loop ([`commands_in_flight`](Self::commands_in_flight) is local and free).
 ///
+/// One wake-up of the network thread:
+///
+/// ```
+/// use loophole_ipc::rt::{bridge, RtCommand, RtConfig, RtOp, RtReply};
+/// let (mut audio, mut net) = bridge(&RtConfig::default().with_sample_rate(48_000));
+/// # audio.begin_callback(0, 480);
+/// # audio.end_callback(1_000_000);
+/// // Queue what the client sent; on Err stop reading its socket (TCP back-pressure).
+/// net.try_send(RtCommand { id: 1, op: RtOp::Ping { nonce: 9 } }).unwrap();
+/// // Sleep until just after the callback that will take it (the host clock, in ns).
+/// let now_ns = 3_000_000;
+/// let wake_at = net.next_callback_end_after(now_ns).unwrap();
+/// assert_eq!(wake_at, 11_000_000); // start 0 + period 10 ms + last duration 1 ms
+/// # audio.begin_callback(10_000_000, 480);
+/// # audio.drain(|_| unreachable!("pings never reach the engine"));
+/// # audio.end_callback(11_000_000);
+/// // ... after waking:
+/// while let Some(reply) = net.pop_reply() {
+///     assert!(matches!(reply, RtReply::Pong { id: 1, nonce: 9, sample: 480 }));
+/// }
+/// assert_eq!(net.commands_in_flight(), 0);
+/// net.collect_meters(); // keeps meters one callback fresh; take_meters at the client's rate
+/// ```
+///
 /// ```compile_fail
 /// fn shared<T: Sync>(_: &T) {}
 /// let (_audio, net) = loophole_ipc::rt::bridge(&Default::default());
