@@ -330,6 +330,7 @@ impl AudioEndpoint {
         }
         s.sample_clock = self.clock;
         s.last_duration_ns = duration;
+        self.meters.publish_load(load);
         #[cfg(feature = "rt-wake")]
         self.wake();
         self.health.publish_end(&self.stats);
@@ -509,6 +510,14 @@ impl NetEndpoint {
     /// atomic load when nothing completed); call it at every wake-up for fresh meters.
     pub fn collect_meters(&mut self) -> bool {
         self.meters.collect()
+    }
+
+    /// The highest DSP load of the callbacks since the previous call — the interval max the
+    /// `engine.health` frame reports — or `None` if no callback completed an interval since
+    /// then. Exact (every callback counts in exactly one interval); handed over like the meters,
+    /// so it ends at the first callback after the previous `collect_meters`/`take_*` call.
+    pub fn take_dsp_load_max(&mut self) -> Option<f32> {
+        self.meters.take_load_max()
     }
 
     /// Number of metered channels.
