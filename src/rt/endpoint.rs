@@ -171,7 +171,7 @@ pub fn bridge(cfg: &RtConfig) -> (AudioEndpoint, NetEndpoint) {
 /// audio.drain(|cmd| match cmd.op {
 ///     RtOp::Play => { transport.playing = true; Outcome::Applied }
 ///     RtOp::Stop => { transport.playing = false; Outcome::Applied }
-///     RtOp::Tempo { bpm } if bpm > 0.0 && bpm < 1000.0 => { transport.bpm = bpm; Outcome::Applied }
+///     RtOp::Tempo { bpm } if (20.0..=999.0).contains(&bpm) => { transport.bpm = bpm; Outcome::Applied }
 ///     RtOp::Tempo { .. } => Outcome::Rejected(RejectReason::OutOfRange),
 ///     _ => Outcome::Rejected(RejectReason::Unsupported),
 /// });
