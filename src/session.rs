@@ -267,6 +267,7 @@ struct Core<O> {
     more: bool,
     eof: bool,
     linger: bool,
+    rx_activity: bool,
 }
 
 /// One client connection's protocol state. See the [module docs](self).
@@ -334,6 +335,7 @@ where
             more: false,
             eof: false,
             linger: false,
+            rx_activity: false,
         };
         Ok(Self { rx, core })
     }
@@ -348,8 +350,12 @@ where
     }
 
     /// Marks `n` bytes read into [`rx_space`](Self::rx_space) as received.
+    ///
+    /// Any byte counts as a sign of life for the heartbeat, even while frames wait behind a full
+    /// route: a client that keeps sending is never dropped for the engine's own back-pressure.
     pub fn rx_commit(&mut self, n: usize) {
         self.rx.commit(n);
+        self.core.rx_activity |= n > 0;
     }
 
     /// The peer closed its side. Complete frames already received are still processed by the
@@ -368,6 +374,9 @@ where
     pub fn poll<D: Driver>(&mut self, now: Nanos, d: &mut D) {
         self.core.now = now;
         self.core.more = false;
+        if core::mem::take(&mut self.core.rx_activity) {
+            self.core.last_rx = now;
+        }
         self.core.check_deadlines();
         let mut last = Step::Blocked;
         if self.core.retry_pending(d) {

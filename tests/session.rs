@@ -923,3 +923,35 @@ fn simulation_every_accepted_command_is_answered_once() {
         );
     }
 }
+
+#[test]
+fn a_client_blocked_by_back_pressure_is_not_timed_out_while_it_sends() {
+    let w = welcome();
+    let mut d = Mock::new();
+    d.audio_cap = 0;
+    let (mut s, _) = session_open(&w, &mut d);
+    send(&mut s, &frame(2, &Play {}));
+    s.poll(2 * MS, &mut d);
+    assert!(s.is_blocked());
+    // The client keeps pinging; its pings wait behind the blocked command, but its bytes arrive.
+    for t in (50..=600).step_by(50) {
+        if s.rx_space().len() >= 64 {
+            send(
+                &mut s,
+                &frame(
+                    t,
+                    &Ping {
+                        nonce: 1,
+                        t_client_us: None,
+                        rt: false,
+                    },
+                ),
+            );
+        }
+        s.poll(u64::from(t) * MS, &mut d);
+        assert_eq!(s.state(), SessionState::Open, "at {t} ms");
+    }
+    // Negative control: once it falls silent, the timeout applies.
+    s.poll(801 * MS, &mut d);
+    assert!(s.is_closed());
+}

@@ -192,7 +192,7 @@ impl<'a> Envelope<'a> {
     /// The fast path for the canonical form every conforming encoder writes: keys in the order
     /// `type`, `name`, `id`/`ref`, `body`, no whitespace. `None` means "not canonical, or
     /// something is off": the caller then uses [`parse`](Self::parse), which finds the precise
-    /// error. The body is not checked here; its decoder parses it fully.
+    /// error.
     fn parse_canonical(p: &'a [u8]) -> Option<Self> {
         let rest = p.strip_prefix(b"{\"type\":\"")?;
         let (kind, rest) = until_quote(rest)?;
@@ -213,7 +213,9 @@ impl<'a> Envelope<'a> {
             return None;
         }
         let body = rest.strip_prefix(b",\"body\":")?.strip_suffix(b"}")?;
-        if body.first() != Some(&b'{') {
+        // The body decoder is more lenient than JSON (raw control bytes in strings, some number
+        // forms), so the grammar is checked here; one fast pass, without the envelope's keys.
+        if body.first() != Some(&b'{') || scan::value_end(body, 0).ok()? != body.len() {
             return None;
         }
         let is_command = kind == Kind::Command;
