@@ -15,5 +15,6 @@
 pub mod error;
 pub mod frame;
 pub mod message;
+pub mod rt;
 
 pub use error::{DecodeError, EncodeError, ErrorCode};

@@ -1,0 +1,466 @@
+//! The two endpoints of the bridge and the one constructor that allocates them.
+
+use super::health::{CallbackStats, Health, HealthSnapshot};
+use super::meters::{meter_bank, MeterReader, MeterWriter};
+use super::types::{Outcome, RtCommand, RtOp, RtReply, TransportState};
+use super::MAX_METER_CHANNELS;
+use rtrb::{Consumer, Producer, RingBuffer};
+use std::sync::Arc;
+
+/// Capacities and options of the bridge. All allocation happens in [`bridge`] from these.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct RtConfig {
+    /// Slots in the command queue (network → audio). Default `256`. Clamped to at least 1.
+    pub command_capacity: usize,
+    /// Slots in the reply queue (audio → network). Default `512`. Raised to at least
+    /// `drain_budget + 1` so one full drain's answers plus one telemetry item always fit.
+    pub reply_capacity: usize,
+    /// Metered channels, `1..=`[`MAX_METER_CHANNELS`]. Default `2`. Clamped to that range.
+    pub meter_channels: usize,
+    /// Most commands handled per callback (summed over all `drain` calls in it). Default `32`.
+    /// Clamped to at least 1.
+    pub drain_budget: usize,
+    /// Nominal sample rate in Hz, used to turn `frames` into a period for the DSP load and the
+    /// wake-up prediction. Default `48_000`. Changeable later with
+    /// [`AudioEndpoint::set_sample_rate`].
+    pub sample_rate: u32,
+    /// With the `rt-wake` feature: a waker the audio thread triggers at the end of a callback
+    /// that pushed replies (one `write(2)` on an eventfd). `None` (the default) means no system
+    /// call at all; the network thread then uses [`NetEndpoint::next_callback_end_ns`].
+    #[cfg(feature = "rt-wake")]
+    pub waker: Option<Arc<mio::Waker>>,
+}
+
+impl Default for RtConfig {
+    fn default() -> Self {
+        RtConfig {
+            command_capacity: 256,
+            reply_capacity: 512,
+            meter_channels: 2,
+            drain_budget: 32,
+            sample_rate: 48_000,
+            #[cfg(feature = "rt-wake")]
+            waker: None,
+        }
+    }
+}
+
+/// Creates the bridge: the audio thread's [`AudioEndpoint`] and the network thread's
+/// [`NetEndpoint`].
+///
+/// This is the only function of the bridge that allocates: the two `rtrb` queues, the two
+/// meter banks and the shared counters. The memory is freed when the *last* of the two halves
+/// is dropped — so drop the [`AudioEndpoint`] outside the audio callback, or keep the
+/// [`NetEndpoint`] alive until the audio side is gone.
+pub fn bridge(cfg: &RtConfig) -> (AudioEndpoint, NetEndpoint) {
+    let budget = cfg.drain_budget.max(1);
+    let command_capacity = cfg.command_capacity.max(1);
+    let reply_capacity = cfg.reply_capacity.max(budget + 1);
+    let (cmd_tx, cmd_rx) = RingBuffer::new(command_capacity);
+    let (reply_tx, reply_rx) = RingBuffer::new(reply_capacity);
+    let (meter_w, meter_r) = meter_bank(cfg.meter_channels.min(MAX_METER_CHANNELS));
+    let health = Arc::new(Health::default());
+    let audio = AudioEndpoint {
+        commands: cmd_rx,
+        replies: reply_tx,
+        meters: meter_w,
+        health: Arc::clone(&health),
+        budget,
+        remaining: budget,
+        sample_rate: cfg.sample_rate.max(1),
+        block_start: 0,
+        clock: 0,
+        start_ns: 0,
+        period_ns: 0,
+        pushed: false,
+        stats: CallbackStats::default(),
+        #[cfg(feature = "rt-wake")]
+        waker: cfg.waker.clone(),
+    };
+    let net = NetEndpoint {
+        commands: cmd_tx,
+        replies: reply_rx,
+        meters: meter_r,
+        health,
+        sent: 0,
+        answered: 0,
+    };
+    (audio, net)
+}
+
+/// The audio thread's end of the bridge.
+///
+/// Every method is wait-free and bounded, allocates nothing, takes no lock and makes no system
+/// call (the one exception is opt-in: the `rt-wake` feature with a configured waker makes one
+/// `write(2)` in [`end_callback`](Self::end_callback), see there). The endpoint never reads a
+/// clock: the host passes time in.
+///
+/// It is `Send` (move it to the audio thread once) but not `Sync`.
+///
+/// # A callback
+///
+/// ```
+/// use loophole_ipc::rt::{bridge, Outcome, RejectReason, RtConfig, RtOp, TransportState};
+///
+/// let (mut audio, mut net) = bridge(&RtConfig::default());
+/// # net.try_send(loophole_ipc::rt::RtCommand { id: 7, op: RtOp::Play }).unwrap();
+/// let mut transport = TransportState {
+///     playing: false, position: 0, bpm: 120.0, loop_start: 0, loop_end: 0, loop_enabled: false,
+/// };
+/// let mut left = [0.0f32; 256];
+/// let mut right = [0.0f32; 256];
+///
+/// // Inside the host's audio callback (`now_ns` comes from the host's clock):
+/// let now_ns = 1_000_000;
+/// audio.begin_callback(now_ns, 256);
+/// audio.drain(|cmd| match cmd.op {
+///     RtOp::Play => { transport.playing = true; Outcome::Applied }
+///     RtOp::Stop => { transport.playing = false; Outcome::Applied }
+///     RtOp::Tempo { bpm } if bpm > 0.0 && bpm < 1000.0 => { transport.bpm = bpm; Outcome::Applied }
+///     RtOp::Tempo { .. } => Outcome::Rejected(RejectReason::OutOfRange),
+///     _ => Outcome::Rejected(RejectReason::Unsupported),
+/// });
+/// // ... render into left/right ...
+/// audio.publish_meters(&[&left, &right]);
+/// audio.publish_transport(&transport);
+/// audio.end_callback(now_ns + 1_500_000);
+///
+/// // On the network thread:
+/// assert_eq!(
+///     net.pop_reply(),
+///     Some(loophole_ipc::rt::RtReply::Ack { id: 7, sample: 0 })
+/// );
+/// # left[0] = 0.0; right[0] = 0.0;
+/// ```
+#[derive(Debug)]
+pub struct AudioEndpoint {
+    commands: Consumer<RtCommand>,
+    replies: Producer<RtReply>,
+    meters: MeterWriter,
+    health: Arc<Health>,
+    budget: usize,
+    remaining: usize,
+    sample_rate: u32,
+    block_start: u64,
+    clock: u64,
+    start_ns: u64,
+    period_ns: u64,
+    pushed: bool,
+    stats: CallbackStats,
+    #[cfg(feature = "rt-wake")]
+    waker: Option<Arc<mio::Waker>>,
+}
+
+impl AudioEndpoint {
+    /// Starts a callback of `frames` frames at host time `now_ns`.
+    ///
+    /// Resets this callback's drain budget, fixes the block's first sample (the sample position
+    /// acks report), publishes the start time and period for the network thread's wake-up
+    /// prediction, and hands the meter interval over if the network side asked. With the
+    /// `rt-guard` feature it also marks this thread as inside the audio callback.
+    #[inline]
+    pub fn begin_callback(&mut self, now_ns: u64, frames: u32) {
+        #[cfg(feature = "rt-guard")]
+        super::guard::enter_callback();
+        self.remaining = self.budget;
+        self.pushed = false;
+        self.block_start = self.clock;
+        self.clock = self.clock.wrapping_add(u64::from(frames));
+        self.start_ns = now_ns;
+        self.period_ns = u64::from(frames) * 1_000_000_000 / u64::from(self.sample_rate);
+        self.health.publish_start(now_ns, self.period_ns);
+        self.meters.begin();
+    }
+
+    /// Hands queued commands to `apply`, oldest first, and pushes exactly one answer for each.
+    ///
+    /// At most the callback's remaining budget is handled (the budget is per callback, shared
+    /// by all `drain` calls between `begin_callback` and `end_callback`). A command is popped
+    /// only when the reply queue has a free slot for its answer, so an answer is never lost:
+    /// when replies back up, commands simply stay queued. [`RtOp::Ping`] is answered here with
+    /// [`RtReply::Pong`] and never reaches `apply`.
+    ///
+    /// The ack's `sample` is the block's first sample plus the [`Outcome::AppliedAt`] offset.
+    /// Returns the number of commands answered.
+    #[inline]
+    pub fn drain<F: FnMut(&RtCommand) -> Outcome>(&mut self, mut apply: F) -> usize {
+        let queued = self.commands.slots() as u64;
+        if queued > self.stats.cmd_queue_high {
+            self.stats.cmd_queue_high = queued;
+        }
+        let mut handled = 0;
+        while self.remaining > 0 && !self.commands.is_empty() {
+            if !self.reply_room(1) {
+                self.stats.reply_stalls += 1;
+                break;
+            }
+            let Ok(cmd) = self.commands.pop() else { break };
+            let reply = self.answer(&cmd, &mut apply);
+            self.push_reply(reply);
+            self.remaining -= 1;
+            handled += 1;
+        }
+        handled
+    }
+
+    /// Pushes transport telemetry if that leaves room for the answers the rest of this
+    /// callback's drain budget could need; otherwise drops it and counts the drop in
+    /// [`HealthSnapshot::telemetry_dropped`]. Returns whether it was pushed. Never blocks.
+    #[inline]
+    pub fn publish_transport(&mut self, state: &TransportState) -> bool {
+        if self.reply_room(self.remaining + 1) {
+            self.push_reply(RtReply::Transport(*state));
+            true
+        } else {
+            self.stats.telemetry_dropped += 1;
+            false
+        }
+    }
+
+    /// Adds one block of `channel`'s samples to the meters (peak-hold and RMS accumulate until
+    /// the network side takes them). Channels beyond the configured count are ignored.
+    #[inline]
+    pub fn publish_meter(&mut self, channel: usize, block: &[f32]) {
+        self.meters.publish(channel, block);
+    }
+
+    /// [`publish_meter`](Self::publish_meter) for channels `0..channels.len()`.
+    #[inline]
+    pub fn publish_meters(&mut self, channels: &[&[f32]]) {
+        for (channel, block) in channels.iter().enumerate() {
+            self.meters.publish(channel, block);
+        }
+    }
+
+    /// Adds levels the engine already computed (`peak` = max |x|, `sum_sq` = Σx² over
+    /// `frames` samples) — O(1) per channel.
+    #[inline]
+    pub fn publish_levels(&mut self, channel: usize, peak: f32, sum_sq: f64, frames: u64) {
+        self.meters.publish_levels(channel, peak, sum_sq, frames);
+    }
+
+    /// Counts an xrun reported by the host.
+    #[inline]
+    pub fn report_xrun(&mut self) {
+        self.stats.xruns += 1;
+    }
+
+    /// Ends the callback at host time `now_ns`: computes the DSP load
+    /// (`(now_ns - start) / period`) and publishes the health counters (one atomic store per
+    /// field).
+    ///
+    /// With the `rt-wake` feature and a configured waker, and only if this callback pushed at
+    /// least one reply, it then calls [`mio::Waker::wake`] once: on Linux one non-blocking
+    /// `write(2)` of 8 bytes to an eventfd (plus a `read(2)` and a second `write(2)` only if the
+    /// eventfd counter were about to overflow, after 2⁶⁴−2 unread wakes). A failure is counted in
+    /// [`HealthSnapshot::wake_errors`]. Without that feature and waker: no system call.
+    #[inline]
+    pub fn end_callback(&mut self, now_ns: u64) {
+        let duration = now_ns.saturating_sub(self.start_ns);
+        let load = if self.period_ns == 0 {
+            0.0
+        } else {
+            (duration as f64 / self.period_ns as f64) as f32
+        };
+        let s = &mut self.stats;
+        s.callbacks += 1;
+        s.dsp_load = load;
+        if load > s.dsp_load_max {
+            s.dsp_load_max = load;
+        }
+        s.sample_clock = self.clock;
+        s.last_duration_ns = duration;
+        #[cfg(feature = "rt-wake")]
+        self.wake();
+        self.health.publish_end(&self.stats);
+        #[cfg(feature = "rt-guard")]
+        super::guard::exit_callback();
+    }
+
+    /// Changes the nominal sample rate (used from the next `begin_callback`). `0` is ignored.
+    pub fn set_sample_rate(&mut self, hz: u32) {
+        if hz != 0 {
+            self.sample_rate = hz;
+        }
+    }
+
+    /// The engine sample clock: frames announced by all `begin_callback` calls so far.
+    pub fn sample_clock(&self) -> u64 {
+        self.clock
+    }
+
+    /// The current block's first sample (the position acks of this callback report).
+    pub fn block_start(&self) -> u64 {
+        self.block_start
+    }
+
+    /// Commands this callback may still handle.
+    pub fn remaining_budget(&self) -> usize {
+        self.remaining
+    }
+
+    /// Whether the [`NetEndpoint`] has been dropped (replies then go nowhere; the endpoint
+    /// keeps working and never blocks).
+    pub fn is_net_gone(&self) -> bool {
+        self.replies.is_abandoned()
+    }
+
+    #[inline]
+    fn answer<F: FnMut(&RtCommand) -> Outcome>(&self, cmd: &RtCommand, apply: &mut F) -> RtReply {
+        if let RtOp::Ping { nonce } = cmd.op {
+            return RtReply::Pong {
+                id: cmd.id,
+                nonce,
+                sample: self.block_start,
+            };
+        }
+        match apply(cmd) {
+            Outcome::Applied => RtReply::Ack {
+                id: cmd.id,
+                sample: self.block_start,
+            },
+            Outcome::AppliedAt { offset } => RtReply::Ack {
+                id: cmd.id,
+                sample: self.block_start.wrapping_add(u64::from(offset)),
+            },
+            Outcome::Rejected(reason) => RtReply::Reject { id: cmd.id, reason },
+        }
+    }
+
+    /// Whether at least `need` reply slots are free (cached count first, atomic load if not).
+    #[inline]
+    fn reply_room(&self, need: usize) -> bool {
+        self.replies.cached_slots() >= need || self.replies.slots() >= need
+    }
+
+    /// Pushes a reply the caller has made room for.
+    #[inline]
+    fn push_reply(&mut self, reply: RtReply) {
+        // Cannot fail: this thread is the only producer and `reply_room` saw a free slot.
+        let pushed = self.replies.push(reply).is_ok();
+        debug_assert!(pushed, "reply queue full after reply_room");
+        self.pushed = true;
+        let used = (self.replies.buffer().capacity() - self.replies.cached_slots()) as u64;
+        if used > self.stats.reply_queue_high {
+            self.stats.reply_queue_high = used;
+        }
+    }
+
+    #[cfg(feature = "rt-wake")]
+    #[inline]
+    fn wake(&mut self) {
+        if let (true, Some(waker)) = (self.pushed, self.waker.as_ref()) {
+            if waker.wake().is_err() {
+                self.stats.wake_errors += 1;
+            }
+        }
+    }
+}
+
+/// The network thread's end of the bridge.
+///
+/// Nothing here blocks or allocates. It is `Send` but not `Sync`.
+#[derive(Debug)]
+pub struct NetEndpoint {
+    commands: Producer<RtCommand>,
+    replies: Consumer<RtReply>,
+    meters: MeterReader,
+    health: Arc<Health>,
+    sent: u64,
+    answered: u64,
+}
+
+impl NetEndpoint {
+    /// Queues a command for the audio thread. When the queue is full the command is given back
+    /// in `Err` (stop reading that client's socket: TCP pushes back; nothing is dropped).
+    pub fn try_send(&mut self, cmd: RtCommand) -> Result<(), RtCommand> {
+        match self.commands.push(cmd) {
+            Ok(()) => {
+                self.sent += 1;
+                Ok(())
+            }
+            Err(rtrb::PushError::Full(cmd)) => Err(cmd),
+        }
+    }
+
+    /// Takes the next reply or telemetry item, oldest first.
+    pub fn pop_reply(&mut self) -> Option<RtReply> {
+        let reply = self.replies.pop().ok()?;
+        if reply.answers().is_some() {
+            self.answered += 1;
+        }
+        Some(reply)
+    }
+
+    /// Copies the completed meter interval into `peak` and `rms` (linear) and starts a new
+    /// one at the audio thread's next callback. Returns the channels written, or `0` if no
+    /// callback ran since the previous call (buffers untouched, the interval keeps
+    /// accumulating). Values cover the interval that ended at the first callback after the
+    /// previous call: one call period old, consistent across channels, no sample lost.
+    pub fn take_meters(&mut self, peak: &mut [f32], rms: &mut [f32]) -> usize {
+        self.meters.take(peak, rms)
+    }
+
+    /// Number of metered channels.
+    pub fn meter_channels(&self) -> usize {
+        self.meters.channels()
+    }
+
+    /// The engine's health counters, read without a lock (fields may come from consecutive
+    /// callbacks; see [`HealthSnapshot`]).
+    pub fn health(&self) -> HealthSnapshot {
+        let capacity = self.commands.buffer().capacity();
+        self.health
+            .snapshot(capacity - self.commands.slots(), capacity)
+    }
+
+    /// Commands sent whose answer (`Ack`, `Reject` or `Pong`) has not been popped yet. Exact:
+    /// both counts are kept on this thread.
+    pub fn commands_in_flight(&self) -> usize {
+        usize::try_from(self.sent - self.answered).unwrap_or(usize::MAX)
+    }
+
+    /// Predicted host time (ns) at which the callback that will take the commands queued now
+    /// ends: last start + period + last callback's duration. `None` before the first
+    /// `begin_callback`.
+    ///
+    /// It is a prediction from three independently read atomics: under a race the start may be
+    /// one callback newer than the duration, and if the audio thread stops being called the
+    /// value lies in the past (use [`next_callback_end_after`](Self::next_callback_end_after)).
+    pub fn next_callback_end_ns(&self) -> Option<u64> {
+        let t = self.health.timing();
+        if t.period_ns == 0 {
+            return None;
+        }
+        Some(t.start_ns + t.period_ns + t.last_duration_ns)
+    }
+
+    /// Like [`next_callback_end_ns`](Self::next_callback_end_ns) but projected forward by
+    /// whole periods so the result is `>= now_ns` (for a network thread that woke late).
+    pub fn next_callback_end_after(&self, now_ns: u64) -> Option<u64> {
+        let t = self.health.timing();
+        let predicted = self.next_callback_end_ns()?;
+        if predicted >= now_ns {
+            return Some(predicted);
+        }
+        let periods = (now_ns - predicted).div_ceil(t.period_ns.max(1));
+        Some(predicted + periods * t.period_ns.max(1))
+    }
+
+    /// Whether the audio thread is between `begin_callback` and `end_callback` right now
+    /// (stale as soon as it is read).
+    pub fn audio_in_callback(&self) -> bool {
+        self.health.in_callback()
+    }
+
+    /// Whether the [`AudioEndpoint`] has been dropped.
+    pub fn is_audio_gone(&self) -> bool {
+        self.commands.is_abandoned()
+    }
+
+    /// Total commands accepted by [`try_send`](Self::try_send).
+    pub fn commands_sent(&self) -> u64 {
+        self.sent
+    }
+}
