@@ -16,5 +16,6 @@ pub mod error;
 pub mod frame;
 pub mod message;
 pub mod rt;
+pub mod session;
 
 pub use error::{DecodeError, EncodeError, ErrorCode};

@@ -1,0 +1,755 @@
+//! The per-connection session: a sans-I/O state machine (normative text:
+//! `docs/specs/ipc/session.md`).
+//!
+//! The driver (the network thread, or a test) moves bytes and time in and out; the session never
+//! reads a clock, never touches a socket and never allocates. Its buffers are given once, at
+//! [`Session::new`].
+//!
+//! ```text
+//!  Preface ──client preface──▶ Handshake ──hello ok──▶ Open ──goodbye / timeout / error──▶ Closing ──▶ Closed
+//!     │                            │  bad version/token, busy, timeout                        ▲
+//!     └── bad byte / timeout ──────┴───────────────────────────────────────────────────────────┘
+//! ```
+//!
+//! Every command accepted from the wire gets exactly one answer: the session answers what it
+//! handles itself (handshake, non-real-time ping, subscriptions, decode errors) and hands the rest
+//! to the [`Driver`], counting them [`in flight`](Session::in_flight) until the driver calls
+//! [`Session::answer`]. When a route is full the command waits in a one-command slot and the
+//! session stops taking frames, so reading stops and TCP pushes back: nothing is dropped.
+
+use crate::error::{DecodeError, ErrorCode};
+use crate::frame::{FrameDecoder, PREFACE, PRE_WELCOME_MAX_FRAME};
+use crate::message::{
+    self, Ack, Command, GoodbyeNotice, GoodbyeReason, Health, Hello, Message, Pong, Stream,
+    TransportState, Welcome, PROTOCOL_VERSION,
+};
+
+/// Monotonic time in nanoseconds since an epoch the driver chooses.
+pub type Nanos = u64;
+
+/// Most frames [`Session::poll`] processes per call; the rest wait for the next call.
+pub const FRAMES_PER_POLL: usize = 32;
+
+/// Free transmit space the session wants before it takes a frame: room for the largest answer
+/// (a `welcome` followed by the two snapshot frames).
+pub const ANSWER_ROOM: usize = 1024;
+
+/// Transmit space telemetry may never use: kept for answers, so a slow reader sheds telemetry
+/// before any ack or error is held back.
+pub const TELEMETRY_RESERVE: usize = 2048;
+
+/// Real-time pings in flight whose `t_client_us` the session remembers to echo.
+pub const RT_PING_SLOTS: usize = 32;
+
+/// Longest accepted session token, in bytes.
+pub const MAX_TOKEN: usize = message::MAX_TOKEN;
+
+/// Numbers and identity a session needs; borrowed only during [`Session::new`].
+#[derive(Clone, Copy, Debug)]
+pub struct SessionConfig<'a> {
+    /// Largest payload accepted after `welcome`.
+    pub max_frame: u32,
+    /// Time from accept to a valid `hello`.
+    pub handshake_timeout: Nanos,
+    /// Advertised: the client sends something at least this often.
+    pub heartbeat_interval: Nanos,
+    /// A client silent this long is dropped.
+    pub heartbeat_timeout: Nanos,
+    /// A client that takes nothing from a non-empty transmit buffer this long is dropped.
+    pub slow_consumer_timeout: Nanos,
+    /// Session token the client must present (constant-time compare); `None` accepts any.
+    pub token: Option<&'a [u8]>,
+    /// Identity sent in `welcome`; `max_frame`, `heartbeat_ms` and `timeout_ms` are overwritten
+    /// from this config.
+    pub welcome: &'a Welcome,
+}
+
+/// Where the session stands. States only move forward (the order of the variants).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum SessionState {
+    /// Waiting for the client's preface.
+    Preface,
+    /// Preface seen; waiting for `hello`.
+    Handshake,
+    /// `welcome` sent; commands flow.
+    Open,
+    /// Ending: nothing more is read; the transmit buffer drains, then the socket closes.
+    Closing,
+    /// Done.
+    Closed,
+}
+
+/// The answer to a command the driver carried out.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Answer {
+    /// `ack`, with the engine sample clock for audio-route commands.
+    Ack {
+        /// Sample clock at which it took effect.
+        sample: Option<u64>,
+    },
+    /// `pong` for a real-time ping.
+    Pong {
+        /// The ping's nonce.
+        nonce: u32,
+        /// Ignored when the session remembers the ping's own `t_client_us`.
+        t_client_us: Option<u64>,
+        /// Sample clock when the audio thread saw it.
+        sample: Option<u64>,
+    },
+    /// `error`.
+    Error {
+        /// Stable code.
+        code: ErrorCode,
+        /// Human-readable text.
+        detail: &'static str,
+    },
+}
+
+/// A route's queue is full: the command must wait.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RouteFull;
+
+/// Why the control route did not take a command.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum RouteError {
+    /// The queue is full: the command waits.
+    Full,
+    /// No control handler: the command is answered `control_unavailable`.
+    Unavailable,
+}
+
+/// What the session asks of its driver. Every method is called from [`Session::poll`].
+pub trait Driver {
+    /// At `hello`: may this connection become the controlling session? `false` answers
+    /// `session_busy` and closes.
+    fn claim(&mut self) -> bool;
+    /// The controlling session ended (called once, after a successful `claim`).
+    fn release(&mut self);
+    /// Hands a real-time command (transport, `param.set`, `ping` with `rt`) to the audio thread.
+    fn route_audio(&mut self, id: u32, cmd: &Command) -> Result<(), RouteFull>;
+    /// Hands a graph edit or `engine.shutdown` to the control thread.
+    fn route_control(&mut self, id: u32, cmd: &Command) -> Result<(), RouteError>;
+    /// The state sent right after `welcome`.
+    fn snapshot(&mut self) -> (TransportState, Health);
+}
+
+/// A set of telemetry streams.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StreamSet(u8);
+
+impl StreamSet {
+    /// Whether `s` is in the set.
+    pub const fn contains(self, s: Stream) -> bool {
+        self.0 & (1 << s.index()) != 0
+    }
+
+    /// True when no stream is in the set.
+    pub const fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+
+    fn insert(&mut self, s: Stream) {
+        self.0 |= 1 << s.index();
+    }
+
+    /// The streams in the set.
+    pub fn iter(self) -> impl Iterator<Item = Stream> {
+        Stream::ALL.into_iter().filter(move |s| self.contains(*s))
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Subscription {
+    interval: Nanos,
+    next: Nanos,
+}
+
+/// A bounded transmit buffer.
+#[derive(Debug)]
+struct Tx<O> {
+    buf: O,
+    start: usize,
+    end: usize,
+}
+
+impl<O: AsRef<[u8]> + AsMut<[u8]>> Tx<O> {
+    fn free(&self) -> usize {
+        self.buf.as_ref().len() - (self.end - self.start)
+    }
+
+    fn is_empty(&self) -> bool {
+        self.start == self.end
+    }
+
+    fn pending(&self) -> &[u8] {
+        &self.buf.as_ref()[self.start..self.end]
+    }
+
+    fn consume(&mut self, n: usize) {
+        self.start = (self.start + n).min(self.end);
+        if self.start == self.end {
+            self.start = 0;
+            self.end = 0;
+        }
+    }
+
+    /// The writable tail, after moving pending bytes to the front.
+    fn tail(&mut self) -> &mut [u8] {
+        if self.start > 0 {
+            self.buf.as_mut().copy_within(self.start..self.end, 0);
+            self.end -= self.start;
+            self.start = 0;
+        }
+        let end = self.end;
+        &mut self.buf.as_mut()[end..]
+    }
+
+    fn put_raw(&mut self, bytes: &[u8]) -> bool {
+        let Some(dst) = self.tail().get_mut(..bytes.len()) else {
+            return false;
+        };
+        dst.copy_from_slice(bytes);
+        self.end += bytes.len();
+        true
+    }
+
+    /// Encodes one frame, keeping `keep_free` bytes free after it; false if it does not fit.
+    fn put<M: Message>(&mut self, id_or_ref: Option<u32>, body: &M, keep_free: usize) -> bool {
+        let room = self.free().saturating_sub(keep_free);
+        let tail = self.tail();
+        let limit = room.min(tail.len());
+        match message::encode_frame(id_or_ref, body, &mut tail[..limit], u32::MAX) {
+            Ok(n) => {
+                self.end += n;
+                true
+            }
+            Err(_) => false,
+        }
+    }
+}
+
+/// Everything but the receive decoder, so a frame borrowed from the decoder can be handled while
+/// the rest of the session changes.
+#[derive(Debug)]
+struct Core<O> {
+    tx: Tx<O>,
+    state: SessionState,
+    now: Nanos,
+    max_frame: u32,
+    raise_limit: bool,
+    handshake_deadline: Nanos,
+    heartbeat_timeout: Nanos,
+    slow_consumer_timeout: Nanos,
+    last_rx: Nanos,
+    last_tx_progress: Nanos,
+    token: Option<heapless::Vec<u8, MAX_TOKEN>>,
+    welcome: Welcome,
+    sent_preface: bool,
+    claimed: bool,
+    released: bool,
+    pending: Option<(u32, Command)>,
+    in_flight: usize,
+    rt_pings: heapless::Vec<(u32, u64), RT_PING_SLOTS>,
+    subs: [Option<Subscription>; 3],
+    shed: u64,
+    more: bool,
+    eof: bool,
+    linger: bool,
+}
+
+/// One client connection's protocol state. See the [module docs](self).
+///
+/// `I` holds received bytes (at least 8 + `max_frame`); `O` holds bytes to send (at least
+/// [`ANSWER_ROOM`] + [`TELEMETRY_RESERVE`]). Neither is ever resized.
+#[derive(Debug)]
+pub struct Session<I, O> {
+    rx: FrameDecoder<I>,
+    core: Core<O>,
+}
+
+impl<I, O> Session<I, O>
+where
+    I: AsRef<[u8]> + AsMut<[u8]>,
+    O: AsRef<[u8]> + AsMut<[u8]>,
+{
+    /// A session for a connection accepted at `now`.
+    ///
+    /// Fails with [`DecodeError::BufferTooSmall`] when `rx` cannot hold a frame of
+    /// `cfg.max_frame` or `tx` is smaller than [`ANSWER_ROOM`] + [`TELEMETRY_RESERVE`], and with
+    /// [`DecodeError::OutOfRange`] when the token is longer than [`MAX_TOKEN`].
+    pub fn new(cfg: &SessionConfig<'_>, rx: I, tx: O, now: Nanos) -> Result<Self, DecodeError> {
+        let mut rx = FrameDecoder::new(rx, cfg.max_frame)?;
+        rx.set_max_frame(PRE_WELCOME_MAX_FRAME.min(cfg.max_frame))?;
+        if tx.as_ref().len() < ANSWER_ROOM + TELEMETRY_RESERVE {
+            return Err(DecodeError::BufferTooSmall);
+        }
+        let token = match cfg.token {
+            Some(t) => Some(
+                heapless::Vec::from_slice(t).map_err(|_| DecodeError::OutOfRange { field: "token" })?,
+            ),
+            None => None,
+        };
+        let mut welcome = cfg.welcome.clone();
+        welcome.max_frame = cfg.max_frame;
+        welcome.heartbeat_ms = to_ms(cfg.heartbeat_interval);
+        welcome.timeout_ms = to_ms(cfg.heartbeat_timeout);
+        let core = Core {
+            tx: Tx { buf: tx, start: 0, end: 0 },
+            state: SessionState::Preface,
+            now,
+            max_frame: cfg.max_frame,
+            raise_limit: false,
+            handshake_deadline: now.saturating_add(cfg.handshake_timeout),
+            heartbeat_timeout: cfg.heartbeat_timeout,
+            slow_consumer_timeout: cfg.slow_consumer_timeout,
+            last_rx: now,
+            last_tx_progress: now,
+            token,
+            welcome,
+            sent_preface: false,
+            claimed: false,
+            released: false,
+            pending: None,
+            in_flight: 0,
+            rt_pings: heapless::Vec::new(),
+            subs: [None; 3],
+            shed: 0,
+            more: false,
+            eof: false,
+            linger: false,
+        };
+        Ok(Self { rx, core })
+    }
+
+    /// Where to read socket bytes into. Empty means "do not read now": the session is closing,
+    /// or it holds complete frames it cannot take yet (back-pressure).
+    pub fn rx_space(&mut self) -> &mut [u8] {
+        if self.core.state >= SessionState::Closing {
+            return &mut [];
+        }
+        self.rx.spare()
+    }
+
+    /// Marks `n` bytes read into [`rx_space`](Self::rx_space) as received.
+    pub fn rx_commit(&mut self, n: usize) {
+        self.rx.commit(n);
+    }
+
+    /// The peer closed its side. Complete frames already received are still processed by the
+    /// next [`poll`](Self::poll); a partial frame is discarded, so nothing half-received applies.
+    pub fn rx_eof(&mut self) {
+        self.core.more = true;
+        self.core.eof = true;
+    }
+
+    /// Processes received frames (at most [`FRAMES_PER_POLL`]) and deadlines.
+    pub fn poll<D: Driver>(&mut self, now: Nanos, d: &mut D) {
+        self.core.now = now;
+        self.core.more = false;
+        self.core.check_deadlines();
+        if self.core.retry_pending(d) {
+            for _ in 0..FRAMES_PER_POLL {
+                if !self.step(d) {
+                    break;
+                }
+            }
+        }
+        if self.rx.preface_done() {
+            self.core.send_preface();
+        }
+        if self.core.eof && !self.core.more && self.core.state < SessionState::Closing {
+            self.core.state = SessionState::Closing;
+        }
+        if self.core.state >= SessionState::Closing && self.core.claimed && !self.core.released {
+            self.core.released = true;
+            d.release();
+        }
+    }
+
+    /// Takes one frame if the session can answer it; false when it should stop for now.
+    fn step<D: Driver>(&mut self, d: &mut D) -> bool {
+        let c = &mut self.core;
+        if c.state >= SessionState::Closing || c.pending.is_some() {
+            return false;
+        }
+        if c.tx.free() < ANSWER_ROOM {
+            return false;
+        }
+        match self.rx.next_frame() {
+            None => false,
+            Some(Err(e)) => {
+                c.on_frame_error(e);
+                true
+            }
+            Some(Ok(frame)) => {
+                c.on_payload(frame.payload, d);
+                if core::mem::take(&mut c.raise_limit) {
+                    // The buffer was checked for `max_frame` in `new`, so this cannot fail.
+                    let _ = self.rx.set_max_frame(c.max_frame);
+                }
+                c.more = true;
+                true
+            }
+        }
+    }
+
+    /// Queues the answer to an in-flight command. `Err` gives it back when the transmit buffer
+    /// has no room: keep it, write [`tx_pending`](Self::tx_pending) out, and try again.
+    pub fn answer(&mut self, id: u32, a: Answer) -> Result<(), Answer> {
+        let c = &mut self.core;
+        let was_empty = c.tx.is_empty();
+        let ok = match a {
+            Answer::Ack { sample } => c.tx.put(Some(id), &Ack { sample }, 0),
+            Answer::Pong { nonce, t_client_us, sample } => {
+                let remembered = c.take_rt_ping(id);
+                let pong = Pong {
+                    nonce,
+                    t_client_us: remembered.or(t_client_us),
+                    t_engine_us: c.now / 1000,
+                    sample,
+                };
+                let ok = c.tx.put(Some(id), &pong, 0);
+                if !ok {
+                    if let Some(t) = remembered {
+                        let _ = c.rt_pings.push((id, t));
+                    }
+                }
+                ok
+            }
+            Answer::Error { code, detail } => {
+                c.tx.put(Some(id), &message::error_body(code, format_args!("{detail}")), 0)
+            }
+        };
+        if !ok {
+            return Err(a);
+        }
+        if was_empty {
+            c.last_tx_progress = c.now;
+        }
+        c.in_flight = c.in_flight.saturating_sub(1);
+        Ok(())
+    }
+
+    /// The subscribed streams whose next frame is due at `now`.
+    pub fn telemetry_due(&self, now: Nanos) -> StreamSet {
+        let mut set = StreamSet::default();
+        if self.core.state != SessionState::Open {
+            return set;
+        }
+        for s in Stream::ALL {
+            if self.core.subs[s.index()].is_some_and(|sub| sub.next <= now) {
+                set.insert(s);
+            }
+        }
+        set
+    }
+
+    /// Sends one telemetry frame for `stream` and schedules the next. Returns false when it was
+    /// shed because the transmit buffer is short of room (counted in
+    /// [`telemetry_shed`](Self::telemetry_shed)), or the session is not open.
+    pub fn send_telemetry<M: Message>(&mut self, stream: Stream, body: &M, now: Nanos) -> bool {
+        let c = &mut self.core;
+        c.now = now;
+        if c.state != SessionState::Open {
+            return false;
+        }
+        if let Some(sub) = &mut c.subs[stream.index()] {
+            sub.next = sub.next.saturating_add(sub.interval).max(now);
+        }
+        let was_empty = c.tx.is_empty();
+        if !c.tx.put(None, body, TELEMETRY_RESERVE) {
+            c.shed += 1;
+            return false;
+        }
+        if was_empty {
+            c.last_tx_progress = now;
+        }
+        true
+    }
+
+    /// Telemetry frames shed in this session.
+    pub fn telemetry_shed(&self) -> u64 {
+        self.core.shed
+    }
+
+    /// Bytes waiting to be written to the socket.
+    pub fn tx_pending(&self) -> &[u8] {
+        self.core.tx.pending()
+    }
+
+    /// Marks `n` bytes of [`tx_pending`](Self::tx_pending) as written.
+    pub fn tx_consumed(&mut self, n: usize, now: Nanos) {
+        if n > 0 {
+            self.core.tx.consume(n);
+            self.core.last_tx_progress = now;
+        }
+    }
+
+    /// The next time [`poll`](Self::poll) has something to do even if no byte arrives.
+    pub fn poll_at(&self) -> Option<Nanos> {
+        self.core.poll_at()
+    }
+
+    /// Where the session stands.
+    pub fn state(&self) -> SessionState {
+        self.core.state
+    }
+
+    /// True once the session is over: write out [`tx_pending`](Self::tx_pending) (bounded by
+    /// the driver's own timeout), then close the socket.
+    ///
+    /// After a graceful end (the client's `goodbye`, [`shutdown`](Self::shutdown)) the session
+    /// lingers in [`SessionState::Closing`] until every command in flight is answered, so those
+    /// answers still reach the client; the driver bounds that wait.
+    pub fn is_closed(&self) -> bool {
+        let c = &self.core;
+        c.state >= SessionState::Closing && !(c.linger && c.in_flight > 0 && !c.eof)
+    }
+
+    /// True when this session holds the controlling claim.
+    pub fn is_controlling(&self) -> bool {
+        self.core.claimed && !self.core.released
+    }
+
+    /// Ends the session from the engine's side: queues `goodbye` (`shutdown`) and closes.
+    /// Queue the answers still owed first: nothing is read after this.
+    pub fn shutdown(&mut self, now: Nanos) {
+        self.core.now = now;
+        if self.core.state == SessionState::Open {
+            self.core.close_with_goodbye(GoodbyeReason::Shutdown);
+            self.core.linger = true;
+        } else {
+            self.core.state = SessionState::Closing;
+        }
+    }
+
+    /// Commands handed to the driver and not yet answered.
+    pub fn in_flight(&self) -> usize {
+        self.core.in_flight
+    }
+
+    /// True while a command waits for room in a full route (reading is paused).
+    pub fn is_blocked(&self) -> bool {
+        self.core.pending.is_some()
+    }
+}
+
+fn to_ms(n: Nanos) -> u32 {
+    u32::try_from(n / 1_000_000).unwrap_or(u32::MAX)
+}
+
+/// Compares two byte strings in time that depends only on their lengths.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    let mut diff = u8::from(a.len() != b.len());
+    for i in 0..a.len().max(b.len()) {
+        diff |= a.get(i).copied().unwrap_or(0) ^ b.get(i).copied().unwrap_or(0xff);
+    }
+    diff == 0
+}
+
+impl<O: AsRef<[u8]> + AsMut<[u8]>> Core<O> {
+    fn send_preface(&mut self) {
+        if !self.sent_preface {
+            self.sent_preface = true;
+            self.tx.put_raw(&PREFACE);
+            if self.state == SessionState::Preface {
+                self.state = SessionState::Handshake;
+            }
+        }
+    }
+
+    fn check_deadlines(&mut self) {
+        let now = self.now;
+        match self.state {
+            SessionState::Preface if now >= self.handshake_deadline => {
+                self.state = SessionState::Closing;
+            }
+            SessionState::Handshake if now >= self.handshake_deadline => {
+                self.fatal(None, ErrorCode::HandshakeTimeout, format_args!("no hello in time"));
+            }
+            SessionState::Open if now >= self.last_rx.saturating_add(self.heartbeat_timeout) => {
+                self.close_with_goodbye(GoodbyeReason::HeartbeatTimeout);
+            }
+            _ => {}
+        }
+        let stalled = now >= self.last_tx_progress.saturating_add(self.slow_consumer_timeout);
+        if self.state < SessionState::Closing && !self.tx.is_empty() && stalled {
+            self.close_with_goodbye(GoodbyeReason::SlowConsumer);
+        }
+    }
+
+    fn poll_at(&self) -> Option<Nanos> {
+        if self.more {
+            return Some(self.now);
+        }
+        let mut at = match self.state {
+            SessionState::Preface | SessionState::Handshake => Some(self.handshake_deadline),
+            SessionState::Open => Some(self.last_rx.saturating_add(self.heartbeat_timeout)),
+            _ => None,
+        };
+        let earlier = |a: Option<Nanos>, b: Nanos| Some(a.map_or(b, |a| a.min(b)));
+        if self.state == SessionState::Open {
+            for sub in self.subs.iter().flatten() {
+                at = earlier(at, sub.next);
+            }
+        }
+        if self.state < SessionState::Closing && !self.tx.is_empty() {
+            at = earlier(at, self.last_tx_progress.saturating_add(self.slow_consumer_timeout));
+        }
+        at
+    }
+
+    /// Routes the waiting command, if any; true when nothing waits any more.
+    fn retry_pending<D: Driver>(&mut self, d: &mut D) -> bool {
+        let Some((id, cmd)) = self.pending.take() else {
+            return true;
+        };
+        self.route(id, cmd, d);
+        self.pending.is_none()
+    }
+
+    fn on_frame_error(&mut self, e: DecodeError) {
+        self.send_preface();
+        if e.is_fatal() {
+            if matches!(e, DecodeError::BadPreface { .. }) {
+                self.state = SessionState::Closing;
+            } else {
+                self.fatal(None, e.code(), format_args!("{e}"));
+            }
+        } else {
+            self.error(None, e.code(), format_args!("{e}"));
+        }
+    }
+
+    fn on_payload<D: Driver>(&mut self, payload: &[u8], d: &mut D) {
+        self.send_preface();
+        self.last_rx = self.now;
+        match Command::decode(payload) {
+            Err(e) => self.error(e.id, e.error.code(), format_args!("{}", e.error)),
+            Ok((id, cmd)) if self.state == SessionState::Handshake => self.handshake(id, cmd, d),
+            Ok((id, cmd)) => self.dispatch(id, cmd, d),
+        }
+    }
+
+    fn handshake<D: Driver>(&mut self, id: u32, cmd: Command, d: &mut D) {
+        let Command::Hello(hello) = cmd else {
+            let name = cmd.name();
+            return self.error(Some(id), ErrorCode::HelloRequired, format_args!("`{name}` before hello"));
+        };
+        if let Err((code, why)) = self.check_hello(&hello) {
+            return self.fatal(Some(id), code, format_args!("{why}"));
+        }
+        if !d.claim() {
+            return self.fatal(
+                Some(id),
+                ErrorCode::SessionBusy,
+                format_args!("another client holds the session"),
+            );
+        }
+        self.claimed = true;
+        self.state = SessionState::Open;
+        self.raise_limit = true;
+        self.tx.put(Some(id), &self.welcome, 0);
+        let (transport, health) = d.snapshot();
+        self.tx.put(None, &transport, 0);
+        self.tx.put(None, &Health { telemetry_shed: self.shed, ..health }, 0);
+        self.last_tx_progress = self.now;
+    }
+
+    fn check_hello(&self, hello: &Hello) -> Result<(), (ErrorCode, &'static str)> {
+        if hello.protocol != PROTOCOL_VERSION {
+            return Err((ErrorCode::ProtocolVersion, "unsupported protocol version; this engine speaks 1"));
+        }
+        let Some(want) = &self.token else {
+            return Ok(());
+        };
+        let got = hello.token.as_ref().map_or(&b""[..], |t| t.as_bytes());
+        if constant_time_eq(got, want) {
+            Ok(())
+        } else {
+            Err((ErrorCode::BadToken, "missing or wrong session token"))
+        }
+    }
+
+    fn dispatch<D: Driver>(&mut self, id: u32, cmd: Command, d: &mut D) {
+        match cmd {
+            Command::Hello(_) => {
+                self.error(Some(id), ErrorCode::AlreadyEstablished, format_args!("session already open"))
+            }
+            Command::Ping(p) if !p.rt => {
+                let pong = Pong { nonce: p.nonce, t_client_us: p.t_client_us, t_engine_us: self.now / 1000, sample: None };
+                self.tx.put(Some(id), &pong, 0);
+            }
+            Command::Goodbye => {
+                self.tx.put(Some(id), &Ack { sample: None }, 0);
+                self.state = SessionState::Closing;
+                self.linger = true;
+            }
+            Command::Subscribe(s) => {
+                let interval = 1_000_000_000 / u64::from(s.rate_hz.max(1));
+                self.subs[s.stream.index()] = Some(Subscription { interval, next: self.now });
+                self.tx.put(Some(id), &Ack { sample: None }, 0);
+            }
+            Command::Unsubscribe(u) => {
+                self.subs[u.stream.index()] = None;
+                self.tx.put(Some(id), &Ack { sample: None }, 0);
+            }
+            cmd => self.route(id, cmd, d),
+        }
+    }
+
+    /// Hands a command to its route; keeps it pending when the route is full.
+    fn route<D: Driver>(&mut self, id: u32, cmd: Command, d: &mut D) {
+        let routed = match &cmd {
+            Command::AddNode(_)
+            | Command::RemoveNode(_)
+            | Command::Connect(_)
+            | Command::Disconnect(_)
+            | Command::Shutdown => d.route_control(id, &cmd),
+            Command::Ping(p) => {
+                if self.rt_pings.is_full() {
+                    Err(RouteError::Full)
+                } else {
+                    let r = d.route_audio(id, &cmd).map_err(|_| RouteError::Full);
+                    if let (Ok(()), Some(t)) = (r, p.t_client_us) {
+                        let _ = self.rt_pings.push((id, t));
+                    }
+                    r
+                }
+            }
+            _ => d.route_audio(id, &cmd).map_err(|_| RouteError::Full),
+        };
+        match routed {
+            Ok(()) => self.in_flight += 1,
+            Err(RouteError::Full) => self.pending = Some((id, cmd)),
+            Err(RouteError::Unavailable) => self.error(
+                Some(id),
+                ErrorCode::ControlUnavailable,
+                format_args!("this engine has no control handler"),
+            ),
+        }
+    }
+
+    fn take_rt_ping(&mut self, id: u32) -> Option<u64> {
+        let i = self.rt_pings.iter().position(|(pid, _)| *pid == id)?;
+        Some(self.rt_pings.swap_remove(i).1)
+    }
+
+    fn error(&mut self, id: Option<u32>, code: ErrorCode, msg: core::fmt::Arguments<'_>) {
+        let body = message::error_body(code, msg);
+        self.tx.put(id, &body, 0);
+    }
+
+    fn fatal(&mut self, id: Option<u32>, code: ErrorCode, msg: core::fmt::Arguments<'_>) {
+        self.error(id, code, msg);
+        self.state = SessionState::Closing;
+    }
+
+    fn close_with_goodbye(&mut self, reason: GoodbyeReason) {
+        self.tx.put(None, &GoodbyeNotice { reason }, 0);
+        self.state = SessionState::Closing;
+    }
+}
+
+
