@@ -60,6 +60,10 @@ pub struct ServerConfig {
     /// Transmit buffer per connection, bytes. Default 262 144. Must hold an 8-byte preface, a
     /// `welcome`, the snapshot and one largest telemetry frame (at least 8 192).
     pub tx_buffer: usize,
+    /// Kernel send buffer (`SO_SNDBUF`) of accepted sockets, bytes. Default `None` (the OS
+    /// default, auto-tuned). A small value bounds what a slow reader can hold in the kernel,
+    /// so back-pressure reaches the transmit buffer (and telemetry shedding) sooner.
+    pub socket_send_buffer: Option<usize>,
     /// A connection must complete `hello` within this. Default 5 s.
     pub handshake_timeout: Duration,
     /// Heartbeat interval announced in `welcome.heartbeat_ms`. Default 1 s.
@@ -121,6 +125,7 @@ impl Default for ServerConfig {
             max_frame: DEFAULT_MAX_FRAME,
             rx_buffer: 8 + DEFAULT_MAX_FRAME as usize,
             tx_buffer: 256 * 1024,
+            socket_send_buffer: None,
             handshake_timeout: Duration::from_secs(5),
             heartbeat_interval: Duration::from_secs(1),
             heartbeat_timeout: Duration::from_secs(5),

@@ -23,7 +23,7 @@
 //! thread. Each accepted connection allocates its receive and transmit buffers once (sizes from
 //! [`ServerConfig`]); after that the per-message path (read, decode, route, answer, telemetry,
 //! write) does not allocate (measured in `tests/net_alloc.rs`). The thread blocks only in
-//! `epoll_wait`; deadlines below a millisecond use a `timerfd` (see `timer.rs`).
+//! `epoll_wait`; deadlines below a millisecond use a `timerfd` (see `sys.rs`).
 //!
 //! # Wake-up policy
 //!
@@ -37,7 +37,7 @@
 mod announce;
 mod bind;
 mod thread;
-pub(crate) mod timer;
+pub(crate) mod sys;
 
 pub use announce::{AnnounceError, Announcement, ANNOUNCE_PREFIX};
 pub use bind::BindError;
@@ -155,6 +155,13 @@ impl ServerBuilder {
     #[must_use]
     pub fn rx_buffer(mut self, v: usize) -> Self {
         self.cfg.rx_buffer = v;
+        self
+    }
+
+    /// Kernel send buffer of accepted sockets ([`ServerConfig::socket_send_buffer`]).
+    #[must_use]
+    pub fn socket_send_buffer(mut self, v: Option<usize>) -> Self {
+        self.cfg.socket_send_buffer = v;
         self
     }
 

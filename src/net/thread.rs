@@ -14,7 +14,7 @@ use mio::net::{TcpListener, TcpStream};
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
 
-use super::timer::{self, Timer};
+use super::sys::{self as timer, Timer};
 use super::Status;
 use crate::clock;
 use crate::config::ServerConfig;
@@ -500,6 +500,9 @@ impl Worker {
             return;
         };
         let _ = stream.set_nodelay(true);
+        if let Some(bytes) = self.cfg.socket_send_buffer {
+            let _ = timer::set_send_buffer(std::os::fd::AsRawFd::as_raw_fd(&stream), bytes);
+        }
         let now = clock::now_ns();
         let scfg = SessionConfig {
             max_frame: self.cfg.max_frame,

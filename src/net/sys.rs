@@ -1,4 +1,8 @@
-//! Sub-millisecond wake-ups for the network thread.
+//! The operating-system calls the network thread needs that std and mio do not offer: a
+//! `timerfd` for sub-millisecond wake-ups, timer slack, the socket send-buffer size, and the
+//! supervisor checks of the orphan policy. The one module of `net` that uses `unsafe`.
+//!
+//! ## Sub-millisecond wake-ups
 //!
 //! `mio::Poll::poll` on Linux is `epoll_wait`, whose timeout is whole milliseconds (mio rounds a
 //! `Duration` *up* to the next millisecond, `src/sys/unix/selector/epoll.rs`). Acks should leave
@@ -135,4 +139,20 @@ pub(crate) fn process_alive(pid: u32) -> bool {
 /// The parent process id.
 pub(crate) fn parent_pid() -> u32 {
     std::os::unix::process::parent_id()
+}
+
+/// Sets `SO_SNDBUF` on a socket (the kernel may round or double it). Returns whether it worked.
+pub(crate) fn set_send_buffer(fd: std::os::fd::RawFd, bytes: usize) -> bool {
+    let v = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
+    // SAFETY: `v` is a c_int on our stack and its size is passed; `fd` is a socket we own.
+    let r = unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_SNDBUF,
+            (&raw const v).cast(),
+            core::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    r == 0
 }
