@@ -230,7 +230,11 @@ impl<B: AsRef<[u8]> + AsMut<[u8]>> FrameDecoder<B> {
 
     /// True once the peer's preface has been matched (always true without a preface).
     pub fn preface_done(&self) -> bool {
-        !matches!(self.phase, Phase::Preface(_))
+        match self.phase {
+            Phase::Frames => true,
+            Phase::Preface(_) => false,
+            Phase::Failed(e) => !matches!(e, DecodeError::BadPreface { .. }),
+        }
     }
 
     /// Bytes received but not yet returned as frames.

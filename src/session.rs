@@ -159,6 +159,17 @@ impl StreamSet {
     }
 }
 
+/// What one [`Session::step`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Step {
+    /// Took a frame (or a frame error).
+    Took,
+    /// No complete frame is buffered.
+    Idle,
+    /// Cannot take a frame now: closing, a command waits for its route, or no room to answer.
+    Blocked,
+}
+
 #[derive(Clone, Copy, Debug)]
 struct Subscription {
     interval: Nanos,
@@ -286,7 +297,8 @@ where
         }
         let token = match cfg.token {
             Some(t) => Some(
-                heapless::Vec::from_slice(t).map_err(|_| DecodeError::OutOfRange { field: "token" })?,
+                heapless::Vec::from_slice(t)
+                    .map_err(|_| DecodeError::OutOfRange { field: "token" })?,
             ),
             None => None,
         };
@@ -295,7 +307,11 @@ where
         welcome.heartbeat_ms = to_ms(cfg.heartbeat_interval);
         welcome.timeout_ms = to_ms(cfg.heartbeat_timeout);
         let core = Core {
-            tx: Tx { buf: tx, start: 0, end: 0 },
+            tx: Tx {
+                buf: tx,
+                start: 0,
+                end: 0,
+            },
             state: SessionState::Preface,
             now,
             max_frame: cfg.max_frame,
@@ -343,22 +359,30 @@ where
         self.core.eof = true;
     }
 
+    /// True after [`rx_eof`](Self::rx_eof).
+    pub fn is_eof(&self) -> bool {
+        self.core.eof
+    }
+
     /// Processes received frames (at most [`FRAMES_PER_POLL`]) and deadlines.
     pub fn poll<D: Driver>(&mut self, now: Nanos, d: &mut D) {
         self.core.now = now;
         self.core.more = false;
         self.core.check_deadlines();
+        let mut last = Step::Blocked;
         if self.core.retry_pending(d) {
             for _ in 0..FRAMES_PER_POLL {
-                if !self.step(d) {
+                last = self.step(d);
+                if last != Step::Took {
                     break;
                 }
             }
         }
+        self.core.more = last == Step::Took;
         if self.rx.preface_done() {
             self.core.send_preface();
         }
-        if self.core.eof && !self.core.more && self.core.state < SessionState::Closing {
+        if self.core.eof && last == Step::Idle && self.core.state < SessionState::Closing {
             self.core.state = SessionState::Closing;
         }
         if self.core.state >= SessionState::Closing && self.core.claimed && !self.core.released {
@@ -367,20 +391,17 @@ where
         }
     }
 
-    /// Takes one frame if the session can answer it; false when it should stop for now.
-    fn step<D: Driver>(&mut self, d: &mut D) -> bool {
+    /// Takes one frame if the session can answer it.
+    fn step<D: Driver>(&mut self, d: &mut D) -> Step {
         let c = &mut self.core;
-        if c.state >= SessionState::Closing || c.pending.is_some() {
-            return false;
-        }
-        if c.tx.free() < ANSWER_ROOM {
-            return false;
+        if c.state >= SessionState::Closing || c.pending.is_some() || c.tx.free() < ANSWER_ROOM {
+            return Step::Blocked;
         }
         match self.rx.next_frame() {
-            None => false,
+            None => Step::Idle,
             Some(Err(e)) => {
                 c.on_frame_error(e);
-                true
+                Step::Took
             }
             Some(Ok(frame)) => {
                 c.on_payload(frame.payload, d);
@@ -388,8 +409,7 @@ where
                     // The buffer was checked for `max_frame` in `new`, so this cannot fail.
                     let _ = self.rx.set_max_frame(c.max_frame);
                 }
-                c.more = true;
-                true
+                Step::Took
             }
         }
     }
@@ -398,34 +418,35 @@ where
     /// has no room: keep it, write [`tx_pending`](Self::tx_pending) out, and try again.
     pub fn answer(&mut self, id: u32, a: Answer) -> Result<(), Answer> {
         let c = &mut self.core;
-        let was_empty = c.tx.is_empty();
+        let remembered = c.rt_ping_time(id);
         let ok = match a {
-            Answer::Ack { sample } => c.tx.put(Some(id), &Ack { sample }, 0),
-            Answer::Pong { nonce, t_client_us, sample } => {
-                let remembered = c.take_rt_ping(id);
+            Answer::Ack { sample } => c.put(Some(id), &Ack { sample }, 0),
+            Answer::Pong {
+                nonce,
+                t_client_us,
+                sample,
+            } => {
+                let t_client_us = remembered.map(|i| c.rt_pings[i].1).or(t_client_us);
+                let t_engine_us = c.now / 1000;
                 let pong = Pong {
                     nonce,
-                    t_client_us: remembered.or(t_client_us),
-                    t_engine_us: c.now / 1000,
+                    t_client_us,
+                    t_engine_us,
                     sample,
                 };
-                let ok = c.tx.put(Some(id), &pong, 0);
-                if !ok {
-                    if let Some(t) = remembered {
-                        let _ = c.rt_pings.push((id, t));
-                    }
-                }
-                ok
+                c.put(Some(id), &pong, 0)
             }
-            Answer::Error { code, detail } => {
-                c.tx.put(Some(id), &message::error_body(code, format_args!("{detail}")), 0)
-            }
+            Answer::Error { code, detail } => c.put(
+                Some(id),
+                &message::error_body(code, format_args!("{detail}")),
+                0,
+            ),
         };
         if !ok {
             return Err(a);
         }
-        if was_empty {
-            c.last_tx_progress = c.now;
+        if let Some(i) = remembered {
+            c.rt_pings.swap_remove(i);
         }
         c.in_flight = c.in_flight.saturating_sub(1);
         Ok(())
@@ -457,13 +478,9 @@ where
         if let Some(sub) = &mut c.subs[stream.index()] {
             sub.next = sub.next.saturating_add(sub.interval).max(now);
         }
-        let was_empty = c.tx.is_empty();
-        if !c.tx.put(None, body, TELEMETRY_RESERVE) {
+        if !c.put(None, body, TELEMETRY_RESERVE) {
             c.shed += 1;
             return false;
-        }
-        if was_empty {
-            c.last_tx_progress = now;
         }
         true
     }
@@ -549,6 +566,16 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 }
 
 impl<O: AsRef<[u8]> + AsMut<[u8]>> Core<O> {
+    /// Queues one frame; when the buffer was empty, the slow-consumer clock starts now.
+    fn put<M: Message>(&mut self, id_or_ref: Option<u32>, body: &M, keep_free: usize) -> bool {
+        let was_empty = self.tx.is_empty();
+        let ok = self.tx.put(id_or_ref, body, keep_free);
+        if ok && was_empty {
+            self.last_tx_progress = self.now;
+        }
+        ok
+    }
+
     fn send_preface(&mut self) {
         if !self.sent_preface {
             self.sent_preface = true;
@@ -566,14 +593,21 @@ impl<O: AsRef<[u8]> + AsMut<[u8]>> Core<O> {
                 self.state = SessionState::Closing;
             }
             SessionState::Handshake if now >= self.handshake_deadline => {
-                self.fatal(None, ErrorCode::HandshakeTimeout, format_args!("no hello in time"));
+                self.fatal(
+                    None,
+                    ErrorCode::HandshakeTimeout,
+                    format_args!("no hello in time"),
+                );
             }
             SessionState::Open if now >= self.last_rx.saturating_add(self.heartbeat_timeout) => {
                 self.close_with_goodbye(GoodbyeReason::HeartbeatTimeout);
             }
             _ => {}
         }
-        let stalled = now >= self.last_tx_progress.saturating_add(self.slow_consumer_timeout);
+        let stalled = now
+            >= self
+                .last_tx_progress
+                .saturating_add(self.slow_consumer_timeout);
         if self.state < SessionState::Closing && !self.tx.is_empty() && stalled {
             self.close_with_goodbye(GoodbyeReason::SlowConsumer);
         }
@@ -595,7 +629,11 @@ impl<O: AsRef<[u8]> + AsMut<[u8]>> Core<O> {
             }
         }
         if self.state < SessionState::Closing && !self.tx.is_empty() {
-            at = earlier(at, self.last_tx_progress.saturating_add(self.slow_consumer_timeout));
+            at = earlier(
+                at,
+                self.last_tx_progress
+                    .saturating_add(self.slow_consumer_timeout),
+            );
         }
         at
     }
@@ -610,13 +648,13 @@ impl<O: AsRef<[u8]> + AsMut<[u8]>> Core<O> {
     }
 
     fn on_frame_error(&mut self, e: DecodeError) {
+        if matches!(e, DecodeError::BadPreface { .. }) {
+            self.state = SessionState::Closing;
+            return;
+        }
         self.send_preface();
         if e.is_fatal() {
-            if matches!(e, DecodeError::BadPreface { .. }) {
-                self.state = SessionState::Closing;
-            } else {
-                self.fatal(None, e.code(), format_args!("{e}"));
-            }
+            self.fatal(None, e.code(), format_args!("{e}"));
         } else {
             self.error(None, e.code(), format_args!("{e}"));
         }
@@ -635,7 +673,11 @@ impl<O: AsRef<[u8]> + AsMut<[u8]>> Core<O> {
     fn handshake<D: Driver>(&mut self, id: u32, cmd: Command, d: &mut D) {
         let Command::Hello(hello) = cmd else {
             let name = cmd.name();
-            return self.error(Some(id), ErrorCode::HelloRequired, format_args!("`{name}` before hello"));
+            return self.error(
+                Some(id),
+                ErrorCode::HelloRequired,
+                format_args!("`{name}` before hello"),
+            );
         };
         if let Err((code, why)) = self.check_hello(&hello) {
             return self.fatal(Some(id), code, format_args!("{why}"));
@@ -650,16 +692,26 @@ impl<O: AsRef<[u8]> + AsMut<[u8]>> Core<O> {
         self.claimed = true;
         self.state = SessionState::Open;
         self.raise_limit = true;
-        self.tx.put(Some(id), &self.welcome, 0);
+        let welcome = self.welcome.clone();
+        self.put(Some(id), &welcome, 0);
         let (transport, health) = d.snapshot();
-        self.tx.put(None, &transport, 0);
-        self.tx.put(None, &Health { telemetry_shed: self.shed, ..health }, 0);
-        self.last_tx_progress = self.now;
+        self.put(None, &transport, 0);
+        self.put(
+            None,
+            &Health {
+                telemetry_shed: self.shed,
+                ..health
+            },
+            0,
+        );
     }
 
     fn check_hello(&self, hello: &Hello) -> Result<(), (ErrorCode, &'static str)> {
         if hello.protocol != PROTOCOL_VERSION {
-            return Err((ErrorCode::ProtocolVersion, "unsupported protocol version; this engine speaks 1"));
+            return Err((
+                ErrorCode::ProtocolVersion,
+                "unsupported protocol version; this engine speaks 1",
+            ));
         }
         let Some(want) = &self.token else {
             return Ok(());
@@ -674,26 +726,36 @@ impl<O: AsRef<[u8]> + AsMut<[u8]>> Core<O> {
 
     fn dispatch<D: Driver>(&mut self, id: u32, cmd: Command, d: &mut D) {
         match cmd {
-            Command::Hello(_) => {
-                self.error(Some(id), ErrorCode::AlreadyEstablished, format_args!("session already open"))
-            }
+            Command::Hello(_) => self.error(
+                Some(id),
+                ErrorCode::AlreadyEstablished,
+                format_args!("session already open"),
+            ),
             Command::Ping(p) if !p.rt => {
-                let pong = Pong { nonce: p.nonce, t_client_us: p.t_client_us, t_engine_us: self.now / 1000, sample: None };
-                self.tx.put(Some(id), &pong, 0);
+                let pong = Pong {
+                    nonce: p.nonce,
+                    t_client_us: p.t_client_us,
+                    t_engine_us: self.now / 1000,
+                    sample: None,
+                };
+                self.put(Some(id), &pong, 0);
             }
             Command::Goodbye => {
-                self.tx.put(Some(id), &Ack { sample: None }, 0);
+                self.put(Some(id), &Ack { sample: None }, 0);
                 self.state = SessionState::Closing;
                 self.linger = true;
             }
             Command::Subscribe(s) => {
                 let interval = 1_000_000_000 / u64::from(s.rate_hz.max(1));
-                self.subs[s.stream.index()] = Some(Subscription { interval, next: self.now });
-                self.tx.put(Some(id), &Ack { sample: None }, 0);
+                self.subs[s.stream.index()] = Some(Subscription {
+                    interval,
+                    next: self.now,
+                });
+                self.put(Some(id), &Ack { sample: None }, 0);
             }
             Command::Unsubscribe(u) => {
                 self.subs[u.stream.index()] = None;
-                self.tx.put(Some(id), &Ack { sample: None }, 0);
+                self.put(Some(id), &Ack { sample: None }, 0);
             }
             cmd => self.route(id, cmd, d),
         }
@@ -731,14 +793,14 @@ impl<O: AsRef<[u8]> + AsMut<[u8]>> Core<O> {
         }
     }
 
-    fn take_rt_ping(&mut self, id: u32) -> Option<u64> {
-        let i = self.rt_pings.iter().position(|(pid, _)| *pid == id)?;
-        Some(self.rt_pings.swap_remove(i).1)
+    /// Index of the remembered `t_client_us` of real-time ping `id`, if any.
+    fn rt_ping_time(&self, id: u32) -> Option<usize> {
+        self.rt_pings.iter().position(|(pid, _)| *pid == id)
     }
 
     fn error(&mut self, id: Option<u32>, code: ErrorCode, msg: core::fmt::Arguments<'_>) {
         let body = message::error_body(code, msg);
-        self.tx.put(id, &body, 0);
+        self.put(id, &body, 0);
     }
 
     fn fatal(&mut self, id: Option<u32>, code: ErrorCode, msg: core::fmt::Arguments<'_>) {
@@ -747,9 +809,7 @@ impl<O: AsRef<[u8]> + AsMut<[u8]>> Core<O> {
     }
 
     fn close_with_goodbye(&mut self, reason: GoodbyeReason) {
-        self.tx.put(None, &GoodbyeNotice { reason }, 0);
+        self.put(None, &GoodbyeNotice { reason }, 0);
         self.state = SessionState::Closing;
     }
 }
-
-

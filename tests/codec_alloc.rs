@@ -1,0 +1,89 @@
+//! Encoding and decoding every message allocates nothing: a counting global allocator proves it,
+//! and a negative control proves the counter sees allocations.
+
+mod common;
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
+
+use loophole_ipc::frame::{FrameDecoder, FrameHeader};
+use loophole_ipc::message::{Command, ServerMessage};
+
+struct Counting;
+
+thread_local! {
+    static ALLOCS: Cell<u64> = const { Cell::new(0) };
+}
+
+// SAFETY: forwards to the system allocator; the counter is a const-initialised thread-local
+// `Cell`, which needs no allocation to access.
+#[allow(unsafe_code)]
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        ALLOCS.with(|c| c.set(c.get() + 1));
+        // SAFETY: same contract as ours.
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: same contract as ours.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+fn allocations_in(f: impl FnOnce()) -> u64 {
+    let before = ALLOCS.with(Cell::get);
+    f();
+    ALLOCS.with(Cell::get) - before
+}
+
+#[test]
+fn encode_and_decode_of_every_message_allocate_nothing() {
+    let mut decoded = 0;
+    let n = allocations_in(|| {
+        common::for_each_payload(|payload, is_command| {
+            let mut framed = [0u8; 4200];
+            framed[..8].copy_from_slice(&FrameHeader::json(payload.len() as u32).to_bytes());
+            framed[8..8 + payload.len()].copy_from_slice(payload);
+            let mut dec = FrameDecoder::without_preface([0u8; 4200], 4096).unwrap();
+            dec.push(&framed[..8 + payload.len()]);
+            let frame = dec.next_frame().unwrap().unwrap();
+            let ok = if is_command {
+                Command::decode(frame.payload).is_ok()
+            } else {
+                ServerMessage::decode(frame.payload).is_ok()
+            };
+            assert!(ok);
+            decoded += 1;
+        });
+    });
+    assert_eq!(decoded, 25);
+    assert_eq!(n, 0, "the codec allocated {n} times");
+}
+
+#[test]
+fn decode_errors_allocate_nothing() {
+    let bad: [&[u8]; 4] = [
+        br#"{"type":"command","name":"ping","id":1,"body":{"nonce":"x"}}"#,
+        br#"{"type":"command","name":"nope","id":1,"body":{}}"#,
+        b"{\"type\":\xff}",
+        br#"{"type":"command""#,
+    ];
+    let n = allocations_in(|| {
+        for b in bad {
+            assert!(Command::decode(b).is_err());
+        }
+    });
+    assert_eq!(n, 0);
+}
+
+#[test]
+fn negative_control_the_counter_sees_an_allocation() {
+    let n = allocations_in(|| {
+        let v: Vec<u8> = std::hint::black_box(Vec::with_capacity(16));
+        drop(v);
+    });
+    assert_eq!(n, 1);
+}
