@@ -27,16 +27,28 @@ fn handshake_success_welcome_and_snapshot() {
     let mut c = e.client();
     let w = c.welcome().clone();
     assert_eq!(w.protocol, 1);
-    assert_eq!(w.instance.as_str(), e.server().announcement().instance.as_str());
+    assert_eq!(
+        w.instance.as_str(),
+        e.server().announcement().instance.as_str()
+    );
     assert_eq!((w.sample_rate, w.block_size), (44_100, 128));
-    assert_eq!((w.max_frame, w.heartbeat_ms, w.timeout_ms), (65_536, 200, 2_000));
+    assert_eq!(
+        (w.max_frame, w.heartbeat_ms, w.timeout_ms),
+        (65_536, 200, 2_000)
+    );
     let (t, h) = c.snapshot();
     assert!(t.is_some() && h.is_some(), "snapshot follows welcome");
     let mut other = Vec::new();
     let ack = c.request(&Play {}, &mut other).unwrap();
-    assert!(matches!(ack, ServerMessage::Ack(Ack { sample: Some(_) })), "{ack:?}");
+    assert!(
+        matches!(ack, ServerMessage::Ack(Ack { sample: Some(_) })),
+        "{ack:?}"
+    );
     let refused = c.request(&Tempo { bpm: 600.0 }, &mut other).unwrap();
-    assert!(matches!(&refused, ServerMessage::Error(e) if e.code == "out_of_range"), "{refused:?}");
+    assert!(
+        matches!(&refused, ServerMessage::Error(e) if e.code == "out_of_range"),
+        "{refused:?}"
+    );
     assert!(c.ping().is_ok());
     assert!(c.ping_rt().is_ok());
 }
@@ -91,10 +103,19 @@ fn handshake_timeout_closes_half_open_connections() {
     let got = with_preface.until_closed(Duration::from_secs(3));
     let elapsed = t0.elapsed();
     assert!(with_preface.closed);
-    assert!(elapsed >= Duration::from_millis(250), "closed too early: {elapsed:?}");
-    assert!(elapsed < Duration::from_millis(1500), "closed too late: {elapsed:?}");
+    assert!(
+        elapsed >= Duration::from_millis(250),
+        "closed too early: {elapsed:?}"
+    );
+    assert!(
+        elapsed < Duration::from_millis(1500),
+        "closed too late: {elapsed:?}"
+    );
     assert_eq!(got.len(), 1, "{got:?}");
-    assert_eq!((got[0].0, code(&got[0].1)), (None, Some("handshake_timeout")));
+    assert_eq!(
+        (got[0].0, code(&got[0].1)),
+        (None, Some("handshake_timeout"))
+    );
     let got = silent.until_closed(Duration::from_secs(3));
     assert!(silent.closed && got.is_empty() && silent.bytes == 0);
 }
@@ -113,7 +134,10 @@ fn second_client_gets_session_busy_and_first_is_untouched() {
     assert!(first.ping().is_ok(), "the controlling client is unaffected");
     // Once the first says goodbye, a new client is accepted.
     let mut other = Vec::new();
-    assert!(matches!(first.request(&Goodbye {}, &mut other).unwrap(), ServerMessage::Ack(_)));
+    assert!(matches!(
+        first.request(&Goodbye {}, &mut other).unwrap(),
+        ServerMessage::Ack(_)
+    ));
     let mut second = Client::connect(e.addr, &opts()).expect("slot free after goodbye");
     assert!(second.ping().is_ok());
 }
@@ -154,15 +178,27 @@ fn reconnect_gets_snapshot_and_fresh_subscriptions() {
     let mut c = e.client();
     let first_instance = c.instance().to_owned();
     let mut other = Vec::new();
-    assert!(matches!(c.request(&Play {}, &mut other).unwrap(), ServerMessage::Ack(_)));
-    assert!(matches!(c.request(&Tempo { bpm: 140.0 }, &mut other).unwrap(), ServerMessage::Ack(_)));
+    assert!(matches!(
+        c.request(&Play {}, &mut other).unwrap(),
+        ServerMessage::Ack(_)
+    ));
+    assert!(matches!(
+        c.request(&Tempo { bpm: 140.0 }, &mut other).unwrap(),
+        ServerMessage::Ack(_)
+    ));
     let sub = Subscribe {
         stream: stream("transport"),
         rate_hz: 50,
     };
-    assert!(matches!(c.request(&sub, &mut other).unwrap(), ServerMessage::Ack(_)));
+    assert!(matches!(
+        c.request(&sub, &mut other).unwrap(),
+        ServerMessage::Ack(_)
+    ));
     let got = c.recv().unwrap();
-    assert!(matches!(got.message, ServerMessage::Transport(_)), "subscribed stream flows");
+    assert!(
+        matches!(got.message, ServerMessage::Transport(_)),
+        "subscribed stream flows"
+    );
     let callbacks_before = e.audio.callbacks.load(Ordering::Relaxed);
     drop(c); // vanishes without goodbye
     std::thread::sleep(Duration::from_millis(100));
@@ -170,12 +206,21 @@ fn reconnect_gets_snapshot_and_fresh_subscriptions() {
     assert!(!c.is_new_engine(&first_instance), "same engine instance");
     let (t, _) = c.snapshot();
     let t = t.unwrap();
-    assert!(t.playing, "engine kept playing while no client was connected");
+    assert!(
+        t.playing,
+        "engine kept playing while no client was connected"
+    );
     assert_eq!(t.bpm, 140.0);
-    assert!(e.audio.callbacks.load(Ordering::Relaxed) > callbacks_before, "audio kept running");
+    assert!(
+        e.audio.callbacks.load(Ordering::Relaxed) > callbacks_before,
+        "audio kept running"
+    );
     // Subscriptions were reset: nothing arrives unasked.
     let unasked = c.recv_timeout(Duration::from_millis(300)).unwrap();
-    assert!(unasked.is_none(), "no telemetry without a subscription: {unasked:?}");
+    assert!(
+        unasked.is_none(),
+        "no telemetry without a subscription: {unasked:?}"
+    );
 }
 
 #[test]
@@ -191,7 +236,9 @@ fn oversize_frame_is_fatal_without_reading_the_payload() {
     // Before welcome the limit is 4096.
     let mut w = Wire::new(raw(e.addr));
     w.stream.write_all(&PREFACE).unwrap();
-    w.stream.write_all(&FrameHeader::json(4_097).to_bytes()).unwrap();
+    w.stream
+        .write_all(&FrameHeader::json(4_097).to_bytes())
+        .unwrap();
     let got = w.until_closed(Duration::from_secs(2));
     assert_eq!(got.len(), 1, "{got:?}");
     assert_eq!(code(&got[0].1), Some("frame_too_large"));
@@ -206,7 +253,11 @@ fn http_and_garbage_bytes() {
         .write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n")
         .unwrap();
     let got = w.until_closed(Duration::from_secs(2));
-    assert!(w.closed && got.is_empty() && w.bytes == 0, "{got:?} {}", w.bytes);
+    assert!(
+        w.closed && got.is_empty() && w.bytes == 0,
+        "{got:?} {}",
+        w.bytes
+    );
     // Garbage frames after a valid preface: each answered, the connection stays usable.
     let mut w = Wire::new(raw(e.addr));
     w.stream.write_all(&PREFACE).unwrap();
@@ -221,8 +272,15 @@ fn http_and_garbage_bytes() {
     w.send(Some(4), &hello(1, None));
     let got = w.messages_until(Duration::from_secs(2), |m| m.len() >= 5);
     let codes: Vec<_> = got.iter().map(|m| code(&m.1)).collect();
-    assert_eq!(codes[..2], [Some("invalid_json"), Some("unsupported_encoding")], "{got:?}");
-    assert!(matches!(got[2], (Some(4), ServerMessage::Welcome(_))), "{got:?}");
+    assert_eq!(
+        codes[..2],
+        [Some("invalid_json"), Some("unsupported_encoding")],
+        "{got:?}"
+    );
+    assert!(
+        matches!(got[2], (Some(4), ServerMessage::Welcome(_))),
+        "{got:?}"
+    );
     assert!(!w.closed);
 }
 
@@ -245,9 +303,19 @@ fn byte_at_a_time_client() {
         w.stream.flush().unwrap();
     }
     let got = w.messages_until(Duration::from_secs(2), |m| m.len() >= 4);
-    assert!(matches!(got[0], (Some(1), ServerMessage::Welcome(_))), "{got:?}");
+    assert!(
+        matches!(got[0], (Some(1), ServerMessage::Welcome(_))),
+        "{got:?}"
+    );
     let pong = got.iter().find(|m| m.0 == Some(2)).expect("pong");
-    assert!(matches!(pong.1, ServerMessage::Pong(Pong { nonce: 77, t_client_us: Some(5), .. })));
+    assert!(matches!(
+        pong.1,
+        ServerMessage::Pong(Pong {
+            nonce: 77,
+            t_client_us: Some(5),
+            ..
+        })
+    ));
 }
 
 #[test]
@@ -260,7 +328,11 @@ fn mid_frame_disconnect_applies_nothing() {
     std::thread::sleep(Duration::from_millis(50));
     drop(w);
     std::thread::sleep(Duration::from_millis(100));
-    assert_eq!(e.audio.handled.load(Ordering::SeqCst), handled, "no command reached audio");
+    assert_eq!(
+        e.audio.handled.load(Ordering::SeqCst),
+        handled,
+        "no command reached audio"
+    );
     let c = e.client(); // the controlling slot was released
     let (t, _) = c.snapshot();
     assert!(!t.unwrap().playing, "the cut play never applied");
@@ -268,26 +340,24 @@ fn mid_frame_disconnect_applies_nothing() {
 
 #[test]
 fn slow_reader_sheds_telemetry_keeps_every_ack() {
-    let e = Engine::start(
+    let e = Engine::start_with(
         fast()
             .tx_buffer(16 * 1024)
             .socket_send_buffer(Some(4096))
             .slow_consumer_timeout(Duration::from_secs(5)),
+        wide_meters(),
     );
     let mut c = e.client();
     set_rcvbuf(c.stream(), 4096);
-    let mut other = Vec::new();
-    for s in ["meters", "transport", "health"] {
-        let sub = Subscribe {
-            stream: stream(s),
-            rate_hz: 120,
-        };
-        assert!(matches!(c.request(&sub, &mut other).unwrap(), ServerMessage::Ack(_)));
-    }
+    subscribe_all(&mut c, 120);
     // Stop reading; keep commanding.
     let mut ids = Vec::new();
     for i in 0..60 {
-        let id = if i % 2 == 0 { c.send(&Play {}) } else { c.send(&Stop {}) };
+        let id = if i % 2 == 0 {
+            c.send(&Play {})
+        } else {
+            c.send(&Stop {})
+        };
         ids.push(id.unwrap());
         std::thread::sleep(Duration::from_millis(15));
     }
@@ -307,45 +377,73 @@ fn slow_reader_sheds_telemetry_keeps_every_ack() {
     for id in &ids {
         assert_eq!(acks.get(id), Some(&1), "ack for {id} exactly once");
     }
-    assert!(max_shed > 0, "telemetry was shed and reported in engine.health");
+    assert!(
+        max_shed > 0,
+        "telemetry was shed and reported in engine.health"
+    );
 }
 
 #[test]
 fn slow_consumer_is_disconnected_with_goodbye() {
-    let e = Engine::start(
+    let e = Engine::start_with(
         fast()
             .tx_buffer(16 * 1024)
             .socket_send_buffer(Some(4096))
-            .slow_consumer_timeout(Duration::from_millis(300)),
+            .heartbeat_timeout(Duration::from_secs(5))
+            .slow_consumer_timeout(Duration::from_millis(300))
+            // The 4 KiB windows make the final drain slow (delayed ACKs): let it finish.
+            .flush_timeout(Duration::from_secs(5)),
+        wide_meters(),
     );
     let mut c = e.client();
     set_rcvbuf(c.stream(), 4096);
-    let mut other = Vec::new();
-    let sub = Subscribe {
-        stream: stream("meters"),
-        rate_hz: 120,
-    };
-    c.request(&sub, &mut other).unwrap();
-    // Keep the heartbeat alive but never read.
+    subscribe_all(&mut c, 120);
+    assert!(e.server().has_client());
+    // Never read: the transmit buffer fills and stays full. Then read: the goodbye is last.
     let t0 = Instant::now();
-    while t0.elapsed() < Duration::from_millis(1200) {
-        if c.send(&Ping { nonce: 1, t_client_us: None, rt: false }).is_err() {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(100));
+    while e.server().has_client() && t0.elapsed() < Duration::from_secs(3) {
+        std::thread::sleep(Duration::from_millis(10));
     }
+    let dropped_after = t0.elapsed();
+    assert!(!e.server().has_client(), "slow client dropped");
+    assert!(
+        dropped_after >= Duration::from_millis(300),
+        "{dropped_after:?}"
+    );
     let mut last = None;
     loop {
         match c.recv() {
             Ok(r) => last = Some(r.message),
-            Err(ClientError::Closed) | Err(ClientError::Io(_)) => break,
+            Err(ClientError::Closed) => break,
             Err(e) => panic!("expected the engine to close, got {e:?}"),
         }
     }
-    if let Some(ServerMessage::Goodbye(g)) = last {
-        assert_eq!(g.reason, GoodbyeReason::SlowConsumer);
+    assert_eq!(
+        last,
+        Some(ServerMessage::Goodbye(GoodbyeNotice {
+            reason: GoodbyeReason::SlowConsumer
+        }))
+    );
+}
+
+fn wide_meters() -> loophole_ipc::rt::RtConfig {
+    let mut r = loophole_ipc::rt::RtConfig::default();
+    r.meter_channels = 64;
+    r
+}
+
+fn subscribe_all(c: &mut Client, rate_hz: u16) {
+    let mut other = Vec::new();
+    for s in ["meters", "transport", "health"] {
+        let sub = Subscribe {
+            stream: stream(s),
+            rate_hz,
+        };
+        assert!(matches!(
+            c.request(&sub, &mut other).unwrap(),
+            ServerMessage::Ack(_)
+        ));
     }
-    assert!(e.server().has_client() == false, "slot released");
 }
 
 #[test]
@@ -368,7 +466,12 @@ fn flood_against_full_queue_answers_every_command() {
                 let body = if id % 3 == 0 {
                     frame(Some(id), &Tempo { bpm: 900.0 })
                 } else {
-                    frame(Some(id), &Seek { sample: u64::from(id) })
+                    frame(
+                        Some(id),
+                        &Seek {
+                            sample: u64::from(id),
+                        },
+                    )
                 };
                 bytes.extend(body);
             }
@@ -396,7 +499,10 @@ fn flood_against_full_queue_answers_every_command() {
     assert!(seen.values().all(|&k| k == 1), "exactly one answer each");
     assert_eq!(e.audio.handled.load(Ordering::SeqCst), u64::from(n));
     // Nothing extra arrives.
-    assert!(c.recv_timeout(Duration::from_millis(100)).unwrap().is_none());
+    assert!(c
+        .recv_timeout(Duration::from_millis(100))
+        .unwrap()
+        .is_none());
 }
 
 #[test]
@@ -424,13 +530,22 @@ fn control_route_acks_errors_and_unavailable() {
         node: 1,
         kind: heapless::String::try_from("osc").unwrap(),
     };
-    assert!(matches!(c.request(&add, &mut other).unwrap(), ServerMessage::Ack(Ack { sample: None })));
+    assert!(matches!(
+        c.request(&add, &mut other).unwrap(),
+        ServerMessage::Ack(Ack { sample: None })
+    ));
     let r = c.request(&RemoveNode { node: 7 }, &mut other).unwrap();
-    assert!(matches!(&r, ServerMessage::Error(e) if e.code == "unknown_node"), "{r:?}");
+    assert!(
+        matches!(&r, ServerMessage::Error(e) if e.code == "unknown_node"),
+        "{r:?}"
+    );
     let ops = worker.join().unwrap(); // the endpoint is dropped here
     assert!(matches!(&ops[0], ControlOp::AddNode(a) if a.node == 1));
     let r = c.request(&RemoveNode { node: 1 }, &mut other).unwrap();
-    assert!(matches!(&r, ServerMessage::Error(e) if e.code == "control_unavailable"), "{r:?}");
+    assert!(
+        matches!(&r, ServerMessage::Error(e) if e.code == "control_unavailable"),
+        "{r:?}"
+    );
 }
 
 #[test]
@@ -450,7 +565,10 @@ fn clean_shutdown_flushes_acks_then_goodbye() {
     server.shutdown();
     let took = t0.elapsed();
     resume.join().unwrap();
-    assert!(took < Duration::from_millis(1000), "shutdown bounded: {took:?}");
+    assert!(
+        took < Duration::from_millis(1000),
+        "shutdown bounded: {took:?}"
+    );
     let mut got = Vec::new();
     loop {
         match c.recv() {
@@ -491,7 +609,11 @@ fn drop_of_handle_never_hangs_on_a_stuck_client() {
     std::thread::sleep(Duration::from_millis(300)); // tx fills up, nobody reads
     let t0 = Instant::now();
     drop(e);
-    assert!(t0.elapsed() < Duration::from_millis(1500), "{:?}", t0.elapsed());
+    assert!(
+        t0.elapsed() < Duration::from_millis(1500),
+        "{:?}",
+        t0.elapsed()
+    );
 }
 
 fn set_rcvbuf(s: &std::net::TcpStream, bytes: i32) {
@@ -507,4 +629,44 @@ fn set_rcvbuf(s: &std::net::TcpStream, bytes: i32) {
         )
     };
     assert_eq!(r, 0);
+}
+
+#[test]
+fn answers_for_a_gone_session_are_discarded() {
+    let e = Engine::start(fast());
+    e.pause_audio(true);
+    let mut a = e.client();
+    for id in 100..110 {
+        a.send_with_id(id, &Tempo { bpm: 900.0 }).unwrap(); // would be refused
+    }
+    std::thread::sleep(Duration::from_millis(50));
+    drop(a); // gone with 10 commands in flight
+    std::thread::sleep(Duration::from_millis(50));
+    let mut b = e.client();
+    for id in 100..110 {
+        b.send_with_id(id, &Play {}).unwrap(); // same ids
+    }
+    e.pause_audio(false);
+    let mut answers = Vec::new();
+    while answers.len() < 10 {
+        let r = b.recv().unwrap();
+        if r.reference.is_some() {
+            answers.push(r);
+        }
+    }
+    assert!(
+        answers
+            .iter()
+            .all(|r| matches!(r.message, ServerMessage::Ack(_))),
+        "only B's own answers: {answers:?}"
+    );
+    assert!(b
+        .recv_timeout(Duration::from_millis(100))
+        .unwrap()
+        .is_none());
+    assert_eq!(
+        e.audio.handled.load(Ordering::SeqCst),
+        20,
+        "A's commands still ran"
+    );
 }

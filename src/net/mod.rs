@@ -36,8 +36,8 @@
 
 mod announce;
 mod bind;
-mod thread;
 pub(crate) mod sys;
+mod thread;
 
 pub use announce::{AnnounceError, Announcement, ANNOUNCE_PREFIX};
 pub use bind::BindError;

@@ -434,7 +434,8 @@ impl Worker {
             }
             let more_to_read = c.readable && !c.session.rx_space().is_empty();
             let more_to_write = c.writable && !c.session.tx_pending().is_empty();
-            if more_to_read || more_to_write || c.dead || c.session.is_closed() {
+            let newly_closed = c.session.is_closed() && c.closing_since.is_none();
+            if more_to_read || more_to_write || c.dead || newly_closed {
                 earlier(now);
             }
         }

@@ -126,7 +126,11 @@ fn apply(t: &mut TransportState, op: &RtOp) -> Outcome {
         RtOp::Seek { position } => t.position = position,
         RtOp::Tempo { bpm } if bpm > 500.0 => return Outcome::Rejected(RejectReason::OutOfRange),
         RtOp::Tempo { bpm } => t.bpm = bpm,
-        RtOp::Loop { start, end, enabled } => {
+        RtOp::Loop {
+            start,
+            end,
+            enabled,
+        } => {
             t.loop_start = start;
             t.loop_end = end;
             t.loop_enabled = enabled;
@@ -164,7 +168,8 @@ pub fn hello(protocol: u16, token: Option<&str>) -> Hello {
 pub fn raw(addr: SocketAddr) -> TcpStream {
     let s = TcpStream::connect(addr).unwrap();
     s.set_nodelay(true).unwrap();
-    s.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
+    s.set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
     s
 }
 
@@ -172,7 +177,8 @@ pub fn raw(addr: SocketAddr) -> TcpStream {
 pub fn raw_session(addr: SocketAddr) -> Wire {
     let mut s = raw(addr);
     s.write_all(&PREFACE).unwrap();
-    s.write_all(&frame(Some(1), &hello(PROTOCOL_VERSION, None))).unwrap();
+    s.write_all(&frame(Some(1), &hello(PROTOCOL_VERSION, None)))
+        .unwrap();
     let mut w = Wire::new(s);
     let got = w.messages_until(Duration::from_secs(2), |m| m.len() >= 3);
     assert!(
