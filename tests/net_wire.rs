@@ -586,6 +586,8 @@ fn clean_shutdown_flushes_acks_then_goodbye() {
     });
     assert!(ack.is_some(), "in-flight ack flushed: {got:?}");
     assert!(bye.is_some(), "goodbye shutdown sent: {got:?}");
+    assert!(ack < bye, "answers before the goodbye: {got:?}");
+    assert_eq!(bye, Some(got.len() - 1), "goodbye is last");
     // After shutdown nobody listens.
     assert!(std::net::TcpStream::connect(e.addr).is_err());
 }

@@ -48,6 +48,8 @@ struct Conn {
     writable: bool,
     closing_since: Option<u64>,
     dead: bool,
+    /// `Session::shutdown` was called (server stopping).
+    shut: bool,
 }
 
 /// What the [`Driver`] needs: everything but the connection table.
@@ -257,6 +259,7 @@ pub(crate) struct Worker {
     next_gen: u32,
     hub: Hub,
     stopping: bool,
+    stop_started: u64,
     stop_deadline: u64,
     orphaned: Arc<AtomicBool>,
     supervisor_gone_at: Option<u64>,
@@ -331,6 +334,7 @@ impl Worker {
                 status,
             },
             stopping: false,
+            stop_started: 0,
             stop_deadline: 0,
             orphaned,
             supervisor_gone_at: None,
@@ -391,20 +395,34 @@ impl Worker {
         self.slots.iter().flatten().count()
     }
 
+    /// Starts stopping when asked: no more accepting or reading. Each session says `goodbye`
+    /// once the answers it is owed have been queued (or half the flush time has passed), so the
+    /// answers precede the goodbye.
     fn check_stop(&mut self, now: u64) {
-        if self.stopping || !self.hub.status.stop.load(Ordering::SeqCst) {
+        if !self.stopping && self.hub.status.stop.load(Ordering::SeqCst) {
+            self.stopping = true;
+            self.stop_started = now;
+            self.stop_deadline = now.saturating_add(ns(self.cfg.flush_timeout));
+            if let Some(mut l) = self.listener.take() {
+                let _ = self.poll.registry().deregister(&mut l);
+            }
+            self.service(now);
+        }
+        if !self.stopping {
             return;
         }
-        self.stopping = true;
-        self.stop_deadline = now.saturating_add(ns(self.cfg.flush_timeout));
-        if let Some(mut l) = self.listener.take() {
-            let _ = self.poll.registry().deregister(&mut l);
-        }
-        self.pump();
+        let waited_enough = now >= self.stop_started + ns(self.cfg.flush_timeout) / 2;
+        let mut changed = false;
         for c in self.slots.iter_mut().flatten() {
-            c.session.shutdown(now);
+            if !c.shut && (c.session.in_flight() == 0 || waited_enough) {
+                c.shut = true;
+                c.session.shutdown(now);
+                changed = true;
+            }
         }
-        self.service(now);
+        if changed {
+            self.service(now);
+        }
     }
 
     /// Sets the timer to the next deadline; returns the poll timeout to use.
@@ -457,6 +475,7 @@ impl Worker {
         }
         if self.stopping {
             earlier(self.stop_deadline);
+            earlier(self.stop_started + ns(self.cfg.flush_timeout) / 2);
         }
         at
     }
@@ -538,6 +557,7 @@ impl Worker {
             writable: true,
             closing_since: None,
             dead: false,
+            shut: false,
         });
     }
 
@@ -649,7 +669,7 @@ impl Worker {
             key: c.key,
         };
         for _ in 0..ROUNDS {
-            let mut progress = read_in(c);
+            let mut progress = !self.stopping && read_in(c);
             c.session.poll(now, &mut routes);
             send_telemetry(c, routes.hub, now);
             progress |= write_out(c, now);
