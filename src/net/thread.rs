@@ -463,11 +463,18 @@ impl Worker {
         if self.hub.net.commands_in_flight() > 0 || self.hub.held.is_some() {
             let safety = now.saturating_add(poll_iv);
             let margin = ns(self.cfg.wake_margin);
-            let predicted = self
+            // A prediction older than the safety interval means the audio thread is not being
+            // called (stopped device, paused host): then only the safety net polls, instead of
+            // waking once per projected period.
+            let running = self
                 .hub
                 .net
-                .next_callback_end_after(now)
-                .map_or(safety, |t| t.saturating_add(margin));
+                .next_callback_end_ns()
+                .is_some_and(|t| t.saturating_add(poll_iv) >= now);
+            let predicted = match self.hub.net.next_callback_end_after(now) {
+                Some(t) if running => t.saturating_add(margin),
+                _ => safety,
+            };
             earlier(predicted.min(safety));
         }
         if self.cfg.supervisor_pid.is_some() || self.cfg.watch_parent {
