@@ -672,3 +672,37 @@ fn answers_for_a_gone_session_are_discarded() {
         "A's commands still ran"
     );
 }
+
+#[test]
+fn engine_shutdown_command_acked_then_goodbye() {
+    let mut e = Engine::start(fast());
+    let control = e.control.take().unwrap();
+    let server = e.server.take().unwrap();
+    // The engine's control thread: acknowledge, then stop the server (what an engine does).
+    let engine = std::thread::spawn(move || {
+        let req = control.recv_timeout(Duration::from_secs(3)).unwrap();
+        assert_eq!(req.op, ControlOp::Shutdown);
+        control.reply(req.id, Ok(())).unwrap();
+        server.shutdown();
+    });
+    let mut c = e.client();
+    let id = c.send(&Shutdown {}).unwrap();
+    let mut got = Vec::new();
+    loop {
+        match c.recv() {
+            Ok(r) => got.push(r),
+            Err(ClientError::Closed) => break,
+            Err(e) => panic!("{e:?} after {got:?}"),
+        }
+    }
+    engine.join().unwrap();
+    assert_eq!(got.len(), 2, "{got:?}");
+    assert_eq!(got[0].reference, Some(id));
+    assert!(matches!(got[0].message, ServerMessage::Ack(_)));
+    assert_eq!(
+        got[1].message,
+        ServerMessage::Goodbye(GoodbyeNotice {
+            reason: GoodbyeReason::Shutdown
+        })
+    );
+}
