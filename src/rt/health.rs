@@ -75,7 +75,8 @@ pub struct HealthSnapshot {
     pub cmd_queue_capacity: usize,
     /// Highest number of queued commands the audio thread found at the start of a drain.
     pub cmd_queue_high: usize,
-    /// Highest reply-queue occupancy the audio thread saw after pushing.
+    /// Highest reply-queue occupancy the audio thread saw after pushing (from its cached view of
+    /// the consumer's position, so it may over-report, never under-report).
     pub reply_queue_high: usize,
     /// Telemetry replies (transport state) dropped because the reply queue had no spare room.
     pub telemetry_dropped: u64,
