@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use mio::net::{TcpListener, TcpStream};
+#[cfg(target_os = "linux")]
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
 
