@@ -556,6 +556,7 @@ fn clean_shutdown_flushes_acks_then_goodbye() {
     let id = c.send(&Play {}).unwrap();
     std::thread::sleep(Duration::from_millis(30));
     let server = e.server.take().unwrap();
+    assert!(server.is_running());
     let audio = std::sync::Arc::clone(&e.audio);
     let resume = std::thread::spawn(move || {
         std::thread::sleep(Duration::from_millis(50));
@@ -705,4 +706,68 @@ fn engine_shutdown_command_acked_then_goodbye() {
             reason: GoodbyeReason::Shutdown
         })
     );
+}
+
+#[test]
+fn telemetry_flows_at_the_subscribed_rate_with_audio_side_values() {
+    let e = Engine::start(fast());
+    let mut c = e.client();
+    let mut other = Vec::new();
+    c.request(&Play {}, &mut other).unwrap();
+    for s in ["meters", "transport", "health"] {
+        let sub = Subscribe {
+            stream: stream(s),
+            rate_hz: 20,
+        };
+        assert!(matches!(
+            c.request(&sub, &mut other).unwrap(),
+            ServerMessage::Ack(_)
+        ));
+    }
+    let mut meters = Vec::new();
+    let mut transport = Vec::new();
+    let mut health = Vec::new();
+    let t0 = Instant::now();
+    while t0.elapsed() < Duration::from_millis(500) {
+        if let Some(r) = c.recv_timeout(Duration::from_millis(50)).unwrap() {
+            match r.message {
+                ServerMessage::Meters(m) => meters.push(m),
+                ServerMessage::Transport(t) => transport.push(t),
+                ServerMessage::Health(h) => health.push(h),
+                _ => {}
+            }
+        }
+    }
+    // 20 Hz for 0.5 s: about 10 each (the first is due at once).
+    for n in [meters.len(), transport.len(), health.len()] {
+        assert!((7..=13).contains(&n), "{n} frames");
+    }
+    // The simulated audio publishes a constant 0.25 on two channels.
+    for m in &meters[1..] {
+        assert_eq!(m.peak.len(), 2);
+        assert!(m.peak.iter().all(|&p| (p - 0.25).abs() < 1e-6), "{m:?}");
+        assert!(m.rms.iter().all(|&r| (r - 0.25).abs() < 1e-3), "{m:?}");
+    }
+    assert!(transport.last().unwrap().playing);
+    assert!(transport.last().unwrap().position > transport[0].position);
+    assert!(health.last().unwrap().callbacks > health[0].callbacks);
+    assert_eq!(health.last().unwrap().cmd_queue_capacity, 256);
+    // Unsubscribe stops a stream.
+    c.request(
+        &Unsubscribe {
+            stream: Stream::Meters,
+        },
+        &mut other,
+    )
+    .unwrap();
+    other.clear();
+    let t0 = Instant::now();
+    while t0.elapsed() < Duration::from_millis(200) {
+        if let Some(r) = c.recv_timeout(Duration::from_millis(50)).unwrap() {
+            assert!(
+                !matches!(r.message, ServerMessage::Meters(_)),
+                "meters after unsubscribe"
+            );
+        }
+    }
 }

@@ -283,6 +283,12 @@ impl ServerHandle {
         self.orphaned.load(Ordering::Relaxed)
     }
 
+    /// Whether the network thread is still running (it only ends after [`shutdown`](Self::shutdown)
+    /// or an unrecoverable `epoll_wait` error).
+    pub fn is_running(&self) -> bool {
+        self.join.as_ref().is_some_and(|j| !j.is_finished())
+    }
+
     /// Whether a client holds the controlling session now (stale as soon as read).
     pub fn has_client(&self) -> bool {
         self.status.client_connected.load(Ordering::Relaxed)
