@@ -771,3 +771,28 @@ fn telemetry_flows_at_the_subscribed_rate_with_audio_side_values() {
         }
     }
 }
+
+#[test]
+fn shutdown_returns_the_bridge_for_a_new_server() {
+    let mut e = Engine::start(fast());
+    let mut c = e.client();
+    let mut other = Vec::new();
+    assert!(matches!(
+        c.request(&Play {}, &mut other).unwrap(),
+        ServerMessage::Ack(_)
+    ));
+    drop(c);
+    let net = e.server.take().unwrap().shutdown().expect("endpoint back");
+    let (server, _control) = fast().spawn(net).unwrap();
+    let mut c = Client::connect(server.local_addr(), &opts()).unwrap();
+    let ack = c.request(&Stop {}, &mut other).unwrap();
+    assert!(
+        matches!(ack, ServerMessage::Ack(Ack { sample: Some(_) })),
+        "{ack:?}"
+    );
+    assert_eq!(
+        e.audio.handled.load(Ordering::SeqCst),
+        2,
+        "same audio thread"
+    );
+}

@@ -263,7 +263,7 @@ pub struct ServerHandle {
     waker: Arc<mio::Waker>,
     status: Arc<Status>,
     orphaned: Arc<AtomicBool>,
-    join: Option<JoinHandle<()>>,
+    join: Option<JoinHandle<NetEndpoint>>,
     connection_file: Option<PathBuf>,
 }
 
@@ -294,28 +294,32 @@ impl ServerHandle {
         self.status.client_connected.load(Ordering::Relaxed)
     }
 
-    /// Stops the thread: stops accepting, queues the answers still owed, sends `goodbye`
-    /// (`shutdown`) to every client, flushes for at most [`ServerConfig::flush_timeout`], closes
-    /// and joins. Removes the connection file. Blocks for at most about the flush timeout.
-    pub fn shutdown(mut self) {
-        self.stop_and_join();
+    /// Stops the thread: stops accepting and reading, waits (up to half the flush time) for the
+    /// answers still owed, sends `goodbye` (`shutdown`) to every client, flushes for at most
+    /// [`ServerConfig::flush_timeout`], closes and joins. Removes the connection file. Blocks for
+    /// at most about the flush timeout.
+    ///
+    /// Returns the bridge's [`NetEndpoint`] (`None` only if the thread panicked), so the engine
+    /// decides where the bridge is freed, or starts a new server on the same bridge.
+    pub fn shutdown(mut self) -> Option<NetEndpoint> {
+        self.stop_and_join()
     }
 
-    fn stop_and_join(&mut self) {
-        let Some(join) = self.join.take() else {
-            return;
-        };
+    fn stop_and_join(&mut self) -> Option<NetEndpoint> {
+        let join = self.join.take()?;
         self.status.stop.store(true, Ordering::SeqCst);
         let _ = self.waker.wake();
-        let _ = join.join();
+        let net = join.join().ok();
         if let Some(path) = &self.connection_file {
             let _ = std::fs::remove_file(path);
         }
+        net
     }
 }
 
 impl Drop for ServerHandle {
+    /// Same as [`ServerHandle::shutdown`]; the [`NetEndpoint`] is dropped.
     fn drop(&mut self) {
-        self.stop_and_join();
+        drop(self.stop_and_join());
     }
 }

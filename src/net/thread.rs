@@ -347,8 +347,9 @@ impl Worker {
         })
     }
 
-    /// The thread body. Returns when stopped and flushed (or the flush timeout passed).
-    pub(crate) fn run(mut self) {
+    /// The thread body. Returns when stopped and flushed (or the flush timeout passed), giving
+    /// the bridge endpoint back.
+    pub(crate) fn run(mut self) -> NetEndpoint {
         // Timers of this thread fire within ~1 ns of their deadline instead of the default
         // 50 µs slack: the wake after the audio callback is only `wake_margin` late.
         let _ = timer::set_timer_slack_1ns();
@@ -390,6 +391,7 @@ impl Worker {
         for slot in 0..self.slots.len() {
             self.remove(slot);
         }
+        self.hub.net
     }
 
     fn live_conns(&self) -> usize {
