@@ -796,3 +796,16 @@ fn shutdown_returns_the_bridge_for_a_new_server() {
         "same audio thread"
     );
 }
+
+#[test]
+fn idle_engine_keeps_draining_transport_telemetry() {
+    // 1 ms callbacks publish transport each time; the reply queue holds 512. With no client and
+    // nothing in flight for 1 s, only the idle drain keeps the audio side from dropping.
+    let e = Engine::start(fast());
+    std::thread::sleep(Duration::from_millis(1_000));
+    let c = e.client();
+    let (_, h) = c.snapshot();
+    let h = h.unwrap();
+    assert!(h.callbacks > 500, "{h:?}");
+    assert_eq!(h.telemetry_dropped, 0, "{h:?}");
+}

@@ -35,6 +35,8 @@ const TIMER: Token = Token(usize::MAX - 3);
 const ROUNDS: usize = 8;
 /// Replies taken from the audio queue per pass.
 const REPLY_BUDGET: usize = 1024;
+/// With nothing in flight the reply queue is still drained every this many `telemetry_poll`s.
+const IDLE_POLL_FACTOR: u64 = 10;
 /// Connection slots beyond `max_half_open`: the controlling client and a few that are closing.
 const EXTRA_SLOTS: usize = 4;
 
@@ -480,6 +482,9 @@ impl Worker {
             };
             earlier(predicted.min(safety));
         }
+        // Even with nothing in flight, drain the reply queue now and then: transport telemetry
+        // keeps arriving, and a full queue makes the audio side drop (and count) it.
+        earlier(now.saturating_add(poll_iv.saturating_mul(IDLE_POLL_FACTOR)));
         if self.cfg.supervisor_pid.is_some() || self.cfg.watch_parent {
             earlier(self.next_orphan_check);
         }
