@@ -235,6 +235,44 @@ fn health_and_wakeup_prediction() {
     assert!((h.dsp_load - 0.9).abs() < 1e-6 && (h.dsp_load_max - 0.9).abs() < 1e-6);
 }
 
+#[test]
+fn dsp_load_interval_max_is_exact_per_interval() {
+    let (mut audio, mut net) = bridge(&RtConfig::default().with_sample_rate(48_000));
+    let mut t = 0u64;
+    let mut callback = |audio: &mut loophole_ipc::rt::AudioEndpoint, load_percent: u64| {
+        audio.begin_callback(t, 480); // 10 ms period
+        audio.end_callback(t + load_percent * 100_000);
+        t += 10_000_000;
+    };
+    // Collect at every wake-up (after each callback) keeps the interval one callback fresh.
+    assert_eq!(
+        net.take_dsp_load_max(),
+        Some(0.0),
+        "empty interval before any callback"
+    );
+    assert_eq!(net.take_dsp_load_max(), None, "nothing completed since");
+    callback(&mut audio, 50);
+    net.collect_meters();
+    callback(&mut audio, 90);
+    net.collect_meters();
+    callback(&mut audio, 20);
+    net.collect_meters();
+    // Interval: callbacks 1 and 2 completed (3 is still in the writer's bank).
+    assert_eq!(net.take_dsp_load_max(), Some(0.9));
+    callback(&mut audio, 30);
+    assert_eq!(
+        net.take_dsp_load_max(),
+        Some(0.2),
+        "callback 3 (4 is in the writer's bank)"
+    );
+    callback(&mut audio, 10);
+    assert_eq!(net.take_dsp_load_max(), Some(0.3), "callback 4, not lost");
+    assert!(
+        (net.health().dsp_load_max - 0.9).abs() < 1e-6,
+        "all-time max unchanged"
+    );
+}
+
 /// Negative control: the checker really rejects each kind of violation.
 #[test]
 fn checker_catches_lost_duplicated_reordered_and_unbounded_answers() {

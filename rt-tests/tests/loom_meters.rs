@@ -50,12 +50,15 @@ fn every_block_lands_in_exactly_one_consistent_interval() {
                 w.begin();
                 w.publish(0, &[v]);
                 w.publish(1, &[v]);
+                w.publish_load(v / 4.0);
             }
             w
         });
         let mut t = Totals::default();
+        let mut load = 0.0f32;
         collect(&mut r, &mut t);
         r.collect(); // fold without taking
+        load = load.max(r.take_load_max().unwrap_or(0.0));
         collect(&mut r, &mut t);
         let mut w = writer.join().unwrap();
         // Flush: each begin hands over the writer's bank once the reader asked.
@@ -63,6 +66,8 @@ fn every_block_lands_in_exactly_one_consistent_interval() {
             w.begin();
             collect(&mut r, &mut t);
         }
+        load = load.max(r.take_load_max().unwrap_or(0.0));
+        assert_eq!(load, 0.75, "the highest DSP load was lost");
         assert_eq!(t.count, [3, 3], "a block was lost or counted twice");
         assert_eq!(t.sum_sq, [14.0, 14.0]);
         assert_eq!(t.peak, 3.0);

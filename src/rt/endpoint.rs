@@ -27,15 +27,15 @@ pub struct RtConfig {
     /// Metered channels, `1..=`[`MAX_METER_CHANNELS`]. Default `2`. Clamped to that range.
     pub meter_channels: usize,
     /// Most commands handled per callback (summed over all `drain` calls in it). Default `32`.
-    /// Clamped to at least 1.
+    /// Clamped to `1..=command_capacity`.
     pub drain_budget: usize,
     /// Nominal sample rate in Hz, used to turn `frames` into a period for the DSP load and the
     /// wake-up prediction. Default `48_000`. Changeable later with
     /// [`AudioEndpoint::set_sample_rate`].
     pub sample_rate: u32,
     /// With the `rt-wake` feature: a waker the audio thread triggers at the end of a callback
-    /// that answered a command (one `write(2)` on an eventfd). `None` (the default) means no system
-    /// call at all; the network thread then uses [`NetEndpoint::next_callback_end_ns`].
+    /// that answered a command (one `write(2)` on an eventfd). `None` (the default) means no
+    /// system call at all; the network thread then uses [`NetEndpoint::next_callback_end_ns`].
     #[cfg(feature = "rt-wake")]
     pub waker: Option<Arc<mio::Waker>>,
 }
@@ -101,9 +101,9 @@ impl RtConfig {
 /// is dropped — so drop the [`AudioEndpoint`] outside the audio callback, or keep the
 /// [`NetEndpoint`] alive until the audio side is gone.
 pub fn bridge(cfg: &RtConfig) -> (AudioEndpoint, NetEndpoint) {
-    let budget = cfg.drain_budget.max(1);
     let command_capacity = cfg.command_capacity.max(1);
-    let reply_capacity = cfg.reply_capacity.max(budget + 1);
+    let budget = cfg.drain_budget.clamp(1, command_capacity);
+    let reply_capacity = cfg.reply_capacity.max(budget.saturating_add(1));
     let (cmd_tx, cmd_rx) = RingBuffer::new(command_capacity);
     let (reply_tx, reply_rx) = RingBuffer::new(reply_capacity);
     let (meter_w, meter_r) = meter_bank(cfg.meter_channels.min(MAX_METER_CHANNELS));
@@ -171,7 +171,7 @@ pub fn bridge(cfg: &RtConfig) -> (AudioEndpoint, NetEndpoint) {
 /// audio.drain(|cmd| match cmd.op {
 ///     RtOp::Play => { transport.playing = true; Outcome::Applied }
 ///     RtOp::Stop => { transport.playing = false; Outcome::Applied }
-///     RtOp::Tempo { bpm } if bpm > 0.0 && bpm < 1000.0 => { transport.bpm = bpm; Outcome::Applied }
+///     RtOp::Tempo { bpm } if (20.0..=999.0).contains(&bpm) => { transport.bpm = bpm; Outcome::Applied }
 ///     RtOp::Tempo { .. } => Outcome::Rejected(RejectReason::OutOfRange),
 ///     _ => Outcome::Rejected(RejectReason::Unsupported),
 /// });
@@ -268,7 +268,7 @@ impl AudioEndpoint {
     /// [`HealthSnapshot::telemetry_dropped`]. Returns whether it was pushed. Never blocks.
     #[inline]
     pub fn publish_transport(&mut self, state: &TransportState) -> bool {
-        if self.reply_room(self.remaining + 1) {
+        if self.reply_room(self.remaining.saturating_add(1)) {
             self.push_reply(RtReply::Transport(*state));
             true
         } else {
@@ -310,9 +310,10 @@ impl AudioEndpoint {
     /// field).
     ///
     /// With the `rt-wake` feature and a configured waker, and only if this callback pushed at
-    /// least one answer (`Ack`, `Reject` or `Pong`; telemetry alone does not wake), it then calls [`mio::Waker::wake`] once: on Linux one non-blocking
-    /// `write(2)` of 8 bytes to an eventfd (plus a `read(2)` and a second `write(2)` only if the
-    /// eventfd counter were about to overflow, after 2⁶⁴−2 unread wakes). A failure is counted in
+    /// least one answer (`Ack`, `Reject` or `Pong`; telemetry alone does not wake), it then
+    /// calls [`mio::Waker::wake`] once: on Linux one non-blocking `write(2)` of 8 bytes to an
+    /// eventfd (plus a `read(2)` and a second `write(2)` only if the eventfd counter were about
+    /// to overflow, after 2⁶⁴−2 unread wakes). A failure is counted in
     /// [`HealthSnapshot::wake_errors`]. Without that feature and waker: no system call.
     #[inline]
     pub fn end_callback(&mut self, now_ns: u64) {
@@ -330,6 +331,7 @@ impl AudioEndpoint {
         }
         s.sample_clock = self.clock;
         s.last_duration_ns = duration;
+        self.meters.publish_load(load);
         #[cfg(feature = "rt-wake")]
         self.wake();
         self.health.publish_end(&self.stats);
@@ -509,6 +511,14 @@ impl NetEndpoint {
     /// atomic load when nothing completed); call it at every wake-up for fresh meters.
     pub fn collect_meters(&mut self) -> bool {
         self.meters.collect()
+    }
+
+    /// The highest DSP load of the callbacks since the previous call — the interval max the
+    /// `engine.health` frame reports — or `None` if no callback completed an interval since
+    /// then. Exact (every callback counts in exactly one interval); handed over like the meters,
+    /// so it ends at the first callback after the previous `collect_meters`/`take_*` call.
+    pub fn take_dsp_load_max(&mut self) -> Option<f32> {
+        self.meters.take_load_max()
     }
 
     /// Number of metered channels.

@@ -67,7 +67,8 @@ pub struct HealthSnapshot {
     pub xruns: u64,
     /// DSP load of the last callback: time in callback / period (1.0 = the whole period).
     pub dsp_load: f32,
-    /// Highest DSP load seen.
+    /// Highest DSP load since the bridge was created (for the max over a telemetry interval use
+    /// `NetEndpoint::take_dsp_load_max`).
     pub dsp_load_max: f32,
     /// Commands queued towards the audio thread now (seen from the network side).
     pub cmd_queue_len: usize,

@@ -33,6 +33,8 @@
 //!   rate returns everything since the previous `take` (max of peaks, sums of Σx² and counts).
 //!   If no callback ran since the previous `take`, `take` returns `0` and nothing is lost.
 //!
+//! The same hand-over carries each interval's highest DSP load (one more cell per bank).
+//!
 //! This protocol is model-checked with loom (`rt-tests/tests/loom_meters.rs`).
 
 use super::sync::{Arc, AtomicU32, AtomicU64, Ordering};
@@ -51,6 +53,8 @@ struct Cell {
 #[derive(Debug)]
 struct Shared {
     banks: [Box<[Cell]>; 2],
+    /// Per bank: highest DSP load (f32 bits) of the callbacks that wrote this bank.
+    load_max: [AtomicU32; 2],
     request: AtomicU32,
     ack: AtomicU32,
 }
@@ -70,6 +74,8 @@ pub struct MeterReader {
     channels: usize,
     /// Completed intervals folded in by `collect` since the last `take` (reader-local).
     acc: Folded,
+    /// Highest DSP load folded in since the last `take_load_max` (reader-local).
+    load_acc: Option<f32>,
 }
 
 #[derive(Debug)]
@@ -101,6 +107,7 @@ pub fn meter_bank(channels: usize) -> (MeterWriter, MeterReader) {
     };
     let shared = Arc::new(Shared {
         banks: [bank(), bank()],
+        load_max: [AtomicU32::new(0), AtomicU32::new(0)],
         request: AtomicU32::new(0),
         ack: AtomicU32::new(0),
     });
@@ -113,6 +120,7 @@ pub fn meter_bank(channels: usize) -> (MeterWriter, MeterReader) {
         shared,
         channels,
         acc: Folded::EMPTY,
+        load_acc: None,
     };
     (writer, reader)
 }
@@ -142,6 +150,15 @@ impl MeterWriter {
     pub fn publish(&mut self, channel: usize, block: &[f32]) {
         let (peak, sum_sq) = block_levels(block);
         self.publish_levels(channel, peak, sum_sq, block.len() as u64);
+    }
+
+    /// Records one callback's DSP load in the current interval (the interval's max is kept).
+    #[inline]
+    pub fn publish_load(&mut self, load: f32) {
+        let cell = &self.shared.load_max[(self.epoch & 1) as usize];
+        if load > f32::from_bits(cell.load(Ordering::Relaxed)) {
+            cell.store(load.to_bits(), Ordering::Relaxed);
+        }
     }
 
     /// Adds levels the engine computed itself: `peak` = max |x|, `sum_sq` = Σx² over `frames`
@@ -196,6 +213,12 @@ impl MeterReader {
             self.acc.count[i] = self.acc.count[i].wrapping_add(c);
         }
         self.acc.any = true;
+        let bank_index = (request.wrapping_add(1) & 1) as usize;
+        let load = f32::from_bits(self.shared.load_max[bank_index].swap(0, Ordering::Relaxed));
+        self.load_acc = Some(
+            self.load_acc
+                .map_or(load, |m| if load > m { load } else { m }),
+        );
         self.shared
             .request
             .store(request.wrapping_add(1), Ordering::Release);
@@ -224,6 +247,14 @@ impl MeterReader {
             };
         }
         n
+    }
+
+    /// The highest DSP load of the callbacks since the previous `take_load_max` (same hand-over
+    /// and freshness as the meters; calls [`collect`](Self::collect) first), or `None` if no
+    /// interval completed since then.
+    pub fn take_load_max(&mut self) -> Option<f32> {
+        self.collect();
+        self.load_acc.take()
     }
 
     /// Like [`take`](Self::take) but gives the raw accumulators: peak, Σx² and the number of
