@@ -190,6 +190,7 @@ fn half_open_connections_are_bounded() {
     let t0 = Instant::now();
     c.until_closed(Duration::from_secs(1));
     assert!(c.closed && c.bytes == 0, "third half-open closed at once");
+    assert_eq!(e.server().stats().refused, 1);
     assert!(t0.elapsed() < Duration::from_millis(500));
     for w in [&mut a, &mut b] {
         w.poll();

@@ -672,6 +672,11 @@ fn answers_for_a_gone_session_are_discarded() {
         20,
         "A's commands still ran"
     );
+    assert_eq!(
+        e.server().stats().answers_discarded,
+        10,
+        "A's answers were discarded"
+    );
 }
 
 #[test]
@@ -808,4 +813,52 @@ fn idle_engine_keeps_draining_transport_telemetry() {
     let h = h.unwrap();
     assert!(h.callbacks > 500, "{h:?}");
     assert_eq!(h.telemetry_dropped, 0, "{h:?}");
+}
+
+#[test]
+fn acks_wait_in_the_holding_cell_when_the_transmit_buffer_is_full() {
+    let e = Engine::start(
+        fast()
+            .tx_buffer(8 * 1024)
+            .socket_send_buffer(Some(4096))
+            .slow_consumer_timeout(Duration::from_secs(5))
+            .heartbeat_timeout(Duration::from_secs(5)),
+    );
+    let mut c = e.client();
+    set_rcvbuf(c.stream(), 4096);
+    let n = 1_500u32;
+    let writer = {
+        let mut s = c.stream().try_clone().unwrap();
+        std::thread::spawn(move || {
+            let mut bytes = Vec::new();
+            for id in 1..=n {
+                bytes.extend(frame(
+                    Some(id),
+                    &Seek {
+                        sample: u64::from(id),
+                    },
+                ));
+            }
+            s.write_all(&bytes).unwrap();
+        })
+    };
+    // Do not read until the acks have backed up past the transmit buffer.
+    let t0 = Instant::now();
+    while e.server().stats().answers_held == 0 && t0.elapsed() < Duration::from_secs(3) {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(
+        e.server().stats().answers_held > 0,
+        "the holding cell was used"
+    );
+    let mut seen = std::collections::HashMap::new();
+    while seen.len() < n as usize {
+        let r = c.recv().expect("every ack arrives");
+        if let (Some(id), ServerMessage::Ack(_)) = (r.reference, &r.message) {
+            *seen.entry(id).or_insert(0u32) += 1;
+        }
+    }
+    writer.join().unwrap();
+    assert!(seen.values().all(|&k| k == 1));
+    assert_eq!(e.server().stats().answers_discarded, 0);
 }
