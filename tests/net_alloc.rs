@@ -173,6 +173,8 @@ fn steady_state_allocations_per_message() {
         "accept allocations seen: {}",
         after - before
     );
+    stop.store(true, Ordering::Relaxed);
+    control_thread.join().unwrap();
 }
 
 #[derive(Default)]
