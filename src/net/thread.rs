@@ -153,10 +153,7 @@ impl Driver for Routes<'_> {
     }
 
     fn snapshot(&mut self) -> (message::TransportState, Health) {
-        (
-            transport_msg(&self.hub.transport),
-            self.hub.health(0),
-        )
+        (transport_msg(&self.hub.transport), self.hub.health(0))
     }
 }
 
