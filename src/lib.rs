@@ -19,3 +19,14 @@ pub mod rt;
 pub mod session;
 
 pub use error::{DecodeError, EncodeError, ErrorCode};
+
+#[cfg(feature = "std")]
+pub mod client;
+#[cfg(feature = "std")]
+pub mod clock;
+#[cfg(feature = "std")]
+pub mod config;
+#[cfg(feature = "std")]
+pub mod control;
+#[cfg(feature = "std")]
+pub mod net;

@@ -1,0 +1,208 @@
+//! The control route: graph edits and `engine.shutdown`, carried out by a non-real-time thread
+//! the embedding engine provides.
+//!
+//! [`ServerBuilder::spawn`](crate::net::ServerBuilder::spawn) returns a [`ControlEndpoint`] next to
+//! the server handle. The engine's control thread loops on
+//! [`recv_timeout`](ControlEndpoint::recv_timeout) and answers each request exactly once with
+//! [`reply`](ControlEndpoint::reply). Replies wake the network thread with a `mio::Waker` (an
+//! eventfd write: fine here, this thread is not real-time).
+//!
+//! If the endpoint is dropped (the engine does not take the control route), control commands are
+//! answered `control_unavailable`. When the request queue is full the network thread stops
+//! reading the client (TCP back-pressure); nothing is dropped.
+//!
+//! Both queues are bounded `std::sync::mpsc::sync_channel`s allocated once at spawn: sending and
+//! receiving a request or reply does not allocate.
+
+use core::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TryRecvError, TrySendError};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::error::ErrorCode;
+use crate::message::{AddNode, Edge};
+
+/// A request for the engine's control thread.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ControlRequest {
+    /// The client's command id; pass it to [`ControlEndpoint::reply`]. `0` and meaningless for
+    /// [`ControlOp::Orphaned`], which takes no reply.
+    pub id: u32,
+    /// What to do.
+    pub op: ControlOp,
+}
+
+/// The operations of the control route.
+#[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
+pub enum ControlOp {
+    /// `graph.add_node`.
+    AddNode(AddNode),
+    /// `graph.remove_node`.
+    RemoveNode {
+        /// Node id.
+        node: u32,
+    },
+    /// `graph.connect`.
+    Connect(Edge),
+    /// `graph.disconnect`.
+    Disconnect(Edge),
+    /// `engine.shutdown`: reply, then stop the server with
+    /// [`ServerHandle::shutdown`](crate::net::ServerHandle::shutdown) and exit.
+    Shutdown,
+    /// Not from a client: the supervisor process is gone and no client reconnected within the
+    /// grace period. The engine should shut down. No reply is expected (one is ignored).
+    Orphaned,
+}
+
+/// Why the control thread refused a request (becomes the `error` answer's code).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ControlError {
+    /// No node with that id (`unknown_node`).
+    UnknownNode,
+    /// A node with that id exists (`node_exists`).
+    NodeExists,
+    /// The node kind is not known (`unknown_kind`).
+    UnknownKind,
+    /// The engine does not support this (`unsupported`).
+    Unsupported,
+    /// Anything else went wrong (`internal`).
+    Failed,
+}
+
+impl ControlError {
+    /// The wire error code.
+    pub const fn code(self) -> ErrorCode {
+        match self {
+            Self::UnknownNode => ErrorCode::UnknownNode,
+            Self::NodeExists => ErrorCode::NodeExists,
+            Self::UnknownKind => ErrorCode::UnknownKind,
+            Self::Unsupported => ErrorCode::Unsupported,
+            Self::Failed => ErrorCode::Internal,
+        }
+    }
+
+    /// The human-readable text sent with it.
+    pub const fn detail(self) -> &'static str {
+        match self {
+            Self::UnknownNode => "no node with that id",
+            Self::NodeExists => "a node with that id exists already",
+            Self::UnknownKind => "unknown node kind",
+            Self::Unsupported => "not supported by this engine",
+            Self::Failed => "the control thread failed to apply the command",
+        }
+    }
+}
+
+impl fmt::Display for ControlError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.detail())
+    }
+}
+
+impl core::error::Error for ControlError {}
+
+/// The network thread is gone; the reply could not be delivered.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ServerGone;
+
+impl fmt::Display for ServerGone {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("the network thread has stopped")
+    }
+}
+
+impl core::error::Error for ServerGone {}
+
+/// One control reply travelling back to the network thread.
+pub(crate) type ControlReply = (u32, Result<(), ControlError>);
+
+/// The engine's end of the control route. `Send`; owned by the engine's control thread.
+#[derive(Debug)]
+pub struct ControlEndpoint {
+    requests: Receiver<ControlRequest>,
+    replies: SyncSender<ControlReply>,
+    waker: Arc<mio::Waker>,
+    orphaned: Arc<AtomicBool>,
+}
+
+impl ControlEndpoint {
+    /// Waits up to `timeout` for the next request. Blocks. `Disconnected` once the server has
+    /// stopped and every queued request was taken.
+    pub fn recv_timeout(&self, timeout: Duration) -> Result<ControlRequest, RecvTimeoutError> {
+        self.requests.recv_timeout(timeout)
+    }
+
+    /// Takes the next request if one is queued. Never blocks.
+    pub fn try_recv(&self) -> Result<ControlRequest, TryRecvError> {
+        self.requests.try_recv()
+    }
+
+    /// Answers the request `id` (exactly once per request; answer in the order received).
+    ///
+    /// May block briefly if the reply queue is full (the network thread drains it whenever it
+    /// wakes). Wakes the network thread (one eventfd write).
+    pub fn reply(&self, id: u32, result: Result<(), ControlError>) -> Result<(), ServerGone> {
+        self.replies.send((id, result)).map_err(|_| ServerGone)?;
+        let _ = self.waker.wake();
+        Ok(())
+    }
+
+    /// Whether the server has reported the engine orphaned (see [`ControlOp::Orphaned`]).
+    pub fn is_orphaned(&self) -> bool {
+        self.orphaned.load(Ordering::Relaxed)
+    }
+}
+
+/// Why a request could not be handed to the control thread.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum SendFail {
+    Full,
+    Unavailable,
+}
+
+/// The network thread's end.
+#[derive(Debug)]
+pub(crate) struct ControlLink {
+    requests: SyncSender<ControlRequest>,
+    replies: Receiver<ControlReply>,
+}
+
+impl ControlLink {
+    pub(crate) fn try_send(&self, req: ControlRequest) -> Result<(), SendFail> {
+        self.requests.try_send(req).map_err(|e| match e {
+            TrySendError::Full(_) => SendFail::Full,
+            TrySendError::Disconnected(_) => SendFail::Unavailable,
+        })
+    }
+
+    pub(crate) fn try_recv(&self) -> Option<ControlReply> {
+        self.replies.try_recv().ok()
+    }
+}
+
+/// Allocates both queues (the only allocation of the control route).
+pub(crate) fn control_route(
+    capacity: usize,
+    waker: Arc<mio::Waker>,
+    orphaned: Arc<AtomicBool>,
+) -> (ControlLink, ControlEndpoint) {
+    let (req_tx, req_rx) = std::sync::mpsc::sync_channel(capacity.max(1));
+    // Room for every request queued plus every one being handled and a few more: a reply
+    // never waits for long.
+    let (rep_tx, rep_rx) = std::sync::mpsc::sync_channel(capacity.max(1) * 2 + 8);
+    (
+        ControlLink {
+            requests: req_tx,
+            replies: rep_rx,
+        },
+        ControlEndpoint {
+            requests: req_rx,
+            replies: rep_tx,
+            waker,
+            orphaned,
+        },
+    )
+}

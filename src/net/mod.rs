@@ -1,0 +1,357 @@
+//! The network thread: one mio event loop that accepts clients on loopback, drives one
+//! [`Session`](crate::session::Session) per connection and moves commands and answers between the
+//! sockets, the audio thread ([`NetEndpoint`]) and the engine's control thread
+//! ([`ControlEndpoint`]).
+//!
+//! One constructor, one handle per thread role:
+//!
+//! ```no_run
+//! use loophole_ipc::net::Server;
+//! use loophole_ipc::rt::{bridge, RtConfig};
+//!
+//! let (audio, net) = bridge(&RtConfig::default());
+//! let (server, control) = Server::builder().spawn(net)?;
+//! println!("{}", server.announcement()); // the one line on stdout
+//! # drop((audio, control));
+//! server.shutdown();
+//! # Ok::<(), loophole_ipc::net::BindError>(())
+//! ```
+//!
+//! # What allocates, what blocks
+//!
+//! [`ServerBuilder::spawn`] allocates the listener, the event list, the control queues and the
+//! thread. Each accepted connection allocates its receive and transmit buffers once (sizes from
+//! [`ServerConfig`]); after that the per-message path (read, decode, route, answer, telemetry,
+//! write) does not allocate (measured in `tests/net_alloc.rs`). The thread blocks only in
+//! `epoll_wait`; deadlines below a millisecond use a `timerfd` (see `sys.rs`).
+//!
+//! # Wake-up policy
+//!
+//! While commands are in flight to the audio thread the thread sleeps until just after the
+//! predicted end of the next audio callback ([`NetEndpoint::next_callback_end_after`] plus
+//! [`ServerConfig::wake_margin`]), then takes the replies, spinning up to
+//! [`ServerConfig::reply_spin`] if the callback is still running. It also polls the reply queue
+//! every [`ServerConfig::telemetry_poll`] as a safety net. The audio thread makes no system call
+//! to wake it.
+
+mod announce;
+mod bind;
+pub(crate) mod sys;
+mod thread;
+
+pub use announce::{AnnounceError, Announcement, ANNOUNCE_PREFIX};
+pub use bind::BindError;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use crate::config::{PortPolicy, ServerConfig};
+use crate::control::{control_route, ControlEndpoint};
+use crate::rt::NetEndpoint;
+
+/// Entry point: [`Server::builder`].
+#[derive(Debug)]
+pub struct Server;
+
+impl Server {
+    /// A builder with every default of [`ServerConfig`].
+    pub fn builder() -> ServerBuilder {
+        ServerBuilder {
+            cfg: ServerConfig::default(),
+        }
+    }
+}
+
+/// Builds and starts the network thread. Every setter documents its default in
+/// [`ServerConfig`].
+#[derive(Clone, Debug)]
+pub struct ServerBuilder {
+    cfg: ServerConfig,
+}
+
+macro_rules! setters {
+    ($($(#[$doc:meta])* $name:ident: $ty:ty;)*) => {
+        $(
+            $(#[$doc])*
+            #[must_use]
+            pub fn $name(mut self, v: $ty) -> Self {
+                self.cfg.$name = v;
+                self
+            }
+        )*
+    };
+}
+
+impl ServerBuilder {
+    /// Starts from an explicit configuration.
+    pub fn from_config(cfg: ServerConfig) -> Self {
+        Self { cfg }
+    }
+
+    /// The configuration so far.
+    pub fn config(&self) -> &ServerConfig {
+        &self.cfg
+    }
+
+    setters! {
+        /// Bind address ([`ServerConfig::bind`]).
+        bind: std::net::IpAddr;
+        /// Allow a non-loopback address ([`ServerConfig::allow_non_loopback`]).
+        allow_non_loopback: bool;
+        /// Port policy ([`ServerConfig::port`]).
+        port: PortPolicy;
+        /// Transmit buffer per connection ([`ServerConfig::tx_buffer`]).
+        tx_buffer: usize;
+        /// Handshake timeout ([`ServerConfig::handshake_timeout`]).
+        handshake_timeout: Duration;
+        /// Heartbeat interval ([`ServerConfig::heartbeat_interval`]).
+        heartbeat_interval: Duration;
+        /// Heartbeat timeout ([`ServerConfig::heartbeat_timeout`]).
+        heartbeat_timeout: Duration;
+        /// Slow-consumer limit ([`ServerConfig::slow_consumer_timeout`]).
+        slow_consumer_timeout: Duration;
+        /// Safety-net reply poll ([`ServerConfig::telemetry_poll`]).
+        telemetry_poll: Duration;
+        /// Margin after the predicted callback end ([`ServerConfig::wake_margin`]).
+        wake_margin: Duration;
+        /// Spin on an early wake ([`ServerConfig::reply_spin`]).
+        reply_spin: Duration;
+        /// Control queue capacity ([`ServerConfig::control_capacity`]).
+        control_capacity: usize;
+        /// Half-open connection bound ([`ServerConfig::max_half_open`]).
+        max_half_open: usize;
+        /// Engine name ([`ServerConfig::engine_name`]).
+        engine_name: String;
+        /// Sample rate for `welcome` ([`ServerConfig::sample_rate`]).
+        sample_rate: u32;
+        /// Block size for `welcome` ([`ServerConfig::block_size`]).
+        block_size: u32;
+        /// Instance id ([`ServerConfig::instance`]).
+        instance: String;
+        /// Report parent-pid changes as orphaning ([`ServerConfig::watch_parent`]).
+        watch_parent: bool;
+        /// Orphan grace period ([`ServerConfig::orphan_grace`]).
+        orphan_grace: Duration;
+        /// Orphan check interval ([`ServerConfig::orphan_check`]).
+        orphan_check: Duration;
+        /// Shutdown flush bound ([`ServerConfig::flush_timeout`]).
+        flush_timeout: Duration;
+    }
+
+    /// Largest accepted frame payload ([`ServerConfig::max_frame`]); also sets the receive
+    /// buffer to `8 + max_frame` unless it is larger already.
+    #[must_use]
+    pub fn max_frame(mut self, v: u32) -> Self {
+        self.cfg.max_frame = v;
+        self.cfg.rx_buffer = self.cfg.rx_buffer.max(8 + v as usize);
+        self
+    }
+
+    /// Receive buffer per connection ([`ServerConfig::rx_buffer`]).
+    #[must_use]
+    pub fn rx_buffer(mut self, v: usize) -> Self {
+        self.cfg.rx_buffer = v;
+        self
+    }
+
+    /// Kernel send buffer of accepted sockets ([`ServerConfig::socket_send_buffer`]).
+    #[must_use]
+    pub fn socket_send_buffer(mut self, v: Option<usize>) -> Self {
+        self.cfg.socket_send_buffer = v;
+        self
+    }
+
+    /// Session token ([`ServerConfig::token`]); typically `token_from_env()`.
+    #[must_use]
+    pub fn token(mut self, v: Option<String>) -> Self {
+        self.cfg.token = v;
+        self
+    }
+
+    /// Connection file ([`ServerConfig::connection_file`]).
+    #[must_use]
+    pub fn connection_file(mut self, v: Option<PathBuf>) -> Self {
+        self.cfg.connection_file = v;
+        self
+    }
+
+    /// Supervisor pid to watch ([`ServerConfig::supervisor_pid`]).
+    #[must_use]
+    pub fn supervisor_pid(mut self, v: Option<u32>) -> Self {
+        self.cfg.supervisor_pid = v;
+        self
+    }
+
+    /// Binds (per the port policy), writes the connection file if configured, and starts the
+    /// network thread. Returns the thread's handle and the control thread's endpoint.
+    ///
+    /// Allocates; blocks only to bind and create the thread. Printing the announcement is the
+    /// caller's job (`println!("{}", handle.announcement())`), so a library never writes stdout.
+    pub fn spawn(self, net: NetEndpoint) -> Result<(ServerHandle, ControlEndpoint), BindError> {
+        let cfg = self.cfg;
+        let listener = bind::bind(&cfg)?;
+        let io_err = |e: std::io::Error| BindError::Io {
+            kind: e.kind(),
+            port: 0,
+        };
+        let local_addr = listener.local_addr().map_err(io_err)?;
+        let announcement = Announcement::new(local_addr, &cfg.instance);
+        if let Some(path) = &cfg.connection_file {
+            announcement
+                .write_connection_file(path)
+                .map_err(|e| BindError::Io {
+                    kind: e.kind(),
+                    port: local_addr.port(),
+                })?;
+        }
+        let poll = mio::Poll::new().map_err(io_err)?;
+        let waker = Arc::new(mio::Waker::new(poll.registry(), thread::WAKER).map_err(io_err)?);
+        let status = Arc::new(Status::default());
+        let orphaned = Arc::new(AtomicBool::new(false));
+        let (link, endpoint) = control_route(
+            cfg.control_capacity,
+            Arc::clone(&waker),
+            Arc::clone(&orphaned),
+        );
+        let handle_orphaned = Arc::clone(&orphaned);
+        let connection_file = cfg.connection_file.clone();
+        let worker = thread::Worker::new(
+            cfg,
+            poll,
+            listener,
+            net,
+            link,
+            Arc::clone(&status),
+            orphaned,
+        )
+        .map_err(io_err)?;
+        let join = std::thread::Builder::new()
+            .name("loophole-net".into())
+            .spawn(move || worker.run())
+            .map_err(io_err)?;
+        Ok((
+            ServerHandle {
+                local_addr,
+                announcement,
+                waker,
+                status,
+                orphaned: handle_orphaned,
+                join: Some(join),
+                connection_file,
+            },
+            endpoint,
+        ))
+    }
+}
+
+/// Flags shared between the handle and the thread.
+#[derive(Debug, Default)]
+pub(crate) struct Status {
+    pub(crate) stop: AtomicBool,
+    pub(crate) accepted: AtomicU64,
+    pub(crate) refused: AtomicU64,
+    pub(crate) answers_discarded: AtomicU64,
+    pub(crate) answers_held: AtomicU64,
+    pub(crate) client_connected: AtomicBool,
+}
+
+/// Counters of the network thread since it started. Each is monotonic; two fields may be read
+/// a moment apart.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ServerStats {
+    /// Connections given a session.
+    pub accepted: u64,
+    /// Connections closed at once (half-open bound reached, no free slot, or stopping).
+    pub refused: u64,
+    /// Answers that arrived for a session that had ended, and were discarded.
+    pub answers_discarded: u64,
+    /// Times an answer found its session's transmit buffer full and waited in the holding cell
+    /// (nothing else was taken from the queues meanwhile).
+    pub answers_held: u64,
+}
+
+/// The embedding engine's handle on the network thread. Dropping it shuts the thread down.
+#[derive(Debug)]
+pub struct ServerHandle {
+    local_addr: SocketAddr,
+    announcement: Announcement,
+    waker: Arc<mio::Waker>,
+    status: Arc<Status>,
+    orphaned: Arc<AtomicBool>,
+    join: Option<JoinHandle<NetEndpoint>>,
+    connection_file: Option<PathBuf>,
+}
+
+impl ServerHandle {
+    /// The bound address (the real port even with an ephemeral policy).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// The announcement to print on stdout (see [`Announcement`]).
+    pub fn announcement(&self) -> &Announcement {
+        &self.announcement
+    }
+
+    /// Whether the supervisor is gone and no client came back within the grace period.
+    pub fn is_orphaned(&self) -> bool {
+        self.orphaned.load(Ordering::Relaxed)
+    }
+
+    /// Whether the network thread is still running (it only ends after [`shutdown`](Self::shutdown)
+    /// or an unrecoverable `epoll_wait` error).
+    pub fn is_running(&self) -> bool {
+        self.join.as_ref().is_some_and(|j| !j.is_finished())
+    }
+
+    /// Counters of the network thread (each read without a lock; see [`ServerStats`]).
+    pub fn stats(&self) -> ServerStats {
+        let s = &self.status;
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        ServerStats {
+            accepted: get(&s.accepted),
+            refused: get(&s.refused),
+            answers_discarded: get(&s.answers_discarded),
+            answers_held: get(&s.answers_held),
+        }
+    }
+
+    /// Whether a client holds the controlling session now (stale as soon as read).
+    pub fn has_client(&self) -> bool {
+        self.status.client_connected.load(Ordering::Relaxed)
+    }
+
+    /// Stops the thread: stops accepting and reading, waits (up to half the flush time) for the
+    /// answers still owed, sends `goodbye` (`shutdown`) to every client, flushes for at most
+    /// [`ServerConfig::flush_timeout`], closes and joins. Removes the connection file. Blocks for
+    /// at most about the flush timeout.
+    ///
+    /// Returns the bridge's [`NetEndpoint`] (`None` only if the thread panicked), so the engine
+    /// decides where the bridge is freed, or starts a new server on the same bridge.
+    pub fn shutdown(mut self) -> Option<NetEndpoint> {
+        self.stop_and_join()
+    }
+
+    fn stop_and_join(&mut self) -> Option<NetEndpoint> {
+        let join = self.join.take()?;
+        self.status.stop.store(true, Ordering::SeqCst);
+        let _ = self.waker.wake();
+        let net = join.join().ok();
+        if let Some(path) = &self.connection_file {
+            let _ = std::fs::remove_file(path);
+        }
+        net
+    }
+}
+
+impl Drop for ServerHandle {
+    /// Same as [`ServerHandle::shutdown`]; the [`NetEndpoint`] is dropped.
+    fn drop(&mut self) {
+        drop(self.stop_and_join());
+    }
+}

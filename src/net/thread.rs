@@ -1,0 +1,881 @@
+//! The event loop of the network thread.
+//!
+//! One pass: wait (epoll, deadlines in a timerfd) → accept → take replies from the audio and
+//! control threads → for each connection read, let the session process frames, send due
+//! telemetry, write → close what is finished. Every loop is bounded.
+
+use std::collections::VecDeque;
+use std::io::{self, Read, Write};
+use std::net::Shutdown;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use mio::net::{TcpListener, TcpStream};
+#[cfg(target_os = "linux")]
+use mio::unix::SourceFd;
+use mio::{Events, Interest, Poll, Token};
+
+use super::sys::{self as timer, Timer};
+use super::Status;
+use crate::clock;
+use crate::config::ServerConfig;
+use crate::control::{ControlLink, ControlOp, ControlRequest, SendFail};
+use crate::message::{self, Command, Health, Meters, Stream, Welcome};
+use crate::rt::{HealthSnapshot, NetEndpoint, RtCommand, RtOp, RtReply, MAX_METER_CHANNELS};
+use crate::session::{Answer, Driver, RouteError, RouteFull, Session, SessionConfig, SessionState};
+
+/// Token of the listener.
+pub(crate) const LISTENER: Token = Token(usize::MAX - 1);
+/// Token of the waker (shutdown, control replies).
+pub(crate) const WAKER: Token = Token(usize::MAX - 2);
+/// Token of the deadline timer.
+const TIMER: Token = Token(usize::MAX - 3);
+
+/// Read/poll/write rounds per connection per pass (then the next pass comes at once).
+const ROUNDS: usize = 8;
+/// Replies taken from the audio queue per pass.
+const REPLY_BUDGET: usize = 1024;
+/// With nothing in flight the reply queue is still drained every this many `telemetry_poll`s.
+const IDLE_POLL_FACTOR: u64 = 10;
+/// Connection slots beyond `max_half_open`: the controlling client and a few that are closing.
+const EXTRA_SLOTS: usize = 4;
+
+type Sess = Session<Box<[u8]>, Box<[u8]>>;
+
+/// One accepted socket and its session.
+struct Conn {
+    stream: TcpStream,
+    session: Sess,
+    key: u64,
+    readable: bool,
+    writable: bool,
+    closing_since: Option<u64>,
+    dead: bool,
+    /// `Session::shutdown` was called (server stopping).
+    shut: bool,
+}
+
+/// What the [`Driver`] needs: everything but the connection table.
+struct Hub {
+    net: NetEndpoint,
+    control: ControlLink,
+    controller: Option<u64>,
+    last_controller_ns: u64,
+    /// Answers owed by the audio thread, oldest first: (owner, count). The audio thread answers
+    /// in the order it received, so the front segment owns the next answer.
+    rt_owners: VecDeque<(u64, usize)>,
+    /// Control requests in flight: (owner, id).
+    control_owners: VecDeque<(u64, u32)>,
+    control_limit: usize,
+    /// Answers produced on this thread for a command no route could take.
+    immediate: VecDeque<(u64, u32, Answer)>,
+    /// One answer the owner's transmit buffer had no room for; nothing else is popped meanwhile.
+    held: Option<(u64, u32, Answer)>,
+    transport: crate::rt::TransportState,
+    peak: [f32; MAX_METER_CHANNELS],
+    rms: [f32; MAX_METER_CHANNELS],
+    meter_n: usize,
+    dsp_load_max: f32,
+    status: Arc<Status>,
+}
+
+/// The driver handed to one session's `poll`.
+struct Routes<'a> {
+    hub: &'a mut Hub,
+    key: u64,
+}
+
+impl Driver for Routes<'_> {
+    fn claim(&mut self) -> bool {
+        if self.hub.controller.is_some() {
+            return false;
+        }
+        self.hub.controller = Some(self.key);
+        self.hub
+            .status
+            .client_connected
+            .store(true, Ordering::Relaxed);
+        true
+    }
+
+    fn release(&mut self) {
+        if self.hub.controller == Some(self.key) {
+            self.hub.controller = None;
+            self.hub.last_controller_ns = clock::now_ns();
+            self.hub
+                .status
+                .client_connected
+                .store(false, Ordering::Relaxed);
+        }
+    }
+
+    fn route_audio(&mut self, id: u32, cmd: &Command) -> Result<(), RouteFull> {
+        let Some(op) = rt_op(cmd) else {
+            // Not a real-time command: the session never routes one here. Answer, never drop.
+            let a = Answer::Error {
+                code: crate::ErrorCode::Internal,
+                detail: "command has no real-time route",
+            };
+            self.hub.immediate.push_back((self.key, id, a));
+            return Ok(());
+        };
+        self.hub
+            .net
+            .try_send(RtCommand { id, op })
+            .map_err(|_| RouteFull)?;
+        match self.hub.rt_owners.back_mut() {
+            Some((owner, n)) if *owner == self.key => *n += 1,
+            _ => self.hub.rt_owners.push_back((self.key, 1)),
+        }
+        Ok(())
+    }
+
+    fn route_control(&mut self, id: u32, cmd: &Command) -> Result<(), RouteError> {
+        let Some(op) = control_op(cmd) else {
+            let a = Answer::Error {
+                code: crate::ErrorCode::Internal,
+                detail: "command has no control route",
+            };
+            self.hub.immediate.push_back((self.key, id, a));
+            return Ok(());
+        };
+        if self.hub.control_owners.len() >= self.hub.control_limit {
+            return Err(RouteError::Full);
+        }
+        match self.hub.control.try_send(ControlRequest { id, op }) {
+            Ok(()) => {
+                self.hub.control_owners.push_back((self.key, id));
+                Ok(())
+            }
+            Err(SendFail::Full) => Err(RouteError::Full),
+            Err(SendFail::Unavailable) => Err(RouteError::Unavailable),
+        }
+    }
+
+    fn snapshot(&mut self) -> (message::TransportState, Health) {
+        (transport_msg(&self.hub.transport), self.hub.health(0))
+    }
+}
+
+fn rt_op(cmd: &Command) -> Option<RtOp> {
+    Some(match cmd {
+        Command::Play => RtOp::Play,
+        Command::Stop => RtOp::Stop,
+        Command::Seek(s) => RtOp::Seek { position: s.sample },
+        Command::Tempo(t) => RtOp::Tempo { bpm: t.bpm },
+        Command::Loop(l) => RtOp::Loop {
+            start: l.start,
+            end: l.end,
+            enabled: l.enabled,
+        },
+        Command::ParamSet(p) => RtOp::ParamSet {
+            node: p.node,
+            param: p.param,
+            value: p.value,
+            ramp_ms: p.ramp_ms.unwrap_or(0.0),
+        },
+        Command::Ping(p) => RtOp::Ping { nonce: p.nonce },
+        _ => return None,
+    })
+}
+
+fn control_op(cmd: &Command) -> Option<ControlOp> {
+    Some(match cmd {
+        Command::AddNode(a) => ControlOp::AddNode(a.clone()),
+        Command::RemoveNode(r) => ControlOp::RemoveNode { node: r.node },
+        Command::Connect(e) => ControlOp::Connect(*e),
+        Command::Disconnect(e) => ControlOp::Disconnect(*e),
+        Command::Shutdown => ControlOp::Shutdown,
+        _ => return None,
+    })
+}
+
+fn transport_msg(t: &crate::rt::TransportState) -> message::TransportState {
+    message::TransportState {
+        playing: t.playing,
+        position: t.position,
+        bpm: t.bpm,
+        loop_start: t.loop_start,
+        loop_end: t.loop_end,
+        loop_enabled: t.loop_enabled,
+    }
+}
+
+fn sat32(v: usize) -> u32 {
+    u32::try_from(v).unwrap_or(u32::MAX)
+}
+
+impl Hub {
+    /// An `engine.health` body: the audio side's counters, the DSP-load maximum over the
+    /// callbacks since the previous health frame (the last known one if no callback completed
+    /// since), and this session's shed count.
+    fn health(&mut self, shed: u64) -> Health {
+        if let Some(load) = self.net.take_dsp_load_max() {
+            self.dsp_load_max = load;
+        }
+        health_msg(&self.net.health(), self.dsp_load_max, shed)
+    }
+}
+
+fn health_msg(h: &HealthSnapshot, dsp_load: f32, shed: u64) -> Health {
+    Health {
+        callbacks: h.callbacks,
+        xruns: h.xruns,
+        dsp_load,
+        cmd_queue_len: sat32(h.cmd_queue_len),
+        cmd_queue_capacity: sat32(h.cmd_queue_capacity),
+        cmd_queue_high: sat32(h.cmd_queue_high),
+        reply_queue_high: sat32(h.reply_queue_high),
+        telemetry_dropped: h.telemetry_dropped,
+        telemetry_shed: shed,
+    }
+}
+
+fn answer_of(r: RtReply) -> Option<Answer> {
+    Some(match r {
+        RtReply::Ack { sample, .. } => Answer::Ack {
+            sample: Some(sample),
+        },
+        RtReply::Reject { reason, .. } => Answer::Error {
+            code: crate::ErrorCode::from_wire(reason.as_code())
+                .unwrap_or(crate::ErrorCode::Internal),
+            detail: reject_detail(reason),
+        },
+        RtReply::Pong { nonce, sample, .. } => Answer::Pong {
+            nonce,
+            t_client_us: None,
+            sample: Some(sample),
+        },
+        RtReply::Transport(_) => return None,
+    })
+}
+
+fn reject_detail(r: crate::rt::RejectReason) -> &'static str {
+    use crate::rt::RejectReason as R;
+    match r {
+        R::UnknownNode => "the engine has no node with that id",
+        R::UnknownParam => "the node has no parameter with that id",
+        R::OutOfRange => "value out of range for the engine",
+        R::Unsupported => "not supported by this engine",
+    }
+}
+
+/// The network thread's state.
+pub(crate) struct Worker {
+    cfg: ServerConfig,
+    welcome: Welcome,
+    poll: Poll,
+    listener: Option<TcpListener>,
+    timer: Timer,
+    timer_ok: bool,
+    slots: Vec<Option<Conn>>,
+    next_gen: u32,
+    hub: Hub,
+    stopping: bool,
+    stop_started: u64,
+    stop_deadline: u64,
+    orphaned: Arc<AtomicBool>,
+    supervisor_gone_at: Option<u64>,
+    orphan_reported: bool,
+    orphan_delivered: bool,
+    next_orphan_check: u64,
+    initial_ppid: u32,
+}
+
+fn ns(d: std::time::Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
+impl Worker {
+    pub(crate) fn new(
+        cfg: ServerConfig,
+        poll: Poll,
+        mut listener: TcpListener,
+        net: NetEndpoint,
+        control: ControlLink,
+        status: Arc<Status>,
+        orphaned: Arc<AtomicBool>,
+    ) -> io::Result<Self> {
+        poll.registry()
+            .register(&mut listener, LISTENER, Interest::READABLE)?;
+        let timer = Timer::new()?;
+        #[cfg(target_os = "linux")]
+        poll.registry()
+            .register(&mut SourceFd(&timer.raw_fd()), TIMER, Interest::READABLE)?;
+        let welcome = Welcome {
+            protocol: message::PROTOCOL_VERSION,
+            engine: heapless::String::try_from(cfg.engine_name.as_str()).unwrap_or_default(),
+            instance: heapless::String::try_from(cfg.instance.as_str()).unwrap_or_default(),
+            sample_rate: cfg.sample_rate,
+            block_size: cfg.block_size,
+            max_frame: cfg.max_frame,
+            heartbeat_ms: 0,
+            timeout_ms: 0,
+        };
+        let control_limit = cfg.control_capacity * 2 + 8;
+        let slots = cfg.max_half_open + EXTRA_SLOTS;
+        let now = clock::now_ns();
+        Ok(Self {
+            welcome,
+            poll,
+            listener: Some(listener),
+            timer,
+            timer_ok: true,
+            slots: (0..slots).map(|_| None).collect(),
+            next_gen: 1,
+            hub: Hub {
+                net,
+                control,
+                controller: None,
+                last_controller_ns: now,
+                rt_owners: VecDeque::with_capacity(64),
+                control_owners: VecDeque::with_capacity(control_limit),
+                control_limit,
+                immediate: VecDeque::with_capacity(16),
+                held: None,
+                transport: crate::rt::TransportState {
+                    playing: false,
+                    position: 0,
+                    bpm: 120.0,
+                    loop_start: 0,
+                    loop_end: 0,
+                    loop_enabled: false,
+                },
+                peak: [0.0; MAX_METER_CHANNELS],
+                rms: [0.0; MAX_METER_CHANNELS],
+                meter_n: 0,
+                dsp_load_max: 0.0,
+                status,
+            },
+            stopping: false,
+            stop_started: 0,
+            stop_deadline: 0,
+            orphaned,
+            supervisor_gone_at: None,
+            orphan_reported: false,
+            orphan_delivered: false,
+            next_orphan_check: now,
+            initial_ppid: timer::parent_pid(),
+            cfg,
+        })
+    }
+
+    /// The thread body. Returns when stopped and flushed (or the flush timeout passed), giving
+    /// the bridge endpoint back.
+    pub(crate) fn run(mut self) -> NetEndpoint {
+        // Timers of this thread fire within ~1 ns of their deadline instead of the default
+        // 50 µs slack: the wake after the audio callback is only `wake_margin` late.
+        let _ = timer::set_timer_slack_1ns();
+        let mut events = Events::with_capacity(256);
+        loop {
+            let now = clock::now_ns();
+            self.check_stop(now);
+            if self.stopping && (self.live_conns() == 0 || now >= self.stop_deadline) {
+                break;
+            }
+            let timeout = self.arm(now);
+            if let Err(e) = self.poll.poll(&mut events, timeout) {
+                if e.kind() != io::ErrorKind::Interrupted {
+                    break;
+                }
+            }
+            let mut timer_fired = false;
+            for ev in events.iter() {
+                match ev.token() {
+                    LISTENER => self.accept_all(),
+                    WAKER => {}
+                    TIMER => timer_fired = true,
+                    Token(slot) => {
+                        if let Some(c) = self.slots.get_mut(slot).and_then(Option::as_mut) {
+                            c.readable |= ev.is_readable() || ev.is_read_closed() || ev.is_error();
+                            c.writable |= ev.is_writable() || ev.is_write_closed() || ev.is_error();
+                        }
+                    }
+                }
+            }
+            if timer_fired {
+                self.timer.acknowledge();
+                self.spin_for_replies();
+            }
+            let now = clock::now_ns();
+            self.service(now);
+            self.watch_orphan(now);
+        }
+        for slot in 0..self.slots.len() {
+            self.remove(slot);
+        }
+        self.hub.net
+    }
+
+    fn live_conns(&self) -> usize {
+        self.slots.iter().flatten().count()
+    }
+
+    /// Starts stopping when asked: no more accepting or reading. Each session says `goodbye`
+    /// once the answers it is owed have been queued (or half the flush time has passed), so the
+    /// answers precede the goodbye.
+    fn check_stop(&mut self, now: u64) {
+        if !self.stopping && self.hub.status.stop.load(Ordering::SeqCst) {
+            self.stopping = true;
+            self.stop_started = now;
+            self.stop_deadline = now.saturating_add(ns(self.cfg.flush_timeout));
+            if let Some(mut l) = self.listener.take() {
+                let _ = self.poll.registry().deregister(&mut l);
+            }
+            self.service(now);
+        }
+        if !self.stopping {
+            return;
+        }
+        let waited_enough = now >= self.stop_started + ns(self.cfg.flush_timeout) / 2;
+        let mut changed = false;
+        for c in self.slots.iter_mut().flatten() {
+            if !c.shut && (c.session.in_flight() == 0 || waited_enough) {
+                c.shut = true;
+                c.session.shutdown(now);
+                changed = true;
+            }
+        }
+        if changed {
+            self.service(now);
+        }
+    }
+
+    /// Sets the timer to the next deadline; returns the poll timeout to use.
+    fn arm(&mut self, now: u64) -> Option<std::time::Duration> {
+        let at = self.next_deadline(now);
+        if self.timer_ok && self.timer.set(at, now).is_ok() {
+            return self.timer.poll_timeout(now);
+        }
+        self.timer_ok = false;
+        at.map(|at| std::time::Duration::from_nanos(at.saturating_sub(now)))
+    }
+
+    fn next_deadline(&mut self, now: u64) -> Option<u64> {
+        let mut at: Option<u64> = None;
+        let mut earlier = |t: u64| at = Some(at.map_or(t, |a| a.min(t)));
+        let poll_iv = ns(self.cfg.telemetry_poll);
+        let flush = ns(self.cfg.flush_timeout);
+        for c in self.slots.iter_mut().flatten() {
+            if let Some(t) = c.session.poll_at() {
+                earlier(t);
+            }
+            if let Some(since) = c.closing_since {
+                earlier(since.saturating_add(flush));
+            }
+            if c.session.is_blocked() {
+                earlier(now.saturating_add(poll_iv));
+            }
+            let more_to_read = c.readable && !c.session.rx_space().is_empty();
+            let more_to_write = c.writable && !c.session.tx_pending().is_empty();
+            let newly_closed = c.session.is_closed() && c.closing_since.is_none();
+            if more_to_read || more_to_write || c.dead || newly_closed {
+                earlier(now);
+            }
+        }
+        if !self.hub.immediate.is_empty() {
+            earlier(now);
+        }
+        if self.hub.net.commands_in_flight() > 0 || self.hub.held.is_some() {
+            let safety = now.saturating_add(poll_iv);
+            let margin = ns(self.cfg.wake_margin);
+            // A prediction older than the safety interval means the audio thread is not being
+            // called (stopped device, paused host): then only the safety net polls, instead of
+            // waking once per projected period.
+            let running = self
+                .hub
+                .net
+                .next_callback_end_ns()
+                .is_some_and(|t| t.saturating_add(poll_iv) >= now);
+            let predicted = match self.hub.net.next_callback_end_after(now) {
+                Some(t) if running => t.saturating_add(margin),
+                _ => safety,
+            };
+            earlier(predicted.min(safety));
+        }
+        // Even with nothing in flight, drain the reply queue now and then: transport telemetry
+        // keeps arriving, and a full queue makes the audio side drop (and count) it.
+        earlier(now.saturating_add(poll_iv.saturating_mul(IDLE_POLL_FACTOR)));
+        if self.cfg.supervisor_pid.is_some() || self.cfg.watch_parent {
+            earlier(self.next_orphan_check);
+        }
+        if self.stopping {
+            earlier(self.stop_deadline);
+            earlier(self.stop_started + ns(self.cfg.flush_timeout) / 2);
+        }
+        at
+    }
+
+    /// Woken for replies while the audio callback still runs: spin briefly for its answers.
+    fn spin_for_replies(&mut self) {
+        if self.hub.net.commands_in_flight() == 0 {
+            return;
+        }
+        let until = clock::now_ns().saturating_add(ns(self.cfg.reply_spin));
+        while self.hub.net.audio_in_callback() && clock::now_ns() < until {
+            std::hint::spin_loop();
+        }
+    }
+
+    fn accept_all(&mut self) {
+        loop {
+            let Some(listener) = &self.listener else {
+                return;
+            };
+            match listener.accept() {
+                Ok((stream, _)) => self.admit(stream),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => return,
+            }
+        }
+    }
+
+    /// Gives an accepted socket a session, or closes it at once when the half-open bound is
+    /// reached or no slot is free.
+    fn admit(&mut self, mut stream: TcpStream) {
+        let half_open = self
+            .slots
+            .iter()
+            .flatten()
+            .filter(|c| c.session.state() < SessionState::Open)
+            .count();
+        if self.stopping || half_open >= self.cfg.max_half_open {
+            bump(&self.hub.status.refused);
+            return; // dropped: closed at once
+        }
+        let Some(slot) = self.slots.iter().position(Option::is_none) else {
+            bump(&self.hub.status.refused);
+            return;
+        };
+        let _ = stream.set_nodelay(true);
+        if let Some(bytes) = self.cfg.socket_send_buffer {
+            let _ = timer::set_send_buffer(std::os::fd::AsRawFd::as_raw_fd(&stream), bytes);
+        }
+        let now = clock::now_ns();
+        let scfg = SessionConfig {
+            max_frame: self.cfg.max_frame,
+            handshake_timeout: ns(self.cfg.handshake_timeout),
+            heartbeat_interval: ns(self.cfg.heartbeat_interval),
+            heartbeat_timeout: ns(self.cfg.heartbeat_timeout),
+            slow_consumer_timeout: ns(self.cfg.slow_consumer_timeout),
+            token: self.cfg.token.as_deref().map(str::as_bytes),
+            welcome: &self.welcome,
+        };
+        let rx = vec![0u8; self.cfg.rx_buffer].into_boxed_slice();
+        let tx = vec![0u8; self.cfg.tx_buffer].into_boxed_slice();
+        let Ok(session) = Session::new(&scfg, rx, tx, now) else {
+            return;
+        };
+        let interest = Interest::READABLE | Interest::WRITABLE;
+        if self
+            .poll
+            .registry()
+            .register(&mut stream, Token(slot), interest)
+            .is_err()
+        {
+            return;
+        }
+        bump(&self.hub.status.accepted);
+        let key = (u64::from(self.next_gen) << 32) | slot as u64;
+        self.next_gen = self.next_gen.wrapping_add(1);
+        self.slots[slot] = Some(Conn {
+            stream,
+            session,
+            key,
+            readable: true,
+            writable: true,
+            closing_since: None,
+            dead: false,
+            shut: false,
+        });
+    }
+
+    fn conn_by_key(slots: &mut [Option<Conn>], key: u64) -> Option<&mut Conn> {
+        let slot = (key & 0xffff_ffff) as usize;
+        slots
+            .get_mut(slot)?
+            .as_mut()
+            .filter(|c| c.key == key && !c.dead)
+    }
+
+    /// Queues an answer for its owner; a gone owner's answer is discarded (and counted). When
+    /// the owner has no room, the answer goes to the holding cell and `false` is returned: stop
+    /// taking answers until it is delivered.
+    fn offer(slots: &mut [Option<Conn>], hub: &mut Hub, key: u64, id: u32, a: Answer) -> bool {
+        let Some(c) = Self::conn_by_key(slots, key) else {
+            bump(&hub.status.answers_discarded);
+            return true;
+        };
+        match c.session.answer(id, a) {
+            Ok(()) => true,
+            Err(a) => {
+                bump(&hub.status.answers_held);
+                hub.held = Some((key, id, a));
+                false
+            }
+        }
+    }
+
+    /// Moves answers from the audio and control threads into their sessions, oldest first,
+    /// stopping at the first one that does not fit (kept in the holding cell).
+    fn pump(&mut self) {
+        let hub = &mut self.hub;
+        let slots = &mut self.slots;
+        if let Some((k, id, a)) = hub.held.take() {
+            let Some(c) = Self::conn_by_key(slots, k) else {
+                bump(&hub.status.answers_discarded);
+                return self.pump();
+            };
+            if let Err(a) = c.session.answer(id, a) {
+                hub.held = Some((k, id, a)); // still no room; not counted again
+                return;
+            }
+        }
+        while let Some((k, id, a)) = hub.immediate.pop_front() {
+            if !Self::offer(slots, hub, k, id, a) {
+                return;
+            }
+        }
+        while let Some((id, result)) = hub.control.try_recv() {
+            let Some(i) = hub.control_owners.iter().position(|(_, rid)| *rid == id) else {
+                continue; // a reply to nothing we sent (e.g. to `Orphaned`): ignored
+            };
+            let Some((k, _)) = hub.control_owners.remove(i) else {
+                continue;
+            };
+            let a = match result {
+                Ok(()) => Answer::Ack { sample: None },
+                Err(e) => Answer::Error {
+                    code: e.code(),
+                    detail: e.detail(),
+                },
+            };
+            if !Self::offer(slots, hub, k, id, a) {
+                return;
+            }
+        }
+        for _ in 0..REPLY_BUDGET {
+            let Some(reply) = hub.net.pop_reply() else {
+                return;
+            };
+            let (Some(id), Some(a)) = (reply.answers(), answer_of(reply)) else {
+                if let RtReply::Transport(t) = reply {
+                    hub.transport = t;
+                }
+                continue;
+            };
+            let Some(k) = Self::take_rt_owner(&mut hub.rt_owners) else {
+                continue; // an answer nobody is owed: cannot happen with a well-behaved bridge
+            };
+            if !Self::offer(slots, hub, k, id, a) {
+                return;
+            }
+        }
+    }
+
+    fn take_rt_owner(owners: &mut VecDeque<(u64, usize)>) -> Option<u64> {
+        let (k, n) = owners.front_mut()?;
+        let k = *k;
+        *n -= 1;
+        if *n == 0 {
+            owners.pop_front();
+        }
+        Some(k)
+    }
+
+    fn service(&mut self, now: u64) {
+        // Fold the meter interval the audio thread completed, so `meters` frames are about one
+        // callback old whatever their rate (one atomic load when nothing completed).
+        self.hub.net.collect_meters();
+        self.pump();
+        for slot in 0..self.slots.len() {
+            self.service_conn(slot, now);
+        }
+        self.pump();
+        for slot in 0..self.slots.len() {
+            if let Some(c) = self.slots[slot].as_mut() {
+                write_out(c, now);
+            }
+            self.reap(slot, now);
+        }
+        if self.hub.controller.is_some() {
+            self.hub.last_controller_ns = now;
+        }
+    }
+
+    fn service_conn(&mut self, slot: usize, now: u64) {
+        let Some(c) = self.slots[slot].as_mut() else {
+            return;
+        };
+        let mut routes = Routes {
+            hub: &mut self.hub,
+            key: c.key,
+        };
+        for _ in 0..ROUNDS {
+            let mut progress = !self.stopping && read_in(c);
+            c.session.poll(now, &mut routes);
+            send_telemetry(c, routes.hub, now);
+            progress |= write_out(c, now);
+            if !progress || c.dead {
+                break;
+            }
+        }
+    }
+
+    /// Closes a connection whose session is over once its bytes are out (or the flush bound
+    /// passed), or at once when the socket failed.
+    fn reap(&mut self, slot: usize, now: u64) {
+        let Some(c) = self.slots[slot].as_mut() else {
+            return;
+        };
+        if !c.dead && !c.session.is_closed() {
+            return;
+        }
+        let since = *c.closing_since.get_or_insert(now);
+        let flushed = c.session.tx_pending().is_empty();
+        if c.dead || flushed || now >= since.saturating_add(ns(self.cfg.flush_timeout)) {
+            self.remove(slot);
+        }
+    }
+
+    fn remove(&mut self, slot: usize) {
+        let Some(mut c) = self.slots[slot].take() else {
+            return;
+        };
+        if self.hub.controller == Some(c.key) {
+            self.hub.controller = None;
+            self.hub.last_controller_ns = clock::now_ns();
+            self.hub
+                .status
+                .client_connected
+                .store(false, Ordering::Relaxed);
+        }
+        let _ = self.poll.registry().deregister(&mut c.stream);
+        let _ = c.stream.shutdown(Shutdown::Write);
+        // Dropping the stream closes it. Answers still owed to it are discarded when they
+        // arrive (its key no longer matches a live connection).
+    }
+
+    fn watch_orphan(&mut self, now: u64) {
+        let Some(pid) = self
+            .cfg
+            .supervisor_pid
+            .or(self.cfg.watch_parent.then_some(0))
+        else {
+            return;
+        };
+        if now >= self.next_orphan_check {
+            self.next_orphan_check = now.saturating_add(ns(self.cfg.orphan_check));
+            let gone = (pid != 0 && !timer::process_alive(pid))
+                || (self.cfg.watch_parent && timer::parent_pid() != self.initial_ppid);
+            if gone && self.supervisor_gone_at.is_none() {
+                self.supervisor_gone_at = Some(now);
+            }
+        }
+        let Some(gone_at) = self.supervisor_gone_at else {
+            return;
+        };
+        let since = gone_at.max(self.hub.last_controller_ns);
+        let grace_over = now >= since.saturating_add(ns(self.cfg.orphan_grace));
+        if !self.orphan_reported && self.hub.controller.is_none() && grace_over {
+            self.orphan_reported = true;
+            self.orphaned.store(true, Ordering::Relaxed);
+        }
+        if self.orphan_reported && !self.orphan_delivered {
+            let req = ControlRequest {
+                id: 0,
+                op: ControlOp::Orphaned,
+            };
+            // Full: try again at the next check. Unavailable: the flag is all we can do.
+            self.orphan_delivered = self.hub.control.try_send(req) != Err(SendFail::Full);
+        }
+    }
+}
+
+fn bump(counter: &std::sync::atomic::AtomicU64) {
+    counter.fetch_add(1, Ordering::Relaxed);
+}
+
+/// Reads what the session has room for; true when bytes arrived or the peer closed.
+fn read_in(c: &mut Conn) -> bool {
+    let mut progress = false;
+    while c.readable {
+        let space = c.session.rx_space();
+        if space.is_empty() {
+            break;
+        }
+        match c.stream.read(space) {
+            Ok(0) => {
+                c.session.rx_eof();
+                c.readable = false;
+                return true;
+            }
+            Ok(n) => {
+                c.session.rx_commit(n);
+                progress = true;
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => c.readable = false,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => {
+                c.session.rx_eof();
+                c.readable = false;
+                c.dead = true;
+                return true;
+            }
+        }
+    }
+    progress
+}
+
+/// Writes pending bytes until the socket would block; true when some were written.
+fn write_out(c: &mut Conn, now: u64) -> bool {
+    let mut progress = false;
+    while c.writable && !c.dead {
+        let pending = c.session.tx_pending();
+        if pending.is_empty() {
+            break;
+        }
+        // std/mio send with MSG_NOSIGNAL on Linux (SO_NOSIGPIPE on macOS): a vanished peer is
+        // an EPIPE error here, never a SIGPIPE.
+        match c.stream.write(pending) {
+            Ok(0) => c.dead = true,
+            Ok(n) => {
+                c.session.tx_consumed(n, now);
+                progress = true;
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => c.writable = false,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => c.dead = true,
+        }
+    }
+    progress
+}
+
+/// Sends the telemetry frames due on this session (built on the stack: no allocation).
+fn send_telemetry(c: &mut Conn, hub: &mut Hub, now: u64) {
+    let due = c.session.telemetry_due(now);
+    for stream in due.iter() {
+        match stream {
+            Stream::Meters => {
+                let n = hub.net.take_meters(&mut hub.peak, &mut hub.rms);
+                if n > 0 {
+                    hub.meter_n = n;
+                }
+                let n = hub.meter_n;
+                let body = Meters {
+                    peak: heapless::Vec::from_slice(&hub.peak[..n]).unwrap_or_default(),
+                    rms: heapless::Vec::from_slice(&hub.rms[..n]).unwrap_or_default(),
+                };
+                c.session.send_telemetry(stream, &body, now);
+            }
+            Stream::Transport => {
+                c.session
+                    .send_telemetry(stream, &transport_msg(&hub.transport), now);
+            }
+            Stream::Health => {
+                let h = hub.health(c.session.telemetry_shed());
+                c.session.send_telemetry(stream, &h, now);
+            }
+        }
+    }
+}
