@@ -597,6 +597,11 @@ impl<O: AsRef<[u8]> + AsMut<[u8]>> Core<O> {
 
     fn check_deadlines(&mut self) {
         let now = self.now;
+        if self.pending.is_some() {
+            // Blocked on a full route: the stall is the engine's, and the client's frames wait
+            // unread behind it, so silence proves nothing. The clock restarts when unblocked.
+            self.last_rx = now;
+        }
         match self.state {
             SessionState::Preface if now >= self.handshake_deadline => {
                 self.state = SessionState::Closing;
