@@ -70,7 +70,7 @@ pub struct ServerConfig {
     pub heartbeat_interval: Duration,
     /// A client silent this long is dropped (`goodbye heartbeat_timeout`). Default 5 s.
     pub heartbeat_timeout: Duration,
-    /// A client that leaves the transmit buffer full this long is dropped
+    /// A client that takes none of the bytes waiting for it for this long is dropped
     /// (`goodbye slow_consumer`). Default 5 s.
     pub slow_consumer_timeout: Duration,
     /// Safety-net interval at which the reply queue is polled while commands are in flight even
