@@ -140,9 +140,9 @@ enum Parsed {
     Version,
 }
 
-fn number<T: std::str::FromStr>(opt: &str, v: &str, range: (T, T)) -> Result<T, String>
+fn number<T>(opt: &str, v: &str, range: (T, T)) -> Result<T, String>
 where
-    T: PartialOrd + std::fmt::Display + Copy,
+    T: std::str::FromStr + PartialOrd + std::fmt::Display + Copy,
 {
     let n: T = v
         .parse()

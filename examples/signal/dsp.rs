@@ -156,7 +156,7 @@ impl Graph {
             }
             _ => return Outcome::Rejected(RejectReason::UnknownNode),
         };
-        if !range.contains(&value) || !(ramp_ms.is_finite() && ramp_ms >= 0.0) {
+        if !(range.contains(&value) && ramp_ms.is_finite() && ramp_ms >= 0.0) {
             return Outcome::Rejected(RejectReason::OutOfRange);
         }
         // `as` saturates: a huge ramp is simply very long.
