@@ -62,6 +62,8 @@ OPTIONS:
                           clean exit.
     --no-rt               Do not ask for real-time scheduling (SCHED_FIFO) for the audio thread.
     --rt-priority N       SCHED_FIFO priority asked for, clamped to the system range. Default 70.
+    --device-speed F      Testing aid: the simulated device's clock runs F times real time
+                          (0.25..=4; default 1), like a device whose clock drifts.
     -h, --help            Print this help and exit.
     -V, --version         Print the version and exit.
 
@@ -116,6 +118,7 @@ struct Options {
     connection_file: Option<PathBuf>,
     realtime: bool,
     rt_priority: i32,
+    device_speed: f64,
 }
 
 impl Default for Options {
@@ -130,6 +133,7 @@ impl Default for Options {
             connection_file: None,
             realtime: true,
             rt_priority: 70,
+            device_speed: 1.0,
         }
     }
 }
@@ -198,6 +202,7 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Parsed, String> 
             "--connection-file" => o.connection_file = Some(PathBuf::from(value()?)),
             "--no-rt" => o.realtime = false,
             "--rt-priority" => o.rt_priority = number(&name, &value()?, (1, 99))?,
+            "--device-speed" => o.device_speed = number(&name, &value()?, (0.25, 4.0))?,
             other => return Err(format!("unknown argument `{other}`")),
         }
     }
@@ -316,6 +321,7 @@ fn spawn_audio(
         block_size: opts.block_size,
         realtime: opts.realtime,
         rt_priority: opts.rt_priority,
+        speed: opts.device_speed,
     };
     let channels = opts.channels;
     std::thread::Builder::new()

@@ -76,12 +76,25 @@ fn script(d: Duration, sample_rate: u32) -> Vec<(Duration, Action, &'static str)
     s
 }
 
+/// Which meter values the demo expects now. Frames are judged only once an ack has settled.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+enum Phase {
+    /// Before the first subscription is acknowledged.
+    #[default]
+    Setup,
+    /// Stopped (acknowledged); frames received from `.0` on must be silent.
+    Stopped(Instant),
+    /// Playing (acknowledged); frames received from `.0` on must not be silent.
+    Playing(Instant),
+    /// A transport change is on its way (sent, not yet acknowledged), or the engine restarted.
+    Changing,
+}
+
 /// What the demo observed, for the summary.
 #[derive(Debug, Default)]
 struct Track {
     sample_rate: u32,
-    playing_since: Option<Instant>,
-    stopped_since: Option<Instant>,
+    phase: Phase,
     play_frames: u64,
     play_silent: u64,
     play_peak_min: Option<f32>,
@@ -113,23 +126,23 @@ impl Track {
             Incoming::Answer { .. } => {}
             Incoming::Telemetry(msg, at) => self.telemetry(msg, *at),
             Incoming::Resumed => {
-                // A new engine starts stopped; the resent `transport.play` re-opens the window.
-                self.playing_since = None;
+                // A new engine starts stopped; the state re-sent by the link moves us on.
+                if self.phase != Phase::Setup {
+                    self.phase = Phase::Changing;
+                }
                 self.last_transport = None;
             }
         }
     }
 
     fn acked(&mut self, name: &str) {
-        let settled = Some(Instant::now() + SETTLE);
+        let settled = Instant::now() + SETTLE;
         match name {
-            "telemetry.subscribe"
-                if self.stopped_since.is_none() && self.playing_since.is_none() =>
-            {
-                self.stopped_since = settled;
+            "telemetry.subscribe" if self.phase == Phase::Setup => {
+                self.phase = Phase::Stopped(settled);
             }
-            "transport.play" => self.playing_since = settled,
-            "transport.stop" => self.stopped_since = settled,
+            "transport.play" => self.phase = Phase::Playing(settled),
+            "transport.stop" => self.phase = Phase::Stopped(settled),
             "transport.seek" => self.seek_acked = true,
             _ => {}
         }
@@ -153,12 +166,12 @@ impl Track {
     fn meters_frame(&mut self, peak: &[f32], at: Instant) {
         let lo = peak.iter().copied().fold(f32::INFINITY, f32::min);
         let hi = peak.iter().copied().fold(0.0f32, f32::max);
-        if self.playing_since.is_some_and(|s| at >= s) {
+        if matches!(self.phase, Phase::Playing(s) if at >= s) {
             self.play_frames += 1;
             self.play_silent += u64::from(lo <= 0.0);
             self.play_peak_min = Some(self.play_peak_min.map_or(lo, |m| m.min(lo)));
             self.play_peak_max = self.play_peak_max.max(hi);
-        } else if self.stopped_since.is_some_and(|s| at >= s) {
+        } else if matches!(self.phase, Phase::Stopped(s) if at >= s) {
             self.stop_frames += 1;
             self.stop_nonzero += u64::from(hi > 0.0);
             self.stop_peak_max = self.stop_peak_max.max(hi);
@@ -200,8 +213,8 @@ pub fn run(link: &mut Link, duration: Duration, report: Reporter) -> Result<(), 
         sample_rate,
         ..Track::default()
     };
-    let tty = !report.json && std::io::stdout().is_terminal();
-    let mut view = View::new(tty);
+    let tty = std::io::stdout().is_terminal();
+    let mut view = View::new(tty, !report.json);
     let started = Instant::now();
     let end = started + duration;
     let steps = script(duration, sample_rate);
@@ -272,7 +285,7 @@ fn act(link: &mut Link, track: &mut Track, action: Action) -> Result<(), LinkErr
             link.set_param(GAIN, LEVEL, 0.5, 0.0)?;
         }
         Action::Play => {
-            track.stopped_since = None;
+            track.phase = Phase::Changing;
             link.play()?;
         }
         Action::Freq(hz, ramp) => {
@@ -287,7 +300,7 @@ fn act(link: &mut Link, track: &mut Track, action: Action) -> Result<(), LinkErr
             link.send(&Seek { sample })?;
         }
         Action::Stop => {
-            track.playing_since = None;
+            track.phase = Phase::Changing;
             link.stop()?;
         }
     }
@@ -366,17 +379,20 @@ fn human_summary(v: &Value) -> String {
 /// The live view: ANSI redraw on a terminal, a line every half second otherwise, nothing with
 /// `--json`.
 struct View {
+    enabled: bool,
     tty: bool,
     lines: usize,
     last: Option<Instant>,
 }
 
 impl View {
-    fn new(tty: bool) -> Self {
+    fn new(tty: bool, enabled: bool) -> Self {
+        let tty = tty && enabled;
         if tty {
             print!("\x1b[?25l"); // hide the cursor while drawing
         }
         Self {
+            enabled,
             tty,
             lines: 0,
             last: None,
@@ -385,9 +401,10 @@ impl View {
 
     fn draw(&mut self, link: &Link, t: &Track, started: Instant, label: &str) {
         let every = if self.tty { 50 } else { 500 };
-        if self
-            .last
-            .is_some_and(|l| l.elapsed() < Duration::from_millis(every))
+        if !self.enabled
+            || self
+                .last
+                .is_some_and(|l| l.elapsed() < Duration::from_millis(every))
         {
             return;
         }

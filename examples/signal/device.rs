@@ -23,6 +23,9 @@ pub struct DeviceConfig {
     pub realtime: bool,
     /// `SCHED_FIFO` priority asked for (clamped to the system's range).
     pub rt_priority: i32,
+    /// Speed of the device's clock relative to `CLOCK_MONOTONIC` (1.0 = exact). A testing aid:
+    /// a device that runs slow or fast.
+    pub speed: f64,
 }
 
 /// What the device hands each callback.
@@ -106,11 +109,11 @@ pub fn request_realtime(priority: i32) -> io::Result<i32> {
 /// `callback` once per block. Falls behind by at most [`MAX_CATCH_UP`] periods (then runs
 /// callbacks back to back); further behind, it drops blocks and says so in [`Slot::dropped`].
 pub fn run(cfg: &DeviceConfig, stop: &AtomicBool, mut callback: impl FnMut(Slot)) -> DeviceStats {
-    let frames_ns = u128::from(cfg.block_size) * 1_000_000_000;
-    let rate = u128::from(cfg.sample_rate.max(1));
-    let period = (frames_ns / rate) as u64;
+    let ns_per_block =
+        f64::from(cfg.block_size) * 1e9 / (f64::from(cfg.sample_rate.max(1)) * cfg.speed);
+    let period = ns_per_block as u64;
     let t0 = mono_ns();
-    let start = |k: u64| t0 + (u128::from(k) * frames_ns / rate) as u64;
+    let start = |k: u64| t0 + (k as f64 * ns_per_block) as u64;
     let mut stats = DeviceStats::default();
     let mut k = 0u64;
     let mut dropped = 0;
