@@ -235,7 +235,8 @@ pub fn demo_problems(s: &Value, rate_tolerance: f64) -> Vec<String> {
     let m = &s["meters"];
     if n(&m["playing_frames"]) < 10
         || n(&m["playing_silent_frames"]) != 0
-        || !(f(&m["playing_peak_min"]) > 0.1)
+        || f(&m["playing_peak_min"]).is_nan()
+        || f(&m["playing_peak_min"]) <= 0.1
     {
         p.push(format!("meters while playing: {m}"));
     }
