@@ -44,6 +44,29 @@ fn send_reports_acks_and_errors() {
     let (code, a, p) = answer(&["send", "graph.add_node", r#"{"node":1,"kind":"osc"}"#]);
     assert_eq!(code, Some(1), "{}", p.dump());
     assert_eq!(a["code"], "node_exists", "{a}");
+
+    // engine.shutdown: acked, then the engine says goodbye and exits by itself (no SIGTERM),
+    // and aura does not mistake that for a crash.
+    let (code, a, p) = answer(&["send", "engine.shutdown", "{}"]);
+    assert_eq!(code, Some(0), "{}", p.dump());
+    assert_eq!(a["ok"], true, "{a}");
+    let events = p.events();
+    assert!(
+        !events.iter().any(|e| e["event"] == "connection_lost"),
+        "{}",
+        p.dump()
+    );
+    let stopped = events
+        .iter()
+        .find(|e| e["event"] == "engine_stopped")
+        .expect("engine_stopped");
+    assert!(
+        stopped["how"]
+            .as_str()
+            .unwrap()
+            .starts_with("exited by itself"),
+        "{stopped}"
+    );
 }
 
 /// `ping --rt` goes through the audio thread: every ping answered, percentiles reported.

@@ -166,6 +166,10 @@ pub struct Link {
     restarts: VecDeque<Instant>,
     last_sent: Instant,
     next_raw: u32,
+    /// `engine.shutdown` was sent: the engine's goodbye is expected, not a failure.
+    shutdown_sent: bool,
+    /// The engine ended the session as asked; nothing more will arrive.
+    ended: bool,
     /// Counters.
     pub stats: Stats,
 }
@@ -195,6 +199,8 @@ impl Link {
             restarts: VecDeque::new(),
             last_sent: Instant::now(),
             next_raw: RAW_ID_BASE,
+            shutdown_sent: false,
+            ended: false,
             stats,
         })
     }
@@ -228,6 +234,7 @@ impl Link {
 
     fn track(&mut self, id: u32, name: String, heartbeat: bool) {
         let now = Instant::now();
+        self.shutdown_sent |= name == Shutdown::NAME;
         self.pending.insert(
             id,
             Pending {
@@ -306,7 +313,7 @@ impl Link {
                 return Err(LinkError::Interrupted);
             }
             let now = Instant::now();
-            if now >= until {
+            if now >= until || self.ended {
                 return Ok(());
             }
             if now.duration_since(self.last_sent) >= HEARTBEAT {
@@ -317,6 +324,7 @@ impl Link {
             match self.client.recv_timeout(wait) {
                 Ok(Some(r)) => self.handle(r, out)?,
                 Ok(None) => self.check_engine(out)?,
+                Err(_) if self.shutdown_sent => self.ended = true,
                 Err(e) => {
                     self.recover(&format!("connection lost: {e}"))?;
                     self.resumed(out);
@@ -380,7 +388,9 @@ impl Link {
 
     fn check_engine(&mut self, out: &mut Vec<Incoming>) -> Result<(), LinkError> {
         let exited = self.engine.as_mut().and_then(EngineProcess::try_exited);
-        if let Some(status) = exited {
+        if exited.is_some() && self.shutdown_sent {
+            self.ended = true;
+        } else if let Some(status) = exited {
             self.recover(&format!("the engine exited ({status})"))?;
             self.resumed(out);
         }
@@ -398,6 +408,7 @@ impl Link {
         }
         let now = Instant::now();
         match r.message {
+            ServerMessage::Goodbye(_) if self.shutdown_sent => self.ended = true,
             ServerMessage::Goodbye(g) => {
                 self.recover(&format!("the engine said goodbye ({:?})", g.reason))?;
                 self.resumed(out);
@@ -627,7 +638,9 @@ impl Link {
     /// SIGKILL if it does not exit); an attached one gets `goodbye`.
     pub fn close(mut self) {
         let spawned = self.engine.is_some();
-        let sent = if spawned {
+        let sent = if self.ended {
+            Err(ClientError::Closed)
+        } else if spawned {
             self.client.send(&Shutdown {})
         } else {
             self.client.send(&Goodbye {})
