@@ -74,7 +74,8 @@ pub struct ServerConfig {
     /// (`goodbye slow_consumer`). Default 5 s.
     pub slow_consumer_timeout: Duration,
     /// Safety-net interval at which the reply queue is polled while commands are in flight even
-    /// if the callback-end prediction is wrong or missing. Default 5 ms.
+    /// if the callback-end prediction is wrong or missing. Default 5 ms. With nothing in flight
+    /// the queue is still drained every 10 × this (transport telemetry keeps arriving).
     pub telemetry_poll: Duration,
     /// Margin added to the predicted end of the next audio callback before checking for
     /// replies. Default 50 µs.

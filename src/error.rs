@@ -98,6 +98,8 @@ pub enum FieldProblem {
     MissingOrUnknown,
     /// A string is longer than the field allows, or a list has too many items.
     TooLong,
+    /// An integer does not fit its field (negative, or above the u16/u32/u64 maximum).
+    NumberOutOfRange,
     /// Anything else the JSON decoder rejected.
     Other,
 }
@@ -117,9 +119,12 @@ impl DecodeError {
             Self::UnsupportedEncoding { .. } => ErrorCode::UnsupportedEncoding,
             Self::EmptyPayload | Self::InvalidJson { .. } => ErrorCode::InvalidJson,
             Self::InvalidUtf8 { .. } => ErrorCode::InvalidUtf8,
-            Self::InvalidEnvelope { .. } | Self::UnexpectedType => ErrorCode::InvalidEnvelope,
-            Self::UnknownType => ErrorCode::UnknownType,
+            Self::InvalidEnvelope { .. } => ErrorCode::InvalidEnvelope,
+            Self::UnknownType | Self::UnexpectedType => ErrorCode::UnknownType,
             Self::UnknownMessage => ErrorCode::UnknownMessage,
+            Self::InvalidField {
+                problem: FieldProblem::NumberOutOfRange,
+            } => ErrorCode::OutOfRange,
             Self::InvalidField { .. } => ErrorCode::InvalidField,
             Self::OutOfRange { .. } => ErrorCode::OutOfRange,
             Self::BufferTooSmall => ErrorCode::Internal,
@@ -164,6 +169,9 @@ impl fmt::Display for DecodeError {
                 FieldProblem::WrongType => "body field has the wrong type",
                 FieldProblem::MissingOrUnknown => "body field missing or unknown",
                 FieldProblem::TooLong => "body string or list too long",
+                FieldProblem::NumberOutOfRange => {
+                    "body integer negative or too large for its field"
+                }
                 FieldProblem::Other => "body does not match the message",
             }),
             Self::OutOfRange { field } => write!(f, "body field `{field}` is out of range"),

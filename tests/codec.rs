@@ -318,7 +318,17 @@ fn envelope_errors_are_precise() {
     );
     assert_eq!(
         cmd_err(r#"{"type":"cmd","name":"ping","id":4,"body":{}}"#),
-        (Some(4), DecodeError::UnknownType)
+        (None, DecodeError::UnknownType),
+        "ref only for what is a command"
+    );
+    assert_eq!(
+        cmd_err(r#"{"type":"command","name":"ping","id":4,"body":{"nonce":-1}}"#),
+        (
+            Some(4),
+            DecodeError::InvalidField {
+                problem: FieldProblem::NumberOutOfRange
+            }
+        )
     );
     assert_eq!(
         cmd_err(r#"{"type":"command","name":"Ping","id":4,"body":{}}"#),

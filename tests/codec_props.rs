@@ -125,3 +125,31 @@ fn scanner_agrees_with_serde_json() {
         assert_eq!(ours, theirs, "{c}");
     }
 }
+
+fn mutate(base: &[u8], edits: &[(usize, u8)]) -> Vec<u8> {
+    let mut v = base.to_vec();
+    for &(at, b) in edits {
+        if !v.is_empty() {
+            let i = at % v.len();
+            v[i] = b;
+        }
+    }
+    v
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(512))]
+
+    /// The canonical fast path and the generic parser agree on every input: same value or same
+    /// error, including for near-canonical mutations of real payloads.
+    #[test]
+    fn fast_path_agrees_with_generic_parser(
+        pick in 0usize..25,
+        edits in prop::collection::vec((any::<usize>(), prop::sample::select(b"{}[]\",:0123456789 .e-abxyz\\\x00\xff".to_vec())), 0..3),
+    ) {
+        let all = all_payloads();
+        let p = mutate(&all[pick], &edits);
+        prop_assert_eq!(Command::decode(&p), Command::decode_generic(&p));
+        prop_assert_eq!(ServerMessage::decode(&p), ServerMessage::decode_generic(&p));
+    }
+}

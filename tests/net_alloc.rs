@@ -2,8 +2,9 @@
 //!
 //! A counting global allocator counts every allocation in the process. During the measured
 //! window the only threads that run are the network thread, the simulated audio thread (which
-//! never allocates) and this test's client loop, which uses pre-encoded frames and a fixed
-//! receive buffer — so what is counted is the network thread's. Two negative controls show the
+//! never allocates), a control thread answering `graph.connect` with non-blocking calls, and this
+//! test's client loop, which uses pre-encoded frames and a fixed receive buffer — so what is
+//! counted is the network thread's (and the control route's queues). Two negative controls show the
 //! counter sees allocations: one on this thread, one on the network thread (a new connection
 //! allocates its buffers).
 
@@ -15,7 +16,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use loophole_ipc::frame::FrameDecoder;
-use loophole_ipc::message::{Envelope, Kind, ParamSet, Ping, Play, Stop, Stream, Subscribe};
+use loophole_ipc::message::{
+    Connect, Edge, Envelope, Kind, ParamSet, Ping, Play, Stop, Stream, Subscribe,
+};
 use net_support::*;
 
 struct Counting;
@@ -45,11 +48,24 @@ static GLOBAL: Counting = Counting;
 
 #[test]
 fn steady_state_allocations_per_message() {
-    let e = Engine::start(
+    let mut e = Engine::start(
         fast()
             .heartbeat_timeout(Duration::from_secs(30))
             .slow_consumer_timeout(Duration::from_secs(30)),
     );
+    // A control thread that polls without blocking (a blocking `recv` may allocate its wait
+    // registration, which would be the control thread's, not the network thread's).
+    let control = e.control.take().unwrap();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let st = std::sync::Arc::clone(&stop);
+    let control_thread = std::thread::spawn(move || {
+        while !st.load(Ordering::Relaxed) {
+            match control.try_recv() {
+                Ok(req) => control.reply(req.id, Ok(())).unwrap(),
+                Err(_) => std::thread::sleep(Duration::from_micros(100)),
+            }
+        }
+    });
     let mut w = raw_session(e.addr);
     for (i, stream) in [Stream::Meters, Stream::Transport, Stream::Health]
         .into_iter()
@@ -69,6 +85,15 @@ fn steady_state_allocations_per_message() {
         .map(|i| {
             let id = 1_000 + i;
             match i % 4 {
+                0 if i % 8 == 4 => frame(
+                    Some(id),
+                    &Connect(Edge {
+                        from: 1,
+                        from_port: 0,
+                        to: 2,
+                        to_port: 0,
+                    }),
+                ),
                 0 => frame(Some(id), &Play {}),
                 1 => frame(
                     Some(id),
@@ -148,6 +173,8 @@ fn steady_state_allocations_per_message() {
         "accept allocations seen: {}",
         after - before
     );
+    stop.store(true, Ordering::Relaxed);
+    control_thread.join().unwrap();
 }
 
 #[derive(Default)]

@@ -190,6 +190,7 @@ fn half_open_connections_are_bounded() {
     let t0 = Instant::now();
     c.until_closed(Duration::from_secs(1));
     assert!(c.closed && c.bytes == 0, "third half-open closed at once");
+    assert_eq!(e.server().stats().refused, 1);
     assert!(t0.elapsed() < Duration::from_millis(500));
     for w in [&mut a, &mut b] {
         w.poll();
@@ -273,4 +274,32 @@ fn a_client_within_the_grace_period_defers_orphaning() {
         .recv_timeout(Duration::from_secs(3))
         .expect("orphan report");
     assert_eq!(req.op, ControlOp::Orphaned);
+}
+
+#[test]
+fn client_retries_until_the_engine_listens_and_detects_a_restart() {
+    let port = occupied().local_addr().unwrap().port(); // free again once dropped
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let early = std::thread::spawn(move || {
+        let t0 = Instant::now();
+        let c = loophole_ipc::client::Client::connect(addr, &opts()).expect("retried until up");
+        (t0.elapsed(), c.instance().to_owned())
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    let e = Engine::start(fast().port(PortPolicy::Fixed(port)));
+    let (waited, first_instance) = early.join().unwrap();
+    assert!(waited >= Duration::from_millis(250), "{waited:?}");
+    assert_eq!(first_instance, e.server().announcement().instance.as_str());
+    drop(e); // the engine "restarts" on the same port
+    let e2 = Engine::start(fast().port(PortPolicy::Fixed(port)));
+    let c = e2.client();
+    assert!(
+        c.is_new_engine(&first_instance),
+        "a restarted engine has a new instance id"
+    );
+    let second_instance = c.instance().to_owned();
+    drop(c);
+    std::thread::sleep(Duration::from_millis(50));
+    // Negative control: reconnecting to the same engine is not a restart.
+    assert!(!e2.client().is_new_engine(&second_instance));
 }

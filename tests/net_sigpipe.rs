@@ -69,9 +69,15 @@ fn child_server_writes_to_vanished_peers() {
         return;
     }
     sigpipe_default();
-    let e = Engine::start(fast().socket_send_buffer(Some(4096)));
-    for round in 0..20u32 {
+    let mut rt = loophole_ipc::rt::RtConfig::default();
+    rt.meter_channels = 64;
+    let e = Engine::start_with(
+        fast().socket_send_buffer(Some(4096)).tx_buffer(64 * 1024),
+        rt,
+    );
+    for round in 0..8u32 {
         let mut c = e.client();
+        set_rcvbuf(c.stream(), 4096);
         let mut other = Vec::new();
         for stream in [Stream::Meters, Stream::Transport, Stream::Health] {
             c.request(
@@ -83,9 +89,18 @@ fn child_server_writes_to_vanished_peers() {
             )
             .unwrap();
         }
-        std::thread::sleep(Duration::from_millis(u64::from(round % 4) * 5));
+        // Let the kernel buffers and the engine's transmit buffer fill while we do not read.
+        std::thread::sleep(Duration::from_millis(400));
         if round % 2 == 0 {
-            set_linger_zero(c.stream()); // close sends RST
+            // Abortive close: RST while the engine still has bytes to send.
+            set_linger_zero(c.stream());
+        } else {
+            // Half-close first (FIN): the engine reads EOF, stops reading and keeps flushing
+            // (its socket is in CLOSE_WAIT). Then reset: a RST in CLOSE_WAIT makes the engine's
+            // next send fail with EPIPE — the case that raises SIGPIPE without MSG_NOSIGNAL.
+            c.stream().shutdown(std::net::Shutdown::Write).unwrap();
+            std::thread::sleep(Duration::from_millis(30));
+            set_linger_zero(c.stream());
         }
         drop(c);
         std::thread::sleep(Duration::from_millis(20));
@@ -123,4 +138,19 @@ fn child_raw_write() {
         std::thread::sleep(Duration::from_millis(1));
     }
     // Not reached when SIGPIPE kills the process.
+}
+
+fn set_rcvbuf(s: &std::net::TcpStream, bytes: libc::c_int) {
+    use std::os::fd::AsRawFd;
+    // SAFETY: valid socket and a correctly sized c_int.
+    let r = unsafe {
+        libc::setsockopt(
+            s.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUF,
+            (&raw const bytes).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(r, 0);
 }

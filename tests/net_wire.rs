@@ -556,6 +556,7 @@ fn clean_shutdown_flushes_acks_then_goodbye() {
     let id = c.send(&Play {}).unwrap();
     std::thread::sleep(Duration::from_millis(30));
     let server = e.server.take().unwrap();
+    assert!(server.is_running());
     let audio = std::sync::Arc::clone(&e.audio);
     let resume = std::thread::spawn(move || {
         std::thread::sleep(Duration::from_millis(50));
@@ -671,6 +672,11 @@ fn answers_for_a_gone_session_are_discarded() {
         20,
         "A's commands still ran"
     );
+    assert_eq!(
+        e.server().stats().answers_discarded,
+        10,
+        "A's answers were discarded"
+    );
 }
 
 #[test]
@@ -705,4 +711,154 @@ fn engine_shutdown_command_acked_then_goodbye() {
             reason: GoodbyeReason::Shutdown
         })
     );
+}
+
+#[test]
+fn telemetry_flows_at_the_subscribed_rate_with_audio_side_values() {
+    let e = Engine::start(fast());
+    let mut c = e.client();
+    let mut other = Vec::new();
+    c.request(&Play {}, &mut other).unwrap();
+    for s in ["meters", "transport", "health"] {
+        let sub = Subscribe {
+            stream: stream(s),
+            rate_hz: 20,
+        };
+        assert!(matches!(
+            c.request(&sub, &mut other).unwrap(),
+            ServerMessage::Ack(_)
+        ));
+    }
+    let mut meters = Vec::new();
+    let mut transport = Vec::new();
+    let mut health = Vec::new();
+    let t0 = Instant::now();
+    while t0.elapsed() < Duration::from_millis(500) {
+        if let Some(r) = c.recv_timeout(Duration::from_millis(50)).unwrap() {
+            match r.message {
+                ServerMessage::Meters(m) => meters.push(m),
+                ServerMessage::Transport(t) => transport.push(t),
+                ServerMessage::Health(h) => health.push(h),
+                _ => {}
+            }
+        }
+    }
+    // 20 Hz for 0.5 s: about 10 each (the first is due at once).
+    for n in [meters.len(), transport.len(), health.len()] {
+        assert!((7..=13).contains(&n), "{n} frames");
+    }
+    // The simulated audio publishes a constant 0.25 on two channels.
+    for m in &meters[1..] {
+        assert_eq!(m.peak.len(), 2);
+        assert!(m.peak.iter().all(|&p| (p - 0.25).abs() < 1e-6), "{m:?}");
+        assert!(m.rms.iter().all(|&r| (r - 0.25).abs() < 1e-3), "{m:?}");
+    }
+    assert!(transport.last().unwrap().playing);
+    assert!(transport.last().unwrap().position > transport[0].position);
+    assert!(health.last().unwrap().callbacks > health[0].callbacks);
+    assert_eq!(health.last().unwrap().cmd_queue_capacity, 256);
+    // Unsubscribe stops a stream.
+    c.request(
+        &Unsubscribe {
+            stream: Stream::Meters,
+        },
+        &mut other,
+    )
+    .unwrap();
+    other.clear();
+    let t0 = Instant::now();
+    while t0.elapsed() < Duration::from_millis(200) {
+        if let Some(r) = c.recv_timeout(Duration::from_millis(50)).unwrap() {
+            assert!(
+                !matches!(r.message, ServerMessage::Meters(_)),
+                "meters after unsubscribe"
+            );
+        }
+    }
+}
+
+#[test]
+fn shutdown_returns_the_bridge_for_a_new_server() {
+    let mut e = Engine::start(fast());
+    let mut c = e.client();
+    let mut other = Vec::new();
+    assert!(matches!(
+        c.request(&Play {}, &mut other).unwrap(),
+        ServerMessage::Ack(_)
+    ));
+    drop(c);
+    let net = e.server.take().unwrap().shutdown().expect("endpoint back");
+    let (server, _control) = fast().spawn(net).unwrap();
+    let mut c = Client::connect(server.local_addr(), &opts()).unwrap();
+    let ack = c.request(&Stop {}, &mut other).unwrap();
+    assert!(
+        matches!(ack, ServerMessage::Ack(Ack { sample: Some(_) })),
+        "{ack:?}"
+    );
+    assert_eq!(
+        e.audio.handled.load(Ordering::SeqCst),
+        2,
+        "same audio thread"
+    );
+}
+
+#[test]
+fn idle_engine_keeps_draining_transport_telemetry() {
+    // 1 ms callbacks publish transport each time; the reply queue holds 512. With no client and
+    // nothing in flight for 1 s, only the idle drain keeps the audio side from dropping.
+    let e = Engine::start(fast());
+    std::thread::sleep(Duration::from_millis(1_000));
+    let c = e.client();
+    let (_, h) = c.snapshot();
+    let h = h.unwrap();
+    assert!(h.callbacks > 500, "{h:?}");
+    assert_eq!(h.telemetry_dropped, 0, "{h:?}");
+}
+
+#[test]
+fn acks_wait_in_the_holding_cell_when_the_transmit_buffer_is_full() {
+    let e = Engine::start(
+        fast()
+            .tx_buffer(8 * 1024)
+            .socket_send_buffer(Some(4096))
+            .slow_consumer_timeout(Duration::from_secs(5))
+            .heartbeat_timeout(Duration::from_secs(5)),
+    );
+    let mut c = e.client();
+    set_rcvbuf(c.stream(), 4096);
+    let n = 1_500u32;
+    let writer = {
+        let mut s = c.stream().try_clone().unwrap();
+        std::thread::spawn(move || {
+            let mut bytes = Vec::new();
+            for id in 1..=n {
+                bytes.extend(frame(
+                    Some(id),
+                    &Seek {
+                        sample: u64::from(id),
+                    },
+                ));
+            }
+            s.write_all(&bytes).unwrap();
+        })
+    };
+    // Do not read until the acks have backed up past the transmit buffer.
+    let t0 = Instant::now();
+    while e.server().stats().answers_held == 0 && t0.elapsed() < Duration::from_secs(3) {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(
+        e.server().stats().answers_held > 0,
+        "the holding cell was used"
+    );
+    let mut seen = std::collections::HashMap::new();
+    while seen.len() < n as usize {
+        let r = c.recv().expect("every ack arrives");
+        if let (Some(id), ServerMessage::Ack(_)) = (r.reference, &r.message) {
+            *seen.entry(id).or_insert(0u32) += 1;
+        }
+    }
+    writer.join().unwrap();
+    assert!(seen.values().all(|&k| k == 1));
+    assert_eq!(e.server().stats().answers_discarded, 0);
 }

@@ -20,6 +20,9 @@ use crate::frame;
 /// The protocol version this crate implements.
 pub const PROTOCOL_VERSION: u16 = 1;
 
+/// Largest integer the protocol carries: 2^53 - 1, so a JavaScript `number` holds it exactly.
+pub const MAX_SAFE_INTEGER: u64 = (1 << 53) - 1;
+
 /// Longest decoded string in a body, in bytes (the unescape scratch buffer's size).
 const UNESCAPE_SCRATCH: usize = 256;
 
@@ -123,6 +126,21 @@ fn plain_string(raw: &[u8]) -> Option<&[u8]> {
     (!inner.contains(&b'\\')).then_some(inner)
 }
 
+/// The bytes before the next `"` and the bytes after it.
+fn until_quote(s: &[u8]) -> Option<(&[u8], &[u8])> {
+    let q = s.iter().position(|&b| b == b'"')?;
+    Some((&s[..q], &s[q + 1..]))
+}
+
+/// A u32 at the start of `s` and what follows it.
+fn number_after(s: &[u8]) -> Option<(Option<u32>, &[u8])> {
+    let end = s
+        .iter()
+        .position(|b| !b.is_ascii_digit())
+        .unwrap_or(s.len());
+    Some((Some(parse_u32(&s[..end])?), &s[end..]))
+}
+
 fn valid_name(name: &[u8]) -> bool {
     (1..=32).contains(&name.len())
         && name
@@ -140,7 +158,7 @@ impl<'a> Envelope<'a> {
                 offset: u32::try_from(e.valid_up_to()).unwrap_or(u32::MAX),
             });
         }
-        let f = Self::collect(payload)?;
+        let f = Self::collect(payload).map_err(|e| syntax_error(payload).unwrap_or(e))?;
         let kind = f.kind.ok_or(invalid("type", EnvelopeProblem::Missing))?;
         let kind = plain_string(kind).ok_or(invalid("type", EnvelopeProblem::Invalid))?;
         let kind = Kind::from_raw(kind).ok_or(DecodeError::UnknownType)?;
@@ -171,9 +189,46 @@ impl<'a> Envelope<'a> {
         })
     }
 
+    /// The fast path for the canonical form every conforming encoder writes: keys in the order
+    /// `type`, `name`, `id`/`ref`, `body`, no whitespace. `None` means "not canonical, or
+    /// something is off": the caller then uses [`parse`](Self::parse), which finds the precise
+    /// error. The body is not checked here; its decoder parses it fully.
+    fn parse_canonical(p: &'a [u8]) -> Option<Self> {
+        let rest = p.strip_prefix(b"{\"type\":\"")?;
+        let (kind, rest) = until_quote(rest)?;
+        let kind = Kind::from_raw(kind)?;
+        let rest = rest.strip_prefix(b",\"name\":\"")?;
+        let (name, rest) = until_quote(rest)?;
+        if !valid_name(name) {
+            return None;
+        }
+        let (num, rest) = match kind {
+            Kind::Command => number_after(rest.strip_prefix(b",\"id\":")?)?,
+            _ => match rest.strip_prefix(b",\"ref\":") {
+                Some(r) => number_after(r)?,
+                None => (None, rest),
+            },
+        };
+        if kind == Kind::Reply && num.is_none() {
+            return None;
+        }
+        let body = rest.strip_prefix(b",\"body\":")?.strip_suffix(b"}")?;
+        if body.first() != Some(&b'{') {
+            return None;
+        }
+        let is_command = kind == Kind::Command;
+        Some(Self {
+            kind,
+            name: core::str::from_utf8(name).ok()?,
+            id: if is_command { num } else { None },
+            reference: if is_command { None } else { num },
+            body,
+        })
+    }
+
     fn collect(payload: &'a [u8]) -> Result<Fields<'a>, DecodeError> {
         let mut f = Fields::default();
-        scan::walk_object(payload, |m| {
+        scan::walk_object(payload, b"body", |m| {
             let v = &payload[m.start..m.end];
             match m.key {
                 b"type" => set(&mut f.kind, "type", v),
@@ -220,18 +275,31 @@ where
         Ok(_) => Err(DecodeError::InvalidField {
             problem: FieldProblem::Other,
         }),
-        Err(e) => Err(DecodeError::InvalidField {
+        Err(e) => Err(syntax_error(body).unwrap_or(DecodeError::InvalidField {
             problem: field_problem(e),
-        }),
+        })),
+    }
+}
+
+/// The precise syntax error in `json`, if it is not one well-formed JSON value. Only called on
+/// error paths: the fast path checks the body once, while decoding it.
+fn syntax_error(json: &[u8]) -> Option<DecodeError> {
+    match scan::value_end(json, 0) {
+        Err(e) => Some(e),
+        Ok(end) => {
+            let rest = json[end..].iter().position(|b| !b" \t\r\n".contains(b));
+            rest.map(|k| DecodeError::InvalidJson {
+                offset: u32::try_from(end + k).unwrap_or(u32::MAX),
+            })
+        }
     }
 }
 
 fn field_problem(e: serde_json_core::de::Error) -> FieldProblem {
     use serde_json_core::de::Error as E;
     match e {
-        E::InvalidType | E::InvalidNumber | E::ExpectedSomeIdent | E::ExpectedSomeValue => {
-            FieldProblem::WrongType
-        }
+        E::InvalidNumber => FieldProblem::NumberOutOfRange,
+        E::InvalidType | E::ExpectedSomeIdent | E::ExpectedSomeValue => FieldProblem::WrongType,
         E::CustomError => FieldProblem::MissingOrUnknown,
         E::EscapedStringIsTooLong => FieldProblem::TooLong,
         _ => FieldProblem::Other,
@@ -288,8 +356,24 @@ pub struct CommandError {
 impl Command {
     /// Decodes a command from a frame payload: envelope, body by name, then ranges.
     pub fn decode(payload: &[u8]) -> Result<(u32, Command), CommandError> {
+        if let Some(env) = Envelope::parse_canonical(payload) {
+            if let Ok(cmd) = Self::from_envelope(&env) {
+                return Ok((env.id.unwrap_or_default(), cmd));
+            }
+        }
+        Self::decode_generic(payload)
+    }
+
+    /// [`decode`](Self::decode) without the canonical fast path: accepts any key order and
+    /// whitespace, and finds the precise error. Public for differential tests.
+    #[doc(hidden)]
+    pub fn decode_generic(payload: &[u8]) -> Result<(u32, Command), CommandError> {
         let env = Envelope::parse(payload).map_err(|error| CommandError {
-            id: id_of(payload),
+            // Invalid UTF-8 is a framing-layer fault: the payload is not read at all.
+            id: match error {
+                DecodeError::InvalidUtf8 { .. } => None,
+                _ => id_of(payload),
+            },
             error,
         })?;
         let id = env.id;
@@ -330,7 +414,12 @@ impl Command {
     /// Checks the documented value ranges that JSON types alone do not express.
     pub fn check_ranges(&self) -> Result<(), DecodeError> {
         let bad = |field| Err(DecodeError::OutOfRange { field });
+        let unsafe_int = |v: u64| v > MAX_SAFE_INTEGER;
         match self {
+            Command::Seek(s) if unsafe_int(s.sample) => bad("sample"),
+            Command::Loop(l) if unsafe_int(l.start) => bad("start"),
+            Command::Loop(l) if unsafe_int(l.end) => bad("end"),
+            Command::Ping(p) if p.t_client_us.is_some_and(unsafe_int) => bad("t_client_us"),
             Command::Tempo(t) if !(20.0..=999.0).contains(&t.bpm) => bad("bpm"),
             Command::Loop(l) if l.enabled && l.end <= l.start => bad("end"),
             Command::ParamSet(p) if !p.value.is_finite() => bad("value"),
@@ -365,19 +454,28 @@ impl Command {
     }
 }
 
-/// Best effort: the `id` of a payload whose envelope is otherwise broken, so an error can still
-/// carry `ref`. `None` when the payload is not valid JSON or the id is not a u32.
+/// Best effort: the `id` of a command whose envelope is otherwise broken, so an error can still
+/// carry `ref`. `None` unless the payload is a JSON object with `"type":"command"` and exactly
+/// one `id` that is a u32.
 fn id_of(payload: &[u8]) -> Option<u32> {
     let mut id = None;
     let mut seen = 0;
-    let walked = scan::walk_object(payload, |m| {
-        if m.key == b"id" {
-            seen += 1;
-            id = parse_u32(&payload[m.start..m.end]);
+    let mut command = false;
+    let walked = scan::walk_object(payload, b"", |m| {
+        let v = &payload[m.start..m.end];
+        match m.key {
+            b"id" => {
+                seen += 1;
+                id = parse_u32(v);
+            }
+            b"type" => command = v == b"\"command\"",
+            _ => {}
         }
         Ok(())
     });
-    (walked.is_ok() && seen == 1).then_some(id).flatten()
+    (walked.is_ok() && seen == 1 && command)
+        .then_some(id)
+        .flatten()
 }
 
 /// A message from the engine, decoded (what a client receives).
@@ -412,7 +510,23 @@ impl ServerMessage {
     ///
     /// Unknown body fields are ignored, as the spec asks of clients.
     pub fn decode(payload: &[u8]) -> Result<(Option<u32>, ServerMessage), DecodeError> {
+        if let Some(env) = Envelope::parse_canonical(payload) {
+            if let Ok(msg) = Self::from_envelope(&env) {
+                return Ok((env.reference, msg));
+            }
+        }
+        Self::decode_generic(payload)
+    }
+
+    /// [`decode`](Self::decode) without the canonical fast path. Public for differential tests.
+    #[doc(hidden)]
+    pub fn decode_generic(payload: &[u8]) -> Result<(Option<u32>, ServerMessage), DecodeError> {
         let env = Envelope::parse(payload)?;
+        Ok((env.reference, Self::from_envelope(&env)?))
+    }
+
+    /// Decodes the body of a parsed envelope sent by an engine.
+    pub fn from_envelope(env: &Envelope<'_>) -> Result<ServerMessage, DecodeError> {
         let b = env.body;
         let msg = match (env.kind, env.name) {
             (Kind::Reply, "welcome") => ServerMessage::Welcome(decode_body(b)?),
@@ -427,7 +541,7 @@ impl ServerMessage {
             (Kind::Command, _) => return Err(DecodeError::UnexpectedType),
             _ => return Err(DecodeError::UnknownMessage),
         };
-        Ok((env.reference, msg))
+        Ok(msg)
     }
 }
 

@@ -213,38 +213,88 @@ fn key_then_colon(s: &[u8], j: usize) -> Result<usize, DecodeError> {
     Ok(skip_ws(s, k + 1))
 }
 
+/// Index just past the value at `i`, found by bracket matching without checking the grammar.
+///
+/// Strings (with escapes) are skipped whole, so brackets inside them do not count. Used for the
+/// envelope's `body`, which the body decoder parses fully anyway; errors found there are then
+/// located precisely by [`value_end`].
+pub fn skip_value(s: &[u8], i: usize) -> Result<usize, DecodeError> {
+    let mut depth = 0u32;
+    let mut j = skip_ws(s, i);
+    loop {
+        match s.get(j) {
+            None => return Err(err(j)),
+            Some(b'"') => j = string_end(s, j)?,
+            Some(b'{' | b'[') => {
+                depth += 1;
+                j += 1;
+            }
+            Some(b'}' | b']') => {
+                depth = depth.checked_sub(1).ok_or(err(j))?;
+                j += 1;
+            }
+            Some(b',' | b':' | b' ' | b'\t' | b'\n' | b'\r') if depth > 0 => j += 1,
+            Some(_) if depth > 0 => j += 1,
+            Some(_) => return scalar_end(s, j),
+        }
+        if depth == 0 {
+            return Ok(j);
+        }
+    }
+}
+
 /// Checks that `s` is exactly one JSON object (whitespace around it allowed) and calls `visit`
-/// for each top-level member in order. Stops at the first error `visit` returns.
-pub fn walk_object<'a, F>(s: &'a [u8], mut visit: F) -> Result<(), DecodeError>
+/// for each top-level member in order, in one pass. Every value is checked against the JSON
+/// grammar except the value of the member named `lazy`, which is only delimited
+/// ([`skip_value`]). Stops at the first error.
+pub fn walk_object<'a, F>(s: &'a [u8], lazy: &[u8], mut visit: F) -> Result<(), DecodeError>
 where
     F: FnMut(Member<'a>) -> Result<(), DecodeError>,
 {
-    let total = value_end(s, 0)?;
-    if skip_ws(s, total) != s.len() {
-        return Err(err(skip_ws(s, total)));
-    }
     let mut i = skip_ws(s, 0);
-    if s.get(i) != Some(&b'{') {
-        return Err(DecodeError::InvalidEnvelope {
-            key: "payload",
-            problem: crate::error::EnvelopeProblem::Invalid,
-        });
+    match s.get(i) {
+        Some(b'{') => {}
+        Some(b'[' | b'"' | b'-' | b'0'..=b'9' | b't' | b'f' | b'n') => {
+            value_end(s, i)?;
+            return Err(DecodeError::InvalidEnvelope {
+                key: "payload",
+                problem: crate::error::EnvelopeProblem::Invalid,
+            });
+        }
+        _ => return Err(err(i)),
     }
     i = skip_ws(s, i + 1);
     if s.get(i) == Some(&b'}') {
-        return Ok(());
+        return trailing(s, i + 1);
     }
     loop {
-        // The whole text was validated above, so these steps cannot fail; errors are kept anyway.
+        if s.get(i) != Some(&b'"') {
+            return Err(err(i));
+        }
         let key_end = string_end(s, i)?;
         let key = &s[i + 1..key_end - 1];
         let start = key_then_colon(s, i)?;
-        let end = value_end(s, start)?;
+        let end = if key == lazy {
+            skip_value(s, start)?
+        } else {
+            value_end(s, start)?
+        };
         visit(Member { key, start, end })?;
         i = skip_ws(s, end);
         match s.get(i) {
             Some(b',') => i = skip_ws(s, i + 1),
-            _ => return Ok(()),
+            Some(b'}') => return trailing(s, i + 1),
+            _ => return Err(err(i)),
         }
+    }
+}
+
+/// Only whitespace may follow the object.
+fn trailing(s: &[u8], i: usize) -> Result<(), DecodeError> {
+    let j = skip_ws(s, i);
+    if j == s.len() {
+        Ok(())
+    } else {
+        Err(err(j))
     }
 }

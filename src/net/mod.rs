@@ -44,7 +44,7 @@ pub use bind::BindError;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -252,7 +252,27 @@ impl ServerBuilder {
 #[derive(Debug, Default)]
 pub(crate) struct Status {
     pub(crate) stop: AtomicBool,
+    pub(crate) accepted: AtomicU64,
+    pub(crate) refused: AtomicU64,
+    pub(crate) answers_discarded: AtomicU64,
+    pub(crate) answers_held: AtomicU64,
     pub(crate) client_connected: AtomicBool,
+}
+
+/// Counters of the network thread since it started. Each is monotonic; two fields may be read
+/// a moment apart.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ServerStats {
+    /// Connections given a session.
+    pub accepted: u64,
+    /// Connections closed at once (half-open bound reached, no free slot, or stopping).
+    pub refused: u64,
+    /// Answers that arrived for a session that had ended, and were discarded.
+    pub answers_discarded: u64,
+    /// Times an answer found its session's transmit buffer full and waited in the holding cell
+    /// (nothing else was taken from the queues meanwhile).
+    pub answers_held: u64,
 }
 
 /// The embedding engine's handle on the network thread. Dropping it shuts the thread down.
@@ -263,7 +283,7 @@ pub struct ServerHandle {
     waker: Arc<mio::Waker>,
     status: Arc<Status>,
     orphaned: Arc<AtomicBool>,
-    join: Option<JoinHandle<()>>,
+    join: Option<JoinHandle<NetEndpoint>>,
     connection_file: Option<PathBuf>,
 }
 
@@ -283,33 +303,55 @@ impl ServerHandle {
         self.orphaned.load(Ordering::Relaxed)
     }
 
+    /// Whether the network thread is still running (it only ends after [`shutdown`](Self::shutdown)
+    /// or an unrecoverable `epoll_wait` error).
+    pub fn is_running(&self) -> bool {
+        self.join.as_ref().is_some_and(|j| !j.is_finished())
+    }
+
+    /// Counters of the network thread (each read without a lock; see [`ServerStats`]).
+    pub fn stats(&self) -> ServerStats {
+        let s = &self.status;
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        ServerStats {
+            accepted: get(&s.accepted),
+            refused: get(&s.refused),
+            answers_discarded: get(&s.answers_discarded),
+            answers_held: get(&s.answers_held),
+        }
+    }
+
     /// Whether a client holds the controlling session now (stale as soon as read).
     pub fn has_client(&self) -> bool {
         self.status.client_connected.load(Ordering::Relaxed)
     }
 
-    /// Stops the thread: stops accepting, queues the answers still owed, sends `goodbye`
-    /// (`shutdown`) to every client, flushes for at most [`ServerConfig::flush_timeout`], closes
-    /// and joins. Removes the connection file. Blocks for at most about the flush timeout.
-    pub fn shutdown(mut self) {
-        self.stop_and_join();
+    /// Stops the thread: stops accepting and reading, waits (up to half the flush time) for the
+    /// answers still owed, sends `goodbye` (`shutdown`) to every client, flushes for at most
+    /// [`ServerConfig::flush_timeout`], closes and joins. Removes the connection file. Blocks for
+    /// at most about the flush timeout.
+    ///
+    /// Returns the bridge's [`NetEndpoint`] (`None` only if the thread panicked), so the engine
+    /// decides where the bridge is freed, or starts a new server on the same bridge.
+    pub fn shutdown(mut self) -> Option<NetEndpoint> {
+        self.stop_and_join()
     }
 
-    fn stop_and_join(&mut self) {
-        let Some(join) = self.join.take() else {
-            return;
-        };
+    fn stop_and_join(&mut self) -> Option<NetEndpoint> {
+        let join = self.join.take()?;
         self.status.stop.store(true, Ordering::SeqCst);
         let _ = self.waker.wake();
-        let _ = join.join();
+        let net = join.join().ok();
         if let Some(path) = &self.connection_file {
             let _ = std::fs::remove_file(path);
         }
+        net
     }
 }
 
 impl Drop for ServerHandle {
+    /// Same as [`ServerHandle::shutdown`]; the [`NetEndpoint`] is dropped.
     fn drop(&mut self) {
-        self.stop_and_join();
+        drop(self.stop_and_join());
     }
 }

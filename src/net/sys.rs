@@ -156,3 +156,48 @@ pub(crate) fn set_send_buffer(fd: std::os::fd::RawFd, bytes: usize) -> bool {
     };
     r == 0
 }
+
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    use super::*;
+
+    /// The timerfd wakes a mio poll that has no timeout, no earlier than asked.
+    #[test]
+    fn timerfd_wakes_mio_poll() {
+        let mut poll = mio::Poll::new().unwrap();
+        let mut events = mio::Events::with_capacity(4);
+        let mut t = Timer::new().unwrap();
+        poll.registry()
+            .register(
+                &mut mio::unix::SourceFd(&t.raw_fd()),
+                mio::Token(1),
+                mio::Interest::READABLE,
+            )
+            .unwrap();
+        let now = crate::clock::now_ns();
+        t.set(Some(now + 300_000), now).unwrap();
+        let t0 = std::time::Instant::now();
+        poll.poll(&mut events, Some(Duration::from_secs(5)))
+            .unwrap();
+        let elapsed = t0.elapsed();
+        assert!(events.iter().any(|e| e.token() == mio::Token(1)));
+        assert!(elapsed >= Duration::from_micros(250), "{elapsed:?}");
+        assert!(elapsed < Duration::from_secs(5), "timer did not fire");
+        t.acknowledge();
+        // Disarmed: nothing fires.
+        t.set(None, crate::clock::now_ns()).unwrap();
+        poll.poll(&mut events, Some(Duration::from_millis(20)))
+            .unwrap();
+        assert!(events.is_empty());
+    }
+
+    #[test]
+    fn timer_slack_and_process_checks() {
+        assert!(set_timer_slack_1ns());
+        assert!(process_alive(std::process::id()));
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let pid = child.id();
+        child.wait().unwrap(); // reaped: the pid is gone (ESRCH)
+        assert!(!process_alive(pid));
+    }
+}

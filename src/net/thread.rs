@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use mio::net::{TcpListener, TcpStream};
+#[cfg(target_os = "linux")]
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
 
@@ -34,6 +35,8 @@ const TIMER: Token = Token(usize::MAX - 3);
 const ROUNDS: usize = 8;
 /// Replies taken from the audio queue per pass.
 const REPLY_BUDGET: usize = 1024;
+/// With nothing in flight the reply queue is still drained every this many `telemetry_poll`s.
+const IDLE_POLL_FACTOR: u64 = 10;
 /// Connection slots beyond `max_half_open`: the controlling client and a few that are closing.
 const EXTRA_SLOTS: usize = 4;
 
@@ -346,8 +349,9 @@ impl Worker {
         })
     }
 
-    /// The thread body. Returns when stopped and flushed (or the flush timeout passed).
-    pub(crate) fn run(mut self) {
+    /// The thread body. Returns when stopped and flushed (or the flush timeout passed), giving
+    /// the bridge endpoint back.
+    pub(crate) fn run(mut self) -> NetEndpoint {
         // Timers of this thread fire within ~1 ns of their deadline instead of the default
         // 50 µs slack: the wake after the audio callback is only `wake_margin` late.
         let _ = timer::set_timer_slack_1ns();
@@ -389,6 +393,7 @@ impl Worker {
         for slot in 0..self.slots.len() {
             self.remove(slot);
         }
+        self.hub.net
     }
 
     fn live_conns(&self) -> usize {
@@ -477,6 +482,9 @@ impl Worker {
             };
             earlier(predicted.min(safety));
         }
+        // Even with nothing in flight, drain the reply queue now and then: transport telemetry
+        // keeps arriving, and a full queue makes the audio side drop (and count) it.
+        earlier(now.saturating_add(poll_iv.saturating_mul(IDLE_POLL_FACTOR)));
         if self.cfg.supervisor_pid.is_some() || self.cfg.watch_parent {
             earlier(self.next_orphan_check);
         }
@@ -521,9 +529,11 @@ impl Worker {
             .filter(|c| c.session.state() < SessionState::Open)
             .count();
         if self.stopping || half_open >= self.cfg.max_half_open {
+            bump(&self.hub.status.refused);
             return; // dropped: closed at once
         }
         let Some(slot) = self.slots.iter().position(Option::is_none) else {
+            bump(&self.hub.status.refused);
             return;
         };
         let _ = stream.set_nodelay(true);
@@ -554,6 +564,7 @@ impl Worker {
         {
             return;
         }
+        bump(&self.hub.status.accepted);
         let key = (u64::from(self.next_gen) << 32) | slot as u64;
         self.next_gen = self.next_gen.wrapping_add(1);
         self.slots[slot] = Some(Conn {
@@ -576,11 +587,21 @@ impl Worker {
             .filter(|c| c.key == key && !c.dead)
     }
 
-    /// Queues an answer for its owner; a gone owner's answer is discarded. `Err` = no room.
-    fn deliver(slots: &mut [Option<Conn>], key: u64, id: u32, a: Answer) -> Result<(), Answer> {
-        match Self::conn_by_key(slots, key) {
-            Some(c) => c.session.answer(id, a),
-            None => Ok(()),
+    /// Queues an answer for its owner; a gone owner's answer is discarded (and counted). When
+    /// the owner has no room, the answer goes to the holding cell and `false` is returned: stop
+    /// taking answers until it is delivered.
+    fn offer(slots: &mut [Option<Conn>], hub: &mut Hub, key: u64, id: u32, a: Answer) -> bool {
+        let Some(c) = Self::conn_by_key(slots, key) else {
+            bump(&hub.status.answers_discarded);
+            return true;
+        };
+        match c.session.answer(id, a) {
+            Ok(()) => true,
+            Err(a) => {
+                bump(&hub.status.answers_held);
+                hub.held = Some((key, id, a));
+                false
+            }
         }
     }
 
@@ -590,14 +611,17 @@ impl Worker {
         let hub = &mut self.hub;
         let slots = &mut self.slots;
         if let Some((k, id, a)) = hub.held.take() {
-            if let Err(a) = Self::deliver(slots, k, id, a) {
-                hub.held = Some((k, id, a));
+            let Some(c) = Self::conn_by_key(slots, k) else {
+                bump(&hub.status.answers_discarded);
+                return self.pump();
+            };
+            if let Err(a) = c.session.answer(id, a) {
+                hub.held = Some((k, id, a)); // still no room; not counted again
                 return;
             }
         }
         while let Some((k, id, a)) = hub.immediate.pop_front() {
-            if let Err(a) = Self::deliver(slots, k, id, a) {
-                hub.held = Some((k, id, a));
+            if !Self::offer(slots, hub, k, id, a) {
                 return;
             }
         }
@@ -615,8 +639,7 @@ impl Worker {
                     detail: e.detail(),
                 },
             };
-            if let Err(a) = Self::deliver(slots, k, id, a) {
-                hub.held = Some((k, id, a));
+            if !Self::offer(slots, hub, k, id, a) {
                 return;
             }
         }
@@ -633,8 +656,7 @@ impl Worker {
             let Some(k) = Self::take_rt_owner(&mut hub.rt_owners) else {
                 continue; // an answer nobody is owed: cannot happen with a well-behaved bridge
             };
-            if let Err(a) = Self::deliver(slots, k, id, a) {
-                hub.held = Some((k, id, a));
+            if !Self::offer(slots, hub, k, id, a) {
                 return;
             }
         }
@@ -754,6 +776,10 @@ impl Worker {
             self.orphan_delivered = self.hub.control.try_send(req) != Err(SendFail::Full);
         }
     }
+}
+
+fn bump(counter: &std::sync::atomic::AtomicU64) {
+    counter.fetch_add(1, Ordering::Relaxed);
 }
 
 /// Reads what the session has room for; true when bytes arrived or the peer closed.

@@ -8,6 +8,14 @@ use rtrb::{Consumer, Producer, RingBuffer};
 use std::sync::Arc;
 
 /// Capacities and options of the bridge. All allocation happens in [`bridge`] from these.
+///
+/// ```
+/// use loophole_ipc::rt::{bridge, RtConfig};
+/// let cfg = RtConfig::default().with_command_capacity(1024).with_meter_channels(16);
+/// let (_audio, net) = bridge(&cfg);
+/// assert_eq!(net.health().cmd_queue_capacity, 1024);
+/// assert_eq!(net.meter_channels(), 16);
+/// ```
 #[derive(Clone, Debug)]
 #[non_exhaustive]
 pub struct RtConfig {
@@ -19,15 +27,15 @@ pub struct RtConfig {
     /// Metered channels, `1..=`[`MAX_METER_CHANNELS`]. Default `2`. Clamped to that range.
     pub meter_channels: usize,
     /// Most commands handled per callback (summed over all `drain` calls in it). Default `32`.
-    /// Clamped to at least 1.
+    /// Clamped to `1..=command_capacity`.
     pub drain_budget: usize,
     /// Nominal sample rate in Hz, used to turn `frames` into a period for the DSP load and the
     /// wake-up prediction. Default `48_000`. Changeable later with
     /// [`AudioEndpoint::set_sample_rate`].
     pub sample_rate: u32,
     /// With the `rt-wake` feature: a waker the audio thread triggers at the end of a callback
-    /// that pushed replies (one `write(2)` on an eventfd). `None` (the default) means no system
-    /// call at all; the network thread then uses [`NetEndpoint::next_callback_end_ns`].
+    /// that answered a command (one `write(2)` on an eventfd). `None` (the default) means no
+    /// system call at all; the network thread then uses [`NetEndpoint::next_callback_end_ns`].
     #[cfg(feature = "rt-wake")]
     pub waker: Option<Arc<mio::Waker>>,
 }
@@ -46,6 +54,45 @@ impl Default for RtConfig {
     }
 }
 
+impl RtConfig {
+    /// Sets [`command_capacity`](Self::command_capacity).
+    pub fn with_command_capacity(mut self, slots: usize) -> Self {
+        self.command_capacity = slots;
+        self
+    }
+
+    /// Sets [`reply_capacity`](Self::reply_capacity).
+    pub fn with_reply_capacity(mut self, slots: usize) -> Self {
+        self.reply_capacity = slots;
+        self
+    }
+
+    /// Sets [`meter_channels`](Self::meter_channels).
+    pub fn with_meter_channels(mut self, channels: usize) -> Self {
+        self.meter_channels = channels;
+        self
+    }
+
+    /// Sets [`drain_budget`](Self::drain_budget).
+    pub fn with_drain_budget(mut self, commands: usize) -> Self {
+        self.drain_budget = commands;
+        self
+    }
+
+    /// Sets [`sample_rate`](Self::sample_rate).
+    pub fn with_sample_rate(mut self, hz: u32) -> Self {
+        self.sample_rate = hz;
+        self
+    }
+
+    /// Sets [`waker`](Self::waker) (`rt-wake` feature).
+    #[cfg(feature = "rt-wake")]
+    pub fn with_waker(mut self, waker: Arc<mio::Waker>) -> Self {
+        self.waker = Some(waker);
+        self
+    }
+}
+
 /// Creates the bridge: the audio thread's [`AudioEndpoint`] and the network thread's
 /// [`NetEndpoint`].
 ///
@@ -54,9 +101,9 @@ impl Default for RtConfig {
 /// is dropped — so drop the [`AudioEndpoint`] outside the audio callback, or keep the
 /// [`NetEndpoint`] alive until the audio side is gone.
 pub fn bridge(cfg: &RtConfig) -> (AudioEndpoint, NetEndpoint) {
-    let budget = cfg.drain_budget.max(1);
     let command_capacity = cfg.command_capacity.max(1);
-    let reply_capacity = cfg.reply_capacity.max(budget + 1);
+    let budget = cfg.drain_budget.clamp(1, command_capacity);
+    let reply_capacity = cfg.reply_capacity.max(budget.saturating_add(1));
     let (cmd_tx, cmd_rx) = RingBuffer::new(command_capacity);
     let (reply_tx, reply_rx) = RingBuffer::new(reply_capacity);
     let (meter_w, meter_r) = meter_bank(cfg.meter_channels.min(MAX_METER_CHANNELS));
@@ -73,7 +120,7 @@ pub fn bridge(cfg: &RtConfig) -> (AudioEndpoint, NetEndpoint) {
         clock: 0,
         start_ns: 0,
         period_ns: 0,
-        pushed: false,
+        answered: false,
         stats: CallbackStats::default(),
         #[cfg(feature = "rt-wake")]
         waker: cfg.waker.clone(),
@@ -96,7 +143,14 @@ pub fn bridge(cfg: &RtConfig) -> (AudioEndpoint, NetEndpoint) {
 /// `write(2)` in [`end_callback`](Self::end_callback), see there). The endpoint never reads a
 /// clock: the host passes time in.
 ///
-/// It is `Send` (move it to the audio thread once) but not `Sync`.
+/// It is `Send` (move it to the audio thread once) but not `Sync`: sharing it between threads
+/// does not compile.
+///
+/// ```compile_fail
+/// fn shared<T: Sync>(_: &T) {}
+/// let (audio, _net) = loophole_ipc::rt::bridge(&Default::default());
+/// shared(&audio);
+/// ```
 ///
 /// # A callback
 ///
@@ -117,7 +171,7 @@ pub fn bridge(cfg: &RtConfig) -> (AudioEndpoint, NetEndpoint) {
 /// audio.drain(|cmd| match cmd.op {
 ///     RtOp::Play => { transport.playing = true; Outcome::Applied }
 ///     RtOp::Stop => { transport.playing = false; Outcome::Applied }
-///     RtOp::Tempo { bpm } if bpm > 0.0 && bpm < 1000.0 => { transport.bpm = bpm; Outcome::Applied }
+///     RtOp::Tempo { bpm } if (20.0..=999.0).contains(&bpm) => { transport.bpm = bpm; Outcome::Applied }
 ///     RtOp::Tempo { .. } => Outcome::Rejected(RejectReason::OutOfRange),
 ///     _ => Outcome::Rejected(RejectReason::Unsupported),
 /// });
@@ -146,7 +200,7 @@ pub struct AudioEndpoint {
     clock: u64,
     start_ns: u64,
     period_ns: u64,
-    pushed: bool,
+    answered: bool,
     stats: CallbackStats,
     #[cfg(feature = "rt-wake")]
     waker: Option<Arc<mio::Waker>>,
@@ -164,7 +218,7 @@ impl AudioEndpoint {
         #[cfg(feature = "rt-guard")]
         super::guard::enter_callback();
         self.remaining = self.budget;
-        self.pushed = false;
+        self.answered = false;
         self.block_start = self.clock;
         self.clock = self.clock.wrapping_add(u64::from(frames));
         self.start_ns = now_ns;
@@ -181,8 +235,12 @@ impl AudioEndpoint {
     /// when replies back up, commands simply stay queued. [`RtOp::Ping`] is answered here with
     /// [`RtReply::Pong`] and never reaches `apply`.
     ///
-    /// The ack's `sample` is the block's first sample plus the [`Outcome::AppliedAt`] offset.
+    /// The ack's `sample` is the block's first sample plus the [`Outcome::AppliedAt`] offset
+    /// (not checked against the block length: an engine may schedule into a later block).
     /// Returns the number of commands answered.
+    ///
+    /// `apply` runs on the audio thread and must itself be real-time safe. If it panics, the
+    /// command being applied has been popped and gets no answer.
     #[inline]
     pub fn drain<F: FnMut(&RtCommand) -> Outcome>(&mut self, mut apply: F) -> usize {
         let queued = self.commands.slots() as u64;
@@ -192,12 +250,13 @@ impl AudioEndpoint {
         let mut handled = 0;
         while self.remaining > 0 && !self.commands.is_empty() {
             if !self.reply_room(1) {
-                self.stats.reply_stalls += 1;
+                self.stats.reply_stalls = self.stats.reply_stalls.wrapping_add(1);
                 break;
             }
             let Ok(cmd) = self.commands.pop() else { break };
             let reply = self.answer(&cmd, &mut apply);
             self.push_reply(reply);
+            self.answered = true;
             self.remaining -= 1;
             handled += 1;
         }
@@ -209,11 +268,11 @@ impl AudioEndpoint {
     /// [`HealthSnapshot::telemetry_dropped`]. Returns whether it was pushed. Never blocks.
     #[inline]
     pub fn publish_transport(&mut self, state: &TransportState) -> bool {
-        if self.reply_room(self.remaining + 1) {
+        if self.reply_room(self.remaining.saturating_add(1)) {
             self.push_reply(RtReply::Transport(*state));
             true
         } else {
-            self.stats.telemetry_dropped += 1;
+            self.stats.telemetry_dropped = self.stats.telemetry_dropped.wrapping_add(1);
             false
         }
     }
@@ -243,7 +302,7 @@ impl AudioEndpoint {
     /// Counts an xrun reported by the host.
     #[inline]
     pub fn report_xrun(&mut self) {
-        self.stats.xruns += 1;
+        self.stats.xruns = self.stats.xruns.wrapping_add(1);
     }
 
     /// Ends the callback at host time `now_ns`: computes the DSP load
@@ -251,9 +310,10 @@ impl AudioEndpoint {
     /// field).
     ///
     /// With the `rt-wake` feature and a configured waker, and only if this callback pushed at
-    /// least one reply, it then calls [`mio::Waker::wake`] once: on Linux one non-blocking
-    /// `write(2)` of 8 bytes to an eventfd (plus a `read(2)` and a second `write(2)` only if the
-    /// eventfd counter were about to overflow, after 2⁶⁴−2 unread wakes). A failure is counted in
+    /// least one answer (`Ack`, `Reject` or `Pong`; telemetry alone does not wake), it then
+    /// calls [`mio::Waker::wake`] once: on Linux one non-blocking `write(2)` of 8 bytes to an
+    /// eventfd (plus a `read(2)` and a second `write(2)` only if the eventfd counter were about
+    /// to overflow, after 2⁶⁴−2 unread wakes). A failure is counted in
     /// [`HealthSnapshot::wake_errors`]. Without that feature and waker: no system call.
     #[inline]
     pub fn end_callback(&mut self, now_ns: u64) {
@@ -264,13 +324,14 @@ impl AudioEndpoint {
             (duration as f64 / self.period_ns as f64) as f32
         };
         let s = &mut self.stats;
-        s.callbacks += 1;
+        s.callbacks = s.callbacks.wrapping_add(1);
         s.dsp_load = load;
         if load > s.dsp_load_max {
             s.dsp_load_max = load;
         }
         s.sample_clock = self.clock;
         s.last_duration_ns = duration;
+        self.meters.publish_load(load);
         #[cfg(feature = "rt-wake")]
         self.wake();
         self.health.publish_end(&self.stats);
@@ -301,7 +362,7 @@ impl AudioEndpoint {
     }
 
     /// Whether the [`NetEndpoint`] has been dropped (replies then go nowhere; the endpoint
-    /// keeps working and never blocks).
+    /// keeps working and never blocks). `true` is final; `false` may be stale. One atomic load.
     pub fn is_net_gone(&self) -> bool {
         self.replies.is_abandoned()
     }
@@ -337,10 +398,10 @@ impl AudioEndpoint {
     /// Pushes a reply the caller has made room for.
     #[inline]
     fn push_reply(&mut self, reply: RtReply) {
-        // Cannot fail: this thread is the only producer and `reply_room` saw a free slot.
-        let pushed = self.replies.push(reply).is_ok();
-        debug_assert!(pushed, "reply queue full after reply_room");
-        self.pushed = true;
+        // Cannot fail: this thread is the only producer and `reply_room` saw a free slot (the
+        // consumer can only free more). No panic path on the audio thread even so; the
+        // exactly-once tests in rt-tests would catch a lost answer.
+        let _ = self.replies.push(reply);
         let used = (self.replies.buffer().capacity() - self.replies.cached_slots()) as u64;
         if used > self.stats.reply_queue_high {
             self.stats.reply_queue_high = used;
@@ -350,9 +411,9 @@ impl AudioEndpoint {
     #[cfg(feature = "rt-wake")]
     #[inline]
     fn wake(&mut self) {
-        if let (true, Some(waker)) = (self.pushed, self.waker.as_ref()) {
+        if let (true, Some(waker)) = (self.answered, self.waker.as_ref()) {
             if waker.wake().is_err() {
-                self.stats.wake_errors += 1;
+                self.stats.wake_errors = self.stats.wake_errors.wrapping_add(1);
             }
         }
     }
@@ -360,7 +421,40 @@ impl AudioEndpoint {
 
 /// The network thread's end of the bridge.
 ///
-/// Nothing here blocks or allocates. It is `Send` but not `Sync`.
+/// Nothing here blocks or allocates. It is `Send` but not `Sync`. [`health`](Self::health),
+/// [`next_callback_end_ns`](Self::next_callback_end_ns) and [`take_meters`](Self::take_meters)
+/// read cache lines the audio thread writes every callback: call them at telemetry or wake-up
+/// rate, not in a spin loop ([`commands_in_flight`](Self::commands_in_flight) is local and free).
+///
+/// One wake-up of the network thread:
+///
+/// ```
+/// use loophole_ipc::rt::{bridge, RtCommand, RtConfig, RtOp, RtReply};
+/// let (mut audio, mut net) = bridge(&RtConfig::default().with_sample_rate(48_000));
+/// # audio.begin_callback(0, 480);
+/// # audio.end_callback(1_000_000);
+/// // Queue what the client sent; on Err stop reading its socket (TCP back-pressure).
+/// net.try_send(RtCommand { id: 1, op: RtOp::Ping { nonce: 9 } }).unwrap();
+/// // Sleep until just after the callback that will take it (the host clock, in ns).
+/// let now_ns = 3_000_000;
+/// let wake_at = net.next_callback_end_after(now_ns).unwrap();
+/// assert_eq!(wake_at, 11_000_000); // start 0 + period 10 ms + last duration 1 ms
+/// # audio.begin_callback(10_000_000, 480);
+/// # audio.drain(|_| unreachable!("pings never reach the engine"));
+/// # audio.end_callback(11_000_000);
+/// // ... after waking:
+/// while let Some(reply) = net.pop_reply() {
+///     assert!(matches!(reply, RtReply::Pong { id: 1, nonce: 9, sample: 480 }));
+/// }
+/// assert_eq!(net.commands_in_flight(), 0);
+/// net.collect_meters(); // keeps meters one callback fresh; take_meters at the client's rate
+/// ```
+///
+/// ```compile_fail
+/// fn shared<T: Sync>(_: &T) {}
+/// let (_audio, net) = loophole_ipc::rt::bridge(&Default::default());
+/// shared(&net);
+/// ```
 #[derive(Debug)]
 pub struct NetEndpoint {
     commands: Producer<RtCommand>,
@@ -374,6 +468,10 @@ pub struct NetEndpoint {
 impl NetEndpoint {
     /// Queues a command for the audio thread. When the queue is full the command is given back
     /// in `Err` (stop reading that client's socket: TCP pushes back; nothing is dropped).
+    ///
+    /// `Ok` is final: the command will be answered exactly once (unless the audio side is
+    /// dropped). `Err` may be stale by the time it returns: the audio thread can free a slot at
+    /// any moment; retry after the next callback.
     pub fn try_send(&mut self, cmd: RtCommand) -> Result<(), RtCommand> {
         match self.commands.push(cmd) {
             Ok(()) => {
@@ -384,7 +482,9 @@ impl NetEndpoint {
         }
     }
 
-    /// Takes the next reply or telemetry item, oldest first.
+    /// Takes the next reply or telemetry item, oldest first. `None` may be stale immediately
+    /// (the audio thread can push at any moment). Answers come in the order the commands were
+    /// sent; telemetry is interleaved at the point it was produced.
     pub fn pop_reply(&mut self) -> Option<RtReply> {
         let reply = self.replies.pop().ok()?;
         if reply.answers().is_some() {
@@ -393,13 +493,32 @@ impl NetEndpoint {
         Some(reply)
     }
 
-    /// Copies the completed meter interval into `peak` and `rms` (linear) and starts a new
-    /// one at the audio thread's next callback. Returns the channels written, or `0` if no
-    /// callback ran since the previous call (buffers untouched, the interval keeps
-    /// accumulating). Values cover the interval that ended at the first callback after the
-    /// previous call: one call period old, consistent across channels, no sample lost.
+    /// Copies everything metered since the previous call into `peak` and `rms` (linear) and
+    /// resets. Returns the channels written, or `0` if no callback completed a meter interval
+    /// since the previous call (buffers untouched, nothing lost). Values are consistent across
+    /// channels (no torn read), and every published sample counts exactly once: the peak is
+    /// the true peak since the previous call.
+    ///
+    /// Freshness: the data ends at the first callback after the previous
+    /// [`collect_meters`](Self::collect_meters) or `take_meters`; call `collect_meters` at every
+    /// wake-up to keep that about one callback old.
     pub fn take_meters(&mut self, peak: &mut [f32], rms: &mut [f32]) -> usize {
         self.meters.take(peak, rms)
+    }
+
+    /// Folds the meter interval the audio thread completed (if any) into this endpoint's
+    /// accumulators and starts the next one; returns whether anything was folded. Cheap (one
+    /// atomic load when nothing completed); call it at every wake-up for fresh meters.
+    pub fn collect_meters(&mut self) -> bool {
+        self.meters.collect()
+    }
+
+    /// The highest DSP load of the callbacks since the previous call — the interval max the
+    /// `engine.health` frame reports — or `None` if no callback completed an interval since
+    /// then. Exact (every callback counts in exactly one interval); handed over like the meters,
+    /// so it ends at the first callback after the previous `collect_meters`/`take_*` call.
+    pub fn take_dsp_load_max(&mut self) -> Option<f32> {
+        self.meters.take_load_max()
     }
 
     /// Number of metered channels.
@@ -433,7 +552,11 @@ impl NetEndpoint {
         if t.period_ns == 0 {
             return None;
         }
-        Some(t.start_ns + t.period_ns + t.last_duration_ns)
+        Some(
+            t.start_ns
+                .saturating_add(t.period_ns)
+                .saturating_add(t.last_duration_ns),
+        )
     }
 
     /// Like [`next_callback_end_ns`](Self::next_callback_end_ns) but projected forward by
@@ -445,7 +568,7 @@ impl NetEndpoint {
             return Some(predicted);
         }
         let periods = (now_ns - predicted).div_ceil(t.period_ns.max(1));
-        Some(predicted + periods * t.period_ns.max(1))
+        Some(predicted.saturating_add(periods.saturating_mul(t.period_ns.max(1))))
     }
 
     /// Whether the audio thread is between `begin_callback` and `end_callback` right now
@@ -454,7 +577,7 @@ impl NetEndpoint {
         self.health.in_callback()
     }
 
-    /// Whether the [`AudioEndpoint`] has been dropped.
+    /// Whether the [`AudioEndpoint`] has been dropped. `true` is final; `false` may be stale.
     pub fn is_audio_gone(&self) -> bool {
         self.commands.is_abandoned()
     }

@@ -8,13 +8,22 @@
 //! depending on the [`GuardAction`], the process aborts with a message written straight to
 //! file descriptor 2.
 //!
-//! ```ignore
+//! ```
+//! use loophole_ipc::rt::guard::{self, GuardAction, GuardedAllocator};
+//! use std::alloc::System;
+//!
 //! #[global_allocator]
-//! static A: loophole_ipc::rt::guard::GuardedAllocator<std::alloc::System> =
-//!     loophole_ipc::rt::guard::GuardedAllocator::new(
-//!         std::alloc::System,
-//!         loophole_ipc::rt::guard::GuardAction::AbortInDebug,
-//!     );
+//! static A: GuardedAllocator<System> = GuardedAllocator::new(System, GuardAction::AbortInDebug);
+//!
+//! fn main() {
+//!     let (mut audio, _net) = loophole_ipc::rt::bridge(&Default::default());
+//!     audio.begin_callback(0, 64);
+//!     assert!(guard::in_audio_callback()); // a Box::new here would abort (debug build)
+//!     audio.end_callback(1_000);
+//!     let fine = vec![1u8; 16]; // outside the callback: allowed
+//!     assert_eq!(guard::violations(), 0);
+//!     drop(fine);
+//! }
 //! ```
 //!
 //! Cost when installed: one thread-local `bool` read per allocation, and one per

@@ -67,7 +67,8 @@ pub struct HealthSnapshot {
     pub xruns: u64,
     /// DSP load of the last callback: time in callback / period (1.0 = the whole period).
     pub dsp_load: f32,
-    /// Highest DSP load seen.
+    /// Highest DSP load since the bridge was created (for the max over a telemetry interval use
+    /// `NetEndpoint::take_dsp_load_max`).
     pub dsp_load_max: f32,
     /// Commands queued towards the audio thread now (seen from the network side).
     pub cmd_queue_len: usize,
@@ -75,7 +76,8 @@ pub struct HealthSnapshot {
     pub cmd_queue_capacity: usize,
     /// Highest number of queued commands the audio thread found at the start of a drain.
     pub cmd_queue_high: usize,
-    /// Highest reply-queue occupancy the audio thread saw after pushing.
+    /// Highest reply-queue occupancy the audio thread saw after pushing (from its cached view of
+    /// the consumer's position, so it may over-report, never under-report).
     pub reply_queue_high: usize,
     /// Telemetry replies (transport state) dropped because the reply queue had no spare room.
     pub telemetry_dropped: u64,

@@ -12,7 +12,7 @@
 //!   the writer loads `request` (Acquire); if it changed, the writer switches banks and stores
 //!   the new value in `ack` (Release).
 //!
-//! The reader ([`MeterReader::take`]) acts only when `ack == request`: then the writer is on bank
+//! The reader ([`MeterReader::collect`]) acts only when `ack == request`: then the writer is on bank
 //! `request & 1` and will not touch the other bank until the reader increments `request` again,
 //! so the reader may read and zero it. The Release/Acquire pairs order the zeroing before the
 //! writer's first write and the writer's last write before the reader's read. All fields are
@@ -26,9 +26,14 @@
 //!   count of every channel cover exactly the same callbacks).
 //! * The writer does one Acquire load per callback, plus one Release store when a switch is
 //!   pending, and plain loads/stores on its own bank. Wait-free, no RMW instruction.
-//! * Latency: `take` returns the interval that *ended* at the previous `take` (more precisely,
-//!   at the first callback after it), so values are one take period old. If no callback ran
-//!   since the previous `take`, `take` returns `0` and the interval keeps accumulating.
+//! * Freshness: a hand-over completes at the writer's first callback after the reader asked.
+//!   The reader asks again every time it collects ([`MeterReader::collect`], also called by
+//!   [`MeterReader::take`]) and folds completed intervals into reader-local accumulators, so a
+//!   reader that collects at every wake-up sees data about one callback old, and `take` at any
+//!   rate returns everything since the previous `take` (max of peaks, sums of Σx² and counts).
+//!   If no callback ran since the previous `take`, `take` returns `0` and nothing is lost.
+//!
+//! The same hand-over carries each interval's highest DSP load (one more cell per bank).
 //!
 //! This protocol is model-checked with loom (`rt-tests/tests/loom_meters.rs`).
 
@@ -48,6 +53,8 @@ struct Cell {
 #[derive(Debug)]
 struct Shared {
     banks: [Box<[Cell]>; 2],
+    /// Per bank: highest DSP load (f32 bits) of the callbacks that wrote this bank.
+    load_max: [AtomicU32; 2],
     request: AtomicU32,
     ack: AtomicU32,
 }
@@ -65,6 +72,27 @@ pub struct MeterWriter {
 pub struct MeterReader {
     shared: Arc<Shared>,
     channels: usize,
+    /// Completed intervals folded in by `collect` since the last `take` (reader-local).
+    acc: Folded,
+    /// Highest DSP load folded in since the last `take_load_max` (reader-local).
+    load_acc: Option<f32>,
+}
+
+#[derive(Debug)]
+struct Folded {
+    peak: [f32; MAX_METER_CHANNELS],
+    sum_sq: [f64; MAX_METER_CHANNELS],
+    count: [u64; MAX_METER_CHANNELS],
+    any: bool,
+}
+
+impl Folded {
+    const EMPTY: Folded = Folded {
+        peak: [0.0; MAX_METER_CHANNELS],
+        sum_sq: [0.0; MAX_METER_CHANNELS],
+        count: [0; MAX_METER_CHANNELS],
+        any: false,
+    };
 }
 
 /// Creates a meter bank for `channels` channels (clamped to `1..=MAX_METER_CHANNELS`).
@@ -79,6 +107,7 @@ pub fn meter_bank(channels: usize) -> (MeterWriter, MeterReader) {
     };
     let shared = Arc::new(Shared {
         banks: [bank(), bank()],
+        load_max: [AtomicU32::new(0), AtomicU32::new(0)],
         request: AtomicU32::new(0),
         ack: AtomicU32::new(0),
     });
@@ -87,7 +116,13 @@ pub fn meter_bank(channels: usize) -> (MeterWriter, MeterReader) {
         epoch: 0,
         channels,
     };
-    (writer, MeterReader { shared, channels })
+    let reader = MeterReader {
+        shared,
+        channels,
+        acc: Folded::EMPTY,
+        load_acc: None,
+    };
+    (writer, reader)
 }
 
 impl MeterWriter {
@@ -115,6 +150,15 @@ impl MeterWriter {
     pub fn publish(&mut self, channel: usize, block: &[f32]) {
         let (peak, sum_sq) = block_levels(block);
         self.publish_levels(channel, peak, sum_sq, block.len() as u64);
+    }
+
+    /// Records one callback's DSP load in the current interval (the interval's max is kept).
+    #[inline]
+    pub fn publish_load(&mut self, load: f32) {
+        let cell = &self.shared.load_max[(self.epoch & 1) as usize];
+        if load > f32::from_bits(cell.load(Ordering::Relaxed)) {
+            cell.store(load.to_bits(), Ordering::Relaxed);
+        }
     }
 
     /// Adds levels the engine computed itself: `peak` = max |x|, `sum_sq` = Σx² over `frames`
@@ -145,35 +189,91 @@ impl MeterReader {
         self.channels
     }
 
-    /// Reads out and resets the completed interval into `peak` and `rms` (linear, not dB),
-    /// then starts a new interval at the writer's next callback.
+    /// Folds the writer's completed interval (if the writer has handed it over since the
+    /// last call) into this reader's local accumulators and asks the writer for the next one.
+    /// Returns whether anything was folded.
     ///
-    /// Returns the number of channels written (`min(channels, peak.len(), rms.len())`), or `0`
-    /// when the writer has not run a callback since the previous `take` (nothing completed;
-    /// the buffers are untouched). A channel with no samples in the interval reads `0.0`.
-    pub fn take(&mut self, peak: &mut [f32], rms: &mut [f32]) -> usize {
+    /// Call it at every wake-up (e.g. just after each callback ends) to keep the meters one
+    /// callback fresh; [`take`](Self::take) calls it too. Cost: three atomic swaps per channel
+    /// when a hand-over completed, one atomic load otherwise. Never blocks.
+    pub fn collect(&mut self) -> bool {
         let request = self.shared.request.load(Ordering::Relaxed);
         if self.shared.ack.load(Ordering::Acquire) != request {
-            return 0;
+            return false;
         }
         let bank = &self.shared.banks[(request.wrapping_add(1) & 1) as usize];
-        let n = self.channels.min(peak.len()).min(rms.len());
         for (i, cell) in bank.iter().enumerate() {
             let p = f32::from_bits(cell.peak.swap(0, Ordering::Relaxed));
             let s = f64::from_bits(cell.sum_sq.swap(0, Ordering::Relaxed));
             let c = cell.count.swap(0, Ordering::Relaxed);
-            if i < n {
-                peak[i] = p;
-                rms[i] = if c == 0 {
-                    0.0
-                } else {
-                    (s / c as f64).sqrt() as f32
-                };
+            if p > self.acc.peak[i] {
+                self.acc.peak[i] = p;
             }
+            self.acc.sum_sq[i] += s;
+            self.acc.count[i] = self.acc.count[i].wrapping_add(c);
         }
+        self.acc.any = true;
+        let bank_index = (request.wrapping_add(1) & 1) as usize;
+        let load = f32::from_bits(self.shared.load_max[bank_index].swap(0, Ordering::Relaxed));
+        self.load_acc = Some(
+            self.load_acc
+                .map_or(load, |m| if load > m { load } else { m }),
+        );
         self.shared
             .request
             .store(request.wrapping_add(1), Ordering::Release);
+        true
+    }
+
+    /// Reads out and resets everything accumulated since the previous `take` into `peak` and
+    /// `rms` (linear, not dB). Calls [`collect`](Self::collect) first.
+    ///
+    /// Returns the number of channels written (`min(channels, peak.len(), rms.len())`), or `0`
+    /// when no interval completed since the previous `take` (the writer ran no callback; the
+    /// buffers are untouched and nothing is lost). A channel with no samples reads `0.0`.
+    ///
+    /// Freshness: the values end at the last hand-over, i.e. at the first callback after the
+    /// last `collect`/`take`. With `collect` at every wake-up that is about one callback old;
+    /// with `take` alone it is one `take` period old.
+    pub fn take(&mut self, peak: &mut [f32], rms: &mut [f32]) -> usize {
+        let mut sum_sq = [0.0f64; MAX_METER_CHANNELS];
+        let mut count = [0u64; MAX_METER_CHANNELS];
+        let n = self.take_raw(peak, &mut sum_sq, &mut count).min(rms.len());
+        for i in 0..n {
+            rms[i] = if count[i] == 0 {
+                0.0
+            } else {
+                (sum_sq[i] / count[i] as f64).sqrt() as f32
+            };
+        }
+        n
+    }
+
+    /// The highest DSP load of the callbacks since the previous `take_load_max` (same hand-over
+    /// and freshness as the meters; calls [`collect`](Self::collect) first), or `None` if no
+    /// interval completed since then.
+    pub fn take_load_max(&mut self) -> Option<f32> {
+        self.collect();
+        self.load_acc.take()
+    }
+
+    /// Like [`take`](Self::take) but gives the raw accumulators: peak, Σx² and the number of
+    /// samples per channel. Returns the channels written (limited by the shortest slice), or
+    /// `0` if nothing completed since the previous take.
+    pub fn take_raw(&mut self, peak: &mut [f32], sum_sq: &mut [f64], count: &mut [u64]) -> usize {
+        self.collect();
+        if !self.acc.any {
+            return 0;
+        }
+        let n = self
+            .channels
+            .min(peak.len())
+            .min(sum_sq.len())
+            .min(count.len());
+        peak[..n].copy_from_slice(&self.acc.peak[..n]);
+        sum_sq[..n].copy_from_slice(&self.acc.sum_sq[..n]);
+        count[..n].copy_from_slice(&self.acc.count[..n]);
+        self.acc = Folded::EMPTY;
         n
     }
 }
@@ -232,6 +332,32 @@ mod tests {
         w.begin();
         assert_eq!(r.take(&mut peak, &mut rms), 2);
         assert_eq!(peak, [0.1, 0.0]);
+    }
+
+    #[test]
+    fn collect_folds_intervals_until_take() {
+        let (mut w, mut r) = meter_bank(1);
+        let (mut peak, mut rms) = ([0.0; 1], [0.0; 1]);
+        assert!(r.collect()); // initial empty interval; asks for a hand-over
+        assert!(!r.collect(), "no callback since: nothing to fold");
+        w.begin();
+        w.publish(0, &[0.5, 0.5]);
+        assert!(
+            r.collect(),
+            "folds the (empty) interval before that callback"
+        );
+        w.begin(); // hands over the bank holding 0.5, 0.5
+        w.publish(0, &[1.0, 1.0]);
+        assert!(r.collect());
+        w.begin();
+        assert!(r.collect());
+        assert_eq!(r.take(&mut peak, &mut rms), 1);
+        assert_eq!(peak[0], 1.0, "max over the folded intervals");
+        assert!(
+            (rms[0] - (2.5f32 / 4.0).sqrt()).abs() < 1e-6,
+            "rms over all four samples"
+        );
+        assert_eq!(r.take(&mut peak, &mut rms), 0, "nothing new");
     }
 
     #[test]

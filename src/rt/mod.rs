@@ -14,7 +14,7 @@
 //! and makes no system call (checked at run time in `rt-tests`: a counting allocator and a
 //! seccomp filter around 100 000+ callbacks). The one opt-in exception is the `rt-wake`
 //! feature with a configured [`mio::Waker`]: one `write(2)` in `end_callback` of a callback
-//! that pushed replies.
+//! that answered at least one command.
 //!
 //! * **Bounded drain.** [`AudioEndpoint::drain`] handles at most `drain_budget` commands per
 //!   callback, oldest first, so a flood cannot blow the deadline.

@@ -1,0 +1,553 @@
+//! Consistency of the wire specification in `docs/specs/ipc/`: the JSON Schemas, the golden
+//! vectors and the error-code table must agree with each other and with the framing rules.
+//!
+//! This test reads only the documents; the codec is tested against the same vectors elsewhere.
+//! Every check here has a negative control: the schema checker must reject a broken schema, and
+//! the negative vectors must be rejected by the schemas (or carry the defect they claim).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs;
+use std::path::PathBuf;
+
+use serde_json::Value;
+
+/// Every message of protocol version 1, as `<type>.<name>` (envelope.md's catalogue).
+const CATALOGUE: [&str; 25] = [
+    "command.hello",
+    "reply.welcome",
+    "command.ping",
+    "reply.pong",
+    "command.goodbye",
+    "error.goodbye",
+    "command.transport.play",
+    "command.transport.stop",
+    "command.transport.seek",
+    "command.transport.tempo",
+    "command.transport.loop",
+    "telemetry.transport.state",
+    "command.param.set",
+    "command.graph.add_node",
+    "command.graph.remove_node",
+    "command.graph.connect",
+    "command.graph.disconnect",
+    "command.engine.shutdown",
+    "command.telemetry.subscribe",
+    "command.telemetry.unsubscribe",
+    "telemetry.meters",
+    "telemetry.engine.health",
+    "reply.ack",
+    "error.error",
+    "error.log",
+];
+
+const PREFACE: [u8; 8] = [0x89, 0x4C, 0x50, 0x48, 0x0D, 0x0A, 0x1A, 0x0A];
+const HEADER_LEN: usize = 8;
+const MAX_FRAME: u32 = 65_536;
+const DRAFT_2020_12: &str = "https://json-schema.org/draft/2020-12/schema";
+
+fn spec_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("docs/specs/ipc")
+}
+
+fn read_json(path: &std::path::Path) -> Value {
+    let text = fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// Every `*.schema.json`, keyed by file name without `.schema.json` (`command.param.set`).
+fn schemas() -> BTreeMap<String, Value> {
+    let dir = spec_dir().join("schemas");
+    let mut out = BTreeMap::new();
+    for entry in fs::read_dir(&dir).expect("schemas/ exists") {
+        let path = entry.expect("dir entry").path();
+        let file = path.file_name().unwrap().to_string_lossy().into_owned();
+        if let Some(key) = file.strip_suffix(".schema.json") {
+            out.insert(key.to_owned(), read_json(&path));
+        }
+    }
+    out
+}
+
+fn vectors() -> Vec<Value> {
+    match read_json(&spec_dir().join("vectors/vectors.json")) {
+        Value::Array(v) => v,
+        other => panic!("vectors.json is not an array: {other}"),
+    }
+}
+
+fn field<'a>(v: &'a Value, key: &str) -> &'a Value {
+    v.get(key)
+        .unwrap_or_else(|| panic!("vector {} has no `{key}`", v["name"]))
+}
+
+fn text<'a>(v: &'a Value, key: &str) -> &'a str {
+    field(v, key)
+        .as_str()
+        .unwrap_or_else(|| panic!("vector {}: `{key}` is not a string", v["name"]))
+}
+
+fn hex(v: &Value) -> Vec<u8> {
+    let s = text(v, "hex");
+    assert!(
+        s.len().is_multiple_of(2)
+            && s.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)),
+        "vector {}: hex must be lowercase pairs",
+        v["name"]
+    );
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+        .collect()
+}
+
+#[derive(Debug)]
+struct Header {
+    len: u32,
+    encoding: u8,
+    flags: u8,
+    reserved: u16,
+}
+
+fn header(b: &[u8]) -> Header {
+    assert!(b.len() >= HEADER_LEN, "fewer than 8 header bytes");
+    Header {
+        len: u32::from_be_bytes([b[0], b[1], b[2], b[3]]),
+        encoding: b[4],
+        flags: b[5],
+        reserved: u16::from_be_bytes([b[6], b[7]]),
+    }
+}
+
+/// Cuts complete frames off `bytes`; panics on a partial frame.
+fn frames(mut bytes: &[u8]) -> Vec<(Header, &[u8])> {
+    let mut out = Vec::new();
+    while !bytes.is_empty() {
+        let h = header(bytes);
+        let end = HEADER_LEN + h.len as usize;
+        assert!(bytes.len() >= end, "partial frame: {h:?}");
+        out.push((h, &bytes[HEADER_LEN..end]));
+        bytes = &bytes[end..];
+    }
+    out
+}
+
+/// The envelopes a positive vector carries: one for a frame, several for a stream.
+fn envelopes(v: &Value) -> Vec<&Value> {
+    match text(v, "kind") {
+        "frame" => vec![field(v, "json")],
+        "stream" => field(v, "json").as_array().unwrap().iter().collect(),
+        _ => Vec::new(),
+    }
+}
+
+fn message_key(env: &Value) -> Option<String> {
+    Some(format!(
+        "{}.{}",
+        env.get("type")?.as_str()?,
+        env.get("name")?.as_str()?
+    ))
+}
+
+struct Validators {
+    envelope: jsonschema::Validator,
+    messages: BTreeMap<String, jsonschema::Validator>,
+}
+
+impl Validators {
+    fn new() -> Self {
+        let mut messages = BTreeMap::new();
+        let mut envelope = None;
+        for (key, schema) in schemas() {
+            let validator = jsonschema::draft202012::new(&schema)
+                .unwrap_or_else(|e| panic!("schema {key} does not compile: {e}"));
+            if key == "envelope" {
+                envelope = Some(validator);
+            } else {
+                messages.insert(key, validator);
+            }
+        }
+        Self {
+            envelope: envelope.expect("envelope.schema.json"),
+            messages,
+        }
+    }
+
+    /// Valid against the generic envelope and against the schema of its type and name (a
+    /// message without a schema is not valid).
+    fn accepts(&self, env: &Value) -> bool {
+        if !self.envelope.is_valid(env) {
+            return false;
+        }
+        match message_key(env).and_then(|k| self.messages.get(&k)) {
+            Some(v) => v.is_valid(env),
+            None => false,
+        }
+    }
+
+    fn explain(&self, env: &Value) -> String {
+        let mut why: Vec<String> = self
+            .envelope
+            .iter_errors(env)
+            .map(|e| format!("envelope: {e}"))
+            .collect();
+        if let Some(v) = message_key(env).and_then(|k| self.messages.get(&k)) {
+            why.extend(v.iter_errors(env).map(|e| e.to_string()));
+        }
+        why.join("; ")
+    }
+}
+
+#[test]
+fn every_schema_is_a_valid_draft_2020_12_schema() {
+    let all = schemas();
+    assert_eq!(
+        all.len(),
+        CATALOGUE.len() + 1,
+        "one schema per message plus envelope"
+    );
+    for (key, schema) in &all {
+        assert_eq!(schema["$schema"], DRAFT_2020_12, "{key}: $schema");
+        if let Err(e) = jsonschema::draft202012::meta::validate(schema) {
+            panic!("{key} is not a valid draft 2020-12 schema: {e}");
+        }
+        assert_eq!(
+            schema["$id"],
+            format!("urn:loophole-ipc:v1:{key}"),
+            "{key}: $id"
+        );
+    }
+    // Negative control: the meta-schema check can fail.
+    let broken = serde_json::json!({"$schema": DRAFT_2020_12, "type": "object", "maxLength": -1});
+    assert!(jsonschema::draft202012::meta::validate(&broken).is_err());
+}
+
+#[test]
+fn command_bodies_are_strict_and_engine_bodies_are_open() {
+    for (key, schema) in schemas() {
+        if key == "envelope" {
+            continue;
+        }
+        let body = &schema["properties"]["body"];
+        let strict = body.get("additionalProperties") == Some(&Value::Bool(false));
+        assert_eq!(
+            strict,
+            key.starts_with("command."),
+            "{key}: additionalProperties"
+        );
+        let required = schema["required"].as_array().unwrap();
+        for k in ["type", "name", "body"] {
+            assert!(
+                required.contains(&Value::from(k)),
+                "{key}: {k} not required"
+            );
+        }
+        let id = required.contains(&Value::from("id"));
+        let r#ref = required.contains(&Value::from("ref"));
+        assert_eq!(id, key.starts_with("command."), "{key}: id required?");
+        assert_eq!(r#ref, key.starts_with("reply."), "{key}: ref required?");
+    }
+}
+
+#[test]
+fn positive_vectors_satisfy_their_schemas() {
+    let validators = Validators::new();
+    let mut checked = 0;
+    for v in vectors() {
+        for env in envelopes(&v) {
+            assert!(
+                validators.accepts(env),
+                "vector {} rejected: {}",
+                v["name"],
+                validators.explain(env)
+            );
+            checked += 1;
+        }
+    }
+    assert!(
+        checked >= CATALOGUE.len(),
+        "only {checked} envelopes checked"
+    );
+}
+
+#[test]
+fn negative_vectors_get_the_schema_verdict_they_declare() {
+    let validators = Validators::new();
+    let (mut rejected, mut accepted) = (0, 0);
+    for v in vectors().iter().filter(|v| v["kind"] == "negative") {
+        let json = field(v, "json");
+        let declared = field(v, "schema_valid");
+        if json.is_null() {
+            assert!(
+                declared.is_null(),
+                "vector {}: schema_valid without json",
+                v["name"]
+            );
+            continue;
+        }
+        let verdict = validators.accepts(json);
+        assert_eq!(
+            Some(verdict),
+            declared.as_bool(),
+            "vector {}: schemas say {verdict}",
+            v["name"]
+        );
+        if verdict {
+            accepted += 1;
+        } else {
+            rejected += 1;
+        }
+    }
+    // The schema-level faults of the brief: wrong type, out of range, unknown field, missing id.
+    for name in [
+        "neg.wrong_field_type",
+        "neg.out_of_range.bpm",
+        "neg.unknown_field",
+        "neg.missing_id",
+        "neg.unknown_type",
+        "neg.unknown_message",
+    ] {
+        let v = vectors().into_iter().find(|v| v["name"] == name);
+        let v = v.unwrap_or_else(|| panic!("no vector {name}"));
+        assert_eq!(
+            v["schema_valid"], false,
+            "{name} must be a schema-level rejection"
+        );
+    }
+    assert!(
+        rejected >= 15 && accepted >= 5,
+        "{rejected} rejected, {accepted} accepted"
+    );
+}
+
+#[test]
+fn vector_bytes_match_header_and_json() {
+    for v in vectors() {
+        let name = &v["name"];
+        let bytes = hex(&v);
+        match text(&v, "kind") {
+            "frame" => {
+                let f = frames(&bytes);
+                assert_eq!(f.len(), 1, "{name}: one frame");
+                let (h, payload) = &f[0];
+                assert_eq!(
+                    (h.encoding, h.flags, h.reserved),
+                    (1, 0, 0),
+                    "{name}: header"
+                );
+                assert_eq!(h.len as usize, payload.len(), "{name}: length");
+                let parsed: Value = serde_json::from_slice(payload).expect("payload is JSON");
+                assert_eq!(&parsed, field(&v, "json"), "{name}: payload");
+                if v["canonical"] == true {
+                    assert_canonical(payload, &parsed, name);
+                }
+            }
+            "stream" => {
+                assert_eq!(v["preface"], true, "{name}");
+                assert_eq!(&bytes[..8], &PREFACE, "{name}: preface");
+                let f = frames(&bytes[8..]);
+                let json = field(&v, "json").as_array().unwrap();
+                assert!(f.len() >= 2 && f.len() == json.len(), "{name}: frame count");
+                for ((h, payload), want) in f.iter().zip(json) {
+                    assert_eq!((h.encoding, h.flags, h.reserved), (1, 0, 0), "{name}");
+                    let parsed: Value = serde_json::from_slice(payload).expect("JSON");
+                    assert_eq!(&parsed, want, "{name}: payload");
+                    assert_canonical(payload, &parsed, name);
+                }
+            }
+            "negative" => check_negative(&v, &bytes),
+            other => panic!("{name}: unknown kind {other}"),
+        }
+    }
+}
+
+/// Compact, ASCII, and the envelope keys in canonical order: type, name, id|ref, body.
+fn assert_canonical(payload: &[u8], env: &Value, name: &Value) {
+    let text = std::str::from_utf8(payload).unwrap();
+    assert!(text.is_ascii(), "{name}: canonical payloads are ASCII");
+    assert!(!text.contains(": ") && !text.contains(", ") && !text.contains('\n'));
+    let mut prefix = format!(
+        r#"{{"type":"{}","name":"{}","#,
+        env["type"].as_str().unwrap(),
+        env["name"].as_str().unwrap()
+    );
+    for key in ["id", "ref"] {
+        if let Some(n) = env.get(key) {
+            prefix += &format!(r#""{key}":{n},"#);
+        }
+    }
+    prefix += r#""body":{"#;
+    assert!(
+        text.starts_with(&prefix),
+        "{name}: {text} does not start with {prefix}"
+    );
+    assert!(text.ends_with("}}"), "{name}: body is the last key");
+}
+
+/// A negative vector must carry the defect its error code names, and nothing earlier in the
+/// check order (errors.md §2) may fail instead.
+fn check_negative(v: &Value, bytes: &[u8]) {
+    let name = &v["name"];
+    let error = field(v, "error").as_str();
+    let json = field(v, "json");
+    if text(v, "layer") == "preface" {
+        assert_eq!(error, None, "{name}: a preface mismatch sends nothing");
+        assert_eq!(v["closes"], true, "{name}");
+        let first_bad = bytes.iter().zip(PREFACE).position(|(a, b)| *a != b);
+        assert!(first_bad.is_some(), "{name}: bytes match the preface");
+        return;
+    }
+    let h = header(bytes);
+    let payload = &bytes[HEADER_LEN..];
+    if v["partial"] == true {
+        assert!(payload.len() < h.len as usize, "{name}: not partial");
+    } else {
+        assert_eq!(h.len as usize, payload.len(), "{name}: length");
+    }
+    let code = error.unwrap_or_else(|| panic!("{name}: negative frame without error code"));
+    let header_ok = h.flags == 0 && h.reserved == 0 && h.encoding == 1;
+    match code {
+        "frame_too_large" => {
+            assert_eq!(v["max_frame"], MAX_FRAME, "{name}");
+            assert!(h.len > MAX_FRAME, "{name}");
+        }
+        "bad_header" => assert!(h.flags != 0 || h.reserved != 0, "{name}"),
+        "unsupported_encoding" => {
+            assert!(h.flags == 0 && h.reserved == 0 && h.encoding != 1, "{name}")
+        }
+        "invalid_utf8" => {
+            assert!(header_ok && h.len > 0, "{name}");
+            assert!(
+                std::str::from_utf8(payload).is_err(),
+                "{name}: payload is UTF-8"
+            );
+        }
+        "invalid_json" => {
+            assert!(header_ok && std::str::from_utf8(payload).is_ok(), "{name}");
+            assert!(
+                serde_json::from_slice::<Value>(payload).is_err(),
+                "{name}: payload parses"
+            );
+            assert!(json.is_null(), "{name}");
+        }
+        _ => {
+            assert!(header_ok, "{name}: header fault would be reported first");
+            let parsed: Value = serde_json::from_slice(payload).expect("payload is JSON");
+            assert_eq!(&parsed, json, "{name}: payload");
+        }
+    }
+    // ref is present exactly when the id of a command could be read (errors.md §1).
+    let expected_ref = field(v, "ref");
+    if let Some(r) = expected_ref.as_u64() {
+        assert_eq!(json["type"], "command", "{name}");
+        assert_eq!(json["id"].as_u64(), Some(r), "{name}: ref is the id");
+    } else {
+        assert!(expected_ref.is_null(), "{name}: ref");
+    }
+}
+
+#[test]
+fn catalogue_schemas_and_vectors_cover_each_other() {
+    let catalogue: BTreeSet<&str> = CATALOGUE.into_iter().collect();
+    let schema_keys: BTreeSet<String> = schemas().into_keys().filter(|k| k != "envelope").collect();
+    let schema_keys: BTreeSet<&str> = schema_keys.iter().map(String::as_str).collect();
+    assert_eq!(schema_keys, catalogue, "schema files vs catalogue");
+
+    let mut seen: BTreeMap<String, usize> = BTreeMap::new();
+    let mut names = BTreeSet::new();
+    for v in vectors() {
+        assert!(
+            names.insert(text(&v, "name").to_owned()),
+            "duplicate {}",
+            v["name"]
+        );
+        let direction = text(&v, "direction");
+        for env in envelopes(&v) {
+            let key = message_key(env).expect("type and name");
+            let from_client = key.starts_with("command.");
+            assert_eq!(
+                direction == "client_to_engine",
+                from_client,
+                "vector {}: direction",
+                v["name"]
+            );
+            if v["canonical"] == true {
+                *seen.entry(key).or_default() += 1;
+            }
+        }
+    }
+    let covered: BTreeSet<&str> = seen.keys().map(String::as_str).collect();
+    assert_eq!(
+        covered, catalogue,
+        "canonical positive vectors vs catalogue"
+    );
+}
+
+/// The code table of errors.md §3, the enum of error.error.schema.json and the codes the
+/// negative vectors expect must be the same set.
+#[test]
+fn error_codes_agree_between_errors_md_schema_and_vectors() {
+    let doc = fs::read_to_string(spec_dir().join("errors.md")).unwrap();
+    let section = doc
+        .split("\n## 3. Codes")
+        .nth(1)
+        .and_then(|s| s.split("\n## ").next())
+        .expect("errors.md has section 3");
+    let documented: Vec<&str> = section
+        .lines()
+        .filter_map(|l| l.strip_prefix("| `"))
+        .filter_map(|l| l.split('`').next())
+        .collect();
+    let schema = &schemas()["error.error"];
+    let listed: Vec<&str> = schema["properties"]["body"]["properties"]["code"]["anyOf"][0]["enum"]
+        .as_array()
+        .expect("code enum")
+        .iter()
+        .map(|c| c.as_str().unwrap())
+        .collect();
+    assert_eq!(
+        documented, listed,
+        "errors.md §3 vs error.error.schema.json"
+    );
+    assert_eq!(listed.len(), 26);
+
+    let validators = Validators::new();
+    for v in vectors().iter().filter(|v| v["kind"] == "negative") {
+        if let Some(code) = v["error"].as_str() {
+            assert!(
+                listed.contains(&code),
+                "vector {}: unknown code {code}",
+                v["name"]
+            );
+            // The error frame the engine sends for it satisfies the schema.
+            let mut reply = serde_json::json!({
+                "type": "error", "name": "error",
+                "body": {"code": code, "message": "x"},
+            });
+            if let Some(r) = v["ref"].as_u64() {
+                reply["ref"] = r.into();
+            }
+            assert!(validators.accepts(&reply), "{}", validators.explain(&reply));
+        }
+    }
+    // A later code is accepted, a malformed one is not (negative control of the anyOf).
+    let later = serde_json::json!({"type":"error","name":"error","body":{"code":"new_code_2","message":""}});
+    let malformed =
+        serde_json::json!({"type":"error","name":"error","body":{"code":"Bad Code","message":""}});
+    assert!(validators.accepts(&later));
+    assert!(!validators.accepts(&malformed));
+}
+
+/// The TypeScript sketch in README.md is the file `examples/typescript/client.ts` that that
+/// directory's `npm test` compiles and runs, so the two cannot drift apart.
+#[test]
+fn readme_typescript_sketch_is_the_tested_example() {
+    let readme = fs::read_to_string(spec_dir().join("README.md")).unwrap();
+    let sketch = fs::read_to_string(spec_dir().join("examples/typescript/client.ts")).unwrap();
+    assert!(sketch.contains("class EngineClient") && sketch.lines().count() > 50);
+    let block = format!("```ts\n{sketch}```");
+    assert!(
+        readme.contains(&block),
+        "README.md's TypeScript block differs from client.ts"
+    );
+}
