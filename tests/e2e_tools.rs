@@ -185,3 +185,26 @@ fn engine_does_not_outlive_a_killed_aura() {
         "engine {engine} outlived aura"
     );
 }
+
+/// The README's embedding sample (`examples/embed.rs`) is a working engine: aura can drive it.
+#[test]
+fn embedding_sample_is_a_working_engine() {
+    let embed = e2e_support::example("embed");
+    let run = |name: &str, body: &str| {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let mut cmd = std::process::Command::new(e2e_support::example("aura"));
+        cmd.arg("--engine")
+            .arg(&embed)
+            .args(["--json", "send", name, body]);
+        let mut p = Proc::spawn(&mut cmd);
+        let code = p.wait(deadline).code();
+        let a = p.events().into_iter().find(|e| e["event"] == "answer");
+        (code, a.unwrap_or_else(|| panic!("no answer\n{}", p.dump())))
+    };
+    let (code, a) = run("transport.play", "{}");
+    assert_eq!(code, Some(0), "{a}");
+    assert!(a["sample"].is_u64(), "{a}");
+    let (code, a) = run("param.set", r#"{"node":2,"param":0,"value":9}"#);
+    assert_eq!(code, Some(1), "{a}");
+    assert_eq!(a["code"], "out_of_range", "{a}");
+}
