@@ -39,6 +39,8 @@ const EXIT_USAGE: i32 = 2;
 const EXIT_NO_ENGINE: i32 = 3;
 /// The engine kept dying: the restart budget is spent.
 const EXIT_GAVE_UP: i32 = 4;
+/// Stopped by SIGINT/SIGTERM (the engine was shut down first).
+const EXIT_INTERRUPTED: i32 = 130;
 
 const HELP: &str = "\
 aura — example supervising client for the Loophole engine (loophole-ipc).
@@ -62,9 +64,10 @@ COMMANDS:
         --rt            Go through the audio thread and back (ping with \"rt\": true).
 
 OPTIONS:
-    --engine PATH       The engine binary. Default: `signal` next to this executable; when it is
-                        missing there and aura runs from a source checkout, aura builds it with
-                        `cargo build --example signal` (same profile) first.
+    --engine PATH       The engine binary. Default: `signal` next to this executable. Under
+                        `cargo run` aura first runs `cargo build --example signal` (same
+                        profile), so the engine is there and up to date; run directly, aura
+                        builds it only when it is missing (in a source checkout).
     --engine-arg ARG    Extra argument for the engine (repeatable), e.g. --engine-arg=--block-size=256
     --no-rt             Pass --no-rt to the engine (no SCHED_FIFO request).
     --connect HOST:PORT Attach to an engine started by hand instead of spawning one (token from
@@ -82,8 +85,8 @@ SUPERVISION:
     parameters it had asked for, and goes on. A sixth death within 3 minutes ends aura (exit 4).
 
 EXIT CODES:
-    0 ok   1 session failed / error answer / interrupted   2 bad arguments
-    3 engine could not start or be reached                 4 restart budget spent
+    0 ok   1 session failed / error answer   2 bad arguments   3 engine could not start or
+    be reached   4 restart budget spent   130 interrupted (SIGINT/SIGTERM; engine shut down)
 ";
 
 #[derive(Debug)]
@@ -245,6 +248,10 @@ fn run() -> i32 {
     match outcome {
         Ok(true) => EXIT_OK,
         Ok(false) => EXIT_FAILURE,
+        Err(LinkError::Interrupted) => {
+            eprintln!("aura: interrupted; the engine was shut down");
+            EXIT_INTERRUPTED
+        }
         Err(LinkError::GaveUp(n)) => {
             report.fatal(&LinkError::GaveUp(n).to_string());
             EXIT_GAVE_UP

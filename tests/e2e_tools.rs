@@ -208,3 +208,40 @@ fn embedding_sample_is_a_working_engine() {
     assert_eq!(code, Some(1), "{a}");
     assert_eq!(a["code"], "out_of_range", "{a}");
 }
+
+/// Ctrl-C (SIGINT) during the demo: aura prints the summary so far, shuts the engine down
+/// politely (it exits by itself after `engine.shutdown`, no SIGTERM needed) and exits 130.
+#[test]
+fn sigint_shuts_the_engine_down_politely() {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut p = Proc::spawn(&mut aura(&["demo", "--duration", "30"]));
+    let e = p.expect_event(deadline, "engine_started", |e| {
+        e["event"] == "engine_started"
+    });
+    p.expect_event(deadline, "ack of transport.play", |e| {
+        e["event"] == "ack" && e["name"] == "transport.play"
+    });
+    kill(p.pid(), libc::SIGINT);
+    assert_eq!(p.wait(deadline).code(), Some(130), "{}", p.dump());
+    let events = p.events();
+    let summary = events
+        .iter()
+        .find(|e| e["event"] == "summary")
+        .expect("summary");
+    assert_eq!(summary["ended_early"], "interrupted", "{summary}");
+    let stopped = events
+        .iter()
+        .find(|e| e["event"] == "engine_stopped")
+        .expect("engine_stopped");
+    assert!(
+        stopped["how"]
+            .as_str()
+            .unwrap()
+            .starts_with("exited by itself"),
+        "{stopped}"
+    );
+    assert!(wait_gone(
+        e["pid"].as_u64().unwrap() as u32,
+        Duration::from_secs(2)
+    ));
+}

@@ -283,8 +283,11 @@ pub fn fresh_token() -> std::io::Result<String> {
     Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
 }
 
-/// Finds the engine binary: `--engine PATH`, else `signal` next to the aura executable. When it
-/// is missing there and aura runs from a source checkout, builds it with cargo (same profile).
+/// Finds the engine binary: `--engine PATH`, else `signal` next to the aura executable.
+///
+/// Under `cargo run` (from this source checkout) aura first runs `cargo build --example signal`
+/// in its own profile, so the engine is never missing or stale; otherwise it builds it only when
+/// it is missing and the checkout is there.
 pub fn locate(explicit: Option<&Path>) -> Result<PathBuf, String> {
     if let Some(p) = explicit {
         return if p.is_file() {
@@ -296,7 +299,9 @@ pub fn locate(explicit: Option<&Path>) -> Result<PathBuf, String> {
     let exe = std::env::current_exe().map_err(|e| format!("cannot locate aura itself: {e}"))?;
     let dir = exe.parent().unwrap_or(Path::new("."));
     let candidate = dir.join("signal");
-    if candidate.is_file() {
+    let under_cargo_run = std::env::var_os("CARGO_MANIFEST_DIR")
+        .is_some_and(|d| Path::new(&d) == Path::new(env!("CARGO_MANIFEST_DIR")));
+    if candidate.is_file() && !under_cargo_run {
         return Ok(candidate);
     }
     let hint = format!(
@@ -304,7 +309,7 @@ pub fn locate(explicit: Option<&Path>) -> Result<PathBuf, String> {
          `cargo build --release --examples` (or pass --engine PATH)",
         candidate.display()
     );
-    match build_engine(dir) {
+    match build_engine(dir, candidate.is_file()) {
         Ok(()) if candidate.is_file() => Ok(candidate),
         Ok(()) => Err(hint),
         Err(why) => Err(format!("{hint}; building it failed: {why}")),
@@ -312,7 +317,7 @@ pub fn locate(explicit: Option<&Path>) -> Result<PathBuf, String> {
 }
 
 /// `cargo build --example signal` in the profile of `examples_dir` (`target/<profile>/examples`).
-fn build_engine(examples_dir: &Path) -> Result<(), String> {
+fn build_engine(examples_dir: &Path, exists: bool) -> Result<(), String> {
     let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml");
     if !manifest.is_file() {
         return Err("not running from a source checkout".into());
@@ -328,11 +333,15 @@ fn build_engine(examples_dir: &Path) -> Result<(), String> {
         other => vec!["--profile", other],
     };
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    eprintln!(
-        "aura: the engine (`signal` example) is not built yet; running `cargo build {}--example \
-         signal` first...",
+    let command = format!(
+        "cargo build {}--example signal",
         profile.iter().map(|p| format!("{p} ")).collect::<String>()
     );
+    if exists {
+        eprintln!("aura: running under cargo: `{command}` (the engine is up to date after it)");
+    } else {
+        eprintln!("aura: the engine (`signal` example) is not built yet; running `{command}`...");
+    }
     let status = Command::new(cargo)
         .arg("build")
         .arg("--manifest-path")
