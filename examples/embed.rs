@@ -12,28 +12,74 @@ use loophole_ipc::clock;
 use loophole_ipc::config::token_from_env;
 use loophole_ipc::control::{ControlError, ControlOp};
 use loophole_ipc::net::Server;
-use loophole_ipc::rt::{bridge, Outcome, RejectReason, RtConfig, RtOp, TransportState};
+use loophole_ipc::rt::{
+    bridge, AudioEndpoint, Outcome, RejectReason, RtConfig, RtOp, TransportState,
+};
 
-const RATE: u32 = 48_000;
-const FRAMES: usize = 128;
+/// The engine's own state, owned by the audio thread.
+struct Engine {
+    transport: TransportState,
+    gain: f32,
+    phase: f32,
+}
+
+/// The audio callback: wait-free and bounded; no allocation, no lock, no system call.
+fn process(audio: &mut AudioEndpoint, e: &mut Engine, out: &mut [f32]) {
+    audio.begin_callback(clock::now_ns(), out.len() as u32);
+    audio.drain(|cmd| match cmd.op {
+        RtOp::Play => {
+            e.transport.playing = true;
+            Outcome::Applied
+        }
+        RtOp::Stop => {
+            e.transport.playing = false;
+            Outcome::Applied
+        }
+        RtOp::ParamSet {
+            node: 2,
+            param: 0,
+            value,
+            ..
+        } if (0.0..=4.0).contains(&value) => {
+            e.gain = value;
+            Outcome::Applied
+        }
+        RtOp::ParamSet { node: 2, .. } => Outcome::Rejected(RejectReason::OutOfRange),
+        RtOp::ParamSet { .. } => Outcome::Rejected(RejectReason::UnknownNode),
+        _ => Outcome::Rejected(RejectReason::Unsupported),
+    });
+    for s in out.iter_mut() {
+        let on = if e.transport.playing { e.gain } else { 0.0 };
+        *s = on * (e.phase * std::f32::consts::TAU).sin();
+        e.phase = (e.phase + 440.0 / 48_000.0).fract();
+    }
+    if e.transport.playing {
+        e.transport.position += out.len() as u64;
+    }
+    audio.publish_meters(&[out]);
+    audio.publish_transport(&e.transport);
+    audio.end_callback(clock::now_ns());
+}
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    // Start-up: everything that allocates happens here.
-    let _ = clock::now_ns(); // fix the clock's epoch before the audio thread runs
+    // Start-up, off the audio thread: everything that allocates happens here.
+    let _ = clock::now_ns(); // fix the clock's epoch before the first callback
     let mut cfg = RtConfig::default();
-    cfg.sample_rate = RATE;
+    cfg.sample_rate = 48_000;
+    cfg.meter_channels = 1;
     let (mut audio, net) = bridge(&cfg);
     let (server, control) = Server::builder()
         .token(token_from_env())
-        .sample_rate(RATE)
-        .block_size(FRAMES as u32)
+        .sample_rate(48_000)
+        .block_size(128)
         .spawn(net)?;
     println!("{}", server.announcement()); // the one line on stdout
 
+    // Stand-in for the audio host: calls `process` once per 128-frame block.
     let running = Arc::new(AtomicBool::new(true));
     let host_running = Arc::clone(&running);
     let host = std::thread::spawn(move || {
-        let mut transport = TransportState {
+        let transport = TransportState {
             playing: false,
             position: 0,
             bpm: 120.0,
@@ -41,55 +87,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             loop_end: 0,
             loop_enabled: false,
         };
-        let mut gain = 0.5f32;
-        let mut phase = 0.0f32;
-        let mut out = [0.0f32; FRAMES];
-        // Stand-in for the audio host: calls the callback body once per block.
+        let mut engine = Engine {
+            transport,
+            gain: 0.5,
+            phase: 0.0,
+        };
+        let mut out = [0.0f32; 128];
         while host_running.load(Ordering::Relaxed) {
-            // ---- the audio callback: no allocation, no lock, no system call ----
-            audio.begin_callback(clock::now_ns(), FRAMES as u32);
-            audio.drain(|cmd| match cmd.op {
-                RtOp::Play => {
-                    transport.playing = true;
-                    Outcome::Applied
-                }
-                RtOp::Stop => {
-                    transport.playing = false;
-                    Outcome::Applied
-                }
-                RtOp::Seek { position } => {
-                    transport.position = position;
-                    Outcome::Applied
-                }
-                RtOp::ParamSet {
-                    node: 2,
-                    param: 0,
-                    value,
-                    ..
-                } if (0.0..=4.0).contains(&value) => {
-                    gain = value;
-                    Outcome::Applied
-                }
-                RtOp::ParamSet { node: 2, .. } => Outcome::Rejected(RejectReason::OutOfRange),
-                RtOp::ParamSet { .. } => Outcome::Rejected(RejectReason::UnknownNode),
-                _ => Outcome::Rejected(RejectReason::Unsupported),
-            });
-            for s in &mut out {
-                *s = if transport.playing {
-                    gain * (phase * std::f32::consts::TAU).sin()
-                } else {
-                    0.0
-                };
-                phase = (phase + 440.0 / RATE as f32).fract();
-            }
-            if transport.playing {
-                transport.position += FRAMES as u64;
-            }
-            audio.publish_meters(&[&out, &out]);
-            audio.publish_transport(&transport);
-            audio.end_callback(clock::now_ns());
-            // ---- end of the callback ----
-            std::thread::sleep(Duration::from_secs_f64(FRAMES as f64 / f64::from(RATE)));
+            process(&mut audio, &mut engine, &mut out);
+            std::thread::sleep(Duration::from_micros(2_667)); // a real host wakes you instead
         }
     });
 
@@ -109,7 +115,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             }
         }
     }
-    server.shutdown(); // answers owed go out, then `goodbye shutdown`
+    server.shutdown(); // owed answers go out, then `goodbye shutdown`
     running.store(false, Ordering::Relaxed);
     let _ = host.join();
     Ok(())
