@@ -256,7 +256,6 @@ fn run() -> i32 {
             return EXIT_CANNOT_START;
         }
     };
-    announce(&server.announcement().to_line());
     eprintln!(
         "signal: listening on {} (instance {}, pid {}), {} Hz, {} frames/block, {} meter channels, {}",
         server.local_addr(),
@@ -273,7 +272,8 @@ fn run() -> i32 {
     );
 
     let stop = Arc::new(AtomicBool::new(false));
-    let audio_thread = match spawn_audio(&opts, audio, Arc::clone(&stop)) {
+    let (rt_status, rt_status_rx) = std::sync::mpsc::channel();
+    let audio_thread = match spawn_audio(&opts, audio, Arc::clone(&stop), rt_status) {
         Ok(t) => t,
         Err(e) => {
             eprintln!("signal: cannot start the audio thread: {e}");
@@ -281,6 +281,12 @@ fn run() -> i32 {
             return EXIT_FAILURE;
         }
     };
+    // Status lines first, then the announcement: a supervisor that starts drawing once it has
+    // the port is not interrupted by the engine's start-up messages.
+    if let Ok(status) = rt_status_rx.recv_timeout(Duration::from_secs(1)) {
+        eprintln!("{status}");
+    }
+    announce(&server.announcement().to_line());
     device::unblock_and_catch_stop_signals();
 
     let reason = control_loop(&control);
@@ -315,6 +321,7 @@ fn spawn_audio(
     opts: &Options,
     mut audio: AudioEndpoint,
     stop: Arc<AtomicBool>,
+    rt_status: std::sync::mpsc::Sender<String>,
 ) -> std::io::Result<std::thread::JoinHandle<device::DeviceStats>> {
     let cfg = device::DeviceConfig {
         sample_rate: opts.sample_rate,
@@ -327,7 +334,7 @@ fn spawn_audio(
     std::thread::Builder::new()
         .name("signal-audio".into())
         .spawn(move || {
-            report_realtime(&cfg);
+            let _ = rt_status.send(realtime(&cfg));
             let mut graph = dsp::Graph::new(cfg.sample_rate, cfg.block_size as usize);
             device::run(&cfg, &stop, |slot| {
                 callback(&mut audio, &mut graph, cfg.block_size, channels, slot);
@@ -335,15 +342,14 @@ fn spawn_audio(
         })
 }
 
-/// Asks for SCHED_FIFO (unless `--no-rt`) and says on stderr whether it was granted.
-fn report_realtime(cfg: &device::DeviceConfig) {
+/// Asks for SCHED_FIFO (unless `--no-rt`); returns the line saying whether it was granted.
+fn realtime(cfg: &device::DeviceConfig) -> String {
     if !cfg.realtime {
-        eprintln!("signal: real-time scheduling not requested (--no-rt)");
-        return;
+        return "signal: real-time scheduling not requested (--no-rt)".into();
     }
     match device::request_realtime(cfg.rt_priority) {
-        Ok(p) => eprintln!("signal: audio thread runs SCHED_FIFO at priority {p}"),
-        Err(e) => eprintln!(
+        Ok(p) => format!("signal: audio thread runs SCHED_FIFO at priority {p}"),
+        Err(e) => format!(
             "signal: WARNING: real-time scheduling (SCHED_FIFO) was NOT granted: {e}. The audio \
              thread runs at normal priority and may xrun under load. Grant it with an rtprio \
              limit (e.g. `ulimit -r 95`, /etc/security/limits.conf) or CAP_SYS_NICE."
