@@ -756,6 +756,10 @@ fn telemetry_flows_at_the_subscribed_rate_with_audio_side_values() {
     assert!(transport.last().unwrap().playing);
     assert!(transport.last().unwrap().position > transport[0].position);
     assert!(health.last().unwrap().callbacks > health[0].callbacks);
+    assert!(
+        health.iter().skip(1).all(|h| h.dsp_load > 0.0),
+        "{health:?}"
+    );
     assert_eq!(health.last().unwrap().cmd_queue_capacity, 256);
     // Unsubscribe stops a stream.
     c.request(

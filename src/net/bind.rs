@@ -112,7 +112,12 @@ pub(crate) fn validate(cfg: &ServerConfig) -> Result<(), BindError> {
     {
         return bad("token must be at most 128 bytes");
     }
-    if cfg.instance.len() != 16 || !cfg.instance.bytes().all(|b| b.is_ascii_hexdigit()) {
+    if cfg.instance.len() != 16
+        || !cfg
+            .instance
+            .bytes()
+            .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+    {
         return bad("instance must be 16 lowercase hex digits");
     }
     if cfg.engine_name.len() > crate::message::MAX_ENGINE_NAME {

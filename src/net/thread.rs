@@ -75,6 +75,7 @@ struct Hub {
     peak: [f32; MAX_METER_CHANNELS],
     rms: [f32; MAX_METER_CHANNELS],
     meter_n: usize,
+    dsp_load_max: f32,
     status: Arc<Status>,
 }
 
@@ -152,10 +153,7 @@ impl Driver for Routes<'_> {
     }
 
     fn snapshot(&mut self) -> (message::TransportState, Health) {
-        (
-            transport_msg(&self.hub.transport),
-            health_msg(&self.hub.net.health(), 0),
-        )
+        (transport_msg(&self.hub.transport), self.hub.health(0))
     }
 }
 
@@ -207,11 +205,23 @@ fn sat32(v: usize) -> u32 {
     u32::try_from(v).unwrap_or(u32::MAX)
 }
 
-fn health_msg(h: &HealthSnapshot, shed: u64) -> Health {
+impl Hub {
+    /// An `engine.health` body: the audio side's counters, the DSP-load maximum over the
+    /// callbacks since the previous health frame (the last known one if no callback completed
+    /// since), and this session's shed count.
+    fn health(&mut self, shed: u64) -> Health {
+        if let Some(load) = self.net.take_dsp_load_max() {
+            self.dsp_load_max = load;
+        }
+        health_msg(&self.net.health(), self.dsp_load_max, shed)
+    }
+}
+
+fn health_msg(h: &HealthSnapshot, dsp_load: f32, shed: u64) -> Health {
     Health {
         callbacks: h.callbacks,
         xruns: h.xruns,
-        dsp_load: h.dsp_load,
+        dsp_load,
         cmd_queue_len: sat32(h.cmd_queue_len),
         cmd_queue_capacity: sat32(h.cmd_queue_capacity),
         cmd_queue_high: sat32(h.cmd_queue_high),
@@ -334,6 +344,7 @@ impl Worker {
                 peak: [0.0; MAX_METER_CHANNELS],
                 rms: [0.0; MAX_METER_CHANNELS],
                 meter_n: 0,
+                dsp_load_max: 0.0,
                 status,
             },
             stopping: false,
@@ -673,6 +684,9 @@ impl Worker {
     }
 
     fn service(&mut self, now: u64) {
+        // Fold the meter interval the audio thread completed, so `meters` frames are about one
+        // callback old whatever their rate (one atomic load when nothing completed).
+        self.hub.net.collect_meters();
         self.pump();
         for slot in 0..self.slots.len() {
             self.service_conn(slot, now);
@@ -859,7 +873,7 @@ fn send_telemetry(c: &mut Conn, hub: &mut Hub, now: u64) {
                     .send_telemetry(stream, &transport_msg(&hub.transport), now);
             }
             Stream::Health => {
-                let h = health_msg(&hub.net.health(), c.session.telemetry_shed());
+                let h = hub.health(c.session.telemetry_shed());
                 c.session.send_telemetry(stream, &h, now);
             }
         }
