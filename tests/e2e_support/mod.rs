@@ -1,0 +1,262 @@
+//! Shared fixture of the end-to-end tests: the example binaries (`signal`, `aura`) run as real
+//! processes, read line by line with deadlines, and killed by a guard on every exit path.
+#![allow(dead_code)]
+
+use std::io::{BufRead as _, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// An example binary of this package, built by `cargo test` next to the test binaries:
+/// tests live in `target/<profile>/deps/`, examples in `target/<profile>/examples/` (this
+/// follows `CARGO_TARGET_DIR` because it starts from the running test executable).
+pub fn example(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    let profile_dir = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("target/<profile>/deps/<test>");
+    let path = profile_dir.join("examples").join(name);
+    assert!(
+        path.is_file(),
+        "{} is missing: `cargo test` builds the examples; or run `cargo build --examples`",
+        path.display()
+    );
+    path
+}
+
+/// `aura --engine <signal> --json ARGS…`.
+pub fn aura(args: &[&str]) -> Command {
+    let mut c = Command::new(example("aura"));
+    c.arg("--engine")
+        .arg(example("signal"))
+        .arg("--json")
+        .args(args);
+    c
+}
+
+/// A child process whose stdout lines and stderr text are collected by threads. Dropping it
+/// kills and reaps the child, so a failing test leaves nothing behind.
+pub struct Proc {
+    child: Child,
+    lines: Receiver<String>,
+    /// Every stdout line read so far.
+    pub stdout: Vec<String>,
+    stderr: Arc<Mutex<String>>,
+    what: String,
+}
+
+impl Proc {
+    pub fn spawn(cmd: &mut Command) -> Self {
+        let what = format!("{cmd:?}");
+        let mut child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot spawn {what}: {e}"));
+        let (tx, lines) = mpsc::channel();
+        let out = child.stdout.take().expect("piped stdout");
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let sink = Arc::clone(&stderr);
+        let err = child.stderr.take().expect("piped stderr");
+        std::thread::spawn(move || {
+            for line in BufReader::new(err).lines().map_while(Result::ok) {
+                let mut s = sink.lock().unwrap();
+                s.push_str(&line);
+                s.push('\n');
+            }
+        });
+        Self {
+            child,
+            lines,
+            stdout: Vec::new(),
+            stderr,
+            what,
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn stderr(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+
+    /// The next stdout line, or `None` at EOF or at the deadline.
+    pub fn next_line(&mut self, deadline: Instant) -> Option<String> {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match self.lines.recv_timeout(left) {
+            Ok(line) => {
+                self.stdout.push(line.clone());
+                Some(line)
+            }
+            Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => None,
+        }
+    }
+
+    /// The next JSON event on stdout matching `pred`; panics (with the output so far) if none
+    /// arrives before the deadline.
+    pub fn expect_event(
+        &mut self,
+        deadline: Instant,
+        what: &str,
+        pred: impl Fn(&Value) -> bool,
+    ) -> Value {
+        while let Some(line) = self.next_line(deadline) {
+            let Ok(v) = serde_json::from_str::<Value>(&line) else {
+                continue;
+            };
+            if pred(&v) {
+                return v;
+            }
+        }
+        panic!(
+            "no {what} event before the deadline\n--- stdout of {}:\n{}\n--- stderr:\n{}",
+            self.what,
+            self.stdout.join("\n"),
+            self.stderr()
+        );
+    }
+
+    /// Waits for the exit (reading the rest of stdout); kills the child and panics at the
+    /// deadline.
+    pub fn wait(&mut self, deadline: Instant) -> ExitStatus {
+        while self.next_line(deadline).is_some() {}
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                std::thread::sleep(Duration::from_millis(30)); // let the readers finish
+                while let Ok(line) = self.lines.try_recv() {
+                    self.stdout.push(line);
+                }
+                return status;
+            }
+            if Instant::now() >= deadline {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                panic!(
+                    "{} did not exit in time\n--- stdout:\n{}\n--- stderr:\n{}",
+                    self.what,
+                    self.stdout.join("\n"),
+                    self.stderr()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Every stdout line that parses as JSON.
+    pub fn events(&self) -> Vec<Value> {
+        self.stdout
+            .iter()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    }
+
+    /// A description for assertion messages.
+    pub fn dump(&self) -> String {
+        format!(
+            "--- stdout of {}:\n{}\n--- stderr:\n{}",
+            self.what,
+            self.stdout.join("\n"),
+            self.stderr()
+        )
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+        }
+        let _ = self.child.wait();
+    }
+}
+
+/// Sends `sig` to `pid`.
+pub fn kill(pid: u32, sig: i32) {
+    // SAFETY: kill(2) on a positive pid we were told about; no memory is involved.
+    #[allow(unsafe_code)]
+    let r = unsafe { libc::kill(pid as libc::pid_t, sig) };
+    assert_eq!(r, 0, "kill({pid}, {sig}) failed");
+}
+
+/// Whether process `pid` no longer runs (absent, or a zombie waiting to be reaped).
+pub fn is_gone(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true,
+        // The state follows the parenthesised command name.
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .is_some_and(|(_, rest)| rest.trim_start().starts_with(['Z', 'X'])),
+    }
+}
+
+/// Waits until `pid` is gone; false at the timeout.
+pub fn wait_gone(pid: u32, timeout: Duration) -> bool {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if is_gone(pid) {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    is_gone(pid)
+}
+
+/// The problems found in a demo summary (empty: the run checks out). `rate_tolerance` is the
+/// allowed relative error of the transport's advance vs wall time.
+pub fn demo_problems(s: &Value, rate_tolerance: f64) -> Vec<String> {
+    let mut p = Vec::new();
+    let n = |v: &Value| v.as_u64().unwrap_or(u64::MAX);
+    let f = |v: &Value| v.as_f64().unwrap_or(f64::NAN);
+    let sent = n(&s["commands_sent"]);
+    if !(20..10_000).contains(&sent) {
+        p.push(format!("commands_sent {sent}"));
+    }
+    if n(&s["acks"]) + n(&s["lost"]) != sent || n(&s["errors"]) != 0 || n(&s["unanswered"]) != 0 {
+        p.push(format!(
+            "not every command acknowledged: sent {sent}, acks {}, errors {}, lost {}, unanswered {}",
+            s["acks"], s["errors"], s["lost"], s["unanswered"]
+        ));
+    }
+    let m = &s["meters"];
+    if n(&m["playing_frames"]) < 10
+        || n(&m["playing_silent_frames"]) != 0
+        || f(&m["playing_peak_min"]).is_nan()
+        || f(&m["playing_peak_min"]) <= 0.1
+    {
+        p.push(format!("meters while playing: {m}"));
+    }
+    if n(&m["stopped_frames"]) < 5
+        || n(&m["stopped_nonzero_frames"]) != 0
+        || f(&m["stopped_peak_max"]) != 0.0
+    {
+        p.push(format!("meters while stopped: {m}"));
+    }
+    let t = &s["transport"];
+    let ratio = f(&t["rate_ratio"]);
+    if !((1.0 - rate_tolerance)..=(1.0 + rate_tolerance)).contains(&ratio)
+        || f(&t["playing_wall_s"]) < 1.0
+    {
+        p.push(format!("transport rate vs the sample rate: {t}"));
+    }
+    let target = n(&t["seek_target"]);
+    let after = n(&t["position_after_seek"]);
+    if after < target || after > target + n(&t["sample_rate"]) {
+        p.push(format!("seek not seen: {t}"));
+    }
+    p
+}

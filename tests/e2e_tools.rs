@@ -1,0 +1,247 @@
+//! End-to-end checks of aura's other subcommands and of its limits: `send`, `ping --rt`,
+//! `watch`, the restart budget, an engine that cannot start, and aura itself being killed.
+
+mod e2e_support;
+
+use std::time::{Duration, Instant};
+
+use e2e_support::{aura, kill, wait_gone, Proc};
+use serde_json::Value;
+
+fn answer(args: &[&str]) -> (Option<i32>, Value, Proc) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut p = Proc::spawn(&mut aura(args));
+    let code = p.wait(deadline).code();
+    let a = p
+        .events()
+        .into_iter()
+        .find(|e| e["event"] == "answer")
+        .unwrap_or_else(|| panic!("no answer\n{}", p.dump()));
+    (code, a, p)
+}
+
+/// `send` passes a command through as written and reports the engine's verdict: an ack with a
+/// sample position for a valid `param.set`; `unknown_node` (exit 1) for a node the engine does
+/// not have; `node_exists` from the control thread's model graph.
+#[test]
+fn send_reports_acks_and_errors() {
+    let (code, a, p) = answer(&[
+        "send",
+        "param.set",
+        r#"{"node":1,"param":0,"value":330,"ramp_ms":50}"#,
+    ]);
+    assert_eq!(code, Some(0), "{}", p.dump());
+    assert_eq!(a["ok"], true, "{a}");
+    assert!(
+        a["sample"].is_u64(),
+        "an audio-route ack carries the sample: {a}"
+    );
+
+    let (code, a, p) = answer(&["send", "param.set", r#"{"node":9,"param":0,"value":1}"#]);
+    assert_eq!(code, Some(1), "{}", p.dump());
+    assert_eq!(a["code"], "unknown_node", "{a}");
+
+    let (code, a, p) = answer(&["send", "graph.add_node", r#"{"node":1,"kind":"osc"}"#]);
+    assert_eq!(code, Some(1), "{}", p.dump());
+    assert_eq!(a["code"], "node_exists", "{a}");
+
+    // engine.shutdown: acked, then the engine says goodbye and exits by itself (no SIGTERM),
+    // and aura does not mistake that for a crash.
+    let (code, a, p) = answer(&["send", "engine.shutdown", "{}"]);
+    assert_eq!(code, Some(0), "{}", p.dump());
+    assert_eq!(a["ok"], true, "{a}");
+    let events = p.events();
+    assert!(
+        !events.iter().any(|e| e["event"] == "connection_lost"),
+        "{}",
+        p.dump()
+    );
+    let stopped = events
+        .iter()
+        .find(|e| e["event"] == "engine_stopped")
+        .expect("engine_stopped");
+    assert!(
+        stopped["how"]
+            .as_str()
+            .unwrap()
+            .starts_with("exited by itself"),
+        "{stopped}"
+    );
+}
+
+/// `ping --rt` goes through the audio thread: every ping answered, percentiles reported.
+#[test]
+fn ping_through_the_audio_thread() {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut p = Proc::spawn(&mut aura(&["ping", "--count", "50", "--rt"]));
+    assert!(p.wait(deadline).success(), "{}", p.dump());
+    let r = p
+        .events()
+        .into_iter()
+        .find(|e| e["event"] == "ping")
+        .expect("ping result");
+    assert_eq!(r["rt"], true, "{r}");
+    assert_eq!(r["lost"], 0, "{r}");
+    let rtt = &r["round_trip_us"];
+    assert_eq!(rtt["count"], 50, "{r}");
+    let (p50, max) = (rtt["p50"].as_u64().unwrap(), rtt["max"].as_u64().unwrap());
+    assert!(p50 > 0 && p50 <= max, "{r}");
+}
+
+/// `watch --count N --play` prints exactly N telemetry frames, of the three streams, and the
+/// transport plays.
+#[test]
+fn watch_prints_telemetry() {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut p = Proc::spawn(&mut aura(&[
+        "watch", "--count", "15", "--rate", "20", "--play",
+    ]));
+    assert!(p.wait(deadline).success(), "{}", p.dump());
+    let frames: Vec<Value> = p
+        .events()
+        .into_iter()
+        .filter(|e| e["event"] == "telemetry")
+        .collect();
+    assert_eq!(frames.len(), 15, "{}", p.dump());
+    let names: Vec<&str> = frames
+        .iter()
+        .map(|f| f["telemetry"]["name"].as_str().unwrap())
+        .collect();
+    for stream in ["meters", "transport.state", "engine.health"] {
+        assert!(names.contains(&stream), "{stream} missing in {names:?}");
+    }
+    assert!(
+        frames.iter().any(|f| f["telemetry"]["playing"] == true),
+        "{}",
+        p.dump()
+    );
+}
+
+/// The restart budget: five restarts are granted; the sixth death within the window ends aura
+/// with exit code 4 and a clear message. Every engine it started is gone afterwards.
+#[test]
+fn restart_budget_is_enforced() {
+    let deadline = Instant::now() + Duration::from_secs(40);
+    let mut p = Proc::spawn(&mut aura(&["demo", "--duration", "60"]));
+    let mut pids = Vec::new();
+    for restart in 0..6 {
+        let e = p.expect_event(deadline, "engine_started", |e| {
+            e["event"] == "engine_started"
+        });
+        assert_eq!(e["restart"], restart, "{e}");
+        p.expect_event(deadline, "connected", |e| e["event"] == "connected");
+        let pid = e["pid"].as_u64().unwrap() as u32;
+        pids.push(pid);
+        kill(pid, libc::SIGKILL);
+    }
+    let gave_up = p.expect_event(deadline, "gave_up", |e| e["event"] == "gave_up");
+    assert_eq!(gave_up["deaths_in_window"], 6, "{gave_up}");
+    let status = p.wait(deadline);
+    assert_eq!(status.code(), Some(4), "{}", p.dump());
+    assert!(p.stderr().contains("giving up"), "{}", p.dump());
+    for pid in pids {
+        assert!(
+            wait_gone(pid, Duration::from_secs(2)),
+            "engine {pid} left behind"
+        );
+    }
+}
+
+/// An engine that cannot start is not restarted in a loop: aura exits 3 at once and shows the
+/// engine's own words.
+#[test]
+fn engine_that_cannot_start_is_reported() {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut p = Proc::spawn(&mut aura(&["--engine-arg=--block-size=3", "demo"]));
+    assert_eq!(p.wait(deadline).code(), Some(3), "{}", p.dump());
+    let fatal = p
+        .events()
+        .into_iter()
+        .find(|e| e["event"] == "fatal")
+        .expect("fatal event");
+    let msg = fatal["message"].as_str().unwrap();
+    assert!(
+        msg.contains("exited with status 2 before announcing its port"),
+        "{msg}"
+    );
+    assert!(msg.contains("--block-size: 3 is outside"), "{msg}");
+}
+
+/// No orphan: when aura is killed outright (no chance to shut the engine down), the engine
+/// still goes away — the kernel SIGTERMs it (PR_SET_PDEATHSIG) and it exits cleanly.
+#[test]
+fn engine_does_not_outlive_a_killed_aura() {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut p = Proc::spawn(&mut aura(&["demo", "--duration", "30"]));
+    let e = p.expect_event(deadline, "engine_started", |e| {
+        e["event"] == "engine_started"
+    });
+    p.expect_event(deadline, "connected", |e| e["event"] == "connected");
+    let engine = e["pid"].as_u64().unwrap() as u32;
+    kill(p.pid(), libc::SIGKILL);
+    let _ = p.wait(deadline);
+    assert!(
+        wait_gone(engine, Duration::from_secs(5)),
+        "engine {engine} outlived aura"
+    );
+}
+
+/// The README's embedding sample (`examples/embed.rs`) is a working engine: aura can drive it.
+#[test]
+fn embedding_sample_is_a_working_engine() {
+    let embed = e2e_support::example("embed");
+    let run = |name: &str, body: &str| {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let mut cmd = std::process::Command::new(e2e_support::example("aura"));
+        cmd.arg("--engine")
+            .arg(&embed)
+            .args(["--json", "send", name, body]);
+        let mut p = Proc::spawn(&mut cmd);
+        let code = p.wait(deadline).code();
+        let a = p.events().into_iter().find(|e| e["event"] == "answer");
+        (code, a.unwrap_or_else(|| panic!("no answer\n{}", p.dump())))
+    };
+    let (code, a) = run("transport.play", "{}");
+    assert_eq!(code, Some(0), "{a}");
+    assert!(a["sample"].is_u64(), "{a}");
+    let (code, a) = run("param.set", r#"{"node":2,"param":0,"value":9}"#);
+    assert_eq!(code, Some(1), "{a}");
+    assert_eq!(a["code"], "out_of_range", "{a}");
+}
+
+/// Ctrl-C (SIGINT) during the demo: aura prints the summary so far, shuts the engine down
+/// politely (it exits by itself after `engine.shutdown`, no SIGTERM needed) and exits 130.
+#[test]
+fn sigint_shuts_the_engine_down_politely() {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut p = Proc::spawn(&mut aura(&["demo", "--duration", "30"]));
+    let e = p.expect_event(deadline, "engine_started", |e| {
+        e["event"] == "engine_started"
+    });
+    p.expect_event(deadline, "ack of transport.play", |e| {
+        e["event"] == "ack" && e["name"] == "transport.play"
+    });
+    kill(p.pid(), libc::SIGINT);
+    assert_eq!(p.wait(deadline).code(), Some(130), "{}", p.dump());
+    let events = p.events();
+    let summary = events
+        .iter()
+        .find(|e| e["event"] == "summary")
+        .expect("summary");
+    assert_eq!(summary["ended_early"], "interrupted", "{summary}");
+    let stopped = events
+        .iter()
+        .find(|e| e["event"] == "engine_stopped")
+        .expect("engine_stopped");
+    assert!(
+        stopped["how"]
+            .as_str()
+            .unwrap()
+            .starts_with("exited by itself"),
+        "{stopped}"
+    );
+    assert!(wait_gone(
+        e["pid"].as_u64().unwrap() as u32,
+        Duration::from_secs(2)
+    ));
+}
