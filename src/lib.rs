@@ -30,3 +30,8 @@ pub mod config;
 pub mod control;
 #[cfg(feature = "std")]
 pub mod net;
+
+/// The code blocks of `README.md`, compiled and run as doctests so the README cannot rot.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
