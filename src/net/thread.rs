@@ -153,7 +153,7 @@ impl Driver for Routes<'_> {
     }
 
     fn snapshot(&mut self) -> (message::TransportState, Health) {
-        (transport_msg(&self.hub.transport), self.hub.health(0))
+        (self.hub.transport, self.hub.health(0))
     }
 }
 
@@ -188,17 +188,6 @@ fn control_op(cmd: &Command) -> Option<ControlOp> {
         Command::Shutdown => ControlOp::Shutdown,
         _ => return None,
     })
-}
-
-fn transport_msg(t: &crate::rt::TransportState) -> message::TransportState {
-    message::TransportState {
-        playing: t.playing,
-        position: t.position,
-        bpm: t.bpm,
-        loop_start: t.loop_start,
-        loop_end: t.loop_end,
-        loop_enabled: t.loop_enabled,
-    }
 }
 
 fn sat32(v: usize) -> u32 {
@@ -869,8 +858,7 @@ fn send_telemetry(c: &mut Conn, hub: &mut Hub, now: u64) {
                 c.session.send_telemetry(stream, &body, now);
             }
             Stream::Transport => {
-                c.session
-                    .send_telemetry(stream, &transport_msg(&hub.transport), now);
+                c.session.send_telemetry(stream, &hub.transport, now);
             }
             Stream::Health => {
                 let h = hub.health(c.session.telemetry_shed());

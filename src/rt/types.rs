@@ -143,22 +143,9 @@ impl fmt::Display for RejectReason {
 
 impl core::error::Error for RejectReason {}
 
-/// A snapshot of the transport, emitted by the audio thread as telemetry.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct TransportState {
-    /// Whether the transport is running.
-    pub playing: bool,
-    /// Play-head position in samples.
-    pub position: u64,
-    /// Tempo in beats per minute.
-    pub bpm: f32,
-    /// First sample of the loop.
-    pub loop_start: u64,
-    /// Sample one past the end of the loop.
-    pub loop_end: u64,
-    /// Whether looping is enabled.
-    pub loop_enabled: bool,
-}
+/// A snapshot of the transport, emitted by the audio thread as telemetry. The same `Copy` type
+/// as the `transport.state` message body, so it goes on the wire without conversion.
+pub use crate::message::TransportState;
 
 /// What the engine's command handler decided for one command (returned by the closure given
 /// to `AudioEndpoint::drain`).
