@@ -232,10 +232,10 @@ error_codes! {
     BadPreface = "bad_preface",
     /// Declared payload above `max_frame`; fatal.
     FrameTooLarge = "frame_too_large",
-    /// Non-zero flags or reserved bits.
-    BadHeader = "bad_header",
     /// Unknown encoding byte.
     UnsupportedEncoding = "unsupported_encoding",
+    /// Non-zero flags or reserved bits.
+    BadHeader = "bad_header",
     /// Payload not valid UTF-8.
     InvalidUtf8 = "invalid_utf8",
     /// Payload not one JSON object.
@@ -266,7 +266,7 @@ error_codes! {
     HeartbeatTimeout = "heartbeat_timeout",
     /// Client read too slowly past the limit; fatal.
     SlowConsumer = "slow_consumer",
-    /// The engine is shutting down.
+    /// Reserved; not sent by version 1 engines.
     ShuttingDown = "shutting_down",
     /// The node does not exist.
     UnknownNode = "unknown_node",
@@ -278,8 +278,10 @@ error_codes! {
     UnknownKind = "unknown_kind",
     /// The engine does not support this command.
     Unsupported = "unsupported",
-    /// No control handler is installed.
+    /// No control handler is installed, or it has stopped.
     ControlUnavailable = "control_unavailable",
+    /// The audio thread is gone.
+    AudioUnavailable = "audio_unavailable",
     /// An engine fault.
     Internal = "internal",
 }

@@ -82,7 +82,7 @@ ERROR_CODES = [
     "handshake_timeout", "heartbeat_timeout", "slow_consumer", "shutting_down",
     # command results
     "unknown_node", "unknown_param", "node_exists", "unknown_kind", "unsupported",
-    "control_unavailable", "internal",
+    "control_unavailable", "audio_unavailable", "internal",
 ]
 CODE_PATTERN = "^[a-z][a-z0-9_]{0,31}$"
 
