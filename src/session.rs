@@ -391,8 +391,8 @@ where
         if self.rx.preface_done() {
             self.core.send_preface();
         }
-        if self.core.eof && last == Step::Idle && self.core.state < SessionState::Closing {
-            self.core.state = SessionState::Closing;
+        if self.core.eof && self.core.state < SessionState::Closing {
+            self.core.end_of_input(last);
         }
         if self.core.state >= SessionState::Closing && self.core.claimed && !self.core.released {
             self.core.released = true;
@@ -427,7 +427,12 @@ where
     /// has no room: keep it, write [`tx_pending`](Self::tx_pending) out, and try again.
     pub fn answer(&mut self, id: u32, a: Answer) -> Result<(), Answer> {
         let c = &mut self.core;
-        let remembered = c.rt_ping_time(id);
+        // Ids need not be unique: an ack never answers a ping, so it leaves a remembered ping
+        // timestamp alone; a pong or an error (a ping can fail) consumes it.
+        let remembered = match a {
+            Answer::Ack { .. } => None,
+            _ => c.rt_ping_time(id),
+        };
         let ok = match a {
             Answer::Ack { sample } => c.put(Some(id), &Ack { sample }, 0),
             Answer::Pong {
@@ -525,12 +530,13 @@ where
     /// True once the session is over: write out [`tx_pending`](Self::tx_pending) (bounded by
     /// the driver's own timeout), then close the socket.
     ///
-    /// After a graceful end (the client's `goodbye`, [`shutdown`](Self::shutdown)) the session
-    /// lingers in [`SessionState::Closing`] until every command in flight is answered, so those
-    /// answers still reach the client; the driver bounds that wait.
+    /// After a graceful end (the client's `goodbye` or end of input, [`shutdown`](Self::shutdown))
+    /// the session lingers in [`SessionState::Closing`] until every command in flight is
+    /// answered, so those answers still reach the client; the driver bounds that wait (and
+    /// closes at once on a read or write error).
     pub fn is_closed(&self) -> bool {
         let c = &self.core;
-        c.state >= SessionState::Closing && !(c.linger && c.in_flight > 0 && !c.eof)
+        c.state >= SessionState::Closing && !(c.linger && c.in_flight > 0)
     }
 
     /// True when this session holds the controlling claim.
@@ -650,6 +656,19 @@ impl<O: AsRef<[u8]> + AsMut<[u8]>> Core<O> {
             );
         }
         at
+    }
+
+    /// The peer closed its side. Once every complete frame is taken the session closes; a command
+    /// still waiting for a full route was never handed over, so it is dropped (its client is
+    /// gone), and the controlling place is released at once. Answers already owed are still
+    /// sent while the driver lets the session linger (the peer may only have half-closed).
+    fn end_of_input(&mut self, last: Step) {
+        if last == Step::Took {
+            return;
+        }
+        self.pending = None;
+        self.state = SessionState::Closing;
+        self.linger = true;
     }
 
     /// Routes the waiting command, if any; true when nothing waits any more.

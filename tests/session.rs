@@ -746,7 +746,109 @@ fn mid_frame_eof_applies_nothing() {
     s.rx_eof();
     s.poll(2 * MS, &mut d);
     assert_eq!(d.audio.iter().map(|(id, _)| *id).collect::<Vec<_>>(), [2]);
+    assert_eq!(s.state(), SessionState::Closing);
+    assert_eq!(d.releases, 1, "the controlling place is free at once");
+    assert!(
+        !s.is_closed(),
+        "the answer to 2 is still owed to a peer that may only half-close"
+    );
+    s.answer(2, Answer::Ack { sample: Some(1) }).unwrap();
     assert!(s.is_closed());
+}
+
+#[test]
+fn eof_with_a_command_waiting_for_a_full_route_releases_the_session() {
+    let w = welcome();
+    let mut d = Mock::new();
+    d.audio_cap = 1;
+    let (mut s, _) = session_open(&w, &mut d);
+    send(&mut s, &frame(2, &Play {}));
+    send(&mut s, &frame(3, &Play {}));
+    s.poll(2 * MS, &mut d);
+    assert!(s.is_blocked());
+    s.rx_eof();
+    s.poll(3 * MS, &mut d);
+    assert!(
+        !s.is_blocked(),
+        "the waiting command was never routed; its client is gone"
+    );
+    assert_eq!(d.releases, 1);
+    assert_eq!(s.in_flight(), 1);
+    s.answer(2, Answer::Ack { sample: None }).unwrap();
+    assert!(s.is_closed());
+    assert_eq!(
+        d.audio.len(),
+        1,
+        "only the routed command reached the audio queue"
+    );
+}
+
+#[test]
+fn goodbye_then_half_close_still_delivers_owed_answers() {
+    let w = welcome();
+    let mut d = Mock::new();
+    let (mut s, mut wire) = session_open(&w, &mut d);
+    send(&mut s, &frame(5, &Play {}));
+    send(&mut s, &frame(6, &Goodbye {}));
+    s.rx_eof();
+    s.poll(2 * MS, &mut d);
+    assert!(!s.is_closed());
+    s.answer(5, Answer::Ack { sample: Some(9) }).unwrap();
+    assert!(s.is_closed());
+    let refs: Vec<_> = wire.take(&mut s, 3 * MS).into_iter().map(|m| m.0).collect();
+    assert_eq!(refs, [Some(6), Some(5)]);
+}
+
+#[test]
+fn an_ack_with_a_reused_id_leaves_the_ping_timestamp_alone() {
+    let w = welcome();
+    let mut d = Mock::new();
+    let (mut s, mut wire) = session_open(&w, &mut d);
+    send(
+        &mut s,
+        &frame(
+            5,
+            &ParamSet {
+                node: 1,
+                param: 0,
+                value: 0.5,
+                ramp_ms: None,
+            },
+        ),
+    );
+    send(
+        &mut s,
+        &frame(
+            5,
+            &Ping {
+                nonce: 7,
+                t_client_us: Some(1234),
+                rt: true,
+            },
+        ),
+    );
+    s.poll(2 * MS, &mut d);
+    s.answer(5, Answer::Ack { sample: Some(1) }).unwrap();
+    s.answer(
+        5,
+        Answer::Pong {
+            nonce: 7,
+            t_client_us: None,
+            sample: Some(2),
+        },
+    )
+    .unwrap();
+    let got = wire.take(&mut s, 3 * MS);
+    assert!(
+        matches!(
+            got[1].1,
+            ServerMessage::Pong(Pong {
+                t_client_us: Some(1234),
+                ..
+            })
+        ),
+        "{got:?}"
+    );
 }
 
 /// A small deterministic generator (xorshift), so the simulation needs no dependency.

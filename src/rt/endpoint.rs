@@ -486,9 +486,15 @@ impl NetEndpoint {
     /// (the audio thread can push at any moment). Answers come in the order the commands were
     /// sent; telemetry is interleaved at the point it was produced.
     pub fn pop_reply(&mut self) -> Option<RtReply> {
-        let reply = self.replies.pop().ok()?;
+        let mut reply = self.replies.pop().ok()?;
         if reply.answers().is_some() {
             self.answered += 1;
+        }
+        if let RtReply::Transport(t) = &mut reply {
+            // JSON has no NaN or infinity: a non-finite tempo (an engine fault) is sent as 0.
+            if !t.bpm.is_finite() {
+                t.bpm = 0.0;
+            }
         }
         Some(reply)
     }
@@ -502,6 +508,9 @@ impl NetEndpoint {
     /// Freshness: the data ends at the first callback after the previous
     /// [`collect_meters`](Self::collect_meters) or `take_meters`; call `collect_meters` at every
     /// wake-up to keep that about one callback old.
+    ///
+    /// A channel that carried a non-finite sample (NaN, ±infinity) in the interval reports
+    /// `f32::MAX` for both values: JSON cannot carry NaN, and the fault should show loudly.
     pub fn take_meters(&mut self, peak: &mut [f32], rms: &mut [f32]) -> usize {
         self.meters.take(peak, rms)
     }

@@ -245,6 +245,12 @@ impl MeterReader {
             } else {
                 (sum_sq[i] / count[i] as f64).sqrt() as f32
             };
+            // JSON has no NaN or infinity, and a meter should show such a fault loudly: a
+            // channel that carried a non-finite sample reports f32::MAX for both values.
+            if !peak[i].is_finite() || !rms[i].is_finite() || sum_sq[i].is_nan() {
+                peak[i] = f32::MAX;
+                rms[i] = f32::MAX;
+            }
         }
         n
     }
