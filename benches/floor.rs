@@ -31,7 +31,20 @@ thread_local! {
     static TRACK: Cell<Option<&'static AtomicU64>> = const { Cell::new(None) };
 }
 
+/// Every counted allocation of the process, tracked threads or not.
+static ALL_ALLOCS: AtomicU64 = AtomicU64::new(0);
+
+/// Allocations of the whole process so far. For a contender whose server thread cannot run
+/// [`track_this_thread`] (e.g. a thread spawned inside the crate under test), the increase of
+/// this counter over its batches is its allocations per round trip: the client allocates
+/// nothing (checked by [`client_alloc_check`]) and the other servers are blocked in `read`.
+/// [`process_counter_check`] shows both counters agree on the tokio contender.
+fn process_allocs() -> u64 {
+    ALL_ALLOCS.load(Ordering::Relaxed)
+}
+
 fn count_one() {
+    ALL_ALLOCS.fetch_add(1, Ordering::Relaxed);
     // try_with: no panic while the thread-local is being torn down. The const initializer and
     // the absence of Drop mean this access never allocates (no recursion into the allocator).
     let _ = TRACK.try_with(|t| {
@@ -190,6 +203,8 @@ fn ping_pong(cfg: &BenchConfig) -> io::Result<()> {
         .with_alloc_counter(load(tokio_allocs)),
     ];
     let outcomes = common::run_interleaved(&mut contenders, cfg)?;
+    drop(contenders);
+    process_counter_check(&mut tok, tokio_allocs)?;
     common::print_table(
         &format!(
             "Ping-pong round trip, ping 66 B / pong 86 B on the wire, client CPU {} server CPU {}; allocs/op = server thread",
@@ -198,7 +213,6 @@ fn ping_pong(cfg: &BenchConfig) -> io::Result<()> {
         &outcomes,
     );
 
-    drop(contenders);
     drop((tcp, uds, tok)); // EOF makes every server return
     for t in threads {
         let name = t.thread().name().unwrap_or("?").to_string();
@@ -250,6 +264,29 @@ fn client_alloc_check(clients: &mut [&mut dyn RoundTrip]) -> io::Result<()> {
             "the bench client allocated {n} times in round trips"
         ))),
     }
+}
+
+/// 1 000 tokio round trips: the process-wide allocation count must rise exactly as much as the
+/// tokio thread's own count, else [`process_allocs`] is no substitute for a per-thread counter.
+fn process_counter_check(
+    tok: &mut dyn RoundTrip,
+    tokio_allocs: &'static AtomicU64,
+) -> io::Result<()> {
+    let (p0, t0) = (process_allocs(), tokio_allocs.load(Ordering::Relaxed));
+    for _ in 0..1_000 {
+        tok.rt()?;
+    }
+    let (p, t) = (
+        process_allocs() - p0,
+        tokio_allocs.load(Ordering::Relaxed) - t0,
+    );
+    println!("\nprocess-wide vs tokio-thread allocations over 1000 tokio round trips: {p} vs {t}");
+    if p != t {
+        println!(
+            "WARNING: they differ; process-wide counts are not a clean substitute in this run"
+        );
+    }
+    Ok(())
 }
 
 /// Sleep lateness to an absolute CLOCK_MONOTONIC deadline 200 µs ahead: default slack vs 1 ns.
