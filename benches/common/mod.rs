@@ -102,7 +102,11 @@ pub fn pin_current_thread(cpu: usize) -> io::Result<()> {
     // lives for the whole call.
     let rc = unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) };
     if rc != 0 {
-        return Err(io::Error::last_os_error());
+        let e = io::Error::last_os_error();
+        return Err(io::Error::new(
+            e.kind(),
+            format!("cannot pin a thread to CPU {cpu}: {e}"),
+        ));
     }
     // SAFETY: sched_getcpu takes no argument and only reads the calling thread's state.
     let now = unsafe { libc::sched_getcpu() };

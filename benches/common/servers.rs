@@ -18,11 +18,38 @@ pub type ServerThread = JoinHandle<io::Result<()>>;
 /// Something to run on the server thread after pinning, before accepting.
 pub type OnStart = Box<dyn FnOnce() + Send>;
 
-fn spawn_named(
+/// Starts a server thread that pins itself to `cpu` and runs `on_start`, and waits until it
+/// has done so: a pinning failure is returned here rather than surfacing later as a puzzling
+/// end-of-file on the client. Then the thread runs `serve`.
+fn spawn_server(
     name: &str,
-    f: impl FnOnce() -> io::Result<()> + Send + 'static,
+    cpu: usize,
+    on_start: OnStart,
+    serve: impl FnOnce() -> io::Result<()> + Send + 'static,
 ) -> io::Result<ServerThread> {
-    std::thread::Builder::new().name(name.into()).spawn(f)
+    let (ready_tx, ready_rx) = std::sync::mpsc::sync_channel::<io::Result<()>>(1);
+    let t = std::thread::Builder::new()
+        .name(name.into())
+        .spawn(move || {
+            if let Err(e) = super::pin_current_thread(cpu) {
+                let kind = e.kind();
+                let _ = ready_tx.send(Err(e));
+                return Err(io::Error::new(kind, "server thread could not pin itself"));
+            }
+            on_start();
+            let _ = ready_tx.send(Ok(()));
+            serve()
+        })?;
+    match ready_rx.recv() {
+        Ok(Ok(())) => Ok(t),
+        Ok(Err(e)) => {
+            let _ = t.join();
+            Err(e)
+        }
+        Err(_) => Err(io::Error::other(format!(
+            "server thread {name} died before it was ready"
+        ))),
+    }
 }
 
 /// Connects to a TCP server with `TCP_NODELAY` set.
@@ -36,9 +63,7 @@ pub fn connect_tcp(addr: SocketAddr) -> io::Result<TcpStream> {
 pub fn spawn_raw_tcp(cpu: usize, on_start: OnStart) -> io::Result<(SocketAddr, ServerThread)> {
     let listener = TcpListener::bind("127.0.0.1:0")?;
     let addr = listener.local_addr()?;
-    let t = spawn_named("raw-tcp", move || {
-        super::pin_current_thread(cpu)?;
-        on_start();
+    let t = spawn_server("raw-tcp", cpu, on_start, move || {
         let (s, _) = listener.accept()?;
         s.set_nodelay(true)?;
         serve_raw(s)
@@ -56,9 +81,7 @@ pub fn spawn_raw_uds(cpu: usize, on_start: OnStart) -> io::Result<(UnixAddr, Ser
     );
     let addr = UnixAddr::from_abstract_name(name.as_bytes())?;
     let listener = UnixListener::bind_addr(&addr)?;
-    let t = spawn_named("raw-uds", move || {
-        super::pin_current_thread(cpu)?;
-        on_start();
+    let t = spawn_server("raw-uds", cpu, on_start, move || {
         let (s, _) = listener.accept()?;
         serve_raw(s)
     })?;
@@ -94,9 +117,7 @@ pub fn spawn_tokio(cpu: usize, on_start: OnStart) -> io::Result<(SocketAddr, Ser
     let listener = TcpListener::bind("127.0.0.1:0")?;
     listener.set_nonblocking(true)?;
     let addr = listener.local_addr()?;
-    let t = spawn_named("tokio", move || {
-        super::pin_current_thread(cpu)?;
-        on_start();
+    let t = spawn_server("tokio", cpu, on_start, move || {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_io()
             .build()?;
