@@ -1,8 +1,9 @@
 //! Floors the IPC core is measured against, in one process run:
 //!
 //! 1. ping-pong round trip of a real `ping` frame (66 bytes) and a `pong`-sized reply (86
-//!    bytes) over (a) blocking TCP loopback, the floor; (b) a Unix stream socket; (c) a tokio
-//!    current-thread server with `LengthDelimitedCodec` and serde_json structs. The client is the
+//!    bytes) over (a) blocking TCP loopback, the floor; (b) a Unix stream socket; (c) a mio
+//!    event loop with the same fixed pong; (d) a tokio current-thread server with
+//!    `LengthDelimitedCodec` and serde_json structs. The client is the
 //!    same blocking [`common::wire::FrameClient`] for all. Contenders run interleaved in batches.
 //! 2. wake-up lateness of `clock_nanosleep(TIMER_ABSTIME)` 200 µs ahead, default timer slack
 //!    vs 1 ns slack: the fixed cost under any "command applied at the next block" latency.
@@ -162,10 +163,17 @@ fn print_context(cfg: &BenchConfig) -> io::Result<()> {
     Ok(())
 }
 
-/// Spawns the three baseline servers, connects one client to each, checks one pong from each,
+/// One unrecorded round trip whose reply must be the expected pong.
+fn first_pong<S: io::Read + io::Write>(name: &str, c: &mut FrameClient<S>) -> io::Result<()> {
+    c.round_trip()
+        .and_then(|_| check_pong(c.last_reply()))
+        .map_err(|e| io::Error::new(e.kind(), format!("{name}: {e}")))
+}
+
+/// Spawns the baseline servers, connects one client to each, checks one pong from each,
 /// runs them interleaved and prints the table.
 fn ping_pong(cfg: &BenchConfig) -> io::Result<()> {
-    let (tcp_allocs, uds_allocs, tokio_allocs) = (new_counter(), new_counter(), new_counter());
+    let [tcp_allocs, uds_allocs, mio_allocs, tokio_allocs] = [(); 4].map(|_| new_counter());
     let mut threads: Vec<ServerThread> = Vec::new();
 
     let (addr, t) = servers::spawn_raw_tcp(cfg.server_cpu, tracked(tcp_allocs))?;
@@ -174,28 +182,27 @@ fn ping_pong(cfg: &BenchConfig) -> io::Result<()> {
     let (uaddr, t) = servers::spawn_raw_uds(cfg.server_cpu, tracked(uds_allocs))?;
     threads.push(t);
     let mut uds = FrameClient::new(servers::connect_uds(&uaddr)?, PING_JSON)?;
+    let (addr, t) = servers::spawn_raw_mio(cfg.server_cpu, tracked(mio_allocs))?;
+    threads.push(t);
+    let mut mio = FrameClient::new(servers::connect_tcp(addr)?, PING_JSON)?;
     let (addr, t) = servers::spawn_tokio(cfg.server_cpu, tracked(tokio_allocs))?;
     threads.push(t);
     let mut tok = FrameClient::new(servers::connect_tcp(addr)?, PING_JSON)?;
 
-    for (name, rt) in [
-        ("raw tcp", tcp.round_trip()),
-        ("raw uds", uds.round_trip()),
-        ("tokio", tok.round_trip()),
-    ] {
-        rt.map_err(|e| io::Error::new(e.kind(), format!("{name}: {e}")))?;
-    }
-    check_pong(tcp.last_reply())?;
-    check_pong(uds.last_reply())?;
-    check_pong(tok.last_reply())?;
+    first_pong("raw tcp", &mut tcp)?;
+    first_pong("raw uds", &mut uds)?;
+    first_pong("raw mio", &mut mio)?;
+    first_pong("tokio", &mut tok)?;
+    client_alloc_check(&mut [&mut tcp as &mut dyn RoundTrip, &mut uds, &mut mio, &mut tok])?;
 
-    client_alloc_check(&mut [&mut tcp as &mut dyn RoundTrip, &mut uds, &mut tok])?;
     let load = |c: &'static AtomicU64| move || c.load(Ordering::Relaxed);
     let mut contenders = vec![
         Contender::new("raw TCP, blocking std (floor)", || tcp.round_trip())
             .with_alloc_counter(load(tcp_allocs)),
         Contender::new("raw Unix socket, blocking std", || uds.round_trip())
             .with_alloc_counter(load(uds_allocs)),
+        Contender::new("raw TCP, mio event loop", || mio.round_trip())
+            .with_alloc_counter(load(mio_allocs)),
         Contender::new(
             "tokio current_thread + LengthDelimitedCodec + serde_json",
             || tok.round_trip(),
@@ -213,7 +220,7 @@ fn ping_pong(cfg: &BenchConfig) -> io::Result<()> {
         &outcomes,
     );
 
-    drop((tcp, uds, tok)); // EOF makes every server return
+    drop((tcp, uds, mio, tok)); // EOF makes every server return
     for t in threads {
         let name = t.thread().name().unwrap_or("?").to_string();
         match t.join() {

@@ -111,6 +111,153 @@ fn serve_raw<S: Read + Write>(mut s: S) -> io::Result<()> {
     }
 }
 
+/// An event-loop floor: the same fixed pong as [`spawn_raw_tcp`], but from a mio `Poll`
+/// loop over a non-blocking socket, the way a mio server has to read (until `WouldBlock`, so
+/// one more `read` per round trip plus an `epoll_wait`). No parsing. See [`mio_floor`].
+pub fn spawn_raw_mio(cpu: usize, on_start: OnStart) -> io::Result<(SocketAddr, ServerThread)> {
+    let listener = TcpListener::bind("127.0.0.1:0")?;
+    let addr = listener.local_addr()?;
+    let t = spawn_server("raw-mio", cpu, on_start, move || {
+        let (mut s, _) = listener.accept()?;
+        s.set_nodelay(true)?;
+        expect_preface(&mut s)?;
+        s.write_all(&PREFACE)?;
+        s.set_nonblocking(true)?;
+        mio_floor::serve(mio::net::TcpStream::from_std(s))
+    })?;
+    Ok((addr, t))
+}
+
+/// The mio loop of [`spawn_raw_mio`]: all buffers are allocated before the loop.
+pub mod mio_floor {
+    use super::super::wire::{frame, parse_header, HEADER_LEN, MAX_PAYLOAD, PONG_JSON};
+    use mio::{Events, Interest, Poll, Token};
+    use std::io::{self, Read, Write};
+
+    const CONN: Token = Token(0);
+    /// Pending output above which the loop stops reading until the socket drains.
+    const OUT_CAP: usize = 64 * 1024;
+
+    /// Input bytes `buf[start..end]` not yet consumed, room for two whole frames.
+    struct Input {
+        buf: Vec<u8>,
+        start: usize,
+        end: usize,
+    }
+
+    /// Output bytes `buf[pos..]` not yet written.
+    struct Output {
+        buf: Vec<u8>,
+        pos: usize,
+    }
+
+    pub(super) fn serve(mut s: mio::net::TcpStream) -> io::Result<()> {
+        let mut poll = Poll::new()?;
+        let mut events = Events::with_capacity(16);
+        poll.registry().register(&mut s, CONN, Interest::READABLE)?;
+        let pong = frame(PONG_JSON);
+        let mut input = Input {
+            buf: vec![0; 2 * (HEADER_LEN + MAX_PAYLOAD)],
+            start: 0,
+            end: 0,
+        };
+        // A read can complete at most one frame per 9 input bytes: room for all their pongs
+        // on top of OUT_CAP, so queuing never reallocates.
+        let most_per_read = input.buf.len() / (HEADER_LEN + 1) + 1;
+        let mut out = Output {
+            buf: Vec::with_capacity(OUT_CAP + most_per_read * pong.len()),
+            pos: 0,
+        };
+        let mut writable_registered = false;
+        loop {
+            match poll.poll(&mut events, None) {
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                r => r?,
+            }
+            if !pump(&mut s, &mut input, &mut out, &pong)? {
+                return Ok(()); // end of stream
+            }
+            let want_write = out.pos < out.buf.len();
+            if want_write != writable_registered {
+                let interest = if want_write {
+                    Interest::READABLE | Interest::WRITABLE
+                } else {
+                    Interest::READABLE
+                };
+                poll.registry().reregister(&mut s, CONN, interest)?;
+                writable_registered = want_write;
+            }
+        }
+    }
+
+    /// Flushes, reads and answers until the socket would block either way. `Ok(false)` at
+    /// end of stream.
+    fn pump(
+        s: &mut mio::net::TcpStream,
+        input: &mut Input,
+        out: &mut Output,
+        pong: &[u8],
+    ) -> io::Result<bool> {
+        loop {
+            flush(s, out)?;
+            if out.buf.len() - out.pos + pong.len() > OUT_CAP {
+                return Ok(true); // wait for WRITABLE before reading more
+            }
+            if input.end == input.buf.len() {
+                input.buf.copy_within(input.start..input.end, 0);
+                input.end -= input.start;
+                input.start = 0;
+            }
+            match s.read(&mut input.buf[input.end..]) {
+                Ok(0) => return Ok(false),
+                Ok(n) => input.end += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(true),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            }
+            answer_frames(input, out, pong)?;
+        }
+    }
+
+    /// Queues one pong per complete frame in `input`.
+    fn answer_frames(input: &mut Input, out: &mut Output, pong: &[u8]) -> io::Result<()> {
+        while input.end - input.start >= HEADER_LEN {
+            let h: &[u8; HEADER_LEN] = input.buf[input.start..input.start + HEADER_LEN]
+                .try_into()
+                .expect("8 bytes");
+            let len = parse_header(h)?;
+            if input.end - input.start < HEADER_LEN + len {
+                break;
+            }
+            input.start += HEADER_LEN + len;
+            if out.pos == out.buf.len() {
+                out.buf.clear();
+                out.pos = 0;
+            }
+            out.buf.extend_from_slice(pong);
+        }
+        if input.start == input.end {
+            input.start = 0;
+            input.end = 0;
+        }
+        Ok(())
+    }
+
+    fn flush(s: &mut mio::net::TcpStream, out: &mut Output) -> io::Result<()> {
+        while out.pos < out.buf.len() {
+            match s.write(&out.buf[out.pos..]) {
+                Ok(n) => out.pos += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        out.buf.clear();
+        out.pos = 0;
+        Ok(())
+    }
+}
+
 /// The obvious alternative: a tokio current-thread runtime, `Framed` with `LengthDelimitedCodec`
 /// and serde_json decoding into / encoding from structs. See [`tokio_design`].
 pub fn spawn_tokio(cpu: usize, on_start: OnStart) -> io::Result<(SocketAddr, ServerThread)> {
