@@ -126,6 +126,12 @@ fn cpu_model() -> String {
         .unwrap_or_else(|| "unknown".into())
 }
 
+/// `/proc/loadavg`'s first three fields: other load on the machine is part of every figure.
+fn loadavg() -> String {
+    let s = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    s.split_whitespace().take(3).collect::<Vec<_>>().join(" ")
+}
+
 fn online_cpus() -> i64 {
     // SAFETY: sysconf takes an integer name and reads no memory of ours.
     unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) }
@@ -329,10 +335,15 @@ fn wake_floor(cfg: &BenchConfig) -> io::Result<()> {
 
 fn main() -> io::Result<()> {
     let cfg = BenchConfig::from_env();
+    let load_start = loadavg();
     alloc_counter_self_check()?;
     common::pin_current_thread(cfg.client_cpu)?;
     print_context(&cfg)?;
     ping_pong(&cfg)?;
     wake_floor(&cfg)?;
+    println!(
+        "\nload average at start: {load_start}; at end: {}",
+        loadavg()
+    );
     Ok(())
 }
