@@ -1,9 +1,10 @@
 //! Baseline servers, each on its own thread serving exactly one connection.
 //!
-//! Every `spawn_*` binds its listener before returning (so the caller can connect at once),
-//! then starts a thread that pins itself to `cpu`, runs `on_start` (e.g. to register an
-//! allocation counter for that thread), accepts one connection, exchanges prefaces and answers
-//! every frame until the client closes. The thread's result says why it stopped.
+//! Every `spawn_*` binds its listener and starts a thread that pins itself to `cpu` and runs
+//! `on_start` (e.g. to register an allocation counter for that thread); it returns once both
+//! are done, so the caller can connect at once. The thread then accepts one connection,
+//! exchanges prefaces and answers every frame until the client closes; its result says why it
+//! stopped.
 
 use super::wire::{expect_preface, frame, parse_header, MAX_PAYLOAD, PONG_JSON, PREFACE};
 use std::io::{self, Read, Write};
