@@ -2,10 +2,37 @@
 //!
 //! The IPC core between Loophole's audio engine (Signal) and its UI (Aura): length-prefixed
 //! frames of JSON over TCP loopback, with an audio-thread endpoint that never allocates, locks
-//! or makes a system call.
+//! or makes a system call. The wire protocol is specified in `docs/specs/ipc/` for clients in
+//! any language.
 //!
-//! Without the default `std` feature the crate is `#![no_std]` and uses no `alloc`: the framing,
-//! the envelope, the typed messages and the session state machine work over caller buffers.
+//! ## Threads and handles
+//!
+//! - [`rt::bridge`] is the one constructor of the real-time bridge and allocates everything up
+//!   front. It returns an [`rt::AudioEndpoint`] for the host's audio callback and an
+//!   [`rt::NetEndpoint`] for the network thread.
+//! - `net::Server::builder()…spawn(net_endpoint)` binds the port, starts the network thread and
+//!   returns a `net::ServerHandle` and a `control::ControlEndpoint` for the engine's
+//!   non-real-time control thread (graph edits, shutdown).
+//!
+//! ## Guarantees (each proved by a test that can fail; see the README)
+//!
+//! - Every [`rt::AudioEndpoint`] method is wait-free and bounded: no allocation, no lock, no
+//!   system call (unless the `rt-wake` feature's waker is configured: then one non-blocking
+//!   `write(2)` per callback that answered a command).
+//! - Decoding never panics and never allocates, whatever bytes arrive; a declared length is
+//!   checked against the limit before anything is buffered.
+//! - Every command accepted from the wire gets exactly one answer (`ack`, `welcome`, `pong` or
+//!   `error`); when a queue is full the network thread stops reading rather than dropping.
+//! - After a connection is set up, the network thread allocates nothing per message.
+//!
+//! ## Features
+//!
+//! - `std` (default): the network thread, the `rtrb` bridge, the blocking client. Without it the
+//!   crate is `#![no_std]` with no `alloc`: [`frame`], [`message`], [`session`], [`error`] and the
+//!   plain types of [`rt`] work over caller buffers.
+//! - `rt-guard`: `rt::guard::GuardedAllocator`, a global allocator wrapper that counts or aborts
+//!   on any allocation inside an audio callback, for engine authors to catch their own.
+//! - `rt-wake`: lets the audio thread wake the network thread directly (see [`rt`]).
 #![cfg_attr(not(feature = "std"), no_std)]
 #![deny(unsafe_code)]
 #![deny(unsafe_op_in_unsafe_fn)]
