@@ -866,3 +866,28 @@ fn acks_wait_in_the_holding_cell_when_the_transmit_buffer_is_full() {
     assert!(seen.values().all(|&k| k == 1));
     assert_eq!(e.server().stats().answers_discarded, 0);
 }
+
+/// Answers the old server was still owed when it stopped belong to nobody on the new server:
+/// the new session gets exactly its own answer, never the stale one (and the stale one is
+/// counted as discarded).
+#[test]
+fn restart_on_the_same_bridge_discards_the_previous_servers_answers() {
+    let mut e = Engine::start(fast());
+    e.pause_audio(true);
+    let mut w = raw_session(e.addr);
+    w.send(Some(100), &Play {});
+    std::thread::sleep(Duration::from_millis(50));
+    let net = e.server.take().unwrap().shutdown().expect("endpoint back");
+    let (server, _control) = fast().spawn(net).unwrap();
+    let mut w2 = raw_session(server.local_addr());
+    w2.send(Some(1), &Stop {});
+    std::thread::sleep(Duration::from_millis(50));
+    e.pause_audio(false);
+    let got = w2.messages_until(Duration::from_millis(800), |_| false);
+    let answers: Vec<_> = got.iter().filter(|(r, _)| r.is_some()).collect();
+    assert!(
+        matches!(answers.as_slice(), [(Some(1), ServerMessage::Ack(_))]),
+        "expected exactly `ack ref=1`, got {answers:?}"
+    );
+    assert_eq!(server.stats().answers_discarded, 1);
+}

@@ -37,6 +37,9 @@ const ROUNDS: usize = 8;
 const REPLY_BUDGET: usize = 1024;
 /// With nothing in flight the reply queue is still drained every this many `telemetry_poll`s.
 const IDLE_POLL_FACTOR: u64 = 10;
+/// Owner of the answers a previous server on the same bridge was still owed: its slot part is
+/// out of range, so it never matches a connection and those answers are discarded (and counted).
+const NOBODY: u64 = u64::MAX;
 /// Connection slots beyond `max_half_open`: the controlling client and a few that are closing.
 const EXTRA_SLOTS: usize = 4;
 
@@ -304,6 +307,13 @@ impl Worker {
         let control_limit = cfg.control_capacity * 2 + 8;
         let slots = cfg.max_half_open + EXTRA_SLOTS;
         let now = clock::now_ns();
+        let mut rt_owners = VecDeque::with_capacity(64);
+        // The endpoint may come from a stopped server with commands still in flight (see
+        // `ServerHandle::shutdown`): their answers come first and belong to nobody here.
+        let stale = net.commands_in_flight();
+        if stale > 0 {
+            rt_owners.push_back((NOBODY, stale));
+        }
         Ok(Self {
             welcome,
             poll,
@@ -317,7 +327,7 @@ impl Worker {
                 control,
                 controller: None,
                 last_controller_ns: now,
-                rt_owners: VecDeque::with_capacity(64),
+                rt_owners,
                 control_owners: VecDeque::with_capacity(control_limit),
                 control_limit,
                 immediate: VecDeque::with_capacity(16),
