@@ -891,3 +891,54 @@ fn restart_on_the_same_bridge_discards_the_previous_servers_answers() {
     );
     assert_eq!(server.stats().answers_discarded, 1);
 }
+
+/// Once the audio thread's endpoint is dropped, audio-route commands are answered
+/// `audio_unavailable` at once, and those queued when it died are answered the same way.
+#[test]
+fn audio_thread_gone_answers_audio_unavailable() {
+    let e = Engine::start(fast());
+    e.pause_audio(true);
+    let mut w = raw_session(e.addr);
+    w.send(Some(40), &Play {});
+    w.send(Some(41), &Tempo { bpm: 99.0 });
+    std::thread::sleep(Duration::from_millis(50));
+    e.audio.stop.store(true, Ordering::SeqCst); // the audio thread exits, dropping its endpoint
+    let got = w.messages_until(Duration::from_secs(1), |m| {
+        [40, 41]
+            .iter()
+            .all(|id| m.iter().any(|(r, _)| *r == Some(*id)))
+    });
+    for id in [40, 41] {
+        let a: Vec<_> = got.iter().filter(|(r, _)| *r == Some(id)).collect();
+        assert!(
+            matches!(a.as_slice(), [(_, m)] if code(m) == Some("audio_unavailable")),
+            "queued command {id}: expected one `error audio_unavailable`, got {got:?}"
+        );
+    }
+    let t0 = Instant::now();
+    w.send(Some(42), &Play {});
+    let got = w.messages_until(Duration::from_secs(1), |m| {
+        m.iter().any(|(r, _)| *r == Some(42))
+    });
+    let a: Vec<_> = got.iter().filter(|(r, _)| *r == Some(42)).collect();
+    assert!(
+        matches!(a.as_slice(), [(_, m)] if code(m) == Some("audio_unavailable")),
+        "new command: expected `error audio_unavailable ref=42`, got {got:?}"
+    );
+    assert!(t0.elapsed() < Duration::from_secs(1));
+    // Non-audio commands still work.
+    w.send(
+        Some(43),
+        &Ping {
+            nonce: 1,
+            t_client_us: None,
+            rt: false,
+        },
+    );
+    let got = w.messages_until(Duration::from_secs(1), |m| {
+        m.iter().any(|(r, _)| *r == Some(43))
+    });
+    assert!(got
+        .iter()
+        .any(|(r, m)| *r == Some(43) && matches!(m, ServerMessage::Pong(_))));
+}

@@ -64,9 +64,12 @@ struct Hub {
     control: ControlLink,
     controller: Option<u64>,
     last_controller_ns: u64,
-    /// Answers owed by the audio thread, oldest first: (owner, count). The audio thread answers
-    /// in the order it received, so the front segment owns the next answer.
-    rt_owners: VecDeque<(u64, usize)>,
+    /// Answers owed by the audio thread, oldest first: (owner, command id). The audio thread
+    /// answers in the order it received, so the front entry owns the next answer.
+    rt_owners: VecDeque<(u64, u32)>,
+    /// The audio thread's endpoint was dropped (seen by `pump`; final): what it still owed is
+    /// answered `audio_unavailable`.
+    audio_gone: bool,
     /// Control requests in flight: (owner, id).
     control_owners: VecDeque<(u64, u32)>,
     control_limit: usize,
@@ -122,14 +125,17 @@ impl Driver for Routes<'_> {
             self.hub.immediate.push_back((self.key, id, a));
             return Ok(());
         };
+        if self.hub.audio_gone || self.hub.net.is_audio_gone() {
+            // Nobody would ever take it: answer now (the next `pump` delivers it).
+            self.hub.immediate.push_back((self.key, id, AUDIO_GONE));
+            return Ok(());
+        }
         self.hub
             .net
             .try_send(RtCommand { id, op })
             .map_err(|_| RouteFull)?;
-        match self.hub.rt_owners.back_mut() {
-            Some((owner, n)) if *owner == self.key => *n += 1,
-            _ => self.hub.rt_owners.push_back((self.key, 1)),
-        }
+        // If the audio side went away after this check, `pump` answers this one too.
+        self.hub.rt_owners.push_back((self.key, id));
         Ok(())
     }
 
@@ -159,6 +165,12 @@ impl Driver for Routes<'_> {
         (self.hub.transport, self.hub.health(0))
     }
 }
+
+/// The answer to an audio-route command once the audio thread is gone.
+const AUDIO_GONE: Answer = Answer::Error {
+    code: crate::ErrorCode::AudioUnavailable,
+    detail: "the audio thread is gone",
+};
 
 fn rt_op(cmd: &Command) -> Option<RtOp> {
     Some(match cmd {
@@ -198,6 +210,11 @@ fn sat32(v: usize) -> u32 {
 }
 
 impl Hub {
+    /// Answers are still to come from a live audio thread.
+    fn rt_waiting(&self) -> bool {
+        !self.audio_gone && self.net.commands_in_flight() > 0
+    }
+
     /// An `engine.health` body: the audio side's counters, the DSP-load maximum over the
     /// callbacks since the previous health frame (the last known one if no callback completed
     /// since), and this session's shed count.
@@ -307,13 +324,12 @@ impl Worker {
         let control_limit = cfg.control_capacity * 2 + 8;
         let slots = cfg.max_half_open + EXTRA_SLOTS;
         let now = clock::now_ns();
-        let mut rt_owners = VecDeque::with_capacity(64);
+        // At most the command queue's plus the reply queue's capacity is in flight; the default
+        // reply queue is twice the command queue. A larger reply queue makes this grow (once).
+        let mut rt_owners = VecDeque::with_capacity(net.health().cmd_queue_capacity * 3 + 16);
         // The endpoint may come from a stopped server with commands still in flight (see
         // `ServerHandle::shutdown`): their answers come first and belong to nobody here.
-        let stale = net.commands_in_flight();
-        if stale > 0 {
-            rt_owners.push_back((NOBODY, stale));
-        }
+        rt_owners.extend((0..net.commands_in_flight()).map(|_| (NOBODY, 0)));
         Ok(Self {
             welcome,
             poll,
@@ -328,6 +344,7 @@ impl Worker {
                 controller: None,
                 last_controller_ns: now,
                 rt_owners,
+                audio_gone: false,
                 control_owners: VecDeque::with_capacity(control_limit),
                 control_limit,
                 immediate: VecDeque::with_capacity(16),
@@ -475,7 +492,7 @@ impl Worker {
         if !self.hub.immediate.is_empty() {
             earlier(now);
         }
-        if self.hub.net.commands_in_flight() > 0 || self.hub.held.is_some() {
+        if self.hub.rt_waiting() || self.hub.held.is_some() {
             let safety = now.saturating_add(poll_iv);
             let margin = ns(self.cfg.wake_margin);
             // A prediction older than the safety interval means the audio thread is not being
@@ -507,7 +524,7 @@ impl Worker {
 
     /// Woken for replies while the audio callback still runs: spin briefly for its answers.
     fn spin_for_replies(&mut self) {
-        if self.hub.net.commands_in_flight() == 0 {
+        if !self.hub.rt_waiting() {
             return;
         }
         let until = clock::now_ns().saturating_add(ns(self.cfg.reply_spin));
@@ -653,9 +670,24 @@ impl Worker {
                 return;
             }
         }
+        Self::pump_rt(slots, hub);
+    }
+
+    /// Takes the audio thread's replies (up to [`REPLY_BUDGET`]). Once its endpoint is gone and
+    /// every reply it queued is taken, answers what it still owed `audio_unavailable`. `false`
+    /// when an answer went to the holding cell.
+    fn pump_rt(slots: &mut [Option<Conn>], hub: &mut Hub) -> bool {
+        // Read before draining: the audio side pushes nothing after it is dropped, so once the
+        // queue is empty below, no reply is still to come.
+        let gone = hub.audio_gone || hub.net.is_audio_gone();
+        if gone && !hub.audio_gone {
+            // Pairs with the release of the endpoint's drop: every reply it pushed is visible.
+            std::sync::atomic::fence(Ordering::Acquire);
+            hub.audio_gone = true;
+        }
         for _ in 0..REPLY_BUDGET {
             let Some(reply) = hub.net.pop_reply() else {
-                return;
+                return !gone || Self::answer_audio_gone(slots, hub);
             };
             let (Some(id), Some(a)) = (reply.answers(), answer_of(reply)) else {
                 if let RtReply::Transport(t) = reply {
@@ -663,23 +695,24 @@ impl Worker {
                 }
                 continue;
             };
-            let Some(k) = Self::take_rt_owner(&mut hub.rt_owners) else {
+            let Some((k, _)) = hub.rt_owners.pop_front() else {
                 continue; // an answer nobody is owed: cannot happen with a well-behaved bridge
             };
             if !Self::offer(slots, hub, k, id, a) {
-                return;
+                return false;
             }
         }
+        true
     }
 
-    fn take_rt_owner(owners: &mut VecDeque<(u64, usize)>) -> Option<u64> {
-        let (k, n) = owners.front_mut()?;
-        let k = *k;
-        *n -= 1;
-        if *n == 0 {
-            owners.pop_front();
+    /// Answers every command the (dropped) audio thread still owed.
+    fn answer_audio_gone(slots: &mut [Option<Conn>], hub: &mut Hub) -> bool {
+        while let Some((k, id)) = hub.rt_owners.pop_front() {
+            if !Self::offer(slots, hub, k, id, AUDIO_GONE) {
+                return false;
+            }
         }
-        Some(k)
+        true
     }
 
     fn service(&mut self, now: u64) {
