@@ -7,8 +7,9 @@
 //! [`reply`](ControlEndpoint::reply). Replies wake the network thread with a `mio::Waker` (an
 //! eventfd write: fine here, this thread is not real-time).
 //!
-//! If the endpoint is dropped (the engine does not take the control route), control commands are
-//! answered `control_unavailable`. When the request queue is full the network thread stops
+//! If the endpoint is dropped (the engine does not take the control route, or its control thread
+//! ends), control commands are answered `control_unavailable` — including those queued or being
+//! handled at that moment that had no reply yet. When the request queue is full the network thread stops
 //! reading the client (TCP back-pressure); nothing is dropped.
 //!
 //! Both queues are bounded `std::sync::mpsc::sync_channel`s allocated once at spawn: sending and
@@ -126,6 +127,17 @@ pub struct ControlEndpoint {
     replies: SyncSender<ControlReply>,
     waker: Arc<mio::Waker>,
     orphaned: Arc<AtomicBool>,
+    /// Set by `Drop` (after every reply was sent), then the network thread is woken.
+    dropped: Arc<AtomicBool>,
+}
+
+impl Drop for ControlEndpoint {
+    /// Tells the network thread that no reply will come: it answers what is still owed
+    /// `control_unavailable`. One eventfd write.
+    fn drop(&mut self) {
+        self.dropped.store(true, Ordering::Release);
+        let _ = self.waker.wake();
+    }
 }
 
 impl ControlEndpoint {
@@ -163,11 +175,22 @@ pub(crate) enum SendFail {
     Unavailable,
 }
 
+/// What [`ControlLink::try_recv`] found.
+#[derive(Debug)]
+pub(crate) enum Received {
+    Reply(ControlReply),
+    /// Nothing now; more may come.
+    Empty,
+    /// The endpoint is dropped and every reply it sent was taken: nothing more will come.
+    Gone,
+}
+
 /// The network thread's end.
 #[derive(Debug)]
 pub(crate) struct ControlLink {
     requests: SyncSender<ControlRequest>,
     replies: Receiver<ControlReply>,
+    dropped: Arc<AtomicBool>,
 }
 
 impl ControlLink {
@@ -178,8 +201,20 @@ impl ControlLink {
         })
     }
 
-    pub(crate) fn try_recv(&self) -> Option<ControlReply> {
-        self.replies.try_recv().ok()
+    pub(crate) fn try_recv(&self) -> Received {
+        match self.replies.try_recv() {
+            Ok(r) => Received::Reply(r),
+            Err(TryRecvError::Disconnected) => Received::Gone,
+            // The flag is stored after the endpoint's last reply: seen set, one more look finds
+            // any reply sent before it.
+            Err(TryRecvError::Empty) if self.dropped.load(Ordering::Acquire) => {
+                match self.replies.try_recv() {
+                    Ok(r) => Received::Reply(r),
+                    Err(_) => Received::Gone,
+                }
+            }
+            Err(TryRecvError::Empty) => Received::Empty,
+        }
     }
 }
 
@@ -193,16 +228,19 @@ pub(crate) fn control_route(
     // Room for every request queued plus every one being handled and a few more: a reply
     // never waits for long.
     let (rep_tx, rep_rx) = std::sync::mpsc::sync_channel(capacity.max(1) * 2 + 8);
+    let dropped = Arc::new(AtomicBool::new(false));
     (
         ControlLink {
             requests: req_tx,
             replies: rep_rx,
+            dropped: Arc::clone(&dropped),
         },
         ControlEndpoint {
             requests: req_rx,
             replies: rep_tx,
             waker,
             orphaned,
+            dropped,
         },
     )
 }

@@ -942,3 +942,41 @@ fn audio_thread_gone_answers_audio_unavailable() {
         .iter()
         .any(|(r, m)| *r == Some(43) && matches!(m, ServerMessage::Pong(_))));
 }
+
+/// The engine drops its control endpoint while requests are queued or being handled: each of
+/// them is answered `control_unavailable`, and so are later control commands.
+#[test]
+fn dropped_control_endpoint_answers_queued_requests_control_unavailable() {
+    let mut e = Engine::start(fast());
+    let control = e.control.take().unwrap();
+    let mut w = raw_session(e.addr);
+    w.send(Some(7), &RemoveNode { node: 3 });
+    w.send(Some(9), &RemoveNode { node: 4 });
+    // The control thread takes the first request, never replies, and drops the endpoint (the
+    // second request is still queued).
+    let taken = control.recv_timeout(Duration::from_secs(2)).unwrap();
+    assert_eq!(taken.id, 7);
+    std::thread::sleep(Duration::from_millis(50));
+    drop(control);
+    let got = w.messages_until(Duration::from_secs(1), |m| {
+        [7, 9]
+            .iter()
+            .all(|id| m.iter().any(|(r, _)| *r == Some(*id)))
+    });
+    for id in [7, 9] {
+        let a: Vec<_> = got.iter().filter(|(r, _)| *r == Some(id)).collect();
+        assert!(
+            matches!(a.as_slice(), [(_, m)] if code(m) == Some("control_unavailable")),
+            "command {id}: expected one `error control_unavailable`, got {got:?}"
+        );
+    }
+    w.send(Some(8), &RemoveNode { node: 3 });
+    let got = w.messages_until(Duration::from_secs(1), |m| {
+        m.iter().any(|(r, _)| *r == Some(8))
+    });
+    assert!(
+        got.iter()
+            .any(|(r, m)| *r == Some(8) && code(m) == Some("control_unavailable")),
+        "{got:?}"
+    );
+}

@@ -19,7 +19,7 @@ use super::sys::{self as timer, Timer};
 use super::Status;
 use crate::clock;
 use crate::config::ServerConfig;
-use crate::control::{ControlLink, ControlOp, ControlRequest, SendFail};
+use crate::control::{ControlLink, ControlOp, ControlRequest, Received, SendFail};
 use crate::message::{self, Command, Health, Meters, Stream, Welcome};
 use crate::rt::{HealthSnapshot, NetEndpoint, RtCommand, RtOp, RtReply, MAX_METER_CHANNELS};
 use crate::session::{Answer, Driver, RouteError, RouteFull, Session, SessionConfig, SessionState};
@@ -652,7 +652,17 @@ impl Worker {
                 return;
             }
         }
-        while let Some((id, result)) = hub.control.try_recv() {
+        loop {
+            let (id, result) = match hub.control.try_recv() {
+                Received::Reply(r) => r,
+                Received::Empty => break,
+                Received::Gone => {
+                    if !Self::answer_control_gone(slots, hub) {
+                        return;
+                    }
+                    break;
+                }
+            };
             let Some(i) = hub.control_owners.iter().position(|(_, rid)| *rid == id) else {
                 continue; // a reply to nothing we sent (e.g. to `Orphaned`): ignored
             };
@@ -697,6 +707,20 @@ impl Worker {
             };
             let Some((k, _)) = hub.rt_owners.pop_front() else {
                 continue; // an answer nobody is owed: cannot happen with a well-behaved bridge
+            };
+            if !Self::offer(slots, hub, k, id, a) {
+                return false;
+            }
+        }
+        true
+    }
+
+    /// Answers every control command still owed once the control endpoint is dropped.
+    fn answer_control_gone(slots: &mut [Option<Conn>], hub: &mut Hub) -> bool {
+        while let Some((k, id)) = hub.control_owners.pop_front() {
+            let a = Answer::Error {
+                code: crate::ErrorCode::ControlUnavailable,
+                detail: "this engine has no control handler",
             };
             if !Self::offer(slots, hub, k, id, a) {
                 return false;
