@@ -517,7 +517,7 @@ fn control_route_acks_errors_and_unavailable() {
                 _ => Ok(()),
             };
             ops.push(req.op.clone());
-            control.reply(req.id, result).unwrap();
+            control.reply(req.ticket, result).unwrap();
             if ops.len() == 2 {
                 break;
             }
@@ -688,7 +688,7 @@ fn engine_shutdown_command_acked_then_goodbye() {
     let engine = std::thread::spawn(move || {
         let req = control.recv_timeout(Duration::from_secs(3)).unwrap();
         assert_eq!(req.op, ControlOp::Shutdown);
-        control.reply(req.id, Ok(())).unwrap();
+        control.reply(req.ticket, Ok(())).unwrap();
         server.shutdown();
     });
     let mut c = e.client();
@@ -978,5 +978,38 @@ fn dropped_control_endpoint_answers_queued_requests_control_unavailable() {
         got.iter()
             .any(|(r, m)| *r == Some(8) && code(m) == Some("control_unavailable")),
         "{got:?}"
+    );
+}
+
+/// A reply the engine sends to the `Orphaned` notice (which takes none) never answers a
+/// client's control command, even one whose id is 0.
+#[test]
+fn a_reply_to_the_orphaned_notice_never_answers_a_client_command() {
+    let mut child = std::process::Command::new("true").spawn().unwrap();
+    let pid = child.id();
+    child.wait().unwrap(); // a pid that is gone
+    let mut e = Engine::start(
+        fast()
+            .supervisor_pid(Some(pid))
+            .orphan_check(Duration::from_millis(10))
+            .orphan_grace(Duration::from_millis(20)),
+    );
+    let control = e.control.take().unwrap();
+    let orphaned = control.recv_timeout(Duration::from_secs(3)).unwrap();
+    assert_eq!(orphaned.op, ControlOp::Orphaned);
+    let mut w = raw_session(e.addr);
+    w.send(Some(0), &RemoveNode { node: 3 });
+    let req = control.recv_timeout(Duration::from_secs(3)).unwrap();
+    assert_eq!((req.id, &req.op), (0, &ControlOp::RemoveNode { node: 3 }));
+    // An engine that answers the notice anyway, then the client's request.
+    control
+        .reply(orphaned.ticket, Err(ControlError::Failed))
+        .unwrap();
+    control.reply(req.ticket, Ok(())).unwrap();
+    let got = w.messages_until(Duration::from_millis(500), |_| false);
+    let answers: Vec<_> = got.iter().filter(|(r, _)| *r == Some(0)).collect();
+    assert!(
+        matches!(answers.as_slice(), [(_, ServerMessage::Ack(_))]),
+        "expected exactly `ack ref=0`, got {got:?}"
     );
 }

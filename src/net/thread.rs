@@ -19,7 +19,7 @@ use super::sys::{self as timer, Timer};
 use super::Status;
 use crate::clock;
 use crate::config::ServerConfig;
-use crate::control::{ControlLink, ControlOp, ControlRequest, Received, SendFail};
+use crate::control::{ControlLink, ControlOp, ControlRequest, ControlTicket, Received, SendFail};
 use crate::message::{self, Command, Health, Meters, Stream, Welcome};
 use crate::rt::{HealthSnapshot, NetEndpoint, RtCommand, RtOp, RtReply, MAX_METER_CHANNELS};
 use crate::session::{Answer, Driver, RouteError, RouteFull, Session, SessionConfig, SessionState};
@@ -70,8 +70,11 @@ struct Hub {
     /// The audio thread's endpoint was dropped (seen by `pump`; final): what it still owed is
     /// answered `audio_unavailable`.
     audio_gone: bool,
-    /// Control requests in flight: (owner, id).
-    control_owners: VecDeque<(u64, u32)>,
+    /// Control requests in flight: (owner, id, ticket). Replies are matched by ticket: ids are
+    /// the clients' and need not be unique.
+    control_owners: VecDeque<(u64, u32, ControlTicket)>,
+    /// Sequence number of the last control request (tickets start at 1; 0 is `NONE`).
+    control_seq: u64,
     control_limit: usize,
     /// Answers produced on this thread for a command no route could take.
     immediate: VecDeque<(u64, u32, Answer)>,
@@ -151,9 +154,11 @@ impl Driver for Routes<'_> {
         if self.hub.control_owners.len() >= self.hub.control_limit {
             return Err(RouteError::Full);
         }
-        match self.hub.control.try_send(ControlRequest { id, op }) {
+        let ticket = ControlTicket::new(self.hub.control_seq + 1);
+        match self.hub.control.try_send(ControlRequest { id, op, ticket }) {
             Ok(()) => {
-                self.hub.control_owners.push_back((self.key, id));
+                self.hub.control_seq += 1;
+                self.hub.control_owners.push_back((self.key, id, ticket));
                 Ok(())
             }
             Err(SendFail::Full) => Err(RouteError::Full),
@@ -347,6 +352,7 @@ impl Worker {
                 audio_gone: false,
                 control_owners: VecDeque::with_capacity(control_limit),
                 control_limit,
+                control_seq: 0,
                 immediate: VecDeque::with_capacity(16),
                 held: None,
                 transport: crate::rt::TransportState {
@@ -653,7 +659,7 @@ impl Worker {
             }
         }
         loop {
-            let (id, result) = match hub.control.try_recv() {
+            let (ticket, result) = match hub.control.try_recv() {
                 Received::Reply(r) => r,
                 Received::Empty => break,
                 Received::Gone => {
@@ -663,10 +669,10 @@ impl Worker {
                     break;
                 }
             };
-            let Some(i) = hub.control_owners.iter().position(|(_, rid)| *rid == id) else {
-                continue; // a reply to nothing we sent (e.g. to `Orphaned`): ignored
+            let Some(i) = hub.control_owners.iter().position(|o| o.2 == ticket) else {
+                continue; // a reply to nothing owed (`Orphaned`, a second reply): ignored
             };
-            let Some((k, _)) = hub.control_owners.remove(i) else {
+            let Some((k, id, _)) = hub.control_owners.remove(i) else {
                 continue;
             };
             let a = match result {
@@ -717,7 +723,7 @@ impl Worker {
 
     /// Answers every control command still owed once the control endpoint is dropped.
     fn answer_control_gone(slots: &mut [Option<Conn>], hub: &mut Hub) -> bool {
-        while let Some((k, id)) = hub.control_owners.pop_front() {
+        while let Some((k, id, _)) = hub.control_owners.pop_front() {
             let a = Answer::Error {
                 code: crate::ErrorCode::ControlUnavailable,
                 detail: "this engine has no control handler",
@@ -841,6 +847,7 @@ impl Worker {
             let req = ControlRequest {
                 id: 0,
                 op: ControlOp::Orphaned,
+                ticket: ControlTicket::NONE,
             };
             // Full: try again at the next check. Unavailable: the flag is all we can do.
             self.orphan_delivered = self.hub.control.try_send(req) != Err(SendFail::Full);
