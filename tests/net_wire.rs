@@ -1013,3 +1013,32 @@ fn a_reply_to_the_orphaned_notice_never_answers_a_client_command() {
         "expected exactly `ack ref=0`, got {got:?}"
     );
 }
+
+/// After the client's `goodbye` the session waits for the answers it is owed, but no longer
+/// than `flush_timeout` (300 ms here): a control thread that never replies cannot keep the
+/// connection open.
+#[test]
+fn goodbye_linger_is_bounded_by_the_flush_timeout() {
+    let mut e = Engine::start(fast());
+    let control = e.control.take().unwrap(); // kept alive, never replies
+    let mut w = raw_session(e.addr);
+    w.send(Some(7), &RemoveNode { node: 3 });
+    let req = control.recv_timeout(Duration::from_secs(2)).unwrap();
+    assert_eq!(req.id, 7);
+    let t0 = Instant::now();
+    w.send(Some(8), &Goodbye {});
+    let got = w.until_closed(Duration::from_secs(3));
+    let waited = t0.elapsed();
+    assert!(w.closed, "connection still open after 3 s: {got:?}");
+    assert!(
+        got.iter()
+            .any(|(r, m)| *r == Some(8) && matches!(m, ServerMessage::Ack(_))),
+        "goodbye acked: {got:?}"
+    );
+    assert!(!got.iter().any(|(r, _)| *r == Some(7)), "{got:?}");
+    assert!(
+        waited >= Duration::from_millis(250) && waited < Duration::from_millis(1_000),
+        "closed after {waited:?}, expected about the 300 ms flush timeout"
+    );
+    drop(control);
+}

@@ -490,7 +490,8 @@ impl Worker {
             }
             let more_to_read = c.readable && !c.session.rx_space().is_empty();
             let more_to_write = c.writable && !c.session.tx_pending().is_empty();
-            let newly_closed = c.session.is_closed() && c.closing_since.is_none();
+            let newly_closed =
+                c.session.state() >= SessionState::Closing && c.closing_since.is_none();
             if more_to_read || more_to_write || c.dead || newly_closed {
                 earlier(now);
             }
@@ -784,18 +785,21 @@ impl Worker {
         }
     }
 
-    /// Closes a connection whose session is over once its bytes are out (or the flush bound
-    /// passed), or at once when the socket failed.
+    /// Closes a connection whose session is over once its bytes are out, or at once when the
+    /// socket failed. `flush_timeout` after the session began closing it is closed regardless:
+    /// that bounds both the wait for answers still owed after a `goodbye` (the session lingers
+    /// in `Closing`) and the wait for the client to read; answers arriving later are discarded
+    /// and counted.
     fn reap(&mut self, slot: usize, now: u64) {
         let Some(c) = self.slots[slot].as_mut() else {
             return;
         };
-        if !c.dead && !c.session.is_closed() {
+        if !c.dead && c.session.state() < SessionState::Closing {
             return;
         }
         let since = *c.closing_since.get_or_insert(now);
-        let flushed = c.session.tx_pending().is_empty();
-        if c.dead || flushed || now >= since.saturating_add(ns(self.cfg.flush_timeout)) {
+        let done = c.session.is_closed() && c.session.tx_pending().is_empty();
+        if c.dead || done || now >= since.saturating_add(ns(self.cfg.flush_timeout)) {
             self.remove(slot);
         }
     }
