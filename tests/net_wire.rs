@@ -1042,3 +1042,31 @@ fn goodbye_linger_is_bounded_by_the_flush_timeout() {
     );
     drop(control);
 }
+
+/// More connections arrive at once than one pass accepts (64): every one of them is still
+/// accepted and answered (the rest are taken at the next pass, without a new readiness event):
+/// one gets `welcome`, the others `session_busy`.
+#[test]
+fn a_burst_of_connections_beyond_one_accept_pass_is_all_answered() {
+    let n = 100;
+    let e = Engine::start(fast().max_half_open(n + 4));
+    let mut socks: Vec<_> = (0..n).map(|_| raw(e.addr)).collect();
+    std::thread::sleep(Duration::from_millis(100));
+    for s in &mut socks {
+        s.write_all(&PREFACE).unwrap();
+        s.write_all(&frame(Some(1), &hello(PROTOCOL_VERSION, None)))
+            .unwrap();
+    }
+    let (mut welcomed, mut busy) = (0, 0);
+    for s in socks {
+        let mut w = Wire::new(s);
+        let got = w.messages_until(Duration::from_secs(2), |m| !m.is_empty());
+        match got.first() {
+            Some((Some(1), ServerMessage::Welcome(_))) => welcomed += 1,
+            Some((Some(1), m)) if code(m) == Some("session_busy") => busy += 1,
+            other => panic!("unexpected first message {other:?}"),
+        }
+    }
+    assert_eq!((welcomed, busy), (1, n - 1));
+    assert_eq!(e.server().stats().accepted, n as u64);
+}

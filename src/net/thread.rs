@@ -33,6 +33,8 @@ const TIMER: Token = Token(usize::MAX - 3);
 
 /// Read/poll/write rounds per connection per pass (then the next pass comes at once).
 const ROUNDS: usize = 8;
+/// Connections accepted per pass; the rest wait for the next pass (see `Worker::accept_more`).
+const ACCEPTS_PER_PASS: usize = 64;
 /// Replies taken from the audio queue per pass.
 const REPLY_BUDGET: usize = 1024;
 /// With nothing in flight the reply queue is still drained every this many `telemetry_poll`s.
@@ -285,6 +287,9 @@ pub(crate) struct Worker {
     slots: Vec<Option<Conn>>,
     next_gen: u32,
     hub: Hub,
+    /// The listener may have connections waiting: the previous pass stopped at
+    /// [`ACCEPTS_PER_PASS`] (the listener is edge-triggered, no new event will come for them).
+    accept_more: bool,
     stopping: bool,
     stop_started: u64,
     stop_deadline: u64,
@@ -369,6 +374,7 @@ impl Worker {
                 dsp_load_max: 0.0,
                 status,
             },
+            accept_more: false,
             stopping: false,
             stop_started: 0,
             stop_deadline: 0,
@@ -404,7 +410,7 @@ impl Worker {
             let mut timer_fired = false;
             for ev in events.iter() {
                 match ev.token() {
-                    LISTENER => self.accept_all(),
+                    LISTENER => self.accept_more = true,
                     WAKER => {}
                     TIMER => timer_fired = true,
                     Token(slot) => {
@@ -414,6 +420,9 @@ impl Worker {
                         }
                     }
                 }
+            }
+            if self.accept_more {
+                self.accept_all();
             }
             if timer_fired {
                 self.timer.acknowledge();
@@ -496,7 +505,7 @@ impl Worker {
                 earlier(now);
             }
         }
-        if !self.hub.immediate.is_empty() {
+        if !self.hub.immediate.is_empty() || (self.accept_more && self.listener.is_some()) {
             earlier(now);
         }
         if self.hub.rt_waiting() || self.hub.held.is_some() {
@@ -540,15 +549,22 @@ impl Worker {
         }
     }
 
+    /// Accepts up to [`ACCEPTS_PER_PASS`] connections. `accept_more` stays set when the cap
+    /// was reached (the next pass comes at once and goes on); it is cleared once the backlog is
+    /// empty (`WouldBlock`) or accepting fails.
     fn accept_all(&mut self) {
-        loop {
+        for _ in 0..ACCEPTS_PER_PASS {
             let Some(listener) = &self.listener else {
+                self.accept_more = false;
                 return;
             };
             match listener.accept() {
                 Ok((stream, _)) => self.admit(stream),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(_) => return,
+                Err(_) => {
+                    self.accept_more = false;
+                    return;
+                }
             }
         }
     }
@@ -943,5 +959,64 @@ fn send_telemetry(c: &mut Conn, hub: &mut Hub, now: u64) {
                 c.session.send_telemetry(stream, &h, now);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A worker on an ephemeral loopback port with its control endpoint and bridge ends.
+    fn worker(
+        cfg: ServerConfig,
+    ) -> (
+        Worker,
+        std::net::SocketAddr,
+        crate::control::ControlEndpoint,
+        crate::rt::AudioEndpoint,
+    ) {
+        let (audio, net) = crate::rt::bridge(&crate::rt::RtConfig::default());
+        let listener = TcpListener::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let poll = Poll::new().unwrap();
+        let waker = Arc::new(mio::Waker::new(poll.registry(), WAKER).unwrap());
+        let orphaned = Arc::new(AtomicBool::new(false));
+        let (link, endpoint) = crate::control::control_route(4, waker, Arc::clone(&orphaned));
+        let status = Arc::new(Status::default());
+        let w = Worker::new(cfg, poll, listener, net, link, status, orphaned).unwrap();
+        (w, addr, endpoint, audio)
+    }
+
+    /// One wake-up accepts at most `ACCEPTS_PER_PASS` connections; the rest are accepted on the
+    /// next pass without a new readiness event (edge-triggered: nothing may be left behind).
+    #[test]
+    fn accepts_are_capped_per_pass_and_the_rest_follow() {
+        let n = ACCEPTS_PER_PASS + 36;
+        let cfg = ServerConfig {
+            max_half_open: n + 8,
+            ..ServerConfig::default()
+        };
+        let (mut w, addr, _control, _audio) = worker(cfg);
+        let clients: Vec<_> = (0..n)
+            .map(|_| std::net::TcpStream::connect(addr).unwrap())
+            .collect();
+        std::thread::sleep(std::time::Duration::from_millis(50)); // all in the backlog
+        w.accept_more = true; // what a listener event sets
+        w.accept_all();
+        assert_eq!(
+            w.live_conns(),
+            ACCEPTS_PER_PASS,
+            "one pass accepts at most the cap"
+        );
+        assert!(w.accept_more, "more to accept: retried at the next pass");
+        assert_eq!(
+            w.next_deadline(clock::now_ns())
+                .map(|t| t <= clock::now_ns()),
+            Some(true)
+        );
+        w.accept_all();
+        assert_eq!(w.live_conns(), n, "the rest accepted at the next pass");
+        assert!(!w.accept_more, "backlog empty: wait for the next event");
+        drop(clients);
     }
 }
