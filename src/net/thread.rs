@@ -35,6 +35,8 @@ const TIMER: Token = Token(usize::MAX - 3);
 const ROUNDS: usize = 8;
 /// Connections accepted per pass; the rest wait for the next pass (see `Worker::accept_more`).
 const ACCEPTS_PER_PASS: usize = 64;
+/// Rounds of `spin_for_replies` between two reads of the audio thread's callback flag and clock.
+const SPIN_CHECK_EVERY: u32 = 64;
 /// Replies taken from the audio queue per pass.
 const REPLY_BUDGET: usize = 1024;
 /// With nothing in flight the reply queue is still drained every this many `telemetry_poll`s.
@@ -538,13 +540,31 @@ impl Worker {
         at
     }
 
-    /// Woken for replies while the audio callback still runs: spin briefly for its answers.
+    /// Woken for replies: takes them as they arrive, spinning up to `reply_spin` while the
+    /// audio callback still runs and answers are still owed.
+    ///
+    /// The spin polls the reply queue, whose write index the audio thread touches only when it
+    /// pushes; `audio_in_callback` (a cache line written every callback, see its docs) and the
+    /// clock are read only every [`SPIN_CHECK_EVERY`] rounds.
     fn spin_for_replies(&mut self) {
         if !self.hub.rt_waiting() {
             return;
         }
         let until = clock::now_ns().saturating_add(ns(self.cfg.reply_spin));
-        while self.hub.net.audio_in_callback() && clock::now_ns() < until {
+        let mut round: u32 = 0;
+        loop {
+            round = round.wrapping_add(1);
+            if self.hub.held.is_some() || !Self::pump_rt(&mut self.slots, &mut self.hub) {
+                return; // an owner has no room: the rest waits for its socket
+            }
+            if !self.hub.rt_waiting() {
+                return;
+            }
+            if round.is_multiple_of(SPIN_CHECK_EVERY)
+                && (!self.hub.net.audio_in_callback() || clock::now_ns() >= until)
+            {
+                return;
+            }
             std::hint::spin_loop();
         }
     }
@@ -1018,5 +1038,48 @@ mod tests {
         assert_eq!(w.live_conns(), n, "the rest accepted at the next pass");
         assert!(!w.accept_more, "backlog empty: wait for the next event");
         drop(clients);
+    }
+
+    /// Woken while the callback still runs: the replies the audio thread already queued are
+    /// taken as soon as they are there, not after the callback ends (nor after `reply_spin`).
+    #[test]
+    fn spin_takes_replies_as_they_arrive_while_the_callback_runs() {
+        let cfg = ServerConfig {
+            reply_spin: std::time::Duration::from_millis(500),
+            ..ServerConfig::default()
+        };
+        let (mut w, _addr, _control, mut audio) = worker(cfg);
+        w.hub
+            .net
+            .try_send(RtCommand {
+                id: 5,
+                op: RtOp::Play,
+            })
+            .unwrap();
+        w.hub.rt_owners.push_back((NOBODY, 5));
+        audio.begin_callback(clock::now_ns(), 48);
+        audio.drain(|_| crate::rt::Outcome::Applied); // answered; the callback goes on
+        let t0 = std::time::Instant::now();
+        w.spin_for_replies();
+        let spun = t0.elapsed();
+        assert_eq!(w.hub.net.commands_in_flight(), 0, "the answer was taken");
+        assert!(
+            spun < std::time::Duration::from_millis(100),
+            "spun {spun:?} with the answer already queued"
+        );
+        audio.end_callback(clock::now_ns());
+        // Negative control: owed an answer but no callback running, the spin stops at once.
+        w.hub
+            .net
+            .try_send(RtCommand {
+                id: 6,
+                op: RtOp::Stop,
+            })
+            .unwrap();
+        w.hub.rt_owners.push_back((NOBODY, 6));
+        let t0 = std::time::Instant::now();
+        w.spin_for_replies();
+        assert_eq!(w.hub.net.commands_in_flight(), 1, "nothing to take yet");
+        assert!(t0.elapsed() < std::time::Duration::from_millis(100));
     }
 }
