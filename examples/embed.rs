@@ -106,12 +106,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         };
         match req.op {
             ControlOp::Shutdown => {
-                let _ = control.reply(req.id, Ok(()));
+                let _ = control.reply(req.ticket, Ok(()));
                 break;
             }
             ControlOp::Orphaned => break,
             _ => {
-                let _ = control.reply(req.id, Err(ControlError::Unsupported));
+                let _ = control.reply(req.ticket, Err(ControlError::Unsupported));
             }
         }
     }

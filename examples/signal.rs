@@ -395,13 +395,13 @@ fn control_loop(control: &ControlEndpoint) -> String {
         };
         let result = match req.op {
             ControlOp::Shutdown => {
-                let _ = control.reply(req.id, Ok(()));
+                let _ = control.reply(req.ticket, Ok(()));
                 return "engine.shutdown".into();
             }
             ControlOp::Orphaned => return "supervisor gone and no client came back".into(),
             op => model.apply(&op),
         };
-        if control.reply(req.id, result).is_err() {
+        if control.reply(req.ticket, result).is_err() {
             return "network thread stopped".into();
         }
     }

@@ -61,7 +61,7 @@ fn steady_state_allocations_per_message() {
     let control_thread = std::thread::spawn(move || {
         while !st.load(Ordering::Relaxed) {
             match control.try_recv() {
-                Ok(req) => control.reply(req.id, Ok(())).unwrap(),
+                Ok(req) => control.reply(req.ticket, Ok(())).unwrap(),
                 Err(_) => std::thread::sleep(Duration::from_micros(100)),
             }
         }

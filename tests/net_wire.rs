@@ -517,7 +517,7 @@ fn control_route_acks_errors_and_unavailable() {
                 _ => Ok(()),
             };
             ops.push(req.op.clone());
-            control.reply(req.id, result).unwrap();
+            control.reply(req.ticket, result).unwrap();
             if ops.len() == 2 {
                 break;
             }
@@ -685,7 +685,7 @@ fn engine_shutdown_command_acked_then_goodbye() {
     let engine = std::thread::spawn(move || {
         let req = control.recv_timeout(Duration::from_secs(3)).unwrap();
         assert_eq!(req.op, ControlOp::Shutdown);
-        control.reply(req.id, Ok(())).unwrap();
+        control.reply(req.ticket, Ok(())).unwrap();
         server.shutdown();
     });
     let mut c = e.client();
@@ -862,4 +862,208 @@ fn acks_wait_in_the_holding_cell_when_the_transmit_buffer_is_full() {
     writer.join().unwrap();
     assert!(seen.values().all(|&k| k == 1));
     assert_eq!(e.server().stats().answers_discarded, 0);
+}
+
+/// Answers the old server was still owed when it stopped belong to nobody on the new server:
+/// the new session gets exactly its own answer, never the stale one (and the stale one is
+/// counted as discarded).
+#[test]
+fn restart_on_the_same_bridge_discards_the_previous_servers_answers() {
+    let mut e = Engine::start(fast());
+    e.pause_audio(true);
+    let mut w = raw_session(e.addr);
+    w.send(Some(100), &Play {});
+    std::thread::sleep(Duration::from_millis(50));
+    let net = e.server.take().unwrap().shutdown().expect("endpoint back");
+    let (server, _control) = fast().spawn(net).unwrap();
+    let mut w2 = raw_session(server.local_addr());
+    w2.send(Some(1), &Stop {});
+    std::thread::sleep(Duration::from_millis(50));
+    e.pause_audio(false);
+    let got = w2.messages_until(Duration::from_millis(800), |_| false);
+    let answers: Vec<_> = got.iter().filter(|(r, _)| r.is_some()).collect();
+    assert!(
+        matches!(answers.as_slice(), [(Some(1), ServerMessage::Ack(_))]),
+        "expected exactly `ack ref=1`, got {answers:?}"
+    );
+    assert_eq!(server.stats().answers_discarded, 1);
+}
+
+/// Once the audio thread's endpoint is dropped, audio-route commands are answered
+/// `audio_unavailable` at once, and those queued when it died are answered the same way.
+#[test]
+fn audio_thread_gone_answers_audio_unavailable() {
+    let e = Engine::start(fast());
+    e.pause_audio(true);
+    let mut w = raw_session(e.addr);
+    w.send(Some(40), &Play {});
+    w.send(Some(41), &Tempo { bpm: 99.0 });
+    std::thread::sleep(Duration::from_millis(50));
+    e.audio.stop.store(true, Ordering::SeqCst); // the audio thread exits, dropping its endpoint
+    let got = w.messages_until(Duration::from_secs(1), |m| {
+        [40, 41]
+            .iter()
+            .all(|id| m.iter().any(|(r, _)| *r == Some(*id)))
+    });
+    for id in [40, 41] {
+        let a: Vec<_> = got.iter().filter(|(r, _)| *r == Some(id)).collect();
+        assert!(
+            matches!(a.as_slice(), [(_, m)] if code(m) == Some("audio_unavailable")),
+            "queued command {id}: expected one `error audio_unavailable`, got {got:?}"
+        );
+    }
+    let t0 = Instant::now();
+    w.send(Some(42), &Play {});
+    let got = w.messages_until(Duration::from_secs(1), |m| {
+        m.iter().any(|(r, _)| *r == Some(42))
+    });
+    let a: Vec<_> = got.iter().filter(|(r, _)| *r == Some(42)).collect();
+    assert!(
+        matches!(a.as_slice(), [(_, m)] if code(m) == Some("audio_unavailable")),
+        "new command: expected `error audio_unavailable ref=42`, got {got:?}"
+    );
+    assert!(t0.elapsed() < Duration::from_secs(1));
+    // Non-audio commands still work.
+    w.send(
+        Some(43),
+        &Ping {
+            nonce: 1,
+            t_client_us: None,
+            rt: false,
+        },
+    );
+    let got = w.messages_until(Duration::from_secs(1), |m| {
+        m.iter().any(|(r, _)| *r == Some(43))
+    });
+    assert!(got
+        .iter()
+        .any(|(r, m)| *r == Some(43) && matches!(m, ServerMessage::Pong(_))));
+}
+
+/// The engine drops its control endpoint while requests are queued or being handled: each of
+/// them is answered `control_unavailable`, and so are later control commands.
+#[test]
+fn dropped_control_endpoint_answers_queued_requests_control_unavailable() {
+    let mut e = Engine::start(fast());
+    let control = e.control.take().unwrap();
+    let mut w = raw_session(e.addr);
+    w.send(Some(7), &RemoveNode { node: 3 });
+    w.send(Some(9), &RemoveNode { node: 4 });
+    // The control thread takes the first request, never replies, and drops the endpoint (the
+    // second request is still queued).
+    let taken = control.recv_timeout(Duration::from_secs(2)).unwrap();
+    assert_eq!(taken.id, 7);
+    std::thread::sleep(Duration::from_millis(50));
+    drop(control);
+    let got = w.messages_until(Duration::from_secs(1), |m| {
+        [7, 9]
+            .iter()
+            .all(|id| m.iter().any(|(r, _)| *r == Some(*id)))
+    });
+    for id in [7, 9] {
+        let a: Vec<_> = got.iter().filter(|(r, _)| *r == Some(id)).collect();
+        assert!(
+            matches!(a.as_slice(), [(_, m)] if code(m) == Some("control_unavailable")),
+            "command {id}: expected one `error control_unavailable`, got {got:?}"
+        );
+    }
+    w.send(Some(8), &RemoveNode { node: 3 });
+    let got = w.messages_until(Duration::from_secs(1), |m| {
+        m.iter().any(|(r, _)| *r == Some(8))
+    });
+    assert!(
+        got.iter()
+            .any(|(r, m)| *r == Some(8) && code(m) == Some("control_unavailable")),
+        "{got:?}"
+    );
+}
+
+/// A reply the engine sends to the `Orphaned` notice (which takes none) never answers a
+/// client's control command, even one whose id is 0.
+#[test]
+fn a_reply_to_the_orphaned_notice_never_answers_a_client_command() {
+    let mut child = std::process::Command::new("true").spawn().unwrap();
+    let pid = child.id();
+    child.wait().unwrap(); // a pid that is gone
+    let mut e = Engine::start(
+        fast()
+            .supervisor_pid(Some(pid))
+            .orphan_check(Duration::from_millis(10))
+            .orphan_grace(Duration::from_millis(20)),
+    );
+    let control = e.control.take().unwrap();
+    let orphaned = control.recv_timeout(Duration::from_secs(3)).unwrap();
+    assert_eq!(orphaned.op, ControlOp::Orphaned);
+    let mut w = raw_session(e.addr);
+    w.send(Some(0), &RemoveNode { node: 3 });
+    let req = control.recv_timeout(Duration::from_secs(3)).unwrap();
+    assert_eq!((req.id, &req.op), (0, &ControlOp::RemoveNode { node: 3 }));
+    // An engine that answers the notice anyway, then the client's request.
+    control
+        .reply(orphaned.ticket, Err(ControlError::Failed))
+        .unwrap();
+    control.reply(req.ticket, Ok(())).unwrap();
+    let got = w.messages_until(Duration::from_millis(500), |_| false);
+    let answers: Vec<_> = got.iter().filter(|(r, _)| *r == Some(0)).collect();
+    assert!(
+        matches!(answers.as_slice(), [(_, ServerMessage::Ack(_))]),
+        "expected exactly `ack ref=0`, got {got:?}"
+    );
+}
+
+/// After the client's `goodbye` the session waits for the answers it is owed, but no longer
+/// than `flush_timeout` (300 ms here): a control thread that never replies cannot keep the
+/// connection open.
+#[test]
+fn goodbye_linger_is_bounded_by_the_flush_timeout() {
+    let mut e = Engine::start(fast());
+    let control = e.control.take().unwrap(); // kept alive, never replies
+    let mut w = raw_session(e.addr);
+    w.send(Some(7), &RemoveNode { node: 3 });
+    let req = control.recv_timeout(Duration::from_secs(2)).unwrap();
+    assert_eq!(req.id, 7);
+    let t0 = Instant::now();
+    w.send(Some(8), &Goodbye {});
+    let got = w.until_closed(Duration::from_secs(3));
+    let waited = t0.elapsed();
+    assert!(w.closed, "connection still open after 3 s: {got:?}");
+    assert!(
+        got.iter()
+            .any(|(r, m)| *r == Some(8) && matches!(m, ServerMessage::Ack(_))),
+        "goodbye acked: {got:?}"
+    );
+    assert!(!got.iter().any(|(r, _)| *r == Some(7)), "{got:?}");
+    assert!(
+        waited >= Duration::from_millis(250) && waited < Duration::from_millis(1_000),
+        "closed after {waited:?}, expected about the 300 ms flush timeout"
+    );
+    drop(control);
+}
+
+/// More connections arrive at once than one pass accepts (64): every one of them is still
+/// accepted and answered (the rest are taken at the next pass, without a new readiness event):
+/// one gets `welcome`, the others `session_busy`.
+#[test]
+fn a_burst_of_connections_beyond_one_accept_pass_is_all_answered() {
+    let n = 100;
+    let e = Engine::start(fast().max_half_open(n + 4));
+    let mut socks: Vec<_> = (0..n).map(|_| raw(e.addr)).collect();
+    std::thread::sleep(Duration::from_millis(100));
+    for s in &mut socks {
+        s.write_all(&PREFACE).unwrap();
+        s.write_all(&frame(Some(1), &hello(PROTOCOL_VERSION, None)))
+            .unwrap();
+    }
+    let (mut welcomed, mut busy) = (0, 0);
+    for s in socks {
+        let mut w = Wire::new(s);
+        let got = w.messages_until(Duration::from_secs(2), |m| !m.is_empty());
+        match got.first() {
+            Some((Some(1), ServerMessage::Welcome(_))) => welcomed += 1,
+            Some((Some(1), m)) if code(m) == Some("session_busy") => busy += 1,
+            other => panic!("unexpected first message {other:?}"),
+        }
+    }
+    assert_eq!((welcomed, busy), (1, n - 1));
+    assert_eq!(e.server().stats().accepted, n as u64);
 }

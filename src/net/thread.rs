@@ -19,7 +19,7 @@ use super::sys::{self as timer, Timer};
 use super::Status;
 use crate::clock;
 use crate::config::ServerConfig;
-use crate::control::{ControlLink, ControlOp, ControlRequest, SendFail};
+use crate::control::{ControlLink, ControlOp, ControlRequest, ControlTicket, Received, SendFail};
 use crate::message::{self, Command, Health, Meters, Stream, Welcome};
 use crate::rt::{HealthSnapshot, NetEndpoint, RtCommand, RtOp, RtReply, MAX_METER_CHANNELS};
 use crate::session::{Answer, Driver, RouteError, RouteFull, Session, SessionConfig, SessionState};
@@ -33,10 +33,17 @@ const TIMER: Token = Token(usize::MAX - 3);
 
 /// Read/poll/write rounds per connection per pass (then the next pass comes at once).
 const ROUNDS: usize = 8;
+/// Connections accepted per pass; the rest wait for the next pass (see `Worker::accept_more`).
+const ACCEPTS_PER_PASS: usize = 64;
+/// Rounds of `spin_for_replies` between two reads of the audio thread's callback flag and clock.
+const SPIN_CHECK_EVERY: u32 = 64;
 /// Replies taken from the audio queue per pass.
 const REPLY_BUDGET: usize = 1024;
 /// With nothing in flight the reply queue is still drained every this many `telemetry_poll`s.
 const IDLE_POLL_FACTOR: u64 = 10;
+/// Owner of the answers a previous server on the same bridge was still owed: its slot part is
+/// out of range, so it never matches a connection and those answers are discarded (and counted).
+const NOBODY: u64 = u64::MAX;
 /// Connection slots beyond `max_half_open`: the controlling client and a few that are closing.
 const EXTRA_SLOTS: usize = 4;
 
@@ -61,11 +68,17 @@ struct Hub {
     control: ControlLink,
     controller: Option<u64>,
     last_controller_ns: u64,
-    /// Answers owed by the audio thread, oldest first: (owner, count). The audio thread answers
-    /// in the order it received, so the front segment owns the next answer.
-    rt_owners: VecDeque<(u64, usize)>,
-    /// Control requests in flight: (owner, id).
-    control_owners: VecDeque<(u64, u32)>,
+    /// Answers owed by the audio thread, oldest first: (owner, command id). The audio thread
+    /// answers in the order it received, so the front entry owns the next answer.
+    rt_owners: VecDeque<(u64, u32)>,
+    /// The audio thread's endpoint was dropped (seen by `pump`; final): what it still owed is
+    /// answered `audio_unavailable`.
+    audio_gone: bool,
+    /// Control requests in flight: (owner, id, ticket). Replies are matched by ticket: ids are
+    /// the clients' and need not be unique.
+    control_owners: VecDeque<(u64, u32, ControlTicket)>,
+    /// Sequence number of the last control request (tickets start at 1; 0 is `NONE`).
+    control_seq: u64,
     control_limit: usize,
     /// Answers produced on this thread for a command no route could take.
     immediate: VecDeque<(u64, u32, Answer)>,
@@ -119,14 +132,17 @@ impl Driver for Routes<'_> {
             self.hub.immediate.push_back((self.key, id, a));
             return Ok(());
         };
+        if self.hub.audio_gone || self.hub.net.is_audio_gone() {
+            // Nobody would ever take it: answer now (the next `pump` delivers it).
+            self.hub.immediate.push_back((self.key, id, AUDIO_GONE));
+            return Ok(());
+        }
         self.hub
             .net
             .try_send(RtCommand { id, op })
             .map_err(|_| RouteFull)?;
-        match self.hub.rt_owners.back_mut() {
-            Some((owner, n)) if *owner == self.key => *n += 1,
-            _ => self.hub.rt_owners.push_back((self.key, 1)),
-        }
+        // If the audio side went away after this check, `pump` answers this one too.
+        self.hub.rt_owners.push_back((self.key, id));
         Ok(())
     }
 
@@ -142,9 +158,11 @@ impl Driver for Routes<'_> {
         if self.hub.control_owners.len() >= self.hub.control_limit {
             return Err(RouteError::Full);
         }
-        match self.hub.control.try_send(ControlRequest { id, op }) {
+        let ticket = ControlTicket::new(self.hub.control_seq + 1);
+        match self.hub.control.try_send(ControlRequest { id, op, ticket }) {
             Ok(()) => {
-                self.hub.control_owners.push_back((self.key, id));
+                self.hub.control_seq += 1;
+                self.hub.control_owners.push_back((self.key, id, ticket));
                 Ok(())
             }
             Err(SendFail::Full) => Err(RouteError::Full),
@@ -156,6 +174,12 @@ impl Driver for Routes<'_> {
         (self.hub.transport, self.hub.health(0))
     }
 }
+
+/// The answer to an audio-route command once the audio thread is gone.
+const AUDIO_GONE: Answer = Answer::Error {
+    code: crate::ErrorCode::AudioUnavailable,
+    detail: "the audio thread is gone",
+};
 
 fn rt_op(cmd: &Command) -> Option<RtOp> {
     Some(match cmd {
@@ -195,6 +219,11 @@ fn sat32(v: usize) -> u32 {
 }
 
 impl Hub {
+    /// Answers are still to come from a live audio thread.
+    fn rt_waiting(&self) -> bool {
+        !self.audio_gone && self.net.commands_in_flight() > 0
+    }
+
     /// An `engine.health` body: the audio side's counters, the DSP-load maximum over the
     /// callbacks since the previous health frame (the last known one if no callback completed
     /// since), and this session's shed count.
@@ -260,6 +289,9 @@ pub(crate) struct Worker {
     slots: Vec<Option<Conn>>,
     next_gen: u32,
     hub: Hub,
+    /// The listener may have connections waiting: the previous pass stopped at
+    /// [`ACCEPTS_PER_PASS`] (the listener is edge-triggered, no new event will come for them).
+    accept_more: bool,
     stopping: bool,
     stop_started: u64,
     stop_deadline: u64,
@@ -304,6 +336,12 @@ impl Worker {
         let control_limit = cfg.control_capacity * 2 + 8;
         let slots = cfg.max_half_open + EXTRA_SLOTS;
         let now = clock::now_ns();
+        // At most the command queue's plus the reply queue's capacity is in flight; the default
+        // reply queue is twice the command queue. A larger reply queue makes this grow (once).
+        let mut rt_owners = VecDeque::with_capacity(net.health().cmd_queue_capacity * 3 + 16);
+        // The endpoint may come from a stopped server with commands still in flight (see
+        // `ServerHandle::shutdown`): their answers come first and belong to nobody here.
+        rt_owners.extend((0..net.commands_in_flight()).map(|_| (NOBODY, 0)));
         Ok(Self {
             welcome,
             poll,
@@ -317,9 +355,11 @@ impl Worker {
                 control,
                 controller: None,
                 last_controller_ns: now,
-                rt_owners: VecDeque::with_capacity(64),
+                rt_owners,
+                audio_gone: false,
                 control_owners: VecDeque::with_capacity(control_limit),
                 control_limit,
+                control_seq: 0,
                 immediate: VecDeque::with_capacity(16),
                 held: None,
                 transport: crate::rt::TransportState {
@@ -336,6 +376,7 @@ impl Worker {
                 dsp_load_max: 0.0,
                 status,
             },
+            accept_more: false,
             stopping: false,
             stop_started: 0,
             stop_deadline: 0,
@@ -371,7 +412,7 @@ impl Worker {
             let mut timer_fired = false;
             for ev in events.iter() {
                 match ev.token() {
-                    LISTENER => self.accept_all(),
+                    LISTENER => self.accept_more = true,
                     WAKER => {}
                     TIMER => timer_fired = true,
                     Token(slot) => {
@@ -381,6 +422,9 @@ impl Worker {
                         }
                     }
                 }
+            }
+            if self.accept_more {
+                self.accept_all();
             }
             if timer_fired {
                 self.timer.acknowledge();
@@ -457,15 +501,16 @@ impl Worker {
             }
             let more_to_read = c.readable && !c.session.rx_space().is_empty();
             let more_to_write = c.writable && !c.session.tx_pending().is_empty();
-            let newly_closed = c.session.is_closed() && c.closing_since.is_none();
+            let newly_closed =
+                c.session.state() >= SessionState::Closing && c.closing_since.is_none();
             if more_to_read || more_to_write || c.dead || newly_closed {
                 earlier(now);
             }
         }
-        if !self.hub.immediate.is_empty() {
+        if !self.hub.immediate.is_empty() || (self.accept_more && self.listener.is_some()) {
             earlier(now);
         }
-        if self.hub.net.commands_in_flight() > 0 || self.hub.held.is_some() {
+        if self.hub.rt_waiting() || self.hub.held.is_some() {
             let safety = now.saturating_add(poll_iv);
             let margin = ns(self.cfg.wake_margin);
             // A prediction older than the safety interval means the audio thread is not being
@@ -495,26 +540,51 @@ impl Worker {
         at
     }
 
-    /// Woken for replies while the audio callback still runs: spin briefly for its answers.
+    /// Woken for replies: takes them as they arrive, spinning up to `reply_spin` while the
+    /// audio callback still runs and answers are still owed.
+    ///
+    /// The spin polls the reply queue, whose write index the audio thread touches only when it
+    /// pushes; `audio_in_callback` (a cache line written every callback, see its docs) and the
+    /// clock are read only every [`SPIN_CHECK_EVERY`] rounds.
     fn spin_for_replies(&mut self) {
-        if self.hub.net.commands_in_flight() == 0 {
+        if !self.hub.rt_waiting() {
             return;
         }
         let until = clock::now_ns().saturating_add(ns(self.cfg.reply_spin));
-        while self.hub.net.audio_in_callback() && clock::now_ns() < until {
+        let mut round: u32 = 0;
+        loop {
+            round = round.wrapping_add(1);
+            if self.hub.held.is_some() || !Self::pump_rt(&mut self.slots, &mut self.hub) {
+                return; // an owner has no room: the rest waits for its socket
+            }
+            if !self.hub.rt_waiting() {
+                return;
+            }
+            if round.is_multiple_of(SPIN_CHECK_EVERY)
+                && (!self.hub.net.audio_in_callback() || clock::now_ns() >= until)
+            {
+                return;
+            }
             std::hint::spin_loop();
         }
     }
 
+    /// Accepts up to [`ACCEPTS_PER_PASS`] connections. `accept_more` stays set when the cap
+    /// was reached (the next pass comes at once and goes on); it is cleared once the backlog is
+    /// empty (`WouldBlock`) or accepting fails.
     fn accept_all(&mut self) {
-        loop {
+        for _ in 0..ACCEPTS_PER_PASS {
             let Some(listener) = &self.listener else {
+                self.accept_more = false;
                 return;
             };
             match listener.accept() {
                 Ok((stream, _)) => self.admit(stream),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(_) => return,
+                Err(_) => {
+                    self.accept_more = false;
+                    return;
+                }
             }
         }
     }
@@ -625,11 +695,21 @@ impl Worker {
                 return;
             }
         }
-        while let Some((id, result)) = hub.control.try_recv() {
-            let Some(i) = hub.control_owners.iter().position(|(_, rid)| *rid == id) else {
-                continue; // a reply to nothing we sent (e.g. to `Orphaned`): ignored
+        loop {
+            let (ticket, result) = match hub.control.try_recv() {
+                Received::Reply(r) => r,
+                Received::Empty => break,
+                Received::Gone => {
+                    if !Self::answer_control_gone(slots, hub) {
+                        return;
+                    }
+                    break;
+                }
             };
-            let Some((k, _)) = hub.control_owners.remove(i) else {
+            let Some(i) = hub.control_owners.iter().position(|o| o.2 == ticket) else {
+                continue; // a reply to nothing owed (`Orphaned`, a second reply): ignored
+            };
+            let Some((k, id, _)) = hub.control_owners.remove(i) else {
                 continue;
             };
             let a = match result {
@@ -643,9 +723,24 @@ impl Worker {
                 return;
             }
         }
+        Self::pump_rt(slots, hub);
+    }
+
+    /// Takes the audio thread's replies (up to [`REPLY_BUDGET`]). Once its endpoint is gone and
+    /// every reply it queued is taken, answers what it still owed `audio_unavailable`. `false`
+    /// when an answer went to the holding cell.
+    fn pump_rt(slots: &mut [Option<Conn>], hub: &mut Hub) -> bool {
+        // Read before draining: the audio side pushes nothing after it is dropped, so once the
+        // queue is empty below, no reply is still to come.
+        let gone = hub.audio_gone || hub.net.is_audio_gone();
+        if gone && !hub.audio_gone {
+            // Pairs with the release of the endpoint's drop: every reply it pushed is visible.
+            std::sync::atomic::fence(Ordering::Acquire);
+            hub.audio_gone = true;
+        }
         for _ in 0..REPLY_BUDGET {
             let Some(reply) = hub.net.pop_reply() else {
-                return;
+                return !gone || Self::answer_audio_gone(slots, hub);
             };
             let (Some(id), Some(a)) = (reply.answers(), answer_of(reply)) else {
                 if let RtReply::Transport(t) = reply {
@@ -653,23 +748,38 @@ impl Worker {
                 }
                 continue;
             };
-            let Some(k) = Self::take_rt_owner(&mut hub.rt_owners) else {
+            let Some((k, _)) = hub.rt_owners.pop_front() else {
                 continue; // an answer nobody is owed: cannot happen with a well-behaved bridge
             };
             if !Self::offer(slots, hub, k, id, a) {
-                return;
+                return false;
             }
         }
+        true
     }
 
-    fn take_rt_owner(owners: &mut VecDeque<(u64, usize)>) -> Option<u64> {
-        let (k, n) = owners.front_mut()?;
-        let k = *k;
-        *n -= 1;
-        if *n == 0 {
-            owners.pop_front();
+    /// Answers every control command still owed once the control endpoint is dropped.
+    fn answer_control_gone(slots: &mut [Option<Conn>], hub: &mut Hub) -> bool {
+        while let Some((k, id, _)) = hub.control_owners.pop_front() {
+            let a = Answer::Error {
+                code: crate::ErrorCode::ControlUnavailable,
+                detail: "this engine has no control handler",
+            };
+            if !Self::offer(slots, hub, k, id, a) {
+                return false;
+            }
         }
-        Some(k)
+        true
+    }
+
+    /// Answers every command the (dropped) audio thread still owed.
+    fn answer_audio_gone(slots: &mut [Option<Conn>], hub: &mut Hub) -> bool {
+        while let Some((k, id)) = hub.rt_owners.pop_front() {
+            if !Self::offer(slots, hub, k, id, AUDIO_GONE) {
+                return false;
+            }
+        }
+        true
     }
 
     fn service(&mut self, now: u64) {
@@ -711,18 +821,21 @@ impl Worker {
         }
     }
 
-    /// Closes a connection whose session is over once its bytes are out (or the flush bound
-    /// passed), or at once when the socket failed.
+    /// Closes a connection whose session is over once its bytes are out, or at once when the
+    /// socket failed. `flush_timeout` after the session began closing it is closed regardless:
+    /// that bounds both the wait for answers still owed after a `goodbye` (the session lingers
+    /// in `Closing`) and the wait for the client to read; answers arriving later are discarded
+    /// and counted.
     fn reap(&mut self, slot: usize, now: u64) {
         let Some(c) = self.slots[slot].as_mut() else {
             return;
         };
-        if !c.dead && !c.session.is_closed() {
+        if !c.dead && c.session.state() < SessionState::Closing {
             return;
         }
         let since = *c.closing_since.get_or_insert(now);
-        let flushed = c.session.tx_pending().is_empty();
-        if c.dead || flushed || now >= since.saturating_add(ns(self.cfg.flush_timeout)) {
+        let done = c.session.is_closed() && c.session.tx_pending().is_empty();
+        if c.dead || done || now >= since.saturating_add(ns(self.cfg.flush_timeout)) {
             self.remove(slot);
         }
     }
@@ -774,6 +887,7 @@ impl Worker {
             let req = ControlRequest {
                 id: 0,
                 op: ControlOp::Orphaned,
+                ticket: ControlTicket::NONE,
             };
             // Full: try again at the next check. Unavailable: the flag is all we can do.
             self.orphan_delivered = self.hub.control.try_send(req) != Err(SendFail::Full);
@@ -865,5 +979,107 @@ fn send_telemetry(c: &mut Conn, hub: &mut Hub, now: u64) {
                 c.session.send_telemetry(stream, &h, now);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A worker on an ephemeral loopback port with its control endpoint and bridge ends.
+    fn worker(
+        cfg: ServerConfig,
+    ) -> (
+        Worker,
+        std::net::SocketAddr,
+        crate::control::ControlEndpoint,
+        crate::rt::AudioEndpoint,
+    ) {
+        let (audio, net) = crate::rt::bridge(&crate::rt::RtConfig::default());
+        let listener = TcpListener::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let poll = Poll::new().unwrap();
+        let waker = Arc::new(mio::Waker::new(poll.registry(), WAKER).unwrap());
+        let orphaned = Arc::new(AtomicBool::new(false));
+        let (link, endpoint) = crate::control::control_route(4, waker, Arc::clone(&orphaned));
+        let status = Arc::new(Status::default());
+        let w = Worker::new(cfg, poll, listener, net, link, status, orphaned).unwrap();
+        (w, addr, endpoint, audio)
+    }
+
+    /// One wake-up accepts at most `ACCEPTS_PER_PASS` connections; the rest are accepted on the
+    /// next pass without a new readiness event (edge-triggered: nothing may be left behind).
+    #[test]
+    fn accepts_are_capped_per_pass_and_the_rest_follow() {
+        let n = ACCEPTS_PER_PASS + 36;
+        let cfg = ServerConfig {
+            max_half_open: n + 8,
+            ..ServerConfig::default()
+        };
+        let (mut w, addr, _control, _audio) = worker(cfg);
+        let clients: Vec<_> = (0..n)
+            .map(|_| std::net::TcpStream::connect(addr).unwrap())
+            .collect();
+        std::thread::sleep(std::time::Duration::from_millis(50)); // all in the backlog
+        w.accept_more = true; // what a listener event sets
+        w.accept_all();
+        assert_eq!(
+            w.live_conns(),
+            ACCEPTS_PER_PASS,
+            "one pass accepts at most the cap"
+        );
+        assert!(w.accept_more, "more to accept: retried at the next pass");
+        assert_eq!(
+            w.next_deadline(clock::now_ns())
+                .map(|t| t <= clock::now_ns()),
+            Some(true)
+        );
+        w.accept_all();
+        assert_eq!(w.live_conns(), n, "the rest accepted at the next pass");
+        assert!(!w.accept_more, "backlog empty: wait for the next event");
+        drop(clients);
+    }
+
+    /// Woken while the callback still runs: the replies the audio thread already queued are
+    /// taken as soon as they are there, not after the callback ends (nor after `reply_spin`).
+    #[test]
+    fn spin_takes_replies_as_they_arrive_while_the_callback_runs() {
+        let cfg = ServerConfig {
+            reply_spin: std::time::Duration::from_millis(500),
+            ..ServerConfig::default()
+        };
+        let (mut w, _addr, _control, mut audio) = worker(cfg);
+        w.hub
+            .net
+            .try_send(RtCommand {
+                id: 5,
+                op: RtOp::Play,
+            })
+            .unwrap();
+        w.hub.rt_owners.push_back((NOBODY, 5));
+        audio.begin_callback(clock::now_ns(), 48);
+        audio.drain(|_| crate::rt::Outcome::Applied); // answered; the callback goes on
+        let t0 = std::time::Instant::now();
+        w.spin_for_replies();
+        let spun = t0.elapsed();
+        assert_eq!(w.hub.net.commands_in_flight(), 0, "the answer was taken");
+        assert!(
+            spun < std::time::Duration::from_millis(100),
+            "spun {spun:?} with the answer already queued"
+        );
+        audio.end_callback(clock::now_ns());
+        // Negative control: owed an answer but no callback running, the spin stops at once.
+        w.hub
+            .net
+            .try_send(RtCommand {
+                id: 6,
+                op: RtOp::Stop,
+            })
+            .unwrap();
+        w.hub.rt_owners.push_back((NOBODY, 6));
+        let t0 = std::time::Instant::now();
+        w.spin_for_replies();
+        assert_eq!(w.hub.net.commands_in_flight(), 1, "nothing to take yet");
+        assert!(t0.elapsed() < std::time::Duration::from_millis(100));
     }
 }
