@@ -51,9 +51,19 @@ impl Timer {
 
     /// Arms the timer to fire `at_ns` (crate clock); `None` disarms. A no-op when unchanged.
     /// `now_ns` is the current crate clock time (the timer is set relative to it).
+    ///
+    /// A later deadline (or none) while an earlier one is still pending keeps the earlier one:
+    /// the thread then wakes a little early, finds nothing due and re-arms. Deadlines that only
+    /// move later, like the heartbeat deadline with every received frame, thus cost one
+    /// `timerfd_settime` per wake-up instead of one per frame.
     pub(crate) fn set(&mut self, at_ns: Option<u64>, now_ns: u64) -> io::Result<()> {
         if at_ns == self.armed {
             return Ok(());
+        }
+        if let Some(armed) = self.armed {
+            if armed > now_ns && at_ns.is_none_or(|at| at > armed) {
+                return Ok(());
+            }
         }
         self.armed = at_ns;
         // A zero it_value disarms, so a deadline already due is set 1 ns ahead.
