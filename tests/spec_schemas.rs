@@ -11,6 +11,9 @@ use std::path::PathBuf;
 
 use serde_json::Value;
 
+#[path = "common/mod.rs"]
+mod common;
+
 /// Every message of protocol version 1, as `<type>.<name>` (envelope.md's catalogue).
 const CATALOGUE: [&str; 25] = [
     "command.hello",
@@ -560,4 +563,31 @@ fn readme_typescript_sketch_is_the_tested_example() {
         readme.contains(&block),
         "README.md's TypeScript block differs from client.ts"
     );
+}
+
+/// What the Rust encoder writes — one value of every message, including a 64-channel meters
+/// frame and escaped strings — is valid against its schema (an independent validator).
+#[test]
+fn every_message_our_encoder_writes_satisfies_its_schema() {
+    let validators = Validators::new();
+    let mut seen = BTreeSet::new();
+    common::for_each_payload(|payload, _| {
+        let env: Value = serde_json::from_slice(payload).expect("our encoder writes JSON");
+        assert!(
+            validators.accepts(&env),
+            "{}: {}",
+            String::from_utf8_lossy(payload),
+            validators.explain(&env)
+        );
+        seen.insert(message_key(&env).unwrap());
+    });
+    assert_eq!(seen.len(), 25, "one of every message: {seen:?}");
+    // Negative control: the same validator rejects an encoded message with a field out of range.
+    let mut bad: Value = serde_json::from_str(
+        r#"{"type":"command","name":"transport.tempo","id":1,"body":{"bpm":1000.0}}"#,
+    )
+    .unwrap();
+    assert!(!validators.accepts(&bad));
+    bad["body"]["bpm"] = Value::from(120.0);
+    assert!(validators.accepts(&bad));
 }
