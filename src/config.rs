@@ -78,7 +78,10 @@ pub struct ServerConfig {
     /// the queue is still drained every 10 × this (transport telemetry keeps arriving).
     pub telemetry_poll: Duration,
     /// Margin added to the predicted end of the next audio callback before checking for
-    /// replies. Default 50 µs.
+    /// replies. Default 0: the thread wakes at the predicted end and spins (up to
+    /// [`reply_spin`](Self::reply_spin)) if the callback is still running, or looks again every
+    /// 25 µs if the callback started late. A margin trades latency (it adds to every ack) for
+    /// fewer spins.
     pub wake_margin: Duration,
     /// How long the thread spins on the reply queue when it wakes before the audio callback
     /// has answered. Default 200 µs.
@@ -132,7 +135,7 @@ impl Default for ServerConfig {
             heartbeat_timeout: Duration::from_secs(5),
             slow_consumer_timeout: Duration::from_secs(5),
             telemetry_poll: Duration::from_millis(5),
-            wake_margin: Duration::from_micros(50),
+            wake_margin: Duration::ZERO,
             reply_spin: Duration::from_micros(200),
             control_capacity: 64,
             max_half_open: 8,

@@ -212,6 +212,11 @@ impl<B: AsRef<[u8]> + AsMut<[u8]>> FrameDecoder<B> {
         })
     }
 
+    /// Gives the buffer back (its bytes are unspecified).
+    pub fn into_inner(self) -> B {
+        self.buf
+    }
+
     /// The payload limit in force.
     pub fn max_frame(&self) -> u32 {
         self.max_frame

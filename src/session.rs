@@ -556,6 +556,12 @@ where
         }
     }
 
+    /// Gives the receive and transmit buffers back, e.g. to reuse them for the next
+    /// connection (their bytes are unspecified; nothing needs zeroing).
+    pub fn into_buffers(self) -> (I, O) {
+        (self.rx.into_inner(), self.core.tx.buf)
+    }
+
     /// Commands handed to the driver and not yet answered.
     pub fn in_flight(&self) -> usize {
         self.core.in_flight

@@ -41,6 +41,27 @@ const SPIN_CHECK_EVERY: u32 = 64;
 const REPLY_BUDGET: usize = 1024;
 /// With nothing in flight the reply queue is still drained every this many `telemetry_poll`s.
 const IDLE_POLL_FACTOR: u64 = 10;
+/// When to look for the audio thread's answers, given the predicted end of the callback that
+/// takes the queued commands (`None` before the first callback).
+///
+/// At the predicted end plus `margin`; if that has passed (the callback started late, or is still
+/// running: then the wake-up spins), again in [`LATE_CALLBACK_RETRY_NS`] rather than a whole
+/// projected period later; if the prediction is older than `poll` (the device stopped), at the
+/// safety-net interval `poll`.
+fn reply_wake(predicted: Option<u64>, now: u64, margin: u64, poll: u64) -> u64 {
+    let safety = now.saturating_add(poll);
+    let wake = match predicted {
+        Some(t) if t.saturating_add(poll) < now => safety,
+        Some(t) if t.saturating_add(margin) > now => t.saturating_add(margin),
+        Some(_) => now.saturating_add(LATE_CALLBACK_RETRY_NS),
+        None => safety,
+    };
+    wake.min(safety)
+}
+
+/// While the callback that should answer queued commands is late (its predicted end has
+/// passed), how soon to look again (ns): short, because the answer leaves at the next look.
+const LATE_CALLBACK_RETRY_NS: u64 = 25_000;
 /// Owner of the answers a previous server on the same bridge was still owed: its slot part is
 /// out of range, so it never matches a connection and those answers are discarded (and counted).
 const NOBODY: u64 = u64::MAX;
@@ -278,6 +299,9 @@ fn reject_detail(r: crate::rt::RejectReason) -> &'static str {
     }
 }
 
+/// A connection's receive and transmit buffers.
+type BufferPair = (Box<[u8]>, Box<[u8]>);
+
 /// The network thread's state.
 pub(crate) struct Worker {
     cfg: ServerConfig,
@@ -287,6 +311,10 @@ pub(crate) struct Worker {
     timer: Timer,
     timer_ok: bool,
     slots: Vec<Option<Conn>>,
+    /// One receive/transmit buffer pair per free slot, allocated once at spawn and reused: a
+    /// connection costs no allocation and no zeroing (a flood of refused or garbage connections
+    /// must not stall the thread).
+    buffers: Vec<BufferPair>,
     next_gen: u32,
     hub: Hub,
     /// The listener may have connections waiting: the previous pass stopped at
@@ -349,6 +377,12 @@ impl Worker {
             timer,
             timer_ok: true,
             slots: (0..slots).map(|_| None).collect(),
+            buffers: (0..slots)
+                .map(|_| {
+                    let rx = vec![0u8; cfg.rx_buffer].into_boxed_slice();
+                    (rx, vec![0u8; cfg.tx_buffer].into_boxed_slice())
+                })
+                .collect(),
             next_gen: 1,
             hub: Hub {
                 net,
@@ -511,21 +545,12 @@ impl Worker {
             earlier(now);
         }
         if self.hub.rt_waiting() || self.hub.held.is_some() {
-            let safety = now.saturating_add(poll_iv);
             let margin = ns(self.cfg.wake_margin);
             // A prediction older than the safety interval means the audio thread is not being
             // called (stopped device, paused host): then only the safety net polls, instead of
             // waking once per projected period.
-            let running = self
-                .hub
-                .net
-                .next_callback_end_ns()
-                .is_some_and(|t| t.saturating_add(poll_iv) >= now);
-            let predicted = match self.hub.net.next_callback_end_after(now) {
-                Some(t) if running => t.saturating_add(margin),
-                _ => safety,
-            };
-            earlier(predicted.min(safety));
+            let predicted = self.hub.net.next_callback_end_ns();
+            earlier(reply_wake(predicted, now, margin, poll_iv));
         }
         // Even with nothing in flight, drain the reply queue now and then: transport telemetry
         // keeps arriving, and a full queue makes the audio side drop (and count) it.
@@ -620,10 +645,14 @@ impl Worker {
             token: self.cfg.token.as_deref().map(str::as_bytes),
             welcome: &self.welcome,
         };
-        let rx = vec![0u8; self.cfg.rx_buffer].into_boxed_slice();
-        let tx = vec![0u8; self.cfg.tx_buffer].into_boxed_slice();
-        let Ok(session) = Session::new(&scfg, rx, tx, now) else {
+        // A free slot always has a buffer pair: there are as many pairs as slots.
+        let Some((rx, tx)) = self.buffers.pop() else {
+            bump(&self.hub.status.refused);
             return;
+        };
+        let session = match Session::new(&scfg, rx, tx, now) {
+            Ok(session) => session,
+            Err(_) => return, // cannot happen: `validate` checked the sizes at spawn
         };
         let interest = Interest::READABLE | Interest::WRITABLE;
         if self
@@ -632,6 +661,7 @@ impl Worker {
             .register(&mut stream, Token(slot), interest)
             .is_err()
         {
+            self.buffers.push(session.into_buffers());
             return;
         }
         bump(&self.hub.status.accepted);
@@ -854,6 +884,7 @@ impl Worker {
         }
         let _ = self.poll.registry().deregister(&mut c.stream);
         let _ = c.stream.shutdown(Shutdown::Write);
+        self.buffers.push(c.session.into_buffers());
         // Dropping the stream closes it. Answers still owed to it are discarded when they
         // arrive (its key no longer matches a live connection).
     }
@@ -985,6 +1016,37 @@ fn send_telemetry(c: &mut Conn, hub: &mut Hub, now: u64) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reply_wake_follows_the_prediction_and_retries_soon_when_the_callback_is_late() {
+        const US: u64 = 1_000;
+        let poll = 5_000 * US;
+        let now = 1_000_000 * US;
+        // On time: at the predicted end (plus margin).
+        assert_eq!(
+            reply_wake(Some(now + 300 * US), now, 0, poll),
+            now + 300 * US
+        );
+        assert_eq!(
+            reply_wake(Some(now + 300 * US), now, 50 * US, poll),
+            now + 350 * US
+        );
+        // Late: the predicted end has passed without the answers. Look again in 25 µs, not a
+        // whole period (2.67 ms) later, which is what projecting the prediction forward did.
+        assert_eq!(
+            reply_wake(Some(now - 100 * US), now, 0, poll),
+            now + 25 * US
+        );
+        assert_eq!(
+            reply_wake(Some(now - 10 * US), now, 50 * US, poll),
+            now + 40 * US
+        );
+        // The audio thread stopped: only the safety net.
+        assert_eq!(reply_wake(Some(now - 6_000 * US), now, 0, poll), now + poll);
+        assert_eq!(reply_wake(None, now, 0, poll), now + poll);
+        // Never later than the safety net.
+        assert_eq!(reply_wake(Some(now + 9_000 * US), now, 0, poll), now + poll);
+    }
 
     /// A worker on an ephemeral loopback port with its control endpoint and bridge ends.
     fn worker(
