@@ -130,7 +130,7 @@ fn watched_start(slot: Arc<AtomicUsize>) -> OnStart {
 
 fn section_rt(cfg: &StackConfig) -> io::Result<()> {
     let base = &cfg.base;
-    let slots: [Arc<AtomicUsize>; 3] =
+    let slots: [Arc<AtomicUsize>; 4] =
         std::array::from_fn(|_| Arc::new(AtomicUsize::new(usize::MAX)));
     let before = support::task_ids()?;
     let (tcp_addr, tcp_t) =
@@ -138,7 +138,9 @@ fn section_rt(cfg: &StackConfig) -> io::Result<()> {
     let (mio_addr, mio_t) =
         servers::spawn_raw_mio(base.server_cpu, watched_start(slots[1].clone()))?;
     let (tok_addr, tok_t) = servers::spawn_tokio(base.server_cpu, watched_start(slots[2].clone()))?;
-    let raw_tids: Vec<(String, i32)> = ["raw-tcp", "raw-mio", "tokio"]
+    let (tfd_addr, tfd_t) =
+        servers::spawn_raw_mio_timerfd(base.server_cpu, watched_start(slots[3].clone()))?;
+    let raw_tids: Vec<(String, i32)> = ["raw-tcp", "raw-mio", "tokio", "raw-mio-tfd"]
         .iter()
         .map(|n| support::new_thread_named(&before, n).map(|t| (n.to_string(), t)))
         .collect::<io::Result<_>>()?;
@@ -180,10 +182,12 @@ fn section_rt(cfg: &StackConfig) -> io::Result<()> {
     let mut tcp = FrameClient::new(servers::connect_tcp(tcp_addr)?, PING_JSON)?;
     let mut mio = FrameClient::new(servers::connect_tcp(mio_addr)?, PING_JSON)?;
     let mut tok = FrameClient::new(servers::connect_tcp(tok_addr)?, PING_JSON)?;
+    let mut tfd = FrameClient::new(servers::connect_tcp(tfd_addr)?, PING_JSON)?;
     let mut ours = support::connect_stack(stack.handle.local_addr())?;
     let mut crate_client =
         Client::connect(stack_c.handle.local_addr(), &ClientOptions::default()).map_err(io_of)?;
     for (name, c) in [
+        ("raw mio + timerfd", &mut tfd),
         ("raw tcp", &mut tcp),
         ("raw mio", &mut mio),
         ("tokio", &mut tok),
@@ -202,7 +206,12 @@ fn section_rt(cfg: &StackConfig) -> io::Result<()> {
 
     let slot = |s: &Arc<AtomicUsize>| s.load(Ordering::Relaxed);
     let count = |i: usize| move || support_count(i);
-    let (s_tcp, s_mio, s_tok) = (slot(&slots[0]), slot(&slots[1]), slot(&slots[2]));
+    let (s_tcp, s_mio, s_tok, s_tfd) = (
+        slot(&slots[0]),
+        slot(&slots[1]),
+        slot(&slots[2]),
+        slot(&slots[3]),
+    );
     let (w_ours, w_c) = (stack.allocs, stack_c.allocs);
     let mut contenders = vec![
         Contender::new("raw TCP, blocking std (floor)", || tcp.round_trip())
@@ -224,6 +233,10 @@ fn section_rt(cfg: &StackConfig) -> io::Result<()> {
             Ok(t0.elapsed())
         })
         .with_alloc_counter(move || w_c.allocs()),
+        Contender::new("diagnostic: raw mio + one timerfd_settime per pass", || {
+            tfd.round_trip()
+        })
+        .with_alloc_counter(count(s_tfd)),
     ];
     let outcomes = common::run_interleaved(&mut contenders, base)?;
     drop(contenders);
@@ -258,8 +271,8 @@ fn section_rt(cfg: &StackConfig) -> io::Result<()> {
         verdict(a == 0.0)
     );
 
-    drop((tcp, mio, tok, ours, crate_client));
-    for t in [tcp_t, mio_t, tok_t] {
+    drop((tcp, mio, tok, ours, crate_client, tfd));
+    for t in [tcp_t, mio_t, tok_t, tfd_t] {
         let _ = t.join();
     }
     stack.handle.shutdown();

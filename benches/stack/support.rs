@@ -114,17 +114,25 @@ pub fn watch(tid: i32) -> io::Result<Watched> {
 /// The counter must be able to fail: an allocation on a watched thread (registered from
 /// *another* thread, as for the crate's network thread) must show, one elsewhere must not.
 pub fn alloc_counter_self_check() -> io::Result<()> {
-    let (tx, rx) = std::sync::mpsc::channel::<i32>();
-    let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
-    let t = std::thread::spawn(move || {
-        let _ = tx.send(gettid());
-        let _ = go_rx.recv();
+    // Plain atomics for the hand-shake: a blocking channel may allocate on the waiting side.
+    static TID: AtomicI32 = AtomicI32::new(0);
+    static GO: AtomicUsize = AtomicUsize::new(0);
+    let t = std::thread::spawn(|| {
+        TID.store(gettid(), Ordering::Release);
+        while GO.load(Ordering::Acquire) == 0 {
+            std::hint::spin_loop();
+        }
         std::hint::black_box(vec![1u8; 64]).len()
     });
-    let tid = rx.recv().map_err(io::Error::other)?;
+    let tid = loop {
+        match TID.load(Ordering::Acquire) {
+            0 => std::hint::spin_loop(),
+            t => break t,
+        }
+    };
     let w = watch(tid)?;
     let here = std::hint::black_box(vec![1u8; 64]); // this thread: not counted
-    let _ = go_tx.send(());
+    GO.store(1, Ordering::Release);
     let _ = t.join();
     drop(here);
     match w.allocs() {
