@@ -887,6 +887,9 @@ fn spawn_compressed_audio(
         .name("sim-audio".into())
         .spawn(move || {
             let _ = common::pin_current_thread(cpu);
+            // For profiling under valgrind, which runs one thread at a time: without a yield
+            // the spinning audio thread starves the others.
+            let yield_each = std::env::var_os("LOOPHOLE_BENCH_AUDIO_YIELD").is_some();
             let mut k = 0u64;
             while !stop.load(Ordering::Relaxed) {
                 audio.begin_callback(clock::now_ns(), FRAMES);
@@ -894,6 +897,9 @@ fn spawn_compressed_audio(
                 applied.fetch_add(n as u64, Ordering::Relaxed);
                 audio.end_callback(clock::now_ns());
                 k += 1;
+                if yield_each {
+                    std::thread::yield_now();
+                }
             }
             (audio, k)
         })
