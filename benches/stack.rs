@@ -495,6 +495,9 @@ fn section_stress(cfg: &StackConfig) -> io::Result<()> {
 struct EndTable {
     tag: Box<[AtomicU64]>,
     t: Box<[AtomicU64]>,
+    /// How much later than the previous period this period's wake-up was (ns, 0 if earlier):
+    /// how much later the callback started than the network thread's prediction.
+    later: Box<[AtomicU64]>,
 }
 
 const TABLE: usize = 1 << 14;
@@ -504,20 +507,26 @@ impl EndTable {
         Self {
             tag: (0..TABLE).map(|_| AtomicU64::new(u64::MAX)).collect(),
             t: (0..TABLE).map(|_| AtomicU64::new(0)).collect(),
+            later: (0..TABLE).map(|_| AtomicU64::new(0)).collect(),
         }
     }
-    fn record(&self, block: u64, t: u64) {
+    fn record(&self, block: u64, t: u64, later: u64) {
         let i = (block as usize) % TABLE;
         self.t[i].store(t, Ordering::Relaxed);
+        self.later[i].store(later, Ordering::Relaxed);
         self.tag[i].store(block, Ordering::Release);
     }
-    /// The end time of `block`, waiting up to 10 ms for the audio thread to record it.
-    fn get(&self, block: u64) -> Option<u64> {
+    /// The end time of `block` and how much later than predicted it started, waiting up to
+    /// 10 ms for the audio thread to record it.
+    fn get(&self, block: u64) -> Option<(u64, u64)> {
         let i = (block as usize) % TABLE;
         let until = Instant::now() + Duration::from_millis(10);
         loop {
             if self.tag[i].load(Ordering::Acquire) == block {
-                return Some(self.t[i].load(Ordering::Relaxed));
+                return Some((
+                    self.t[i].load(Ordering::Relaxed),
+                    self.later[i].load(Ordering::Relaxed),
+                ));
             }
             if Instant::now() > until {
                 return None;
@@ -529,14 +538,14 @@ impl EndTable {
 
 /// One simulated device period: a callback on every endpoint, end time recorded before
 /// `end_callback` (so it is visible before the network thread can see the callback ended).
-fn callback(audio: &mut AudioEndpoint, table: &EndTable, applied: &AtomicU64) {
+fn callback(audio: &mut AudioEndpoint, table: &EndTable, applied: &AtomicU64, later: u64) {
     audio.begin_callback(clock::now_ns(), FRAMES);
     let n = audio.drain(|_| RtOutcome::Applied);
     if n > 0 {
         applied.fetch_add(n as u64, Ordering::Relaxed);
     }
     let end = clock::now_ns();
-    table.record(audio.block_start() / u64::from(FRAMES), end);
+    table.record(audio.block_start() / u64::from(FRAMES), end, later);
     audio.end_callback(end);
 }
 
@@ -548,6 +557,10 @@ struct Applied {
     over_half_period: u64,
     /// Operations so far; the first `warmup` are not recorded.
     calls: u64,
+    /// Start later than predicted, for the callbacks of acks that left one wake-up late …
+    later_late: Recorder,
+    /// … and for all the others.
+    later_ontime: Recorder,
 }
 
 fn section_applied(cfg: &StackConfig) -> io::Result<()> {
@@ -572,12 +585,22 @@ fn section_applied(cfg: &StackConfig) -> io::Result<()> {
         .collect();
     let (tx, rx) = std::sync::mpsc::channel::<io::Result<(i32, Watched)>>();
     let audio_cpu = cfg.audio_cpu;
+    // Opt-in: LOOPHOLE_BENCH_AUDIO_FIFO=<priority> runs the sleeping audio thread SCHED_FIFO.
+    let fifo = std::env::var("LOOPHOLE_BENCH_AUDIO_FIFO")
+        .ok()
+        .and_then(|v| v.trim().parse::<i32>().ok());
     let audio_thread = {
         let (tables, applied, stop) =
             (Arc::clone(&tables), Arc::clone(&applied), Arc::clone(&stop));
         std::thread::Builder::new()
             .name("sim-audio".into())
             .spawn(move || {
+                if let Some(prio) = fifo {
+                    match support::request_fifo(prio) {
+                        Ok(p) => println!("- audio thread: SCHED_FIFO priority {p} granted"),
+                        Err(e) => println!("- audio thread: SCHED_FIFO refused ({e}); SCHED_OTHER"),
+                    }
+                }
                 let setup = common::pin_current_thread(audio_cpu)
                     .and_then(|_| common::set_timer_slack_ns(1))
                     .and_then(|_| {
@@ -589,13 +612,16 @@ fn section_applied(cfg: &StackConfig) -> io::Result<()> {
                     return (audios, 0u64, 0u64);
                 }
                 let t0 = common::monotonic_ns();
-                let (mut k, mut late_max) = (0u64, 0u64);
+                let (mut k, mut late_max, mut prev_late) = (0u64, 0u64, 0u64);
                 while !stop.load(Ordering::Relaxed) {
                     let due = t0 + k * PERIOD_NS;
                     support::sleep_until(due);
-                    late_max = late_max.max(common::monotonic_ns().saturating_sub(due));
+                    let late = common::monotonic_ns().saturating_sub(due);
+                    late_max = late_max.max(late);
+                    let later = late.saturating_sub(prev_late);
+                    prev_late = late;
                     for (i, a) in audios.iter_mut().enumerate() {
-                        callback(a, &tables[i], &applied);
+                        callback(a, &tables[i], &applied, later);
                     }
                     k += 1;
                 }
@@ -634,6 +660,8 @@ fn section_applied(cfg: &StackConfig) -> io::Result<()> {
                 missing: 0,
                 over_half_period: 0,
                 calls: 0,
+                later_late: Recorder::new(),
+                later_ontime: Recorder::new(),
             })
         })
         .collect();
@@ -693,9 +721,12 @@ fn section_applied(cfg: &StackConfig) -> io::Result<()> {
                 return Ok(Duration::from_nanos(t1 - t0));
             }
             match tables[i].get(sample / u64::from(FRAMES)) {
-                Some(end) if t1 >= end => {
+                Some((end, later)) if t1 >= end => {
                     if t1 - end > PERIOD_NS / 2 {
                         res.over_half_period += 1;
+                        res.later_late.record(Duration::from_nanos(later));
+                    } else {
+                        res.later_ontime.record(Duration::from_nanos(later));
                     }
                     res.fixed.record(Duration::from_nanos(t1 - end))
                 }
@@ -772,6 +803,11 @@ fn section_applied(cfg: &StackConfig) -> io::Result<()> {
             100.0 * r.over_half_period as f64 / r.fixed.summary().count.max(1) as f64,
             r.negative,
             r.missing
+        );
+        let (l, o) = (r.later_late.summary(), r.later_ontime.summary());
+        println!(
+            "  how much later than predicted the applying callback started: late acks p50 {} / p99 {} / max {} µs (n {}); on-time acks p50 {} / p99 {} / max {} µs (n {})",
+            us(l.p50), us(l.p99), us(l.max), l.count, us(o.p50), us(o.p99), us(o.max), o.count
         );
     }
     common::print_table(

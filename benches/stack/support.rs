@@ -294,6 +294,29 @@ pub fn linger_zero(s: &TcpStream) {
     }
 }
 
+/// Asks for `SCHED_FIFO` at `priority` (clamped to the system's range) for the calling thread;
+/// returns the priority granted or the OS error (e.g. `EPERM`).
+pub fn request_fifo(priority: i32) -> io::Result<i32> {
+    // SAFETY: plain queries with a valid policy constant.
+    let (min, max) = unsafe {
+        (
+            libc::sched_get_priority_min(libc::SCHED_FIFO),
+            libc::sched_get_priority_max(libc::SCHED_FIFO),
+        )
+    };
+    let priority = priority.clamp(min, max);
+    // SAFETY: sched_param is plain old data; all-zero is a valid value.
+    let mut param: libc::sched_param = unsafe { std::mem::zeroed() };
+    param.sched_priority = priority;
+    // SAFETY: `pthread_self()` is the calling thread; `param` is a valid sched_param.
+    let r = unsafe { libc::pthread_setschedparam(libc::pthread_self(), libc::SCHED_FIFO, &param) };
+    if r == 0 {
+        Ok(priority)
+    } else {
+        Err(io::Error::from_raw_os_error(r))
+    }
+}
+
 /// xorshift64*: a deterministic pseudo-random sequence (no allocation, no syscall).
 pub struct Rng(u64);
 
