@@ -318,7 +318,12 @@ fn stress_loop(k: usize, addr: SocketAddr, cpu: usize, st: Arc<Stress>) -> io::R
     let garbage = b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".to_vec();
     let mut buf = vec![0u8; 4096];
     let mut iters = 0u64;
+    // Opt-in pacing: LOOPHOLE_BENCH_STRESS_PAUSE_US between iterations (default 0: flat out).
+    let pause = Duration::from_micros(env_u64("LOOPHOLE_BENCH_STRESS_PAUSE_US", 0));
     while !st.stop.load(Ordering::Relaxed) && iters < STRESS_MAX_ITERS {
+        if !pause.is_zero() {
+            std::thread::sleep(pause);
+        }
         if !st.active.load(Ordering::Acquire) {
             st.idle[k].store(true, Ordering::Release);
             std::thread::sleep(Duration::from_micros(200));
