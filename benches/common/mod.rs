@@ -217,6 +217,11 @@ impl Recorder {
             .saturating_record(d.as_nanos().min(u64::MAX as u128) as u64);
     }
 
+    /// The value at quantile `q` (0..=1), in nanoseconds.
+    pub fn quantile(&self, q: f64) -> u64 {
+        self.hist.value_at_quantile(q)
+    }
+
     /// The percentiles recorded so far.
     pub fn summary(&self) -> Summary {
         let h = &self.hist;
@@ -236,6 +241,7 @@ pub struct Contender<'a> {
     pub name: String,
     op: Box<dyn FnMut() -> io::Result<Duration> + 'a>,
     allocs: Option<Box<dyn Fn() -> u64 + 'a>>,
+    before_batch: Option<Box<dyn FnMut() -> io::Result<()> + 'a>>,
 }
 
 impl<'a> Contender<'a> {
@@ -246,6 +252,7 @@ impl<'a> Contender<'a> {
             name: name.into(),
             op: Box::new(op),
             allocs: None,
+            before_batch: None,
         }
     }
 
@@ -254,6 +261,20 @@ impl<'a> Contender<'a> {
     pub fn with_alloc_counter(mut self, read: impl Fn() -> u64 + 'a) -> Self {
         self.allocs = Some(Box::new(read));
         self
+    }
+
+    /// Adds a hook run before each of this contender's batches (warm-up included), outside the
+    /// timed operations: e.g. to switch a background load on or off for this contender only.
+    pub fn with_before_batch(mut self, hook: impl FnMut() -> io::Result<()> + 'a) -> Self {
+        self.before_batch = Some(Box::new(hook));
+        self
+    }
+
+    fn prepare(&mut self) -> io::Result<()> {
+        match self.before_batch.as_mut() {
+            Some(h) => h().map_err(|e| named(&self.name, e)),
+            None => Ok(()),
+        }
     }
 
     /// Runs the operation once, unrecorded (e.g. to check a reply before measuring).
@@ -282,6 +303,7 @@ pub fn run_interleaved(
 ) -> io::Result<Vec<Outcome>> {
     let n = contenders.len();
     for c in contenders.iter_mut() {
+        c.prepare()?;
         for _ in 0..cfg.warmup {
             (c.op)().map_err(|e| named(&c.name, e))?;
         }
@@ -295,6 +317,10 @@ pub fn run_interleaved(
             let i = (turn + k) % n;
             let c = &mut contenders[i];
             let todo = cfg.batch.min(cfg.rounds - done[i]);
+            if todo == 0 {
+                continue;
+            }
+            c.prepare()?;
             let before = c.allocs.as_ref().map_or(0, |f| f());
             for _ in 0..todo {
                 let d = (c.op)().map_err(|e| named(&c.name, e))?;

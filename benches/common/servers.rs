@@ -124,7 +124,28 @@ pub fn spawn_raw_mio(cpu: usize, on_start: OnStart) -> io::Result<(SocketAddr, S
         expect_preface(&mut s)?;
         s.write_all(&PREFACE)?;
         s.set_nonblocking(true)?;
-        mio_floor::serve(mio::net::TcpStream::from_std(s))
+        mio_floor::serve(mio::net::TcpStream::from_std(s), false)
+    })?;
+    Ok((addr, t))
+}
+
+/// [`spawn_raw_mio`] plus one `timerfd_settime` per pass of the loop (a timerfd registered with
+/// the poll, re-armed 50 ms ahead before each `epoll_wait`), the way a server that keeps its
+/// deadlines in a timerfd relative to "now" re-arms it. A diagnostic contender: the difference
+/// to [`spawn_raw_mio`] is the price of that one system call per round trip.
+pub fn spawn_raw_mio_timerfd(
+    cpu: usize,
+    on_start: OnStart,
+) -> io::Result<(SocketAddr, ServerThread)> {
+    let listener = TcpListener::bind("127.0.0.1:0")?;
+    let addr = listener.local_addr()?;
+    let t = spawn_server("raw-mio-tfd", cpu, on_start, move || {
+        let (mut s, _) = listener.accept()?;
+        s.set_nodelay(true)?;
+        expect_preface(&mut s)?;
+        s.write_all(&PREFACE)?;
+        s.set_nonblocking(true)?;
+        mio_floor::serve(mio::net::TcpStream::from_std(s), true)
     })?;
     Ok((addr, t))
 }
@@ -152,10 +173,15 @@ pub mod mio_floor {
         pos: usize,
     }
 
-    pub(super) fn serve(mut s: mio::net::TcpStream) -> io::Result<()> {
+    pub(super) fn serve(mut s: mio::net::TcpStream, rearm_timer: bool) -> io::Result<()> {
         let mut poll = Poll::new()?;
         let mut events = Events::with_capacity(16);
         poll.registry().register(&mut s, CONN, Interest::READABLE)?;
+        let timer = if rearm_timer {
+            Some(Timerfd::new(&poll)?)
+        } else {
+            None
+        };
         let pong = frame(PONG_JSON);
         let mut input = Input {
             buf: vec![0; 2 * (HEADER_LEN + MAX_PAYLOAD)],
@@ -171,6 +197,9 @@ pub mod mio_floor {
         };
         let mut writable_registered = false;
         loop {
+            if let Some(t) = &timer {
+                t.arm_ns(50_000_000)?;
+            }
             match poll.poll(&mut events, None) {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 r => r?,
@@ -188,6 +217,52 @@ pub mod mio_floor {
                 poll.registry().reregister(&mut s, CONN, interest)?;
                 writable_registered = want_write;
             }
+        }
+    }
+
+    /// A timerfd registered with the poll (never fires in practice: re-armed 50 ms ahead).
+    struct Timerfd(std::os::fd::OwnedFd);
+
+    impl Timerfd {
+        fn new(poll: &Poll) -> io::Result<Self> {
+            // SAFETY: timerfd_create takes no pointers; a negative result is checked below.
+            let fd = unsafe {
+                libc::timerfd_create(
+                    libc::CLOCK_MONOTONIC,
+                    libc::TFD_NONBLOCK | libc::TFD_CLOEXEC,
+                )
+            };
+            if fd < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            // SAFETY: `fd` is a fresh descriptor owned by nothing else.
+            let fd = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+            let raw = std::os::fd::AsRawFd::as_raw_fd(&fd);
+            poll.registry().register(
+                &mut mio::unix::SourceFd(&raw),
+                Token(1),
+                Interest::READABLE,
+            )?;
+            Ok(Self(fd))
+        }
+
+        fn arm_ns(&self, ns: u64) -> io::Result<()> {
+            let spec = libc::itimerspec {
+                it_interval: libc::timespec {
+                    tv_sec: 0,
+                    tv_nsec: 0,
+                },
+                it_value: libc::timespec {
+                    tv_sec: (ns / 1_000_000_000) as libc::time_t,
+                    tv_nsec: (ns % 1_000_000_000) as libc::c_long,
+                },
+            };
+            let fd = std::os::fd::AsRawFd::as_raw_fd(&self.0);
+            // SAFETY: `spec` is a valid itimerspec on the stack; the old-value pointer may be null.
+            if unsafe { libc::timerfd_settime(fd, 0, &spec, std::ptr::null_mut()) } < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(())
         }
     }
 

@@ -91,6 +91,16 @@ impl<S: Read + Write> FrameClient<S> {
         self.stream.write_all(&frame(payload))
     }
 
+    /// Writes bytes that already form whole frames (not timed; does not allocate).
+    pub fn send_bytes(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.stream.write_all(bytes)
+    }
+
+    /// The underlying stream.
+    pub fn stream(&self) -> &S {
+        &self.stream
+    }
+
     /// Receives one frame and returns its payload.
     pub fn recv_frame(&mut self) -> io::Result<&[u8]> {
         let mut h = [0u8; HEADER_LEN];
