@@ -76,6 +76,8 @@ struct Conn {
     session: Sess,
     key: u64,
     readable: bool,
+    /// An event said the peer closed its side (or errored): read until end of stream.
+    read_closed: bool,
     writable: bool,
     closing_since: Option<u64>,
     dead: bool,
@@ -452,6 +454,7 @@ impl Worker {
                     Token(slot) => {
                         if let Some(c) = self.slots.get_mut(slot).and_then(Option::as_mut) {
                             c.readable |= ev.is_readable() || ev.is_read_closed() || ev.is_error();
+                            c.read_closed |= ev.is_read_closed() || ev.is_error();
                             c.writable |= ev.is_writable() || ev.is_write_closed() || ev.is_error();
                         }
                     }
@@ -672,6 +675,7 @@ impl Worker {
             session,
             key,
             readable: true,
+            read_closed: false,
             writable: true,
             closing_since: None,
             dead: false,
@@ -935,7 +939,8 @@ fn read_in(c: &mut Conn) -> bool {
     let mut progress = false;
     while c.readable {
         let space = c.session.rx_space();
-        if space.is_empty() {
+        let space_len = space.len();
+        if space_len == 0 {
             break;
         }
         match c.stream.read(space) {
@@ -945,8 +950,16 @@ fn read_in(c: &mut Conn) -> bool {
                 return true;
             }
             Ok(n) => {
+                // A short read drained the socket: with edge-triggered readiness, new bytes (or
+                // a FIN) arriving later raise a new event, so the read that would only return
+                // `WouldBlock` is skipped. Not when the event also said the peer closed: then
+                // read on to the end of the stream.
+                let drained = n < space_len && !c.read_closed;
                 c.session.rx_commit(n);
                 progress = true;
+                if drained {
+                    c.readable = false;
+                }
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => c.readable = false,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
