@@ -652,7 +652,7 @@ fn section_applied(cfg: &StackConfig) -> io::Result<()> {
     println!(
         "- audio thread: clock_nanosleep(TIMER_ABSTIME) to every period start ({PERIOD_NS} ns), PR_SET_TIMERSLACK 1 ns, one callback per server per period (begin, drain → Applied, end), callback end time stored before end_callback in a preallocated table keyed by block = ack.sample / {FRAMES}"
     );
-    println!("- rt-wake waker mode: NOT measured — the server does not wire it (Server::spawn creates its mio Poll internally and exposes no Waker to pass to RtConfig::with_waker; the bridge must exist before spawn)");
+    println!("- rt-wake waker mode: not measured by this bench (wired through ServerBuilder::audio_waker; tests/net_wake.rs checks it)");
 
     let mut clients: Vec<FrameClient<TcpStream>> = stacks
         .iter()

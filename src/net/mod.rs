@@ -62,15 +62,18 @@ impl Server {
     pub fn builder() -> ServerBuilder {
         ServerBuilder {
             cfg: ServerConfig::default(),
+            poll: None,
         }
     }
 }
 
 /// Builds and starts the network thread. Every setter documents its default in
 /// [`ServerConfig`].
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub struct ServerBuilder {
     cfg: ServerConfig,
+    /// The event loop, created early by [`ServerBuilder::audio_waker`] (`rt-wake`).
+    poll: Option<(mio::Poll, Arc<mio::Waker>)>,
 }
 
 macro_rules! setters {
@@ -89,7 +92,27 @@ macro_rules! setters {
 impl ServerBuilder {
     /// Starts from an explicit configuration.
     pub fn from_config(cfg: ServerConfig) -> Self {
-        Self { cfg }
+        Self { cfg, poll: None }
+    }
+
+    /// The waker of the network thread-to-be, for [`RtConfig::with_waker`](crate::rt::RtConfig)
+    /// (feature `rt-wake`): the audio thread then makes one non-blocking `write(2)` to an
+    /// eventfd at the end of each callback that answered a command, and the network thread
+    /// takes the answers at once instead of at the predicted callback end. Call it before
+    /// creating the bridge; [`spawn`](Self::spawn) uses the same event loop. Allocates the
+    /// event loop (once).
+    #[cfg(feature = "rt-wake")]
+    pub fn audio_waker(&mut self) -> std::io::Result<Arc<mio::Waker>> {
+        if self.poll.is_none() {
+            let poll = mio::Poll::new()?;
+            let waker = Arc::new(mio::Waker::new(poll.registry(), thread::WAKER)?);
+            self.poll = Some((poll, waker));
+        }
+        Ok(self
+            .poll
+            .as_ref()
+            .map(|(_, w)| Arc::clone(w))
+            .expect("created above"))
     }
 
     /// The configuration so far.
@@ -208,8 +231,14 @@ impl ServerBuilder {
                     port: local_addr.port(),
                 })?;
         }
-        let poll = mio::Poll::new().map_err(io_err)?;
-        let waker = Arc::new(mio::Waker::new(poll.registry(), thread::WAKER).map_err(io_err)?);
+        let (poll, waker) = match self.poll {
+            Some(early) => early,
+            None => {
+                let poll = mio::Poll::new().map_err(io_err)?;
+                let waker = mio::Waker::new(poll.registry(), thread::WAKER).map_err(io_err)?;
+                (poll, Arc::new(waker))
+            }
+        };
         let status = Arc::new(Status::default());
         let orphaned = Arc::new(AtomicBool::new(false));
         let (link, endpoint) = control_route(

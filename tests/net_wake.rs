@@ -1,0 +1,63 @@
+//! `rt-wake`: the audio thread wakes the network thread through `ServerBuilder::audio_waker`, so
+//! an ack leaves when its callback ends even when the callback-end prediction is useless.
+#![cfg(feature = "rt-wake")]
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use loophole_ipc::client::{Client, ClientOptions};
+use loophole_ipc::clock;
+use loophole_ipc::message::{Play, ServerMessage};
+use loophole_ipc::net::Server;
+use loophole_ipc::rt::{bridge, Outcome, RtConfig};
+
+/// Time from sending `transport.play` to its ack, with an audio thread that runs a callback
+/// every 10 ms but declares a 1 s block (so the network thread's prediction says "in a
+/// second"), and a safety-net poll of 2 s.
+fn ack_delay(with_waker: bool) -> Duration {
+    let mut builder = Server::builder().telemetry_poll(Duration::from_secs(2));
+    let mut rt = RtConfig::default();
+    if with_waker {
+        rt = rt.with_waker(builder.audio_waker().unwrap());
+    }
+    let (mut audio, net) = bridge(&rt);
+    let (server, _control) = builder.spawn(net).unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let s = Arc::clone(&stop);
+    let audio_thread = std::thread::spawn(move || {
+        while !s.load(Ordering::Relaxed) {
+            audio.begin_callback(clock::now_ns(), 48_000);
+            audio.drain(|_| Outcome::Applied);
+            audio.end_callback(clock::now_ns());
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    });
+    let mut client = Client::connect(server.local_addr(), &ClientOptions::default()).unwrap();
+    std::thread::sleep(Duration::from_millis(50)); // a few callbacks: the prediction exists
+    let t = Instant::now();
+    let mut seen = Vec::new();
+    let reply = client.request(&Play {}, &mut seen).unwrap();
+    let took = t.elapsed();
+    assert!(matches!(reply, ServerMessage::Ack(_)), "{reply:?}");
+    stop.store(true, Ordering::Relaxed);
+    audio_thread.join().unwrap();
+    drop(server);
+    took
+}
+
+#[test]
+fn the_audio_thread_wakes_the_network_thread() {
+    let woken = ack_delay(true);
+    assert!(
+        woken < Duration::from_millis(300),
+        "with the waker: {woken:?}"
+    );
+    // Negative control: without the waker the ack waits for the (useless) prediction or the
+    // 2 s safety net.
+    let predicted = ack_delay(false);
+    assert!(
+        predicted > Duration::from_millis(500),
+        "without the waker: {predicted:?}"
+    );
+}
