@@ -79,14 +79,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let running = Arc::new(AtomicBool::new(true));
     let host_running = Arc::clone(&running);
     let host = std::thread::spawn(move || {
-        let transport = TransportState {
-            playing: false,
-            position: 0,
-            bpm: 120.0,
-            loop_start: 0,
-            loop_end: 0,
-            loop_enabled: false,
-        };
+        let transport = TransportState::default();
         let mut engine = Engine {
             transport,
             gain: 0.5,

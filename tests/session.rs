@@ -85,14 +85,7 @@ impl Driver for Mock {
         Ok(())
     }
     fn snapshot(&mut self) -> (TransportState, Health) {
-        let t = TransportState {
-            playing: false,
-            position: 0,
-            bpm: 120.0,
-            loop_start: 0,
-            loop_end: 0,
-            loop_enabled: false,
-        };
+        let t = TransportState::default();
         (t, Health::default())
     }
 }

@@ -101,14 +101,7 @@ impl Graph {
             freq: Ramp::new(DEFAULT_FREQ),
             gain: Ramp::new(DEFAULT_GAIN),
             phase: 0.0,
-            transport: TransportState {
-                playing: false,
-                position: 0,
-                bpm: 120.0,
-                loop_start: 0,
-                loop_end: 0,
-                loop_enabled: false,
-            },
+            transport: TransportState::default(),
             block: vec![0.0; max_block.max(1)].into_boxed_slice(),
         }
     }

@@ -28,14 +28,7 @@ impl Driver for NoRoutes {
         Err(RouteError::Unavailable)
     }
     fn snapshot(&mut self) -> (loophole_ipc::message::TransportState, loophole_ipc::message::Health) {
-        let t = loophole_ipc::message::TransportState {
-            playing: false,
-            position: 0,
-            bpm: 120.0,
-            loop_start: 0,
-            loop_end: 0,
-            loop_enabled: false,
-        };
+        let t = loophole_ipc::message::TransportState::default();
         (t, Default::default())
     }
 }

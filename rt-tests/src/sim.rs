@@ -198,14 +198,7 @@ where
     r.counter_live = thread_allocs() >= before_probe + 2;
 
     let mut blocks = [[0.0f32; FRAMES]; CHANNELS];
-    let mut transport = TransportState {
-        playing: false,
-        position: 0,
-        bpm: 120.0,
-        loop_start: 0,
-        loop_end: 0,
-        loop_enabled: false,
-    };
+    let mut transport = TransportState::default();
     let base = Instant::now();
     if use_seccomp {
         if let Err(e) = seccomp::install_on_current_thread() {

@@ -202,6 +202,20 @@ pub struct TransportState {
 }
 message!(TransportState, Telemetry, "transport.state");
 
+impl Default for TransportState {
+    /// Stopped at sample 0, 120 bpm, no loop: an engine's state before any command.
+    fn default() -> Self {
+        Self {
+            playing: false,
+            position: 0,
+            bpm: 120.0,
+            loop_start: 0,
+            loop_end: 0,
+            loop_enabled: false,
+        }
+    }
+}
+
 // ---- parameters ----
 
 /// `command param.set`.

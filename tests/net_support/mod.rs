@@ -58,14 +58,7 @@ impl Engine {
         let st = Arc::clone(&state);
         let _ = clock::now_ns();
         let audio_thread = std::thread::spawn(move || {
-            let mut t = TransportState {
-                playing: false,
-                position: 0,
-                bpm: 120.0,
-                loop_start: 0,
-                loop_end: 0,
-                loop_enabled: false,
-            };
+            let mut t = TransportState::default();
             let block = [0.25f32; 48];
             while !st.stop.load(Ordering::Relaxed) {
                 if !st.paused.load(Ordering::Relaxed) {
