@@ -19,20 +19,23 @@
 //!
 //! # What allocates, what blocks
 //!
-//! [`ServerBuilder::spawn`] allocates the listener, the event list, the control queues and the
-//! thread. Each accepted connection allocates its receive and transmit buffers once (sizes from
-//! [`ServerConfig`]); after that the per-message path (read, decode, route, answer, telemetry,
-//! write) does not allocate (measured in `tests/net_alloc.rs`). The thread blocks only in
-//! `epoll_wait`; deadlines below a millisecond use a `timerfd` (see `sys.rs`).
+//! [`ServerBuilder::spawn`] allocates the listener, the event list, the control queues, the
+//! thread, and one receive/transmit buffer pair per connection slot (sizes from
+//! [`ServerConfig`]), reused by every connection: accepting a connection and the per-message
+//! path (read, decode, route, answer, telemetry, write) do not allocate (measured in
+//! `tests/net_alloc.rs`). The thread blocks only in `epoll_wait`; deadlines below a millisecond
+//! use a `timerfd` (see `sys.rs`).
 //!
 //! # Wake-up policy
 //!
-//! While commands are in flight to the audio thread the thread sleeps until just after the
-//! predicted end of the next audio callback ([`NetEndpoint::next_callback_end_after`] plus
-//! [`ServerConfig::wake_margin`]), then takes the replies, spinning up to
-//! [`ServerConfig::reply_spin`] if the callback is still running. It also polls the reply queue
-//! every [`ServerConfig::telemetry_poll`] as a safety net. The audio thread makes no system call
-//! to wake it.
+//! While commands are in flight to the audio thread the thread sleeps until the predicted end of
+//! the callback that will answer them ([`NetEndpoint::next_callback_end_ns`] plus
+//! [`ServerConfig::wake_margin`], default 0), then takes the replies, spinning up to
+//! [`ServerConfig::reply_spin`] while that callback still runs; if the predicted end has passed
+//! without the answers (the callback started late) it looks again every 25 µs rather than a
+//! whole period later. It also polls the reply queue every [`ServerConfig::telemetry_poll`] as a
+//! safety net. The audio thread makes no system call to wake it, unless the `rt-wake` feature's
+//! waker is configured (`ServerBuilder::audio_waker`).
 
 mod announce;
 mod bind;
