@@ -612,7 +612,7 @@ int32_t loophole_server_shutdown(struct LoopholeServer *server);
  * Shuts the server down (if not yet) and frees the handle. NULL is ignored. Works on a
  * poisoned handle. The handle must not be used afterwards.
  *
- * [control-thread] Blocks like `loophole_server_shutdown`.
+ * [control-thread] Blocks like `loophole_server_shutdown`; frees memory.
  */
 void loophole_server_free(struct LoopholeServer *server);
 
@@ -649,7 +649,7 @@ bool loophole_control_is_orphaned(struct LoopholeControl *control);
  * Frees the control handle. Requests still unanswered are answered `control_unavailable` by
  * the network thread. NULL is ignored; works on a poisoned handle.
  *
- * [control-thread] One eventfd write; frees memory.
+ * [control-thread] Never blocks; one eventfd write; frees memory (deallocates).
  */
 void loophole_control_free(struct LoopholeControl *control);
 
@@ -745,7 +745,7 @@ int32_t loophole_audio_stats(struct LoopholeAudio *audio, struct LoopholeAudioSt
  * Frees the audio handle (the shared queues are freed when the last of the audio and network
  * sides is gone). NULL is ignored; works on a poisoned handle.
  *
- * [control-thread] Not inside an audio callback: frees memory.
+ * [control-thread] Never blocks; frees memory (deallocates), so never inside an audio callback.
  */
 void loophole_audio_free(struct LoopholeAudio *audio);
 

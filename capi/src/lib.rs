@@ -770,7 +770,7 @@ pub unsafe extern "C" fn loophole_server_shutdown(server: *mut LoopholeServer) -
 /// Shuts the server down (if not yet) and frees the handle. NULL is ignored. Works on a
 /// poisoned handle. The handle must not be used afterwards.
 ///
-/// [control-thread] Blocks like `loophole_server_shutdown`.
+/// [control-thread] Blocks like `loophole_server_shutdown`; frees memory.
 #[no_mangle]
 pub unsafe extern "C" fn loophole_server_free(server: *mut LoopholeServer) {
     free_box(server);
@@ -928,7 +928,7 @@ pub unsafe extern "C" fn loophole_control_is_orphaned(control: *mut LoopholeCont
 /// Frees the control handle. Requests still unanswered are answered `control_unavailable` by
 /// the network thread. NULL is ignored; works on a poisoned handle.
 ///
-/// [control-thread] One eventfd write; frees memory.
+/// [control-thread] Never blocks; one eventfd write; frees memory (deallocates).
 #[no_mangle]
 pub unsafe extern "C" fn loophole_control_free(control: *mut LoopholeControl) {
     free_box(control);
@@ -1218,7 +1218,7 @@ pub unsafe extern "C" fn loophole_audio_stats(
 /// Frees the audio handle (the shared queues are freed when the last of the audio and network
 /// sides is gone). NULL is ignored; works on a poisoned handle.
 ///
-/// [control-thread] Not inside an audio callback: frees memory.
+/// [control-thread] Never blocks; frees memory (deallocates), so never inside an audio callback.
 #[no_mangle]
 pub unsafe extern "C" fn loophole_audio_free(audio: *mut LoopholeAudio) {
     free_box(audio);
