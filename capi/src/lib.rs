@@ -1227,7 +1227,18 @@ pub unsafe extern "C" fn loophole_audio_free(audio: *mut LoopholeAudio) {
 /// Hooks for this crate's own tests (not part of the C ABI; no symbol is exported).
 #[doc(hidden)]
 pub mod testing {
-    use super::{LoopholeAudio, LoopholeControl};
+    use super::{AtomicBool, AudioEndpoint, LoopholeAudio, LoopholeControl};
+
+    /// Wraps a Rust [`AudioEndpoint`] (from `rt::bridge`) in an ABI handle, for benchmarks that
+    /// drive the same bridge through the C ABI and directly. Free it with `loophole_audio_free`.
+    pub fn wrap_audio(ep: AudioEndpoint) -> *mut LoopholeAudio {
+        Box::into_raw(Box::new(LoopholeAudio {
+            ep,
+            invalid_outcomes: 0,
+            poisoned: AtomicBool::new(false),
+            panic_armed: false,
+        }))
+    }
 
     /// Makes the next `loophole_audio_drain` on `audio` panic inside the library.
     ///

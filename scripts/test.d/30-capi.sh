@@ -89,4 +89,31 @@ LOOPHOLE_CPP_ENGINE="$PWD/$OUT/signal_cpp" \
 LOOPHOLE_CPP_ENGINE="$PWD/$OUT/signal_cpp_asan" \
   cargo test -q -p loophole-ipc-capi --test e2e_cpp -- --ignored aura_drives_the_cpp_engine
 
+step "capi: bench: the C++ callback through the ABI vs the Rust endpoint (callgrind instructions)"
+need_apt valgrind valgrind
+cargo bench -p loophole-ipc-capi-rt --bench abi_vs_rust --no-run --quiet
+BENCH=$(ls -t "$TARGET"/release/deps/abi_vs_rust-* | grep -v '\.d$' | head -1)
+for side in rust abi; do
+  ABI_BENCH_ONLY=$side valgrind --tool=callgrind --toggle-collect="*${side}_round*" \
+    --callgrind-out-file="$OUT/callgrind.$side" "$BENCH" >/dev/null 2>"$OUT/callgrind.$side.log"
+done
+python3 - "$OUT/callgrind.rust" "$OUT/callgrind.abi" <<'PY'
+import sys
+def total(path):
+    for line in open(path):
+        if line.startswith("totals:"):
+            return int(line.split()[1])
+    sys.exit(f"no totals in {path}")
+rust, abi = total(sys.argv[1]), total(sys.argv[2])
+if rust < 2_000_000 or abi < 2_000_000:  # 2000 callbacks: the toggle must have matched
+    sys.exit(f"callgrind counted too little (rust {rust}, abi {abi}): toggle-collect missed")
+ratio = abi / rust
+print(f"abi_vs_rust (callgrind, 2000 callbacks of 16 commands + 64 ch x 64 frames meters): "
+      f"Rust {rust} Ir, C++ through the ABI {abi} Ir, ratio {ratio:.4f}x (target <= 1.1x)")
+if ratio > 1.1:
+    sys.exit("FAIL: the C ABI path costs more than 1.1x the Rust endpoint")
+PY
+# Wall-clock figure for information (noisy on a shared machine; the gate is the count above).
+"$BENCH"
+
 step "capi: section done in $((SECONDS - T0)) s"

@@ -70,3 +70,34 @@ std::uint64_t probe_thread_news(void) { return g_news; }
 
 void probe_free(void* probe) { delete static_cast<Probe*>(probe); }
 }
+
+// ---------------------------------------------------------------------------------------------
+// The benchmark's C++ side: one callback's work through the wrapper and the C ABI (begin, drain
+// with a lambda that applies param.set, 64-channel planar meters, end).
+namespace {
+struct BenchState {
+    float gain = 0.5f;
+    std::uint32_t applied = 0;
+};
+BenchState g_bench;
+}  // namespace
+
+extern "C" std::uint32_t bench_cpp_callback(LoopholeAudio* a, const float* const* channels,
+                                            std::uint32_t n_channels, std::uint32_t frames,
+                                            std::uint64_t now_ns) {
+    loophole::AudioEndpoint ep(a);
+    ep.begin(now_ns, frames);
+    const std::uint32_t n = ep.drain([](const LoopholeCommand& c) noexcept -> LoopholeOutcome {
+        if (c.op != LOOPHOLE_OP_PARAM_SET || c.node != 2)
+            return loophole::rejected(loophole::Reject::UnknownNode);
+        if (!(c.value >= 0.0f && c.value <= 4.0f))
+            return loophole::rejected(loophole::Reject::OutOfRange);
+        g_bench.gain = c.value;
+        g_bench.applied++;
+        return loophole::applied();
+    });
+    ep.publishMeters(channels, n_channels, frames);
+    ep.end(now_ns + 1000);
+    (void)ep.release();  // the harness owns the handle
+    return n;
+}

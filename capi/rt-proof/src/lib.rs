@@ -28,6 +28,30 @@ extern "C" {
     fn probe_free(probe: *mut c_void);
     fn probe_thread_news() -> u64;
     fn probe_thread_heap_ops() -> u64;
+    fn bench_cpp_callback(
+        audio: *mut c_void,
+        channels: *const *const f32,
+        n_channels: u32,
+        frames: u32,
+        now_ns: u64,
+    ) -> u32;
+}
+
+/// The benchmark's C++ callback (`cpp/probe.cpp`): begin, drain with a C++ lambda, planar
+/// meters, end, all through the wrapper and the C ABI. Returns the commands answered.
+///
+/// # Safety
+/// `audio` is a live handle used by this thread only; `channels` has `n_channels` pointers to
+/// `frames` floats each.
+pub unsafe fn cpp_callback(
+    audio: *mut LoopholeAudio,
+    channels: *const *const f32,
+    n_channels: u32,
+    frames: u32,
+    now_ns: u64,
+) -> u32 {
+    // SAFETY: caller contract.
+    unsafe { bench_cpp_callback(audio.cast(), channels, n_channels, frames, now_ns) }
 }
 
 /// What the callback does besides the engine's work.
