@@ -325,7 +325,7 @@ export class EngineClient extends EventEmitter<ClientEvents> {
 
   private admit(p: Pending, timeoutMs: number): void {
     if (p.signal?.aborted) return p.reject(new EngineError("aborted", "aborted before sending", { command: p.name }));
-    if (this.closing || this._state === "closed" || this._state === "failed") return p.reject(new EngineError("not_sent", `client is ${this.closing ? "closing" : this._state}`, { command: p.name }));
+    if (this.closing || (this.started && (this._state === "closed" || this._state === "failed"))) return p.reject(new EngineError("not_sent", `client is ${this.closing ? "closing" : this._state}`, { command: p.name }));
     if (timeoutMs > 0) {
       p.timer = setTimeout(() => this.settleErr(p, p.sent ? "timeout" : "not_sent", p.sent ? `no answer in ${timeoutMs} ms` : `not sent within ${timeoutMs} ms`, true), timeoutMs);
       if (this.unrefd) p.timer.unref();
@@ -335,6 +335,7 @@ export class EngineClient extends EventEmitter<ClientEvents> {
       p.signal.addEventListener("abort", p.onAbort, { once: true });
     }
     if (this._state !== "ready") {
+      // Not ready (or not started yet): at once not_sent, unless the caller opted into a queue.
       if (this.waiting.length < this.opts.queueWhileDisconnected) return void this.waiting.push(p);
       return this.settleErr(p, "not_sent", `not connected (${this._state})`, false);
     }
