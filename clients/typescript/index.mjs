@@ -10,6 +10,8 @@ export const {
   FrameReader,
   PREFACE,
   HEADER_LEN,
+  ENCODING_JSON,
+  isU32,
   ENGINE_MAX_PAYLOAD,
   PRE_WELCOME_MAX_PAYLOAD,
   encodeCommand,
