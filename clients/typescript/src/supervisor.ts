@@ -181,12 +181,13 @@ export class EngineSupervisor extends EventEmitter<SupervisorEvents> {
     const child = this.child;
     const t = this.spawnOpts?.shutdownTimeoutsMs ?? {};
     if (child && child.exitCode === null && child.signalCode === null) {
+      let asked = false;
       if (this.client.state === "ready") {
         // Step 1: ask. The ack comes before the engine's goodbye; the client then closes.
-        await this.client.request("engine.shutdown", {}, { timeoutMs: t.graceful ?? 2_000 }).catch(() => {});
+        asked = await this.client.request("engine.shutdown", {}, { timeoutMs: t.graceful ?? 2_000 }).then(() => true, () => false);
       }
       await this.client.close(200);
-      if (!(await waitExit(child, t.graceful ?? 2_000))) {
+      if (!asked || !(await waitExit(child, t.graceful ?? 2_000))) {
         if (isWindows) killTree(child);
         else child.kill("SIGTERM");
         if (!(await waitExit(child, t.term ?? 2_000))) {
