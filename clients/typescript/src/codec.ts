@@ -1,5 +1,6 @@
 // The wire format of framing.md and envelope.md: preface, 8-byte header, one JSON envelope.
 // Nothing here touches a socket; the client feeds it bytes.
+import { isUtf8 } from "node:buffer";
 import { COMMAND_FIELDS, type CommandName } from "./generated";
 import { ProtocolError } from "./errors";
 
@@ -45,7 +46,6 @@ export class FrameReader {
   private have = 0;
   private payloadLen = -1; // -1: waiting for a header
   private failed: ProtocolError | null = null;
-  private readonly utf8 = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true });
 
   constructor(opts: FrameReaderOptions = {}) {
     this.maxFrame = opts.maxFrame ?? ENGINE_MAX_PAYLOAD;
@@ -132,12 +132,9 @@ export class FrameReader {
   }
 
   private decode(payload: Buffer): Envelope {
-    let text: string;
-    try {
-      text = this.utf8.decode(payload);
-    } catch {
-      throw new ProtocolError("invalid_utf8", "payload is not valid UTF-8");
-    }
+    // buffer.isUtf8 validates natively; toString then cannot substitute U+FFFD.
+    if (!isUtf8(payload)) throw new ProtocolError("invalid_utf8", "payload is not valid UTF-8");
+    const text = payload.toString("utf8");
     let v: unknown;
     try {
       v = JSON.parse(text);
