@@ -7,6 +7,11 @@ set -euo pipefail
 
 need_apt node nodejs npm
 need_apt npm npm
+node_major=$(node -p 'process.versions.node.split(".")[0]')
+if [ "$node_major" -lt 20 ]; then
+  echo "clients/typescript needs Node >= 20 (package.json engines); this machine has $(node --version)" >&2
+  exit 1
+fi
 
 step "typescript: signal example binary (release)"
 cargo build --release --example signal
