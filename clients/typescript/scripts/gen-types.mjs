@@ -51,6 +51,7 @@ function tsType(p, where) {
 function bodyInterface(m, open) {
   const props = m.body.properties ?? {};
   const req = new Set(m.body.required ?? []);
+  if (!open && Object.keys(props).length === 0) return "Record<string, never>"; // `{}` would accept any object
   let out = "{\n";
   for (const [k, p] of Object.entries(props)) {
     out += doc(p.description, "    ");

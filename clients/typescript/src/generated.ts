@@ -46,11 +46,9 @@ export type TelemetryStream = (typeof TELEMETRY_STREAMS)[number];
 /** Command name → body (what the client sends; the engine rejects unknown fields). */
 export interface CommandBodies {
   /** Asks the engine to exit. Answered by `ack`; then the engine sends `goodbye` (reason shutdown) and exits */
-  "engine.shutdown": {
-  };
+  "engine.shutdown": Record<string, never>;
   /** Ends the session. Answered by `ack`, then the engine closes the connection */
-  "goodbye": {
-  };
+  "goodbye": Record<string, never>;
   /** Adds a node. Answered by `ack`, or `error` (node_exists, unknown_kind, control_unavailable) */
   "graph.add_node": {
     /** Id of the new node, chosen by the client (u32). */
@@ -136,16 +134,14 @@ export interface CommandBodies {
     "enabled": boolean;
   };
   /** Starts the transport. Answered by `ack` with `sample` */
-  "transport.play": {
-  };
+  "transport.play": Record<string, never>;
   /** Moves the transport. Answered by `ack` with `sample` */
   "transport.seek": {
     /** New transport position in samples (integer 0 … 2^53-1). */
     "sample": number;
   };
   /** Stops the transport. Answered by `ack` with `sample` */
-  "transport.stop": {
-  };
+  "transport.stop": Record<string, never>;
   /** Sets the tempo. Answered by `ack` with `sample`, or `error` out_of_range */
   "transport.tempo": {
     /** Tempo in beats per minute, 20 … 999. */
