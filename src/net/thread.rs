@@ -83,6 +83,8 @@ struct Conn {
     dead: bool,
     /// `Session::shutdown` was called (server stopping).
     shut: bool,
+    /// When it was accepted: the oldest connection not yet OPEN is evicted first.
+    accepted_at: u64,
 }
 
 /// What the [`Driver`] needs: everything but the connection table.
@@ -474,9 +476,9 @@ impl Worker {
         self.slots.iter().flatten().count()
     }
 
-    /// Starts stopping when asked: no more accepting or reading. Each session says `goodbye`
-    /// once the answers it is owed have been queued (or half the flush time has passed), so the
-    /// answers precede the goodbye.
+    /// Starts stopping when asked: no more accepting or reading. Every session is told at once;
+    /// it answers the frames it had received `shutting_down` and says `goodbye` once the answers
+    /// it is owed have been queued (or half the flush time has passed), so `goodbye` is last.
     fn check_stop(&mut self, now: u64) {
         if !self.stopping && self.hub.status.stop.load(Ordering::SeqCst) {
             self.stopping = true;
@@ -490,10 +492,9 @@ impl Worker {
         if !self.stopping {
             return;
         }
-        let waited_enough = now >= self.stop_started + ns(self.cfg.flush_timeout) / 2;
         let mut changed = false;
         for c in self.slots.iter_mut().flatten() {
-            if !c.shut && (c.session.in_flight() == 0 || waited_enough) {
+            if !c.shut {
                 c.shut = true;
                 c.session.shutdown(now);
                 changed = true;
@@ -529,7 +530,9 @@ impl Worker {
             if c.session.is_blocked() {
                 earlier(now.saturating_add(poll_iv));
             }
-            let more_to_read = c.readable && !c.session.rx_space().is_empty();
+            // Not while stopping: nothing is read then, and a byte arriving must not make the
+            // loop spin (the flush waits on events and deadlines only).
+            let more_to_read = !self.stopping && c.readable && !c.session.rx_space().is_empty();
             let more_to_write = c.writable && !c.session.tx_pending().is_empty();
             let newly_closed =
                 c.session.state() >= SessionState::Closing && c.closing_since.is_none();
@@ -610,18 +613,42 @@ impl Worker {
         }
     }
 
-    /// Gives an accepted socket a session, or closes it at once when the half-open bound is
-    /// reached or no slot is free.
+    /// The connection to evict for a new one: the oldest still waiting for its preface, else
+    /// the oldest still waiting for `hello` (neither holds anything a client is owed).
+    fn eviction_victim(&self) -> Option<usize> {
+        self.slots
+            .iter()
+            .enumerate()
+            .filter_map(|(i, c)| Some((i, c.as_ref()?)))
+            .filter(|(_, c)| !c.dead && c.session.state() < SessionState::Open)
+            .min_by_key(|(_, c)| (c.session.state(), c.accepted_at))
+            .map(|(i, _)| i)
+    }
+
+    /// Gives an accepted socket a session. When the half-open bound is reached or no slot is
+    /// free, the oldest connection not yet OPEN (preface-waiting first) is closed to make room:
+    /// a newcomer always gets its chance, so idle or trickling sockets cannot lock a client out
+    /// (session.md §2). Only when every slot holds an OPEN or closing connection, or while
+    /// stopping, is the new one closed at once.
     fn admit(&mut self, mut stream: TcpStream) {
+        if self.stopping {
+            bump(&self.hub.status.refused);
+            return; // dropped: closed at once
+        }
         let half_open = self
             .slots
             .iter()
             .flatten()
             .filter(|c| c.session.state() < SessionState::Open)
             .count();
-        if self.stopping || half_open >= self.cfg.max_half_open {
-            bump(&self.hub.status.refused);
-            return; // dropped: closed at once
+        let free = self.slots.iter().position(Option::is_none);
+        if half_open >= self.cfg.max_half_open || free.is_none() {
+            let Some(victim) = self.eviction_victim() else {
+                bump(&self.hub.status.refused);
+                return;
+            };
+            self.remove(victim);
+            bump(&self.hub.status.evicted);
         }
         let Some(slot) = self.slots.iter().position(Option::is_none) else {
             bump(&self.hub.status.refused);
@@ -646,10 +673,11 @@ impl Worker {
             bump(&self.hub.status.refused);
             return;
         };
-        let session = match Session::new(&scfg, rx, tx, now) {
+        let mut session = match Session::new(&scfg, rx, tx, now) {
             Ok(session) => session,
             Err(_) => return, // cannot happen: `validate` checked the sizes at spawn
         };
+        session.set_flush_timeout(ns(self.cfg.flush_timeout));
         let interest = Interest::READABLE | Interest::WRITABLE;
         if self
             .poll
@@ -673,6 +701,7 @@ impl Worker {
             closing_since: None,
             dead: false,
             shut: false,
+            accepted_at: now,
         });
     }
 
