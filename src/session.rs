@@ -611,8 +611,8 @@ where
         }
         c.stopping = true;
         match c.state {
-            SessionState::Preface => c.state = SessionState::Closing,
-            SessionState::Handshake | SessionState::Open => {
+            // Before OPEN too: a preface and `hello` already received get their answer.
+            SessionState::Preface | SessionState::Handshake | SessionState::Open => {
                 let at = now.saturating_add(c.flush_timeout / 2);
                 c.drain_deadline = Some(c.drain_deadline.map_or(at, |d| d.min(at)));
             }
@@ -683,6 +683,7 @@ impl<O: AsRef<[u8]> + AsMut<[u8]>> Core<O> {
 
     /// Answers a frame taken while giving up: `shutting_down` when its id is readable.
     fn refuse(&mut self, payload: &[u8]) {
+        self.send_preface();
         match Command::decode(payload) {
             Ok((id, _)) => self.error(
                 Some(id),

@@ -1336,3 +1336,23 @@ fn a_client_blocked_by_back_pressure_is_not_timed_out() {
     s.poll(1201 * MS, &mut d);
     assert!(s.is_closed());
 }
+
+/// Found by the session model (fuzz/fuzz_targets/session_model.rs): a shutdown before the
+/// preface was polled. The preface and `hello` already received are answered: the engine's
+/// preface first, then `shutting_down` (never an error before the preface, never silence).
+#[test]
+fn shutdown_before_the_preface_was_polled_still_answers_hello_after_the_preface() {
+    let w = welcome();
+    let mut d = Mock::new();
+    let mut s = new_session(&w, None);
+    send(&mut s, &PREFACE);
+    send(&mut s, &frame(1, &hello(None)));
+    s.shutdown(MS);
+    s.poll(MS, &mut d);
+    assert!(s.is_closed());
+    let mut wire = Wire::new(); // its decoder checks the engine's preface first
+    let got = wire.take(&mut s, 2 * MS);
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!(error_code(&got[0]), (Some(1), "shutting_down".into()));
+    assert_eq!(d.claims, 0, "no session was opened");
+}
