@@ -148,7 +148,7 @@ impl<'a> Model<'a> {
                 None,
             ),
             2 | 3 => {
-                let t = (arg % 2 == 0).then_some(u64::from(id) * 7);
+                let t = arg.is_multiple_of(2).then_some(u64::from(id) * 7);
                 let rt = kind % 12 == 2;
                 let ping = Ping {
                     nonce: id,
@@ -275,7 +275,7 @@ impl<'a> Model<'a> {
                         t_client_us: None,
                         sample: Some(1),
                     }
-                } else if mood % 3 == 0 {
+                } else if mood.is_multiple_of(3) {
                     Answer::Error {
                         code: ErrorCode::UnknownNode,
                         detail: "no node",
@@ -365,7 +365,7 @@ pub fn run(data: &[u8]) {
                 m.deliver(k);
             }
             7 => {
-                if m.byte() % 8 == 0 && !m.eof {
+                if m.byte().is_multiple_of(8) && !m.eof {
                     m.eof = true;
                     m.s.rx_eof();
                 }
