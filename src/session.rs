@@ -43,8 +43,9 @@ pub const ANSWER_ROOM: usize = 1024;
 /// before any ack or error is held back.
 pub const TELEMETRY_RESERVE: usize = 2048;
 
-/// Real-time pings in flight whose `t_client_us` the session remembers to echo. When more are
-/// in flight, the oldest memory is dropped (its `pong` then echoes what the driver passes).
+/// Real-time pings in flight whose `t_client_us` the session remembers, for a driver that does
+/// not pass it back in [`Answer::Pong`]. When more are in flight, the oldest memory is dropped
+/// (its `pong` then echoes only what the driver passes); the network thread always passes it.
 pub const RT_PING_SLOTS: usize = 32;
 
 /// Default of [`Session::set_flush_timeout`]: how long, after the client's end of input, the
@@ -102,7 +103,7 @@ pub enum Answer {
     Pong {
         /// The ping's nonce.
         nonce: u32,
-        /// Ignored when the session remembers the ping's own `t_client_us`.
+        /// The ping's own `t_client_us`; when `None`, the session echoes the one it remembers.
         t_client_us: Option<u64>,
         /// Sample clock when the audio thread saw it.
         sample: Option<u64>,

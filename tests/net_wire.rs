@@ -1136,3 +1136,41 @@ fn shutdown_answers_every_received_command_then_goodbye_last() {
         "acks {acks}, shutting_down {refused}"
     );
 }
+
+/// Issue 9, defect 5 on the wire: `param.set id=5` rejected, then `ping {rt, t_client_us:111}`
+/// with the same id in the same write: the pong still echoes 111 (the network thread carries
+/// the ping's own time with its answer). On the code before issue 9 the error consumed it.
+#[test]
+fn a_rejected_command_with_the_same_id_leaves_the_rt_ping_time_alone() {
+    let e = Engine::start(fast());
+    let mut w = raw_session(e.addr);
+    let set = ParamSet {
+        node: 999, // refused by the simulated engine: unknown_node
+        param: 0,
+        value: 0.5,
+        ramp_ms: None,
+    };
+    let ping = Ping {
+        nonce: 7,
+        t_client_us: Some(111),
+        rt: true,
+    };
+    let mut bytes = frame(Some(5), &set);
+    bytes.extend(frame(Some(5), &ping));
+    w.stream.write_all(&bytes).unwrap();
+    let got = w.messages_until(Duration::from_secs(3), |m| m.len() >= 2);
+    assert_eq!(code(&got[0].1), Some("unknown_node"), "{got:?}");
+    assert!(
+        matches!(
+            got[1],
+            (
+                Some(5),
+                ServerMessage::Pong(Pong {
+                    t_client_us: Some(111),
+                    ..
+                })
+            )
+        ),
+        "{got:?}"
+    );
+}

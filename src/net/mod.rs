@@ -301,7 +301,8 @@ pub struct ServerStats {
     pub accepted: u64,
     /// Connections closed at once (stopping, or every slot holds an OPEN or closing one).
     pub refused: u64,
-    /// Answers that arrived for a session that had ended, and were discarded.
+    /// Answers that arrived for a session that had ended (or had sent its `goodbye`), and were
+    /// discarded.
     pub answers_discarded: u64,
     /// Times an answer found its session's transmit buffer full and waited in the holding cell
     /// (nothing else was taken from the queues meanwhile).

@@ -93,9 +93,10 @@ struct Hub {
     control: ControlLink,
     controller: Option<u64>,
     last_controller_ns: u64,
-    /// Answers owed by the audio thread, oldest first: (owner, command id). The audio thread
-    /// answers in the order it received, so the front entry owns the next answer.
-    rt_owners: VecDeque<(u64, u32)>,
+    /// Answers owed by the audio thread, oldest first: (owner, command id, an rt ping's
+    /// `t_client_us`). The audio thread answers in the order it received, so the front entry
+    /// owns the next answer; its pong echoes exactly its own ping's time.
+    rt_owners: VecDeque<(u64, u32, Option<u64>)>,
     /// The audio thread's endpoint was dropped (seen by `pump`; final): what it still owed is
     /// answered `audio_unavailable`.
     audio_gone: bool,
@@ -167,7 +168,11 @@ impl Driver for Routes<'_> {
             .try_send(RtCommand { id, op })
             .map_err(|_| RouteFull)?;
         // If the audio side went away after this check, `pump` answers this one too.
-        self.hub.rt_owners.push_back((self.key, id));
+        let t_client_us = match cmd {
+            Command::Ping(p) => p.t_client_us,
+            _ => None,
+        };
+        self.hub.rt_owners.push_back((self.key, id, t_client_us));
         Ok(())
     }
 
@@ -373,7 +378,7 @@ impl Worker {
         let mut rt_owners = VecDeque::with_capacity(net.health().cmd_queue_capacity * 3 + 16);
         // The endpoint may come from a stopped server with commands still in flight (see
         // `ServerHandle::shutdown`): their answers come first and belong to nobody here.
-        rt_owners.extend((0..net.commands_in_flight()).map(|_| (NOBODY, 0)));
+        rt_owners.extend((0..net.commands_in_flight()).map(|_| (NOBODY, 0, None)));
         Ok(Self {
             welcome,
             poll,
@@ -721,8 +726,14 @@ impl Worker {
             bump(&hub.status.answers_discarded);
             return true;
         };
+        let discarded = c.session.answers_discarded();
         match c.session.answer(id, a) {
-            Ok(()) => true,
+            Ok(()) => {
+                if c.session.answers_discarded() > discarded {
+                    bump(&hub.status.answers_discarded); // after its goodbye: never sent
+                }
+                true
+            }
             Err(a) => {
                 bump(&hub.status.answers_held);
                 hub.held = Some((key, id, a));
@@ -798,15 +809,18 @@ impl Worker {
             let Some(reply) = hub.net.pop_reply() else {
                 return !gone || Self::answer_audio_gone(slots, hub);
             };
-            let (Some(id), Some(a)) = (reply.answers(), answer_of(reply)) else {
+            let (Some(id), Some(mut a)) = (reply.answers(), answer_of(reply)) else {
                 if let RtReply::Transport(t) = reply {
                     hub.transport = t;
                 }
                 continue;
             };
-            let Some((k, _)) = hub.rt_owners.pop_front() else {
+            let Some((k, _, t)) = hub.rt_owners.pop_front() else {
                 continue; // an answer nobody is owed: cannot happen with a well-behaved bridge
             };
+            if let Answer::Pong { t_client_us, .. } = &mut a {
+                *t_client_us = t;
+            }
             if !Self::offer(slots, hub, k, id, a) {
                 return false;
             }
@@ -830,7 +844,7 @@ impl Worker {
 
     /// Answers every command the (dropped) audio thread still owed.
     fn answer_audio_gone(slots: &mut [Option<Conn>], hub: &mut Hub) -> bool {
-        while let Some((k, id)) = hub.rt_owners.pop_front() {
+        while let Some((k, id, _)) = hub.rt_owners.pop_front() {
             if !Self::offer(slots, hub, k, id, AUDIO_GONE) {
                 return false;
             }
@@ -1153,7 +1167,7 @@ mod tests {
                 op: RtOp::Play,
             })
             .unwrap();
-        w.hub.rt_owners.push_back((NOBODY, 5));
+        w.hub.rt_owners.push_back((NOBODY, 5, None));
         audio.begin_callback(clock::now_ns(), 48);
         audio.drain(|_| crate::rt::Outcome::Applied); // answered; the callback goes on
         let t0 = std::time::Instant::now();
@@ -1173,7 +1187,7 @@ mod tests {
                 op: RtOp::Stop,
             })
             .unwrap();
-        w.hub.rt_owners.push_back((NOBODY, 6));
+        w.hub.rt_owners.push_back((NOBODY, 6, None));
         let t0 = std::time::Instant::now();
         w.spin_for_replies();
         assert_eq!(w.hub.net.commands_in_flight(), 1, "nothing to take yet");
