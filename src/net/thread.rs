@@ -708,6 +708,10 @@ impl Worker {
             shut: false,
             accepted_at: now,
         });
+        // Read it now, before accepting more: a client whose preface and `hello` came with its
+        // connection becomes OPEN (never evicted) even when a burst of others follows it in the
+        // same accept pass. The same read the pass would make later (then `readable` is off).
+        self.service_conn(slot, now);
     }
 
     fn conn_by_key(slots: &mut [Option<Conn>], key: u64) -> Option<&mut Conn> {
@@ -1149,6 +1153,42 @@ mod tests {
         assert_eq!(w.live_conns(), n, "the rest accepted at the next pass");
         assert!(!w.accept_more, "backlog empty: wait for the next event");
         drop(clients);
+    }
+
+    /// A legitimate client in the backlog ahead of a burst of idle sockets (more than one
+    /// accept pass, more than `max_half_open`): it is read as it is admitted, becomes OPEN and
+    /// is not evicted by the sockets accepted after it in the same pass.
+    #[test]
+    fn a_client_ahead_of_a_burst_in_the_same_accept_pass_is_not_evicted() {
+        use std::io::{Read as _, Write as _};
+        let (mut w, addr, _control, _audio) = worker(ServerConfig::default());
+        let mut legit = std::net::TcpStream::connect(addr).unwrap();
+        legit.write_all(&crate::frame::PREFACE).unwrap();
+        let hello = message::Hello {
+            protocol: message::PROTOCOL_VERSION,
+            client: heapless::String::try_from("test").unwrap(),
+            token: None,
+        };
+        let mut buf = [0u8; 512];
+        let n = message::encode_frame(Some(1), &hello, &mut buf, u32::MAX).unwrap();
+        legit.write_all(&buf[..n]).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        let idle: Vec<_> = (0..ACCEPTS_PER_PASS + 8)
+            .map(|_| std::net::TcpStream::connect(addr).unwrap())
+            .collect();
+        std::thread::sleep(std::time::Duration::from_millis(50)); // all in the backlog
+        w.accept_more = true;
+        w.accept_all();
+        w.service(clock::now_ns());
+        assert!(w.hub.status.evicted.load(Ordering::Relaxed) >= 50);
+        legit
+            .set_read_timeout(Some(std::time::Duration::from_secs(2)))
+            .unwrap();
+        let mut got = [0u8; 64];
+        let n = legit.read(&mut got).unwrap();
+        assert!(n >= 8, "the legitimate client was closed (read {n} bytes)");
+        assert!(w.hub.controller.is_some(), "it holds the session");
+        drop(idle);
     }
 
     /// Woken while the callback still runs: the replies the audio thread already queued are
