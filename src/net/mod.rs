@@ -288,6 +288,7 @@ pub(crate) struct Status {
     pub(crate) refused: AtomicU64,
     pub(crate) answers_discarded: AtomicU64,
     pub(crate) answers_held: AtomicU64,
+    pub(crate) evicted: AtomicU64,
     pub(crate) client_connected: AtomicBool,
 }
 
@@ -298,13 +299,17 @@ pub(crate) struct Status {
 pub struct ServerStats {
     /// Connections given a session.
     pub accepted: u64,
-    /// Connections closed at once (half-open bound reached, no free slot, or stopping).
+    /// Connections closed at once (stopping, or every slot holds an OPEN or closing one).
     pub refused: u64,
-    /// Answers that arrived for a session that had ended, and were discarded.
+    /// Answers that arrived for a session that had ended (or had sent its `goodbye`), and were
+    /// discarded.
     pub answers_discarded: u64,
     /// Times an answer found its session's transmit buffer full and waited in the holding cell
     /// (nothing else was taken from the queues meanwhile).
     pub answers_held: u64,
+    /// Connections not yet OPEN closed to make room for a newer one (the oldest first, see
+    /// `ServerConfig::max_half_open`).
+    pub evicted: u64,
 }
 
 /// The embedding engine's handle on the network thread. Dropping it shuts the thread down.
@@ -350,6 +355,7 @@ impl ServerHandle {
             refused: get(&s.refused),
             answers_discarded: get(&s.answers_discarded),
             answers_held: get(&s.answers_held),
+            evicted: get(&s.evicted),
         }
     }
 
