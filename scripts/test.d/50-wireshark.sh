@@ -57,7 +57,9 @@ step "wireshark: capture a real session on loopback"
 cargo build -q --examples
 BIN=target/debug/examples
 # No session token: unset it so aura --connect and the engine agree.
-env -u LOOPHOLE_SESSION_TOKEN "$BIN/signal" --no-rt >"$WORK/signal.out" 2>"$WORK/signal.err" &
+# The engine's frame log is the second, independent record of the session.
+env -u LOOPHOLE_SESSION_TOKEN "$BIN/signal" --no-rt --log-frames "$WORK/frames.jsonl" \
+  >"$WORK/signal.out" 2>"$WORK/signal.err" &
 SIG_PID=$!
 for _ in $(seq 100); do
   grep -q '^LOOPHOLE_LISTEN ' "$WORK/signal.out" && break
@@ -106,9 +108,57 @@ sleep 0.5
 kill -INT "$DC_PID"
 wait "$DC_PID" || true
 DC_PID=
-kill "$SIG_PID"
+kill "$SIG_PID" # SIGTERM: a clean shutdown, which completes the frame log
 wait "$SIG_PID" || true
 SIG_PID=
+
+# check_log FILE.jsonl: per connection and direction, the dissector's prefaces and frames
+# (type, name, id, ref, length) are exactly those of the engine's frame log, in order.
+check_log() {
+  python3 - "$1" "$WORK/frames.jsonl" "$PORT" <<'EOF'
+import json, sys
+frames = [json.loads(l) for l in open(sys.argv[1])]
+log = [json.loads(l) for l in open(sys.argv[2])]
+port = int(sys.argv[3])
+def item(kind, d):
+    return (kind, d.get("type"), d.get("name"), d.get("id"), d.get("ref"),
+            d.get("len", d.get("length")))
+# The capture: streams with payload, in order; direction from the engine's port.
+cap = {}
+for f in frames:
+    if f["kind"] == "bytes":
+        cap.setdefault(f["stream"], {"in": [], "out": []})
+for f in frames:
+    if f["kind"] in ("preface", "frame"):
+        d = "out" if f["src"] == port else "in"
+        cap.setdefault(f["stream"], {"in": [], "out": []})[d].append(item(f["kind"], f))
+# The log: connections in order of appearance.
+logged = {}
+for l in log:
+    if "conn" not in l:
+        continue
+    c = logged.setdefault(l["conn"], {"in": [], "out": []})
+    if l.get("event") == "preface":
+        c[l["dir"]].append(("preface",) + (None,) * 5)
+    elif "len" in l and l.get("event") in (None, "oversize"):
+        c[l["dir"]].append(item("frame", l))
+a = [cap[k] for k in sorted(cap)]
+b = list(logged.values())
+problems = []
+if len(a) != len(b):
+    problems.append(f"{len(a)} connections captured, {len(b)} in the frame log")
+for i, (x, y) in enumerate(zip(a, b)):
+    for d in ("in", "out"):
+        if x[d] != y[d]:
+            problems.append(f"connection {i} {d}: capture {x[d]} != log {y[d]}")
+n = sum(len(c[d]) for c in b for d in c)
+if n < 30:
+    problems.append(f"only {n} items in the frame log")
+for p in problems:
+    print("  -", p)
+sys.exit(1 if problems else 0)
+EOF
+}
 
 # check_real FILE.jsonl: the dissector's view of the real capture against aura's record.
 check_real() {
@@ -174,11 +224,15 @@ EOF
 
 frames "$WORK/real.pcapng" "${with_lua[@]}" >"$WORK/real.jsonl"
 check_real "$WORK/real.jsonl" || fail "the dissector's view of the real capture (above)"
-echo "ok: every frame of $(grep -c '"frame"' "$WORK/real.jsonl") in the real capture decoded, matching aura's record"
+check_log "$WORK/real.jsonl" || fail "the dissector's view differs from the engine's frame log (above)"
+echo "ok: every frame of $(grep -c '"frame"' "$WORK/real.jsonl") in the real capture decoded, matching aura's record and the frame log"
 step "wireshark negative control: the same check without the dissector"
 frames "$WORK/real.pcapng" >"$WORK/real-bare.jsonl"
 if check_real "$WORK/real-bare.jsonl" >/dev/null; then
   fail "the real-capture check passes without the dissector: it proves nothing"
+fi
+if check_log "$WORK/real-bare.jsonl" >/dev/null; then
+  fail "the frame-log comparison passes without the dissector: it proves nothing"
 fi
 echo "ok: fails without the dissector"
 
