@@ -620,6 +620,77 @@ fn json_string(out: &mut Vec<u8>, s: &str) {
 mod tests {
     use super::*;
 
+    /// A connected pair: the engine-side mio stream and the client's std stream.
+    fn pair() -> (TcpStream, std::net::TcpStream) {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let client = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        let (server, _) = l.accept().unwrap();
+        server.set_nonblocking(true).unwrap();
+        (TcpStream::from_std(server), client)
+    }
+
+    fn writer(shared: &Arc<Shared>, path: &std::path::Path) -> Writer {
+        Writer {
+            shared: Arc::clone(shared),
+            back: Vec::new(),
+            out: BufWriter::new(File::create(path).unwrap()),
+            line: Vec::new(),
+            written: 0,
+            max_bytes: DEFAULT_MAX_BYTES,
+            truncated: false,
+            max_frame: 65_536,
+            conns: HashMap::new(),
+        }
+    }
+
+    /// A full buffer never blocks the network thread: the bytes are dropped, counted, and the
+    /// next record of that connection and direction is preceded by a `gap` with the count;
+    /// that direction is then not decoded further (its framing is lost).
+    #[test]
+    fn a_full_buffer_drops_counts_and_reports_a_gap() {
+        let shared = Arc::new(Shared {
+            front: Mutex::new(Vec::with_capacity(2 * RECORD_HEADER + 40)),
+            stop: AtomicBool::new(false),
+        });
+        let tap = Tap(Arc::clone(&shared));
+        let (server, _client) = pair();
+        let mut s = LoggedStream::new(server, Some(&tap), 7);
+        s.log(1, &PREFACE); // fits
+        s.log(1, &[0u8; 100]); // does not fit: lost
+        assert_eq!(s.lost, [0, 100]);
+        let taken = std::mem::take(&mut *shared.front.lock().unwrap());
+        *shared.front.lock().unwrap() = Vec::with_capacity(taken.capacity());
+        s.log(1, &[1, 2, 3]); // room again: gap record, then the data
+        assert_eq!(s.lost, [0, 0]);
+        let again = shared.front.lock().unwrap().clone();
+        let path = std::env::temp_dir().join(format!("loophole-gap-{}.jsonl", std::process::id()));
+        let mut w = writer(&shared, &path);
+        w.process(&taken);
+        w.process(&again);
+        w.out.flush().unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let _ = std::fs::remove_file(&path);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 2, "{text}");
+        assert!(
+            lines[0].contains("\"dir\":\"out\",\"event\":\"preface\""),
+            "{text}"
+        );
+        assert!(
+            lines[1].contains("\"event\":\"gap\",\"bytes_lost\":100"),
+            "{text}"
+        );
+        // Negative control: without the loss the same bytes decode further (a header begins).
+        let mut w2 = writer(&shared, &path);
+        w2.bytes(0, 7, 1, &PREFACE);
+        w2.bytes(0, 7, 1, &[0, 0, 0, 2, 1, 0, 0, 0, b'{', b'}']);
+        w2.out.flush().unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let _ = std::fs::remove_file(&path);
+        assert!(text.contains("\"len\":2"), "{text}");
+        drop(s);
+    }
+
     #[test]
     fn json_string_escapes() {
         let mut v = Vec::new();
