@@ -75,7 +75,9 @@ const RECORD_HEADER: usize = 21;
 /// Room kept for the `truncated` line.
 const TRUNCATED_LINE_MAX: u64 = 128;
 
-/// Where and how much to log.
+/// Where and how much to log: the engine's frame log (every frame in and out of every
+/// connection as JSON lines; the format is in `tools/wireshark/README.md`). Pass it to
+/// [`ServerBuilder::frame_log`](crate::net::ServerBuilder::frame_log).
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct FrameLogConfig {
