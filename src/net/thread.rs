@@ -72,7 +72,7 @@ type Sess = Session<Box<[u8]>, Box<[u8]>>;
 
 /// One accepted socket and its session.
 struct Conn {
-    stream: TcpStream,
+    stream: super::framelog::LoggedStream,
     session: Sess,
     key: u64,
     readable: bool,
@@ -697,7 +697,11 @@ impl Worker {
         let key = (u64::from(self.next_gen) << 32) | slot as u64;
         self.next_gen = self.next_gen.wrapping_add(1);
         self.slots[slot] = Some(Conn {
-            stream,
+            stream: super::framelog::LoggedStream::new(
+                stream,
+                self.hub.status.frame_log.as_ref(),
+                key,
+            ),
             session,
             key,
             readable: true,
