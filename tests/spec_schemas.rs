@@ -608,9 +608,11 @@ fn every_message_our_encoder_writes_satisfies_its_schema() {
 /// surrogate `\u` escape, or arrays and objects nested deeper than 64 levels inside the envelope.
 fn protocol_only_fault(payload: &[u8]) -> bool {
     let text = String::from_utf8_lossy(payload).to_ascii_lowercase();
-    let surrogate = ["\\ud8", "\\ud9", "\\uda", "\\udb", "\\udc", "\\udd", "\\ude", "\\udf"]
-        .iter()
-        .any(|s| text.contains(s));
+    let surrogate = [
+        "\\ud8", "\\ud9", "\\uda", "\\udb", "\\udc", "\\udd", "\\ude", "\\udf",
+    ]
+    .iter()
+    .any(|s| text.contains(s));
     // Strings of the vectors hold no brackets, so counting them is enough here.
     let (mut depth, mut deepest) = (0i32, 0i32);
     for b in payload {
