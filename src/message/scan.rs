@@ -7,7 +7,8 @@
 
 use crate::error::DecodeError;
 
-/// Deepest nesting accepted, counting the envelope object itself.
+/// Deepest nesting of arrays and objects accepted inside one value of the envelope (the envelope
+/// object itself not counted; a `body` object is level 1). Deeper is `invalid_json` (errors.md).
 pub const MAX_DEPTH: u32 = 64;
 
 /// A member of the top-level object: the raw key (between the quotes, escapes not decoded) and
