@@ -49,7 +49,8 @@ USAGE:
 
 OPTIONS:
     --port N              Listen on exactly port N (fails with exit code 3 if it is taken).
-    --port-range A-B      Listen on the first free port of A..=B.
+                          --port 0 asks for an ephemeral port chosen by the OS.
+    --port-range A-B      Listen on the first free port of A..=B (1..=65535).
                           Default: an ephemeral port chosen by the OS.
     --host IP             Address to bind. Default 127.0.0.1; ::1 also works. Non-loopback
                           addresses are refused.
@@ -59,7 +60,8 @@ OPTIONS:
     --supervisor-pid PID  Exit when this process is gone and no client is connected for 10 s
                           (a supervising UI passes its own pid).
     --connection-file P   Also write the announcement JSON to file P (mode 0600); removed on
-                          clean exit.
+                          clean exit. If P cannot be written, signal exits with code 3 and
+                          says so, naming P.
     --log-frames PATH     Debugging: log every frame in and out as JSON lines to PATH
                           (bounded to 64 MiB; also LOOPHOLE_FRAME_LOG=PATH).
     --no-rt               Do not ask for real-time scheduling (SCHED_FIFO) for the audio thread.
@@ -89,8 +91,14 @@ GRAPH (fixed; `param.set` addresses it):
     position advances by the block size on every callback while playing (loops honoured).
 
     graph.add_node / remove_node / connect / disconnect edit a model graph on the control thread
-    (kinds: osc, gain, meter; errors node_exists, unknown_node, unknown_kind). The audio graph
-    itself stays fixed: edits are validated and recorded, not rendered.
+    that starts as the graph above. Kinds and ports: osc (no input, output 0), gain (input 0,
+    output 0), meter (input 0, no output). Checked: node_exists, unknown_kind, unknown_node (an
+    end that does not exist), out_of_range (a port the node's kind does not have), unsupported
+    (a connection that exists already, one that does not exist for disconnect, one that would
+    close a cycle, a self-loop included). The audio graph itself stays fixed: nodes 1-3 and
+    their two connections cannot be removed (unsupported); added nodes are validated and
+    recorded, not rendered, so `param.set` on them answers unknown_node (docs/specs/ipc/
+    envelope.md, section Graph and parameters).
 
 HEALTH:
     engine.health reports xruns (callbacks that ended after their block was due, plus blocks
@@ -105,8 +113,9 @@ EXIT CODES:
     0  clean exit (engine.shutdown, SIGINT/SIGTERM, supervisor gone)
     1  failure after start-up
     2  bad arguments
-    3  cannot start the server (port in use, range exhausted, address refused); the reason is
-       printed on stderr and no announcement line is printed
+    3  cannot start the server (port in use, range exhausted, address refused, connection file
+       not writable, session token longer than 128 bytes); the reason is printed on stderr and
+       no announcement line is printed
 ";
 
 /// What the command line asked for.
@@ -162,6 +171,36 @@ where
     Ok(n)
 }
 
+/// `--port N`: 0 is the usual "any free port" (an ephemeral port), like scsynth's `-u 0`.
+fn port(v: &str) -> Result<PortPolicy, String> {
+    Ok(match number("--port", v, (0u16, u16::MAX))? {
+        0 => PortPolicy::Ephemeral,
+        n => PortPolicy::Fixed(n),
+    })
+}
+
+/// Checks that the connection file can be created where asked, before anything is bound, so the
+/// failure names the file (the server's own error would name only the port). Creates and
+/// removes a probe file beside it, as the server's atomic write does with its temporary file.
+fn check_connection_file(path: &std::path::Path) -> Result<(), String> {
+    let why =
+        |e: std::io::Error| format!("cannot write the connection file {}: {e}", path.display());
+    let name = path
+        .file_name()
+        .ok_or_else(|| why(std::io::ErrorKind::InvalidInput.into()))?;
+    let mut probe_name = std::ffi::OsString::from(".");
+    probe_name.push(name);
+    probe_name.push(format!(".probe.{}", std::process::id()));
+    let probe = path.with_file_name(probe_name);
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&probe)
+        .map_err(why)?;
+    let _ = std::fs::remove_file(&probe);
+    Ok(())
+}
+
 fn port_range(v: &str) -> Result<PortPolicy, String> {
     let (a, b) = v
         .split_once('-')
@@ -190,7 +229,7 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Parsed, String> 
         match name.as_str() {
             "-h" | "--help" => return Ok(Parsed::Help),
             "-V" | "--version" => return Ok(Parsed::Version),
-            "--port" => o.port = PortPolicy::Fixed(number(&name, &value()?, (1, u16::MAX))?),
+            "--port" => o.port = port(&value()?)?,
             "--port-range" => o.port = port_range(&value()?)?,
             "--host" => {
                 let v = value()?;
@@ -243,6 +282,12 @@ fn run() -> i32 {
     rt.sample_rate = opts.sample_rate;
     rt.meter_channels = opts.channels;
     let (audio, net) = bridge(&rt);
+    if let Some(path) = &opts.connection_file {
+        if let Err(msg) = check_connection_file(path) {
+            eprintln!("signal: cannot start: {msg}");
+            return EXIT_CANNOT_START;
+        }
+    }
     let token = token_from_env();
     let has_token = token.is_some();
     let spawned = Server::builder()
@@ -420,49 +465,96 @@ fn control_loop(control: &ControlEndpoint) -> String {
 }
 
 /// The control thread's model of the graph: what graph edits are checked against.
+///
+/// The audio thread renders a fixed graph (1 osc → 2 gain → 3 meter) and `param.set` addresses
+/// it alone; this model starts as that graph and takes every edit envelope.md allows, except
+/// that what the audio thread renders (nodes 1–3 and their two connections) cannot be removed
+/// (`unsupported`), so the model never says a rendered node is gone while `param.set` still
+/// reaches it. Nodes added here are checked and recorded, not rendered.
 #[derive(Debug)]
 struct ModelGraph {
-    nodes: BTreeMap<u32, String>,
+    nodes: BTreeMap<u32, Kind>,
     edges: BTreeSet<(u32, u16, u32, u16)>,
 }
 
+/// A node kind of the model: its name and how many input and output ports it has.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Kind {
+    name: &'static str,
+    inputs: u16,
+    outputs: u16,
+}
+
 impl ModelGraph {
-    const KINDS: [&'static str; 3] = ["osc", "gain", "meter"];
+    const KINDS: [Kind; 3] = [
+        Kind {
+            name: "osc",
+            inputs: 0,
+            outputs: 1,
+        },
+        Kind {
+            name: "gain",
+            inputs: 1,
+            outputs: 1,
+        },
+        Kind {
+            name: "meter",
+            inputs: 1,
+            outputs: 0,
+        },
+    ];
+    /// The nodes the audio thread renders, with their kinds (indices into `KINDS`).
+    const RENDERED: [(u32, usize); 3] = [(1, 0), (2, 1), (3, 2)];
+    /// The connections the audio thread renders.
+    const RENDERED_EDGES: [(u32, u16, u32, u16); 2] = [(1, 0, 2, 0), (2, 0, 3, 0)];
 
     /// The fixed audio graph: 1 osc → 2 gain → 3 meter.
     fn new() -> Self {
-        let nodes = [(1, "osc"), (2, "gain"), (3, "meter")]
-            .into_iter()
-            .map(|(id, k)| (id, k.to_owned()))
+        let nodes = Self::RENDERED
+            .iter()
+            .map(|&(id, k)| (id, Self::KINDS[k]))
             .collect();
-        let edges = [(1, 0, 2, 0), (2, 0, 3, 0)].into_iter().collect();
+        let edges = Self::RENDERED_EDGES.into_iter().collect();
         Self { nodes, edges }
     }
 
     fn apply(&mut self, op: &ControlOp) -> Result<(), ControlError> {
         match op {
-            ControlOp::AddNode(a) if self.nodes.contains_key(&a.node) => {
-                Err(ControlError::NodeExists)
-            }
-            ControlOp::AddNode(a) if !Self::KINDS.contains(&a.kind.as_str()) => {
-                Err(ControlError::UnknownKind)
-            }
             ControlOp::AddNode(a) => {
-                self.nodes.insert(a.node, a.kind.as_str().to_owned());
+                if self.nodes.contains_key(&a.node) {
+                    return Err(ControlError::NodeExists);
+                }
+                let kind = Self::KINDS
+                    .into_iter()
+                    .find(|k| k.name == a.kind.as_str())
+                    .ok_or(ControlError::UnknownKind)?;
+                self.nodes.insert(a.node, kind);
                 Ok(())
             }
             ControlOp::RemoveNode { node } => {
-                self.nodes.remove(node).ok_or(ControlError::UnknownNode)?;
+                if !self.nodes.contains_key(node) {
+                    return Err(ControlError::UnknownNode);
+                }
+                if Self::RENDERED.iter().any(|&(id, _)| id == *node) {
+                    return Err(ControlError::Unsupported);
+                }
+                self.nodes.remove(node);
                 self.edges.retain(|e| e.0 != *node && e.2 != *node);
                 Ok(())
             }
             ControlOp::Connect(e) => {
                 self.check_ends(e)?;
+                if self.edges.contains(&key(e)) || self.reaches(e.to, e.from) {
+                    return Err(ControlError::Unsupported); // exists, or would close a cycle
+                }
                 self.edges.insert(key(e));
                 Ok(())
             }
             ControlOp::Disconnect(e) => {
                 self.check_ends(e)?;
+                if !self.edges.contains(&key(e)) || Self::RENDERED_EDGES.contains(&key(e)) {
+                    return Err(ControlError::Unsupported); // no such connection, or rendered
+                }
                 self.edges.remove(&key(e));
                 Ok(())
             }
@@ -470,15 +562,169 @@ impl ModelGraph {
         }
     }
 
+    /// Both ends exist (`unknown_node`) and have the ports named (`out_of_range`).
     fn check_ends(&self, e: &Edge) -> Result<(), ControlError> {
-        if self.nodes.contains_key(&e.from) && self.nodes.contains_key(&e.to) {
-            Ok(())
-        } else {
-            Err(ControlError::UnknownNode)
+        let (Some(from), Some(to)) = (self.nodes.get(&e.from), self.nodes.get(&e.to)) else {
+            return Err(ControlError::UnknownNode);
+        };
+        if e.from_port >= from.outputs || e.to_port >= to.inputs {
+            return Err(ControlError::OutOfRange);
         }
+        Ok(())
+    }
+
+    /// Whether a path of connections leads from `start` to `goal` (a node reaches itself).
+    fn reaches(&self, start: u32, goal: u32) -> bool {
+        let mut seen = BTreeSet::new();
+        let mut todo = vec![start];
+        while let Some(n) = todo.pop() {
+            if n == goal {
+                return true;
+            }
+            if seen.insert(n) {
+                todo.extend(self.edges.iter().filter(|e| e.0 == n).map(|e| e.2));
+            }
+        }
+        false
     }
 }
 
 fn key(e: &Edge) -> (u32, u16, u32, u16) {
     (e.from, e.from_port, e.to, e.to_port)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use loophole_ipc::message::AddNode;
+
+    fn edge(from: u32, from_port: u16, to: u32, to_port: u16) -> Edge {
+        Edge {
+            from,
+            from_port,
+            to,
+            to_port,
+        }
+    }
+
+    fn add(g: &mut ModelGraph, node: u32, kind: &str) -> Result<(), ControlError> {
+        g.apply(&ControlOp::AddNode(AddNode {
+            node,
+            kind: kind.try_into().unwrap(),
+        }))
+    }
+
+    #[test]
+    fn transport_position_clamps_at_2_pow_53_minus_1() {
+        use loophole_ipc::message::MAX_SAFE_INTEGER;
+        use loophole_ipc::rt::RtOp;
+        let mut g = dsp::Graph::new(48_000, 128);
+        g.apply(&RtOp::Seek {
+            position: MAX_SAFE_INTEGER - 100,
+        });
+        g.apply(&RtOp::Play);
+        for _ in 0..8 {
+            g.render(128);
+        }
+        assert_eq!(g.transport().position, MAX_SAFE_INTEGER);
+        // Below the limit it advances normally (the clamp is not a freeze).
+        g.apply(&RtOp::Seek { position: 0 });
+        g.render(128);
+        assert_eq!(g.transport().position, 128);
+    }
+
+    #[test]
+    fn port_zero_is_ephemeral() {
+        assert_eq!(port("0"), Ok(PortPolicy::Ephemeral));
+        assert_eq!(port("4242"), Ok(PortPolicy::Fixed(4242)));
+        assert!(port("65536").is_err());
+    }
+
+    #[test]
+    fn connection_file_errors_name_the_file() {
+        let dir = std::env::temp_dir().join(format!("signal-cf-{}", std::process::id()));
+        let missing = dir.join("no-such-dir").join("conn.json");
+        let err = check_connection_file(&missing).unwrap_err();
+        assert!(err.contains(&missing.display().to_string()), "{err}");
+        std::fs::create_dir_all(&dir).unwrap();
+        let ok = dir.join("conn.json");
+        assert_eq!(check_connection_file(&ok), Ok(()));
+        assert!(!ok.exists(), "the probe must leave nothing behind");
+        assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 0);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn graph_edits_errors_md_names_are_refused() {
+        let mut g = ModelGraph::new();
+        add(&mut g, 10, "gain").unwrap();
+        add(&mut g, 11, "gain").unwrap();
+        let connect = |g: &mut ModelGraph, e| g.apply(&ControlOp::Connect(e));
+        let disconnect = |g: &mut ModelGraph, e| g.apply(&ControlOp::Disconnect(e));
+        // Positive controls: the same checks let valid edits through.
+        assert_eq!(connect(&mut g, edge(10, 0, 11, 0)), Ok(()));
+        assert_eq!(connect(&mut g, edge(1, 0, 10, 0)), Ok(()));
+        // Connecting the same ports twice.
+        assert_eq!(
+            connect(&mut g, edge(10, 0, 11, 0)),
+            Err(ControlError::Unsupported)
+        );
+        // A port the node does not have (gain has one input and one output; osc no input).
+        assert_eq!(
+            connect(&mut g, edge(10, 0, 2, 65535)),
+            Err(ControlError::OutOfRange)
+        );
+        assert_eq!(
+            connect(&mut g, edge(11, 1, 2, 0)),
+            Err(ControlError::OutOfRange)
+        );
+        assert_eq!(
+            connect(&mut g, edge(10, 0, 1, 0)),
+            Err(ControlError::OutOfRange)
+        );
+        // A self-loop and a 2-node cycle.
+        assert_eq!(
+            connect(&mut g, edge(10, 0, 10, 0)),
+            Err(ControlError::Unsupported)
+        );
+        assert_eq!(
+            connect(&mut g, edge(11, 0, 10, 0)),
+            Err(ControlError::Unsupported)
+        );
+        // Unknown ends before ports.
+        assert_eq!(
+            connect(&mut g, edge(99, 9, 10, 0)),
+            Err(ControlError::UnknownNode)
+        );
+        // Disconnecting a connection that does not exist, then one that does.
+        assert_eq!(
+            disconnect(&mut g, edge(11, 0, 2, 0)),
+            Err(ControlError::Unsupported)
+        );
+        assert_eq!(disconnect(&mut g, edge(10, 0, 11, 0)), Ok(()));
+        assert_eq!(
+            disconnect(&mut g, edge(10, 0, 11, 0)),
+            Err(ControlError::Unsupported)
+        );
+    }
+
+    #[test]
+    fn what_the_audio_thread_renders_cannot_be_removed() {
+        let mut g = ModelGraph::new();
+        for node in [1, 2, 3] {
+            let r = g.apply(&ControlOp::RemoveNode { node });
+            assert_eq!(r, Err(ControlError::Unsupported), "node {node}");
+        }
+        let r = g.apply(&ControlOp::Disconnect(edge(1, 0, 2, 0)));
+        assert_eq!(r, Err(ControlError::Unsupported));
+        // A model-only node can be removed, with its connections.
+        add(&mut g, 10, "meter").unwrap();
+        g.apply(&ControlOp::Connect(edge(2, 0, 10, 0))).unwrap();
+        assert_eq!(g.apply(&ControlOp::RemoveNode { node: 10 }), Ok(()));
+        assert!(!g.edges.iter().any(|e| e.2 == 10));
+        assert_eq!(
+            g.apply(&ControlOp::RemoveNode { node: 10 }),
+            Err(ControlError::UnknownNode)
+        );
+    }
 }

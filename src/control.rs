@@ -104,6 +104,9 @@ pub enum ControlError {
     UnknownKind,
     /// The engine does not support this (`unsupported`).
     Unsupported,
+    /// A value outside what the target accepts, e.g. a port the node does not have
+    /// (`out_of_range`).
+    OutOfRange,
     /// Anything else went wrong (`internal`).
     Failed,
 }
@@ -116,6 +119,7 @@ impl ControlError {
             Self::NodeExists => ErrorCode::NodeExists,
             Self::UnknownKind => ErrorCode::UnknownKind,
             Self::Unsupported => ErrorCode::Unsupported,
+            Self::OutOfRange => ErrorCode::OutOfRange,
             Self::Failed => ErrorCode::Internal,
         }
     }
@@ -127,6 +131,7 @@ impl ControlError {
             Self::NodeExists => "a node with that id exists already",
             Self::UnknownKind => "unknown node kind",
             Self::Unsupported => "not supported by this engine",
+            Self::OutOfRange => "value outside what the target accepts (e.g. no such port)",
             Self::Failed => "the control thread failed to apply the command",
         }
     }

@@ -840,6 +840,18 @@ impl<O: AsRef<[u8]> + AsMut<[u8]>> Core<O> {
         self.send_preface();
         self.last_rx = self.now;
         match Command::decode(payload) {
+            // errors.md §2: the session state (step 8) is checked before the name and the body.
+            Err(e) if self.state == SessionState::Handshake && e.hello == Some(false) => self
+                .error(
+                    e.id,
+                    ErrorCode::HelloRequired,
+                    format_args!("a command before hello"),
+                ),
+            Err(e) if e.hello == Some(true) && self.state != SessionState::Handshake => self.error(
+                e.id,
+                ErrorCode::AlreadyEstablished,
+                format_args!("session already open"),
+            ),
             Err(e) => self.error(e.id, e.error.code(), format_args!("{}", e.error)),
             Ok((id, cmd)) if self.state == SessionState::Handshake => self.handshake(id, cmd, d),
             Ok((id, cmd)) => self.dispatch(id, cmd, d),

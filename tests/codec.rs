@@ -549,3 +549,21 @@ fn encoder_fails_cleanly_when_it_does_not_fit() {
         Err(loophole_ipc::EncodeError::FrameTooLarge)
     );
 }
+
+#[test]
+fn engine_integers_are_clamped_to_2_pow_53_minus_1_never_wrapped() {
+    use loophole_ipc::message::{encode_payload, TransportState, MAX_SAFE_INTEGER};
+    let mut buf = [0u8; 256];
+    let t = TransportState {
+        position: u64::MAX,
+        loop_start: MAX_SAFE_INTEGER + 1,
+        loop_end: MAX_SAFE_INTEGER - 1,
+        ..TransportState::default()
+    };
+    let n = encode_payload(None, &t, &mut buf).unwrap();
+    let text = core::str::from_utf8(&buf[..n]).unwrap();
+    assert!(text.contains("\"position\":9007199254740991,"), "{text}");
+    assert!(text.contains("\"loop_start\":9007199254740991,"), "{text}");
+    // Negative control: a value below the limit is written as it is.
+    assert!(text.contains("\"loop_end\":9007199254740990,"), "{text}");
+}

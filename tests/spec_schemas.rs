@@ -412,7 +412,9 @@ fn check_negative(v: &Value, bytes: &[u8]) {
     match code {
         "frame_too_large" => {
             assert_eq!(v["max_frame"], MAX_FRAME, "{name}");
-            assert!(h.len > MAX_FRAME, "{name}");
+            // The limit in force when the bytes arrive: 4 096 before hello (framing.md §4).
+            let limit = v["frame_limit"].as_u64().map_or(MAX_FRAME, |l| l as u32);
+            assert!(limit <= MAX_FRAME && h.len > limit, "{name}");
         }
         "bad_header" => assert!(h.flags != 0 || h.reserved != 0, "{name}"),
         "unsupported_encoding" => {
@@ -428,7 +430,7 @@ fn check_negative(v: &Value, bytes: &[u8]) {
         "invalid_json" => {
             assert!(header_ok && std::str::from_utf8(payload).is_ok(), "{name}");
             assert!(
-                serde_json::from_slice::<Value>(payload).is_err(),
+                serde_json::from_slice::<Value>(payload).is_err() || protocol_only_fault(payload),
                 "{name}: payload parses"
             );
             assert!(json.is_null(), "{name}");
@@ -436,12 +438,22 @@ fn check_negative(v: &Value, bytes: &[u8]) {
         _ => {
             assert!(header_ok, "{name}: header fault would be reported first");
             let parsed: Value = serde_json::from_slice(payload).expect("payload is JSON");
-            assert_eq!(&parsed, json, "{name}: payload");
+            // `json` is null for a payload holding -0, whose value parsers disagree on.
+            let minus_zero = String::from_utf8_lossy(payload).contains(":-0");
+            if !(minus_zero && json.is_null()) {
+                assert_eq!(&parsed, json, "{name}: payload");
+            }
         }
     }
     // ref is present exactly when the id of a command could be read (errors.md §1).
     let expected_ref = field(v, "ref");
     if let Some(r) = expected_ref.as_u64() {
+        let parsed = serde_json::from_slice::<Value>(&bytes[HEADER_LEN..]).ok();
+        let json = if json.is_null() {
+            parsed.as_ref().unwrap_or(json)
+        } else {
+            json
+        };
         assert_eq!(json["type"], "command", "{name}");
         assert_eq!(json["id"].as_u64(), Some(r), "{name}: ref is the id");
     } else {
@@ -593,4 +605,37 @@ fn every_message_our_encoder_writes_satisfies_its_schema() {
     assert!(!validators.accepts(&bad));
     bad["body"]["bpm"] = Value::from(120.0);
     assert!(validators.accepts(&bad));
+}
+
+/// JSON that serde_json accepts but this protocol refuses as `invalid_json` (envelope.md): a
+/// surrogate `\u` escape, or arrays and objects nested deeper than 64 levels inside the envelope.
+fn protocol_only_fault(payload: &[u8]) -> bool {
+    let text = String::from_utf8_lossy(payload).to_ascii_lowercase();
+    let surrogate = [
+        "\\ud8", "\\ud9", "\\uda", "\\udb", "\\udc", "\\udd", "\\ude", "\\udf",
+    ]
+    .iter()
+    .any(|s| text.contains(s));
+    // Strings of the vectors hold no brackets, so counting them is enough here.
+    let (mut depth, mut deepest) = (0i32, 0i32);
+    for b in payload {
+        match b {
+            b'[' | b'{' => depth += 1,
+            b']' | b'}' => depth -= 1,
+            _ => {}
+        }
+        deepest = deepest.max(depth);
+    }
+    surrogate || deepest > 65
+}
+
+#[test]
+fn protocol_only_faults_are_recognised() {
+    // Negative control for the exception above: ordinary JSON is not excused.
+    assert!(!protocol_only_fault(br#"{"a":[1,{"b":"\u00e9"}]}"#));
+    assert!(protocol_only_fault(br#"{"a":"\uD800"}"#));
+    let deep = format!("{{\"a\":{}{}}}", "[".repeat(65), "]".repeat(65));
+    assert!(protocol_only_fault(deep.as_bytes()));
+    let ok = format!("{{\"a\":{}{}}}", "[".repeat(64), "]".repeat(64));
+    assert!(!protocol_only_fault(ok.as_bytes()));
 }

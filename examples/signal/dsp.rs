@@ -190,7 +190,12 @@ impl Graph {
 
     fn advance(&mut self, frames: u64) {
         let t = &mut self.transport;
-        t.position = t.position.saturating_add(frames);
+        // envelope.md: the position stops at 2^53 - 1 (clamps), so every transport.state is exact
+        // as a JavaScript number and valid against its schema.
+        t.position = t
+            .position
+            .saturating_add(frames)
+            .min(loophole_ipc::message::MAX_SAFE_INTEGER);
         if t.loop_enabled && t.loop_end > t.loop_start && t.position >= t.loop_end {
             t.position = t.loop_start + (t.position - t.loop_end) % (t.loop_end - t.loop_start);
         }

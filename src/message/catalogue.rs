@@ -26,6 +26,24 @@ fn is_false(b: &bool) -> bool {
     !*b
 }
 
+/// An optional command field: absent is `None`, but a JSON `null` is not a value of the field
+/// (envelope.md: `null` is never a value), so it goes through `T`'s own decoder and fails there.
+fn present<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    T::deserialize(d).map(Some)
+}
+
+/// Writes an integer of an engine message at most 2^53 - 1 (envelope.md: every integer of the
+/// protocol is exact as a JavaScript number), so no message fails its schema. Clamps, never
+/// wraps: a transport position past the limit stays at it.
+#[allow(clippy::trivially_copy_pass_by_ref)] // serde's `serialize_with` passes a reference
+fn safe_u64<S: serde::Serializer>(v: &u64, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_u64((*v).min(super::MAX_SAFE_INTEGER))
+}
+
 macro_rules! message {
     ($ty:ty, $kind:ident, $name:literal) => {
         impl Message for $ty {
@@ -56,7 +74,11 @@ pub struct Hello {
     /// Client name and version, e.g. `aura/0.3.1`.
     pub client: String<MAX_CLIENT_NAME>,
     /// Session token handed to the engine by its supervisor.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "present",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub token: Option<String<MAX_TOKEN>>,
 }
 message!(Hello, Command, "hello");
@@ -90,7 +112,11 @@ pub struct Ping {
     /// Echoed in the `pong`.
     pub nonce: u32,
     /// Client timestamp in µs, echoed back.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "present",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub t_client_us: Option<u64>,
     /// Go through the audio thread and back.
     #[serde(default, skip_serializing_if = "is_false")]
@@ -189,13 +215,16 @@ message!(Loop, Command, "transport.loop");
 pub struct TransportState {
     /// Whether the transport runs.
     pub playing: bool,
-    /// Transport position, samples.
+    /// Transport position, samples. Written at most 2^53 - 1 (clamped).
+    #[serde(serialize_with = "safe_u64")]
     pub position: u64,
     /// Tempo.
     pub bpm: f32,
-    /// Loop start, samples.
+    /// Loop start, samples. Written at most 2^53 - 1 (clamped).
+    #[serde(serialize_with = "safe_u64")]
     pub loop_start: u64,
-    /// Loop end, samples.
+    /// Loop end, samples. Written at most 2^53 - 1 (clamped).
+    #[serde(serialize_with = "safe_u64")]
     pub loop_end: u64,
     /// Whether the transport loops.
     pub loop_enabled: bool,
@@ -229,7 +258,11 @@ pub struct ParamSet {
     /// New value (finite).
     pub value: f32,
     /// Ramp duration in ms, 0 to 60 000; absent or 0 means immediate.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "present",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub ramp_ms: Option<f32>,
 }
 message!(ParamSet, Command, "param.set");

@@ -6,6 +6,7 @@
 //! envelope around a body serialized straight into the caller's buffer. Nothing allocates.
 
 mod catalogue;
+mod fields;
 pub mod scan;
 
 pub use catalogue::*;
@@ -84,7 +85,8 @@ pub struct Envelope<'a> {
     pub body: &'a [u8],
 }
 
-/// What [`Envelope::parse`] collects before it checks.
+/// What [`Envelope::parse`] collects before it checks: the raw value of each envelope key (the
+/// last one when a key repeats) and the first key seen twice.
 #[derive(Default)]
 struct Fields<'a> {
     kind: Option<&'a [u8]>,
@@ -92,17 +94,103 @@ struct Fields<'a> {
     id: Option<&'a [u8]>,
     reference: Option<&'a [u8]>,
     body: Option<&'a [u8]>,
+    duplicate: Option<&'static str>,
 }
 
-fn set<'a>(slot: &mut Option<&'a [u8]>, key: &'static str, v: &'a [u8]) -> Result<(), DecodeError> {
-    if slot.replace(v).is_some() {
-        return Err(invalid(key, EnvelopeProblem::Duplicate));
+fn note<'a>(
+    slot: &mut Option<&'a [u8]>,
+    duplicate: &mut Option<&'static str>,
+    key: &'static str,
+    v: &'a [u8],
+) {
+    if slot.replace(v).is_some() && duplicate.is_none() {
+        *duplicate = Some(key);
     }
-    Ok(())
 }
 
 const fn invalid(key: &'static str, problem: EnvelopeProblem) -> DecodeError {
     DecodeError::InvalidEnvelope { key, problem }
+}
+
+/// Every message name of protocol version 1, both directions. A `name` written with escapes is
+/// decoded and looked up here (the envelope borrows its name, and a decoded name has nowhere
+/// else to live); one not listed is `unknown_message`.
+const NAMES: [&str; 24] = [
+    "hello",
+    "welcome",
+    "ping",
+    "pong",
+    "goodbye",
+    "transport.play",
+    "transport.stop",
+    "transport.seek",
+    "transport.tempo",
+    "transport.loop",
+    "transport.state",
+    "param.set",
+    "graph.add_node",
+    "graph.remove_node",
+    "graph.connect",
+    "graph.disconnect",
+    "engine.shutdown",
+    "telemetry.subscribe",
+    "telemetry.unsubscribe",
+    "meters",
+    "engine.health",
+    "ack",
+    "error",
+    "log",
+];
+
+/// Decodes the JSON escapes of a string's raw contents (already checked by [`scan`], which
+/// refuses surrogate escapes) into `out`; `None` when `out` is too small.
+pub(crate) fn unescape<'b>(inner: &[u8], out: &'b mut [u8]) -> Option<&'b [u8]> {
+    let (mut i, mut n) = (0, 0);
+    while i < inner.len() {
+        let mut utf8 = [0u8; 4];
+        let (bytes, step): (&[u8], usize) = match inner[i] {
+            b'\\' => match *inner.get(i + 1)? {
+                b'u' => {
+                    let hex = core::str::from_utf8(inner.get(i + 2..i + 6)?).ok()?;
+                    let c = char::from_u32(u32::from_str_radix(hex, 16).ok()?)?;
+                    (c.encode_utf8(&mut utf8).as_bytes(), 6)
+                }
+                e => {
+                    utf8[0] = match e {
+                        b'b' => 0x08,
+                        b'f' => 0x0c,
+                        b'n' => b'\n',
+                        b'r' => b'\r',
+                        b't' => b'\t',
+                        other => other, // `"`, `\\`, `/`
+                    };
+                    (&utf8[..1], 2)
+                }
+            },
+            b => {
+                utf8[0] = b;
+                (&utf8[..1], 1)
+            }
+        };
+        out.get_mut(n..n + bytes.len())?.copy_from_slice(bytes);
+        n += bytes.len();
+        i += step;
+    }
+    Some(&out[..n])
+}
+
+/// A JSON string value decoded into `buf`: `Err` when `raw` is not a string, `Ok(None)` when it
+/// does not fit.
+fn decoded<'b>(raw: &'b [u8], buf: &'b mut [u8]) -> Result<Option<&'b [u8]>, ()> {
+    let inner = raw
+        .strip_prefix(b"\"")
+        .and_then(|r| r.strip_suffix(b"\""))
+        .ok_or(())?;
+    if inner.contains(&b'\\') {
+        Ok(unescape(inner, buf))
+    } else {
+        Ok(Some(inner))
+    }
 }
 
 /// A JSON integer in 0..=u32::MAX, written without sign, fraction or exponent.
@@ -118,12 +206,6 @@ fn parse_u32(raw: &[u8]) -> Option<u32> {
         v = v * 10 + u64::from(b - b'0');
     }
     u32::try_from(v).ok()
-}
-
-/// The contents of a JSON string without escapes; `None` if `raw` is not such a string.
-fn plain_string(raw: &[u8]) -> Option<&[u8]> {
-    let inner = raw.strip_prefix(b"\"")?.strip_suffix(b"\"")?;
-    (!inner.contains(&b'\\')).then_some(inner)
 }
 
 /// The bytes before the next `"` and the bytes after it.
@@ -149,37 +231,70 @@ fn valid_name(name: &[u8]) -> bool {
 }
 
 impl<'a> Envelope<'a> {
-    /// Parses a JSON payload's envelope. The body is only located, not decoded.
+    /// Parses a JSON payload's envelope. The body is checked as JSON and located, not decoded.
     ///
-    /// Checks, in order: UTF-8, JSON syntax, that the payload is an object, each envelope key.
+    /// Checks, in order (errors.md §2): UTF-8, the whole payload's JSON syntax (so a syntax
+    /// error anywhere, in `body` too, is `InvalidJson`), that it is an object, then each envelope
+    /// key. Escapes are decoded in keys, `type` and `name`. `id` is read on commands only, `ref`
+    /// on the other types; elsewhere they are ignored like unknown keys.
     pub fn parse(payload: &'a [u8]) -> Result<Self, DecodeError> {
+        Self::parse_as(payload, false).map_err(|e| e.error)
+    }
+
+    /// [`parse`](Self::parse); with `commands`, a known `type` other than `command` is
+    /// `UnexpectedType` before anything else is checked (a client sends only commands). The error
+    /// carries the id when the payload is a command whose `id` is readable.
+    fn parse_as(payload: &'a [u8], commands: bool) -> Result<Self, CommandError> {
+        let reject = |error, id| CommandError {
+            id,
+            error,
+            hello: None,
+        };
         if let Err(e) = core::str::from_utf8(payload) {
-            return Err(DecodeError::InvalidUtf8 {
-                offset: u32::try_from(e.valid_up_to()).unwrap_or(u32::MAX),
-            });
+            let offset = u32::try_from(e.valid_up_to()).unwrap_or(u32::MAX);
+            return Err(reject(DecodeError::InvalidUtf8 { offset }, None));
         }
-        let f = Self::collect(payload).map_err(|e| syntax_error(payload).unwrap_or(e))?;
-        let kind = f.kind.ok_or(invalid("type", EnvelopeProblem::Missing))?;
-        let kind = plain_string(kind).ok_or(invalid("type", EnvelopeProblem::Invalid))?;
-        let kind = Kind::from_raw(kind).ok_or(DecodeError::UnknownType)?;
-        let name = f.name.ok_or(invalid("name", EnvelopeProblem::Missing))?;
-        let name = plain_string(name)
-            .filter(|n| valid_name(n))
-            .ok_or(invalid("name", EnvelopeProblem::Invalid))?;
-        let name =
-            core::str::from_utf8(name).map_err(|_| invalid("name", EnvelopeProblem::Invalid))?;
-        let id = Self::integer(f.id, "id")?;
-        let reference = Self::integer(f.reference, "ref")?;
-        let body = f.body.ok_or(invalid("body", EnvelopeProblem::Missing))?;
+        let f = Self::collect(payload).map_err(|e| reject(e, None))?;
+        let kind = Self::kind(&f).map_err(|e| reject(e, None))?;
+        if commands && kind != Kind::Command {
+            return Err(reject(DecodeError::UnexpectedType, None));
+        }
+        let is_command = kind == Kind::Command;
+        let id = f.id.filter(|_| is_command).and_then(parse_u32);
+        let id = id.filter(|_| f.duplicate != Some("id"));
+        let fail = |error| reject(error, id);
+        if let Some(key) = f.duplicate {
+            return Err(fail(invalid(key, EnvelopeProblem::Duplicate)));
+        }
+        let raw_name = f
+            .name
+            .ok_or(fail(invalid("name", EnvelopeProblem::Missing)))?;
+        let name = Self::name(raw_name).ok_or(fail(invalid("name", EnvelopeProblem::Invalid)))?;
+        let reference = match f.reference.filter(|_| !is_command) {
+            Some(r) => Some(parse_u32(r).ok_or(fail(invalid("ref", EnvelopeProblem::Invalid)))?),
+            None => None,
+        };
+        let body = f
+            .body
+            .ok_or(fail(invalid("body", EnvelopeProblem::Missing)))?;
         if body.first() != Some(&b'{') {
-            return Err(invalid("body", EnvelopeProblem::Invalid));
+            return Err(fail(invalid("body", EnvelopeProblem::Invalid)));
         }
-        if kind == Kind::Command && id.is_none() {
-            return Err(invalid("id", EnvelopeProblem::Missing));
+        match (is_command, f.id, id) {
+            (true, None, _) => return Err(fail(invalid("id", EnvelopeProblem::Missing))),
+            (true, Some(_), None) => return Err(fail(invalid("id", EnvelopeProblem::Invalid))),
+            _ => {}
         }
         if kind == Kind::Reply && reference.is_none() {
-            return Err(invalid("ref", EnvelopeProblem::Missing));
+            return Err(fail(invalid("ref", EnvelopeProblem::Missing)));
         }
+        let Some(name) = name else {
+            // Escaped, well-formed, and not a name of this version.
+            return Err(CommandError {
+                hello: Some(false),
+                ..fail(DecodeError::UnknownMessage)
+            });
+        };
         Ok(Self {
             kind,
             name,
@@ -187,6 +302,35 @@ impl<'a> Envelope<'a> {
             reference,
             body,
         })
+    }
+
+    fn kind(f: &Fields<'a>) -> Result<Kind, DecodeError> {
+        if f.duplicate == Some("type") {
+            return Err(invalid("type", EnvelopeProblem::Duplicate));
+        }
+        let raw = f.kind.ok_or(invalid("type", EnvelopeProblem::Missing))?;
+        let mut buf = [0u8; 16];
+        match decoded(raw, &mut buf) {
+            Err(()) => Err(invalid("type", EnvelopeProblem::Invalid)),
+            Ok(kind) => kind
+                .and_then(Kind::from_raw)
+                .ok_or(DecodeError::UnknownType),
+        }
+    }
+
+    /// `name`: `None` when it is not a valid name; `Some(None)` when it is valid, written with
+    /// escapes, and not a name of this version.
+    fn name(raw: &'a [u8]) -> Option<Option<&'a str>> {
+        let plain = raw.strip_prefix(b"\"")?.strip_suffix(b"\"")?;
+        if !plain.contains(&b'\\') {
+            return valid_name(plain).then(|| core::str::from_utf8(plain).ok());
+        }
+        let mut buf = [0u8; 32];
+        let name = decoded(raw, &mut buf)
+            .ok()
+            .flatten()
+            .filter(|n| valid_name(n))?;
+        Some(NAMES.iter().copied().find(|k| k.as_bytes() == name))
     }
 
     /// The fast path for the canonical form every conforming encoder writes: keys in the order
@@ -230,23 +374,26 @@ impl<'a> Envelope<'a> {
 
     fn collect(payload: &'a [u8]) -> Result<Fields<'a>, DecodeError> {
         let mut f = Fields::default();
-        scan::walk_object(payload, b"body", |m| {
+        scan::walk_object(payload, None, |m| {
             let v = &payload[m.start..m.end];
-            match m.key {
-                b"type" => set(&mut f.kind, "type", v),
-                b"name" => set(&mut f.name, "name", v),
-                b"id" => set(&mut f.id, "id", v),
-                b"ref" => set(&mut f.reference, "ref", v),
-                b"body" => set(&mut f.body, "body", v),
-                _ => Ok(()),
+            let mut buf = [0u8; 8];
+            let key = if m.key.contains(&b'\\') {
+                unescape(m.key, &mut buf).unwrap_or_default()
+            } else {
+                m.key
+            };
+            let d = &mut f.duplicate;
+            match key {
+                b"type" => note(&mut f.kind, d, "type", v),
+                b"name" => note(&mut f.name, d, "name", v),
+                b"id" => note(&mut f.id, d, "id", v),
+                b"ref" => note(&mut f.reference, d, "ref", v),
+                b"body" => note(&mut f.body, d, "body", v),
+                _ => {}
             }
+            Ok(())
         })?;
         Ok(f)
-    }
-
-    fn integer(raw: Option<&[u8]>, key: &'static str) -> Result<Option<u32>, DecodeError> {
-        raw.map(|r| parse_u32(r).ok_or(invalid(key, EnvelopeProblem::Invalid)))
-            .transpose()
     }
 
     /// The request id to put in `ref` when answering this envelope (its `id`).
@@ -353,6 +500,10 @@ pub struct CommandError {
     pub id: Option<u32>,
     /// What went wrong.
     pub error: DecodeError,
+    /// `Some(name == "hello")` when the envelope was a valid command envelope and the fault is
+    /// in its name or body (errors.md §2 steps 9-10); `None` when the envelope itself failed. A
+    /// session uses it to put its own state checks (step 8) first.
+    pub hello: Option<bool>,
 }
 
 impl Command {
@@ -370,17 +521,11 @@ impl Command {
     /// whitespace, and finds the precise error. Public for differential tests.
     #[doc(hidden)]
     pub fn decode_generic(payload: &[u8]) -> Result<(u32, Command), CommandError> {
-        let env = Envelope::parse(payload).map_err(|error| CommandError {
-            // Invalid UTF-8 is a framing-layer fault: the payload is not read at all.
-            id: match error {
-                DecodeError::InvalidUtf8 { .. } => None,
-                _ => id_of(payload),
-            },
-            error,
-        })?;
+        let env = Envelope::parse_as(payload, true)?;
         let id = env.id;
+        let hello = Some(env.name == Hello::NAME);
         Self::from_envelope(&env)
-            .map_err(|error| CommandError { id, error })
+            .map_err(|error| CommandError { id, error, hello })
             .map(|c| (id.unwrap_or_default(), c))
     }
 
@@ -389,8 +534,17 @@ impl Command {
         if env.kind != Kind::Command {
             return Err(DecodeError::UnexpectedType);
         }
-        let b = env.body;
-        let cmd = match env.name {
+        match Self::decode_named(env.name, env.body) {
+            // errors.md §2: `invalid_field` before `out_of_range` when a body has both faults.
+            Err(e) if e.code() == ErrorCode::OutOfRange => {
+                Err(fields::invalid_field(env.name, env.body).unwrap_or(e))
+            }
+            r => r,
+        }
+    }
+
+    fn decode_named(name: &str, b: &[u8]) -> Result<Command, DecodeError> {
+        let cmd = match name {
             "hello" => Command::Hello(decode_body(b)?),
             "ping" => Command::Ping(decode_body(b)?),
             "goodbye" => decode_body::<Goodbye>(b).map(|_| Command::Goodbye)?,
@@ -454,30 +608,6 @@ impl Command {
             Command::Unsubscribe(_) => Unsubscribe::NAME,
         }
     }
-}
-
-/// Best effort: the `id` of a command whose envelope is otherwise broken, so an error can still
-/// carry `ref`. `None` unless the payload is a JSON object with `"type":"command"` and exactly
-/// one `id` that is a u32.
-fn id_of(payload: &[u8]) -> Option<u32> {
-    let mut id = None;
-    let mut seen = 0;
-    let mut command = false;
-    let walked = scan::walk_object(payload, b"", |m| {
-        let v = &payload[m.start..m.end];
-        match m.key {
-            b"id" => {
-                seen += 1;
-                id = parse_u32(v);
-            }
-            b"type" => command = v == b"\"command\"",
-            _ => {}
-        }
-        Ok(())
-    });
-    (walked.is_ok() && seen == 1 && command)
-        .then_some(id)
-        .flatten()
 }
 
 /// A message from the engine, decoded (what a client receives).

@@ -7,7 +7,8 @@
 
 use crate::error::DecodeError;
 
-/// Deepest nesting accepted, counting the envelope object itself.
+/// Deepest nesting of arrays and objects accepted inside one value of the envelope (the envelope
+/// object itself not counted; a `body` object is level 1). Deeper is `invalid_json` (errors.md).
 pub const MAX_DEPTH: u32 = 64;
 
 /// A member of the top-level object: the raw key (between the quotes, escapes not decoded) and
@@ -52,16 +53,28 @@ fn string_end(s: &[u8], i: usize) -> Result<usize, DecodeError> {
 fn escape_end(s: &[u8], j: usize) -> Result<usize, DecodeError> {
     match s.get(j + 1) {
         Some(b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't') => Ok(j + 2),
-        Some(b'u') => {
-            let hex = s.get(j + 2..j + 6).ok_or(err(j))?;
-            if hex.iter().all(u8::is_ascii_hexdigit) {
-                Ok(j + 6)
-            } else {
-                Err(err(j))
-            }
-        }
+        Some(b'u') => match hex4(s, j + 2).ok_or(err(j))? {
+            // envelope.md: a surrogate is never escaped, alone or in a pair (a character outside
+            // the BMP is sent as UTF-8), so every `\u` escape decodes to one scalar value.
+            0xD800..=0xDFFF => Err(err(j)),
+            _ => Ok(j + 6),
+        },
         _ => Err(err(j)),
     }
+}
+
+/// The value of the four hex digits at `i`, if there are four.
+fn hex4(s: &[u8], i: usize) -> Option<u16> {
+    let hex = s.get(i..i + 4)?;
+    hex.iter().try_fold(0u16, |acc, &b| {
+        let d = match b {
+            b'0'..=b'9' => b - b'0',
+            b'a'..=b'f' => b - b'a' + 10,
+            b'A'..=b'F' => b - b'A' + 10,
+            _ => return None,
+        };
+        Some(acc << 4 | u16::from(d))
+    })
 }
 
 fn digits_end(s: &[u8], mut i: usize) -> usize {
@@ -245,9 +258,9 @@ pub fn skip_value(s: &[u8], i: usize) -> Result<usize, DecodeError> {
 
 /// Checks that `s` is exactly one JSON object (whitespace around it allowed) and calls `visit`
 /// for each top-level member in order, in one pass. Every value is checked against the JSON
-/// grammar except the value of the member named `lazy`, which is only delimited
-/// ([`skip_value`]). Stops at the first error.
-pub fn walk_object<'a, F>(s: &'a [u8], lazy: &[u8], mut visit: F) -> Result<(), DecodeError>
+/// grammar except the value of the member named `lazy` (raw key), if any, which is only
+/// delimited ([`skip_value`]). Stops at the first error.
+pub fn walk_object<'a, F>(s: &'a [u8], lazy: Option<&[u8]>, mut visit: F) -> Result<(), DecodeError>
 where
     F: FnMut(Member<'a>) -> Result<(), DecodeError>,
 {
@@ -274,7 +287,7 @@ where
         let key_end = string_end(s, i)?;
         let key = &s[i + 1..key_end - 1];
         let start = key_then_colon(s, i)?;
-        let end = if key == lazy {
+        let end = if lazy == Some(key) {
             skip_value(s, start)?
         } else {
             value_end(s, start)?

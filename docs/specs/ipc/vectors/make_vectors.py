@@ -229,6 +229,14 @@ positive("error.log", E2C,
          "A diagnostic line.")
 
 # Extremes
+positive("command.hello.empty_client", C2E,
+         envelope("command", "hello", {"protocol": 1, "client": ""}, id=1),
+         "client may be empty (0 to 64 bytes; it is only for the engine's logs).")
+positive("telemetry.transport.state.max", E2C,
+         envelope("telemetry", "transport.state", {
+             "playing": True, "position": 2**53 - 1, "bpm": 120.0, "loop_start": 0,
+             "loop_end": 0, "loop_enabled": False}),
+         "The largest position an engine sends: it clamps at 2^53-1 (stays there while playing).")
 positive("command.param.set.max", C2E,
          envelope("command", "param.set", {"node": 4294967295, "param": 0, "value": 1.0}, id=4294967295),
          "Largest u32 id and node; value 1.0.")
@@ -258,6 +266,21 @@ decode_only("decode.string_escapes", C2E,
 decode_only("decode.unicode_escape", C2E,
             b'{"type":"command","name":"graph.add_node","id":20,"body":{"node":3,"kind":"\\u006fsc"}}',
             "command.graph.add_node", "\\u escapes are decoded: \\u006f is o.")
+decode_only("decode.escaped_name", C2E,
+            b'{"type":"command","name":"transport\\u002eplay","id":10,"body":{}}',
+            "command.transport.play", "Escapes are decoded in name: \\u002e is the dot.")
+decode_only("decode.escaped_type", C2E,
+            b'{"type":"comm\\u0061nd","name":"transport.play","id":10,"body":{}}',
+            "command.transport.play", "Escapes are decoded in type.")
+decode_only("decode.escaped_keys", C2E,
+            b'{"t\\u0079pe":"command","n\\u0061me":"param.set","\\u0069d":42,'
+            b'"body":{"n\\u006fde":3,"param":1,"value":0.5}}',
+            "command.param.set", "Escapes are decoded in keys, the envelope's and the body's.")
+decode_only("decode.nesting_64", C2E,
+            b'{"type":"command","name":"transport.play","id":10,"trace":' + b"[" * 64 + b"]" * 64
+            + b',"body":{}}',
+            "command.transport.play",
+            "64 levels of arrays inside the envelope, in an ignored key: the deepest accepted.")
 decode_only("decode.welcome_unknown_field", E2C,
             b'{"type":"reply","name":"welcome","ref":1,"body":{"protocol":1,"engine":"signal/0.1.0",'
             b'"instance":"9f86d081884c7d65","sample_rate":48000,"block_size":256,"max_frame":65536,'
@@ -309,7 +332,7 @@ SCHEMA_BLIND = {
     "neg.unsupported_encoding", "neg.bad_header.flags", "neg.bad_header.reserved",
     "neg.duplicate_id", "neg.client_sends_reply", "neg.id_float", "neg.integer_field_float",
     "neg.out_of_range.loop", "neg.hello_required", "neg.protocol_version",
-    "neg.already_established",
+    "neg.already_established", "neg.unknown_type.client_reply_with_id",
 }
 
 
@@ -340,12 +363,25 @@ def neg_env(name, layer, env, error, ref, closes, description, state="establishe
     negative(name, layer, frame(compact(env)), env, error, ref, closes, description, state)
 
 
-def neg_raw(name, layer, payload, error, ref, closes, description, **hdr):
+def strict_json(payload):
+    """The payload as JSON, or None: for this protocol NaN/Infinity and surrogate escapes are not
+    JSON (envelope.md), though Python's parser takes them."""
+    def refuse(constant):
+        raise ValueError(constant)
     try:
-        value = json.loads(payload.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        value = None
-    negative(name, layer, frame(payload, **hdr), value, error, ref, closes, description)
+        value = json.loads(payload.decode("utf-8"), parse_constant=refuse)
+    except (UnicodeDecodeError, ValueError):
+        return None
+    if re.search(rb"\\u[dD][89a-fA-F]", payload) or re.search(rb"[:\[,]\s*-0(?![.eE0-9])", payload):
+        return None  # parsers disagree on -0 (an integer 0 here, a float -0.0 in others)
+    return value
+
+
+def neg_raw(name, layer, payload, error, ref, closes, description, state="established", **hdr):
+    # A payload the engine calls invalid_json (or invalid_utf8) has no `json`, whatever a lenient
+    # parser makes of it.
+    value = None if error in ("invalid_json", "invalid_utf8") else strict_json(payload)
+    negative(name, layer, frame(payload, **hdr), value, error, ref, closes, description, state)
 
 
 PING = envelope("command", "ping", {"nonce": 1}, id=7)
@@ -444,6 +480,106 @@ neg_env("neg.protocol_version", "session",
 neg_env("neg.already_established", "session",
         envelope("command", "hello", {"protocol": 1, "client": "aura/0.1.0"}, id=5),
         "already_established", 5, False, "A second hello in an established session.")
+
+# Edges settled by issue 10 (errors.md section 2 and the rules of envelope.md).
+PING_HEAD = b'{"type":"command","name":"ping","id":7,"body":'
+neg_raw("neg.invalid_json.leading_zero_in_body", "envelope", PING_HEAD + b'{"nonce":01}}',
+        "invalid_json", None, False,
+        "A syntax error inside body is a syntax error of the payload: invalid_json, never a ref "
+        "(the JSON is checked whole before the envelope is read).")
+neg_raw("neg.invalid_json.trailing_comma_in_body", "envelope", PING_HEAD + b'{"nonce":1,}}',
+        "invalid_json", None, False, "A trailing comma inside body: invalid_json, no ref.")
+neg_raw("neg.invalid_json.bad_literal_in_body", "envelope", PING_HEAD + b'{"nonce":1,"rt":tru}}',
+        "invalid_json", None, False, "`tru` is not a JSON literal: invalid_json, no ref.")
+PARAM_HEAD = b'{"type":"command","name":"param.set","id":42,"body":{"node":3,"param":1,"value":'
+neg_raw("neg.invalid_json.nan", "envelope", PARAM_HEAD + b'NaN}}', "invalid_json", None, False,
+        "NaN is not JSON: invalid_json, no ref (not invalid_field).")
+neg_raw("neg.invalid_json.infinity", "envelope", PARAM_HEAD + b'Infinity}}', "invalid_json", None,
+        False, "Infinity is not JSON: invalid_json, no ref.")
+neg_raw("neg.invalid_json.minus_infinity", "envelope", PARAM_HEAD + b'-Infinity}}', "invalid_json",
+        None, False, "-Infinity is not JSON: invalid_json, no ref.")
+neg_raw("neg.check_order.json_before_envelope", "envelope",
+        b'{"type":"reply","name":"ack","body":{"x":01}}', "invalid_json", None, False,
+        "Both a syntax error (in body) and an envelope fault (a reply from a client, without ref): "
+        "the JSON check comes first.")
+neg_raw("neg.invalid_json.lone_surrogate", "envelope",
+        b'{"type":"command","name":"hello","id":1,"body":{"protocol":1,"client":"\\ud800"}}',
+        "invalid_json", None, False,
+        "A \\u escape of a surrogate is never valid in this protocol: invalid_json, no ref.",
+        state="awaiting_hello")
+neg_raw("neg.invalid_json.surrogate_pair", "envelope",
+        b'{"type":"command","name":"ping","id":7,"trace":"\\ud83c\\udfb5","body":{"nonce":1}}',
+        "invalid_json", None, False,
+        "A surrogate pair escape, even in an ignored key: invalid_json. Characters outside the BMP "
+        "are sent as UTF-8 (JSON.stringify does).")
+DEEP = 65
+neg_raw("neg.invalid_json.too_deep", "envelope",
+        b'{"type":"command","name":"transport.play","id":10,"trace":' + b"[" * DEEP + b"]" * DEEP
+        + b',"body":{}}', "invalid_json", None, False,
+        "65 levels of arrays inside the envelope (64 is the limit, the envelope object not "
+        "counted), in a key the engine ignores: invalid_json, no ref.")
+neg_raw("neg.escaped_unknown_name", "envelope",
+        b'{"type":"command","name":"transport\\u002erewind","id":9,"body":{}}',
+        "unknown_message", 9, False,
+        "name escapes are decoded: this is transport.rewind, an unknown command.")
+neg_raw("neg.unknown_type.client_reply_with_id", "envelope",
+        b'{"type":"reply","name":"ack","id":7,"ref":7,"body":{}}', "unknown_type", None, False,
+        "A reply from a client carrying an id: unknown_type, and no ref (a ref only answers a "
+        "command).")
+neg_raw("neg.unknown_type.client_reply_without_ref", "envelope",
+        b'{"type":"reply","name":"ack","body":{}}', "unknown_type", None, False,
+        "Any type but command from a client is unknown_type, whatever else its envelope lacks.")
+neg_raw("neg.id_minus_zero", "envelope", b'{"type":"command","name":"transport.play","id":-0,"body":{}}',
+        "invalid_envelope", None, False,
+        "-0 is not an integer of this protocol (integers are written without sign): the id is "
+        "not readable, no ref.")
+neg_raw("neg.out_of_range.minus_zero", "body", PING_HEAD + b'{"nonce":-0}}', "out_of_range", 7, False,
+        "A body integer written with a minus sign is negative, even -0: out_of_range.")
+neg_raw("neg.hello_required.unknown_name", "session",
+        b'{"type":"command","name":"transport.rewind","id":9,"body":{}}', "hello_required", 9, False,
+        "Before hello the session check comes before the name: hello_required, not "
+        "unknown_message.", state="awaiting_hello")
+neg_raw("neg.hello_required.bad_body", "session",
+        b'{"type":"command","name":"param.set","id":44,"body":{"node":"3","param":1,"value":0.5}}',
+        "hello_required", 44, False,
+        "Before hello the session check comes before the body: hello_required, not "
+        "invalid_field.", state="awaiting_hello")
+neg_raw("neg.before_hello.invalid_envelope", "envelope",
+        b'{"type":"command","name":"transport.play","id":10}', "invalid_envelope", 10, False,
+        "Before hello an envelope fault is still invalid_envelope (step 7 comes before the "
+        "session check).", state="awaiting_hello")
+neg_raw("neg.already_established.bad_body", "session",
+        b'{"type":"command","name":"hello","id":6,"body":{"protocol":"1"}}', "already_established",
+        6, False, "A second hello is already_established whatever its body.")
+neg_raw("neg.already_established.unknown_field", "session",
+        b'{"type":"command","name":"hello","id":6,"body":{"protocol":1,"client":"a","x":1}}',
+        "already_established", 6, False, "A second hello with an unknown field: already_established.")
+TEMPO_HEAD = b'{"type":"command","name":"transport.tempo","id":13,"body":{"bpm":'
+for tag, text in [("string", b'"120"'), ("null", b"null"), ("bool", b"true"), ("object", b"{}")]:
+    neg_raw("neg.wrong_type.bpm_" + tag, "body", TEMPO_HEAD + text + b"}}", "invalid_field", 13, False,
+            "bpm of the wrong JSON type (" + text.decode() + "): invalid_field, not out_of_range.")
+for tag, text in [("string", b'"0.5"'), ("null", b"null"), ("bool", b"true"), ("array", b"[0.5]")]:
+    neg_raw("neg.wrong_type.value_" + tag, "body", PARAM_HEAD + text + b"}}", "invalid_field", 42,
+            False, "value of the wrong JSON type (" + text.decode() + "): invalid_field.")
+neg_raw("neg.wrong_type.ramp_ms_string", "body", PARAM_HEAD + b'0.5,"ramp_ms":"5"}}', "invalid_field",
+        42, False, "ramp_ms as a string: invalid_field.")
+neg_raw("neg.wrong_type.ramp_ms_null", "body", PARAM_HEAD + b'0.5,"ramp_ms":null}}', "invalid_field",
+        42, False, "null is not a value of any field, optional ones included: invalid_field "
+        "(omit the field instead).")
+neg_raw("neg.wrong_type.t_client_us_null", "body", PING_HEAD + b'{"nonce":1,"t_client_us":null}}',
+        "invalid_field", 7, False, "An optional integer given as null: invalid_field.")
+neg_raw("neg.invalid_field_before_out_of_range", "body",
+        b'{"type":"command","name":"param.set","id":58,"body":{"node":4294967296,"param":1,"value":"x"}}',
+        "invalid_field", 58, False,
+        "node is out of range and value has the wrong type: invalid_field wins (errors.md "
+        "section 2, step 10).")
+neg_raw("neg.invalid_field_before_out_of_range.missing", "body",
+        b'{"type":"command","name":"transport.tempo","id":59,"body":{"bpm":1000.0,"x":1}}',
+        "invalid_field", 59, False, "bpm is out of range and x is unknown: invalid_field.")
+negative("neg.frame_too_large.before_hello", "frame", header(4097), None, "frame_too_large", None,
+         True, "Before hello the engine accepts payloads of at most 4 096 bytes: a header declaring "
+         "4 097 is fatal.", state="awaiting_hello", max_frame=MAX_FRAME, frame_limit=4096,
+         partial=True)
 
 
 # ---------------------------------------------------------------- output
