@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The TypeScript client package (clients/typescript, npm `@loophole/ipc`): types regenerated from
 # the schemas must match the committed ones; tsc --strict; node:test suites (vectors both ways,
-# fake engine, supervisor, and the real `signal` binary, which this section builds).
+# fake engine, supervisor, the real `signal` binary, which this section builds, and the C++ engine
+# example of capi/ (target/capi/signal_cpp from 30-capi.sh, which runs first; built here if absent).
 set -euo pipefail
 . scripts/lib.sh
 
@@ -15,6 +16,18 @@ fi
 
 step "typescript: signal example binary (release)"
 cargo build --release --example signal
+
+step "typescript: the C++ engine example (from 30-capi.sh; built here when that section did not run)"
+TARGET=${CARGO_TARGET_DIR:-target}
+case $TARGET in /*) ;; *) TARGET=$PWD/$TARGET ;; esac
+export LOOPHOLE_CPP_ENGINE=$TARGET/capi/signal_cpp LOOPHOLE_REQUIRE_CPP_ENGINE=1
+if [ ! -x "$LOOPHOLE_CPP_ENGINE" ]; then
+  need_apt g++ g++
+  cargo build -p loophole-ipc-capi --quiet
+  mkdir -p "$TARGET/capi"
+  g++ -std=c++17 -O2 -Icapi/include -Icapi/examples/juce_stub capi/examples/signal_cpp/main.cpp \
+    "$TARGET/debug/libloophole_ipc_capi.a" -lgcc_s -lutil -lrt -lpthread -lm -ldl -lc -o "$LOOPHOLE_CPP_ENGINE"
+fi
 
 cd clients/typescript
 step "typescript: npm ci"

@@ -335,3 +335,33 @@ test("unref(): a connected client does not keep the process alive", async () => 
   assert.equal(held.killed, true);
   await fake.close();
 });
+
+test("engine stopping (errors.md shutting_down): commands not carried out settle shutting_down, then goodbye, no hang", async () => {
+  // session.md §7 (Shutdown): the engine answers what it received but did not hand over with
+  // `error shutting_down` (ref set), sends `goodbye` `shutdown` and closes.
+  let n = 0;
+  const fake = await fakeEngine((c) =>
+    c.onCmd((e, c) => {
+      if (e.name === "hello") return void c.sock.write(Buffer.concat([PREFACE, welcome(e.id!, "dddddddddddddddd")]));
+      if (++n === 1) return void c.sock.write(reply(e.id!));
+      c.sock.write(error(e.id!, "shutting_down"));
+      if (n === 3) c.sock.end(encodeFrame(JSON.stringify({ type: "error", name: "goodbye", body: { reason: "shutdown" } })));
+    }),
+  );
+  const client = new EngineClient({ port: fake.port }, { reconnect: false });
+  const goodbyes: string[] = [];
+  client.on("goodbye", (g) => goodbyes.push(g.reason));
+  await client.start();
+  const results = await Promise.allSettled([1, 2, 3].map((v) => client.request("param.set", { node: 2, param: 0, value: v / 10 })));
+  assert.equal(results[0]!.status, "fulfilled");
+  for (const r of results.slice(1)) {
+    assert.equal(r.status, "rejected");
+    const e = (r as PromiseRejectedResult).reason;
+    assert.ok(e instanceof EngineError && e.code === "shutting_down" && e.fromEngine, String(e));
+  }
+  await sleep(50);
+  assert.deepEqual(goodbyes, ["shutdown"]);
+  assert.equal(client.inFlight, 0);
+  await client.close();
+  await fake.close();
+});
