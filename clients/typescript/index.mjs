@@ -12,6 +12,7 @@ export const {
   HEADER_LEN,
   ENCODING_JSON,
   isU32,
+  MAX_JSON_DEPTH,
   ENGINE_MAX_PAYLOAD,
   PRE_WELCOME_MAX_PAYLOAD,
   encodeCommand,

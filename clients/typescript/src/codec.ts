@@ -141,6 +141,7 @@ export class FrameReader {
     } catch (e) {
       throw new ProtocolError("invalid_json", (e as Error).message);
     }
+    checkProtocolJson(text, v);
     if (typeof v !== "object" || v === null || Array.isArray(v)) throw new ProtocolError("invalid_envelope", "payload is not a JSON object");
     const env = v as Record<string, unknown>;
     if (typeof env.type !== "string" || typeof env.name !== "string") throw new ProtocolError("invalid_envelope", "type and name must be strings");
@@ -148,6 +149,31 @@ export class FrameReader {
     if (env.ref !== undefined && !isU32(env.ref)) throw new ProtocolError("invalid_envelope", "ref must be a u32");
     return env as Envelope;
   }
+}
+
+/** Nesting allowed inside the envelope object (errors.md: deeper is `invalid_json`). */
+export const MAX_JSON_DEPTH = 64;
+
+/**
+ * The protocol's two JSON rules beyond RFC 8259 that `JSON.parse` does not apply (errors.md):
+ * no `\u` escape of a surrogate (alone or paired; characters outside the BMP travel as UTF-8),
+ * and at most {@link MAX_JSON_DEPTH} levels of arrays/objects inside the envelope object.
+ * Both are `invalid_json`. Cost: one `indexOf` unless the text has a `\u` escape, and one walk
+ * of the parsed value that stops at scalars (flat arrays such as meters cost one step a value).
+ */
+function checkProtocolJson(text: string, v: unknown): void {
+  if (text.includes("\\u") && /(^|[^\\])(\\\\)*\\u[dD][89a-fA-F][0-9a-fA-F]{2}/.test(text)) {
+    throw new ProtocolError("invalid_json", "a \\u escape of a surrogate is not allowed");
+  }
+  if (tooDeep(v, MAX_JSON_DEPTH + 1)) throw new ProtocolError("invalid_json", `nesting deeper than ${MAX_JSON_DEPTH} levels inside the envelope`);
+}
+
+function tooDeep(v: unknown, budget: number): boolean {
+  if (typeof v !== "object" || v === null) return false;
+  if (budget === 0) return true;
+  const items = Array.isArray(v) ? v : Object.values(v);
+  for (const x of items) if (typeof x === "object" && x !== null && tooDeep(x, budget - 1)) return true;
+  return false;
 }
 
 export function isU32(v: unknown): v is number {

@@ -36,6 +36,8 @@ export interface Vector {
   ref?: number | null;
   closes?: boolean;
   partial?: boolean;
+  max_frame?: number;
+  frame_limit?: number;
 }
 
 export function vectors(): Vector[] {

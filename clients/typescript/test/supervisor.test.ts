@@ -128,11 +128,14 @@ for (const how of ["exit", "SIGTERM", "SIGINT"] as const) {
     const idx = JSON.stringify(resolve(__dirname, "..", "src", "index.js"));
     const code = `const {EngineSupervisor}=require(${idx});
       const s=new EngineSupervisor({spawn:{binary:process.execPath,args:[${JSON.stringify(fakeEngine)}],env:{FAKE_MODE:"serve",FAKE_IGNORE_TERM:"1"}}});
-      s.start().then(()=>{console.log(s.pid); ${how === "exit" ? "process.exit(0)" : "setInterval(()=>{},1000)"} });`;
-    const ch = spawn(process.execPath, ["-e", code], { stdio: ["ignore", "pipe", "inherit"] });
+      s.start().then(()=>{console.log(s.pid); ${how === "exit" ? "process.stdin.once('data',()=>process.exit(0))" : "setInterval(()=>{},1000)"} });`;
+    // In "exit" mode the parent exits only when told (a line on its stdin), so the engine is
+    // seen alive first whatever the machine's load.
+    const ch = spawn(process.execPath, ["-e", code], { stdio: ["pipe", "pipe", "inherit"] });
     const pid = await new Promise<number>((r) => ch.stdout.setEncoding("utf8").once("data", (d: string) => r(Number(d.trim()))));
     assert.ok(alive(pid));
-    if (how !== "exit") ch.kill(how);
+    if (how === "exit") ch.stdin.write("exit\n");
+    else ch.kill(how);
     await new Promise((r) => ch.once("exit", r));
     await sleep(100);
     assert.equal(alive(pid), false, "engine killed");

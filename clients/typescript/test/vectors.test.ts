@@ -71,7 +71,14 @@ for (const v of framingNegatives) {
   test(`reader refuses ${v.name} with ${v.error ?? "bad_preface"} (whole and byte by byte)`, () => {
     const wire = v.state === "connected" ? bytes(v.hex) : Buffer.concat([PREFACE, bytes(v.hex)]);
     const code = v.error ?? "bad_preface";
-    for (const read of [readWhole, readByteByByte]) {
+    // A vector may state the limit in force (`frame_limit`: 4 096 before hello; else `max_frame`).
+    const maxFrame = (v.frame_limit ?? v.max_frame) as number | undefined;
+    const whole = (b: Buffer) => new FrameReader({ maxFrame }).push(b);
+    const byteByByte = (b: Buffer) => {
+      const r = new FrameReader({ maxFrame });
+      for (const x of b) r.push(Buffer.from([x]));
+    };
+    for (const read of [whole, byteByByte]) {
       assert.throws(() => read(wire), (e: unknown) => e instanceof ProtocolError && e.code === code);
     }
   });
