@@ -37,7 +37,7 @@
 //!
 //! This protocol is model-checked with loom (`rt-tests/tests/loom_meters.rs`).
 
-use super::sync::{Arc, AtomicU32, AtomicU64, Ordering};
+use super::sync::{Arc, AtomicU32, AtomicU64, Ordering, ACQUIRE, RELEASE};
 use super::MAX_METER_CHANNELS;
 
 #[derive(Debug, Default)]
@@ -135,10 +135,10 @@ impl MeterWriter {
     /// asked for it. One Acquire load; one Release store when a hand-over is pending.
     #[inline]
     pub fn begin(&mut self) {
-        let request = self.shared.request.load(Ordering::Acquire);
+        let request = self.shared.request.load(ACQUIRE);
         if request != self.epoch {
             self.epoch = request;
-            self.shared.ack.store(request, Ordering::Release);
+            self.shared.ack.store(request, RELEASE);
         }
     }
 
@@ -198,7 +198,7 @@ impl MeterReader {
     /// when a hand-over completed, one atomic load otherwise. Never blocks.
     pub fn collect(&mut self) -> bool {
         let request = self.shared.request.load(Ordering::Relaxed);
-        if self.shared.ack.load(Ordering::Acquire) != request {
+        if self.shared.ack.load(ACQUIRE) != request {
             return false;
         }
         let bank = &self.shared.banks[(request.wrapping_add(1) & 1) as usize];
@@ -219,9 +219,7 @@ impl MeterReader {
             self.load_acc
                 .map_or(load, |m| if load > m { load } else { m }),
         );
-        self.shared
-            .request
-            .store(request.wrapping_add(1), Ordering::Release);
+        self.shared.request.store(request.wrapping_add(1), RELEASE);
         true
     }
 
@@ -441,7 +439,7 @@ mod tests {
         };
         let mut out = vec![0u8; 8 + DEFAULT_MAX_FRAME as usize];
         let n = encode_frame(None, &body, &mut out, DEFAULT_MAX_FRAME).expect("fits");
-        assert!(MAX_METER_CHANNELS >= 512);
+        const { assert!(MAX_METER_CHANNELS >= 512) };
         assert!(
             n > 2 * MAX_METER_CHANNELS * 13,
             "every value encoded: {n} bytes"

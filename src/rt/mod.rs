@@ -52,6 +52,9 @@ mod sync;
 pub use endpoint::{bridge, AudioEndpoint, NetEndpoint, RtConfig};
 #[cfg(feature = "std")]
 pub use health::HealthSnapshot;
+#[cfg(all(feature = "std", loom))]
+#[doc(hidden)]
+pub use health::LoomHealth;
 
 #[cfg(feature = "rt-guard")]
 pub mod guard;
