@@ -36,6 +36,8 @@ pub struct RtConfig {
     /// With the `rt-wake` feature: a waker the audio thread triggers at the end of a callback
     /// that answered a command (one `write(2)` on an eventfd). `None` (the default) means no
     /// system call at all; the network thread then uses [`NetEndpoint::next_callback_end_ns`].
+    /// A bridge built with a waker keeps waking across server restarts: each server spawned on
+    /// its [`NetEndpoint`] installs its own ([`NetEndpoint::set_waker`]).
     #[cfg(feature = "rt-wake")]
     pub waker: Option<Arc<mio::Waker>>,
 }
@@ -108,6 +110,8 @@ pub fn bridge(cfg: &RtConfig) -> (AudioEndpoint, NetEndpoint) {
     let (reply_tx, reply_rx) = RingBuffer::new(reply_capacity);
     let (meter_w, meter_r) = meter_bank(cfg.meter_channels.min(MAX_METER_CHANNELS));
     let health = Arc::new(Health::default());
+    #[cfg(feature = "rt-wake")]
+    let (audio_wake, net_wake) = super::wake::wake_route(cfg.waker.clone());
     let audio = AudioEndpoint {
         commands: cmd_rx,
         replies: reply_tx,
@@ -123,7 +127,7 @@ pub fn bridge(cfg: &RtConfig) -> (AudioEndpoint, NetEndpoint) {
         answered: false,
         stats: CallbackStats::default(),
         #[cfg(feature = "rt-wake")]
-        waker: cfg.waker.clone(),
+        wake: audio_wake,
     };
     let net = NetEndpoint {
         commands: cmd_tx,
@@ -132,6 +136,8 @@ pub fn bridge(cfg: &RtConfig) -> (AudioEndpoint, NetEndpoint) {
         health,
         sent: 0,
         answered: 0,
+        #[cfg(feature = "rt-wake")]
+        wake: net_wake,
     };
     (audio, net)
 }
@@ -203,7 +209,7 @@ pub struct AudioEndpoint {
     answered: bool,
     stats: CallbackStats,
     #[cfg(feature = "rt-wake")]
-    waker: Option<Arc<mio::Waker>>,
+    wake: super::wake::AudioWake,
 }
 
 impl AudioEndpoint {
@@ -225,6 +231,8 @@ impl AudioEndpoint {
         self.period_ns = u64::from(frames) * 1_000_000_000 / u64::from(self.sample_rate);
         self.health.publish_start(now_ns, self.period_ns);
         self.meters.begin();
+        #[cfg(feature = "rt-wake")]
+        self.wake.adopt();
     }
 
     /// Hands queued commands to `apply`, oldest first, and pushes exactly one answer for each.
@@ -411,8 +419,11 @@ impl AudioEndpoint {
     #[cfg(feature = "rt-wake")]
     #[inline]
     fn wake(&mut self) {
-        if let (true, Some(waker)) = (self.answered, self.waker.as_ref()) {
-            if waker.wake().is_err() {
+        if !self.answered {
+            return;
+        }
+        if let Some(result) = self.wake.wake() {
+            if result.is_err() {
                 self.stats.wake_errors = self.stats.wake_errors.wrapping_add(1);
             }
         }
@@ -463,9 +474,28 @@ pub struct NetEndpoint {
     health: Arc<Health>,
     sent: u64,
     answered: u64,
+    #[cfg(feature = "rt-wake")]
+    wake: super::wake::NetWake,
 }
 
 impl NetEndpoint {
+    /// `rt-wake`: gives the audio side `waker` in place of the one it has (if any); the audio
+    /// side takes it at the start of its next callback and hands the old one back to be
+    /// dropped here, never in the callback. A server spawned on this endpoint calls it with its
+    /// own event loop's waker when [`wakes`](Self::wakes) is true, so the wake-ups follow the
+    /// server across restarts. Network thread; allocates nothing; never blocks.
+    #[cfg(feature = "rt-wake")]
+    pub fn set_waker(&mut self, waker: Arc<mio::Waker>) {
+        self.wake.install(waker);
+    }
+
+    /// `rt-wake`: whether this bridge wakes the network thread (built with
+    /// [`RtConfig::with_waker`], or given one by [`set_waker`](Self::set_waker)).
+    #[cfg(feature = "rt-wake")]
+    pub fn wakes(&self) -> bool {
+        self.wake.wanted()
+    }
+
     /// Queues a command for the audio thread. When the queue is full the command is given back
     /// in `Err` (stop reading that client's socket: TCP pushes back; nothing is dropped).
     ///
@@ -486,6 +516,10 @@ impl NetEndpoint {
     /// (the audio thread can push at any moment). Answers come in the order the commands were
     /// sent; telemetry is interleaved at the point it was produced.
     pub fn pop_reply(&mut self) -> Option<RtReply> {
+        #[cfg(feature = "rt-wake")]
+        if self.wake.has_pending() {
+            self.wake.flush();
+        }
         let mut reply = self.replies.pop().ok()?;
         if reply.answers().is_some() {
             self.answered += 1;

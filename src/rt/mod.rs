@@ -47,6 +47,8 @@ mod health;
 pub mod meters;
 #[cfg(feature = "std")]
 mod sync;
+#[cfg(feature = "rt-wake")]
+mod wake;
 
 #[cfg(feature = "std")]
 pub use endpoint::{bridge, AudioEndpoint, NetEndpoint, RtConfig};
