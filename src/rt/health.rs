@@ -34,6 +34,8 @@ struct Fields {
     callback_start_ns: AtomicU64,
     period_ns: AtomicU64,
     last_duration_ns: AtomicU64,
+    /// Host time at which the last callback ended (for the clock calibration).
+    last_end_ns: AtomicU64,
     in_callback: AtomicBool,
     wake_errors: AtomicU64,
 }
@@ -51,6 +53,7 @@ pub(crate) struct CallbackStats {
     pub reply_stalls: u64,
     pub sample_clock: u64,
     pub last_duration_ns: u64,
+    pub last_end_ns: u64,
     pub wake_errors: u64,
 }
 
@@ -125,6 +128,7 @@ impl Health {
         f.sample_clock.store(s.sample_clock, Ordering::Relaxed);
         f.last_duration_ns
             .store(s.last_duration_ns, Ordering::Relaxed);
+        f.last_end_ns.store(s.last_end_ns, Ordering::Relaxed);
         f.wake_errors.store(s.wake_errors, Ordering::Relaxed);
         // Release, paired with the Acquire in `in_callback`: every reply this callback pushed
         // (the queue's write index, stored before this) is visible to a network thread that
@@ -164,6 +168,11 @@ impl Health {
             period_ns: f.period_ns.load(Ordering::Relaxed),
             last_duration_ns: f.last_duration_ns.load(Ordering::Relaxed),
         }
+    }
+
+    /// Network side: host time at which the last callback ended.
+    pub fn last_end_ns(&self) -> u64 {
+        self.inner.last_end_ns.load(Ordering::Relaxed)
     }
 
     /// Network side: whether the audio thread is between `begin_callback` and `end_callback`.

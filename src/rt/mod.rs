@@ -40,6 +40,8 @@ pub use types::{
 };
 
 #[cfg(feature = "std")]
+mod clock_sync;
+#[cfg(feature = "std")]
 mod endpoint;
 #[cfg(feature = "std")]
 mod health;
