@@ -24,3 +24,8 @@ for t in every_block_lands_in_exactly_one_consistent_interval a_finished_callbac
   fi
 done
 echo "ok: loom catches both weakened hand-overs"
+
+step "rt-tests in release with the library's default features (no rt-guard, no rt-wake)"
+# -p rt-tests alone: Cargo unifies features only over the packages built, so the library gets
+# its defaults; the guard tests compile to nothing there, the rest run as users ship the code.
+cargo test -p rt-tests --release --no-default-features
