@@ -76,6 +76,8 @@ fn acks_follow_the_prediction_with_a_foreign_host_clock() {
 /// declared 1 s block while callbacks come every 10 ms), so the test above can fail.
 #[test]
 fn the_harness_sees_a_useless_prediction() {
-    let d = ack_delays(1_000_000_000_000_000, 48_000, 1);
-    assert!(d[0] > Duration::from_millis(500), "ack after {:?}", d[0]);
+    // The median of three (one may, rarely, find its callback running just as it is routed).
+    let mut d = ack_delays(1_000_000_000_000_000, 48_000, 3);
+    d.sort();
+    assert!(d[1] > Duration::from_millis(500), "acks after {d:?}");
 }
