@@ -56,7 +56,7 @@ OPTIONS:
                           addresses are refused.
     --sample-rate HZ      Sample rate of the simulated device, 8000..=384000. Default 48000.
     --block-size N        Frames per audio callback, 16..=8192. Default 128.
-    --channels N          Metered output channels, 1..=64. Default 2.
+    --channels N          Metered output channels, 1..=512. Default 2.
     --supervisor-pid PID  Exit when this process is gone and no client is connected for 10 s
                           (a supervising UI passes its own pid).
     --connection-file P   Also write the announcement JSON to file P (mode 0600); removed on

@@ -1,8 +1,9 @@
-//! The one monotonic clock the network thread and the audio host share.
+//! This crate's monotonic clock, the network thread's.
 //!
 //! [`NetEndpoint::next_callback_end_ns`](crate::rt::NetEndpoint::next_callback_end_ns) predicts a
-//! time in the host's clock, and the network thread compares it with its own: both must read the
-//! same clock. Pass [`now_ns`] to `AudioEndpoint::begin_callback`/`end_callback`.
+//! time in this clock. The host may pass its own clock to `AudioEndpoint::begin_callback`/
+//! `end_callback` (any monotonic nanosecond clock: the network side learns the offset), or
+//! [`now_ns`] (then the offset is exactly 0).
 //!
 //! The clock is `std::time::Instant` (on Linux `CLOCK_MONOTONIC` through the vDSO: no system
 //! call, no lock after the first call) measured from a process-wide epoch fixed at the first

@@ -220,7 +220,7 @@
 /**
  * Most metered channels.
  */
-#define LOOPHOLE_MAX_METER_CHANNELS 64
+#define LOOPHOLE_MAX_METER_CHANNELS 512
 
 /**
  * Bytes of `LoopholeControlRequest::kind`: the longest kind plus its terminating NUL.

@@ -129,7 +129,7 @@ pub const LOOPHOLE_CONTROL_RESULT_FAILED: u32 = 5;
 /// Longest node kind in a control request, in bytes (without the terminating NUL).
 pub const LOOPHOLE_MAX_NODE_KIND: usize = 32;
 /// Most metered channels.
-pub const LOOPHOLE_MAX_METER_CHANNELS: u32 = 64;
+pub const LOOPHOLE_MAX_METER_CHANNELS: u32 = 512;
 
 /// Bytes of `LoopholeControlRequest::kind`: the longest kind plus its terminating NUL.
 pub const LOOPHOLE_NODE_KIND_CAPACITY: usize = 33;

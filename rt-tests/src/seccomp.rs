@@ -1,27 +1,55 @@
-//! A per-thread seccomp-BPF filter that lets through only the simulated driver's clock and
-//! sleep calls and traps everything else with `SIGSYS`.
+//! A per-thread seccomp-BPF filter that lets through only clock reads and traps everything else
+//! with `SIGSYS`, and counts the traps made inside the endpoint's window.
 //!
 //! The `SIGSYS` handler (installed process-wide, but only a filtered thread can receive a
-//! seccomp `SIGSYS`) counts the trap, records the system call number, and makes the call return
-//! `-EPERM` so the thread continues: the measured section can then report how many forbidden
-//! calls it made instead of dying. The handler only touches atomics (async-signal-safe).
+//! seccomp `SIGSYS`) counts the trap and makes the call return `-EPERM` (a sleep returns `0`
+//! at once instead, since `std::thread::sleep` treats any error but `EINTR` as a bug), so the
+//! thread continues: the measured section can then report how many forbidden calls it made
+//! instead of dying. Only traps made while the thread is inside the window ([`enter_window`] ..
+//! [`exit_window`], which the simulated driver puts around `begin_callback` .. `end_callback`)
+//! are counted in [`window_traps`] and recorded in [`trapped_numbers`]. The handler only touches
+//! atomics (async-signal-safe).
 //!
-//! Allowed: `clock_gettime`, `clock_nanosleep`, `nanosleep`, `gettimeofday` (the driver's clock
-//! and sleep; normally served by the vDSO without a syscall at all), `rt_sigreturn` (return
-//! from the handler), `exit` (thread exit). Anything else — `futex` (a lock), `mmap`/`brk`/
-//! `munmap`/`madvise` (allocation), `write`/`sendto` (I/O), `sched_yield` — traps.
+//! Allowed: `clock_gettime`, `gettimeofday` (clock reads, normally served by the vDSO without a
+//! system call at all; the driver needs its clock), `rt_sigreturn` (return from the handler),
+//! `exit` (thread exit). Anything else traps, sleeps included — `nanosleep`/`clock_nanosleep`,
+//! `futex` (a lock), `mmap`/`brk`/`munmap`/`madvise` (allocation), `write`/`sendto` (I/O),
+//! `sched_yield`. The driver waits between callbacks by spinning on the clock, outside the
+//! window.
 //!
 //! `SECCOMP_MODE_STRICT` is not used: it kills the thread even on clock reads here.
 
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 
 static TRAPS: AtomicU64 = AtomicU64::new(0);
+static WINDOW_TRAPS: AtomicU64 = AtomicU64::new(0);
+static IN_WINDOW: AtomicBool = AtomicBool::new(false);
 static FIRST_NR: AtomicI64 = AtomicI64::new(-1);
 static LAST_NR: AtomicI64 = AtomicI64::new(-1);
+
+/// Marks the start of the endpoint's window (before `begin_callback`). One filtered thread at a
+/// time (the simulation serialises seccomp runs).
+#[inline]
+pub fn enter_window() {
+    IN_WINDOW.store(true, Ordering::SeqCst);
+}
+
+/// Marks the end of the endpoint's window (after `end_callback`).
+#[inline]
+pub fn exit_window() {
+    IN_WINDOW.store(false, Ordering::SeqCst);
+}
+
+/// Traps counted inside the window since the last [`reset`].
+pub fn window_traps() -> u64 {
+    WINDOW_TRAPS.load(Ordering::SeqCst)
+}
 
 /// Forgets earlier traps (call with no filtered thread running).
 pub fn reset() {
     TRAPS.store(0, Ordering::SeqCst);
+    WINDOW_TRAPS.store(0, Ordering::SeqCst);
+    IN_WINDOW.store(false, Ordering::SeqCst);
     FIRST_NR.store(-1, Ordering::SeqCst);
     LAST_NR.store(-1, Ordering::SeqCst);
 }
@@ -30,12 +58,12 @@ pub fn reset() {
 #[derive(Debug)]
 pub struct Unavailable(pub String);
 
-/// Traps counted since the process started (all filtered threads).
+/// Traps counted since the last [`reset`], inside the window or not.
 pub fn traps() -> u64 {
     TRAPS.load(Ordering::SeqCst)
 }
 
-/// The first and the most recent trapped system call numbers (`-1` if none).
+/// The first and the most recent system call numbers trapped inside the window (`-1` if none).
 pub fn trapped_numbers() -> (i64, i64) {
     (
         FIRST_NR.load(Ordering::SeqCst),
@@ -68,12 +96,16 @@ mod imp {
         let nr = unsafe {
             let regs = &mut (*uc).uc_mcontext.gregs;
             let nr = regs[libc::REG_RAX as usize];
-            regs[libc::REG_RAX as usize] = -(libc::EPERM as i64);
+            let sleep = nr == libc::SYS_nanosleep || nr == libc::SYS_clock_nanosleep;
+            regs[libc::REG_RAX as usize] = if sleep { 0 } else { -(libc::EPERM as i64) };
             nr
         };
         TRAPS.fetch_add(1, Ordering::SeqCst);
-        let _ = FIRST_NR.compare_exchange(-1, nr, Ordering::SeqCst, Ordering::SeqCst);
-        LAST_NR.store(nr, Ordering::SeqCst);
+        if IN_WINDOW.load(Ordering::SeqCst) {
+            WINDOW_TRAPS.fetch_add(1, Ordering::SeqCst);
+            let _ = FIRST_NR.compare_exchange(-1, nr, Ordering::SeqCst, Ordering::SeqCst);
+            LAST_NR.store(nr, Ordering::SeqCst);
+        }
     }
 
     /// Installs the process-wide `SIGSYS` handler. Call before spawning the filtered thread.
@@ -115,11 +147,9 @@ mod imp {
     }
 
     /// The allowed system calls.
-    pub fn allowed() -> [i64; 6] {
+    pub fn allowed() -> [i64; 4] {
         [
             libc::SYS_clock_gettime,
-            libc::SYS_clock_nanosleep,
-            libc::SYS_nanosleep,
             libc::SYS_gettimeofday,
             libc::SYS_rt_sigreturn,
             libc::SYS_exit,

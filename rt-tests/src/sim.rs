@@ -26,8 +26,8 @@ pub struct SimOptions {
     pub cfg: RtConfig,
     /// Install the seccomp filter on the audio thread before the measured section.
     pub seccomp: bool,
-    /// Sleep (an allowed system call) every this many callbacks to give the network thread
-    /// room, like a real driver waiting for the next period.
+    /// Wait 20 µs every this many callbacks to give the network thread room, like a real
+    /// driver waiting for the next period (a sleep; under seccomp a spin on the clock).
     pub sleep_every: u64,
 }
 
@@ -56,7 +56,8 @@ pub struct SimReport {
     pub audio_allocs: u64,
     /// Whether the counting allocator was seen to count on the audio thread (self-check).
     pub counter_live: bool,
-    /// Seccomp traps inside the measured section (`None` when seccomp was not used).
+    /// Seccomp traps inside the endpoint's windows (`begin_callback` .. `end_callback`) of the
+    /// measured section (`None` when seccomp was not used).
     pub traps: Option<u64>,
     /// First and last trapped system call numbers.
     pub trapped: (i64, i64),
@@ -206,7 +207,7 @@ where
             return r;
         }
     }
-    let traps_before = seccomp::traps();
+    let traps_before = seccomp::window_traps();
     let allocs_before = thread_allocs();
     // ---- measured section: nothing below may allocate or make a forbidden system call ----
     let (mut max, mut with_answers) = (0, 0u64);
@@ -222,6 +223,9 @@ where
             break;
         }
         let now = base.elapsed().as_nanos() as u64;
+        // The endpoint's window: under seccomp, only system calls made from here to the end of
+        // `end_callback` count, and no sleep is allowed in it.
+        seccomp::enter_window();
         audio.begin_callback(now, FRAMES as u32);
         let handled = audio.drain(&mut engine);
         max = max.max(handled);
@@ -235,14 +239,15 @@ where
             audio.report_xrun();
         }
         audio.end_callback(base.elapsed().as_nanos() as u64);
+        seccomp::exit_window();
         n += 1;
         progress.store(n, Ordering::Release);
         if sleep_every != 0 && n % sleep_every == 0 {
-            std::thread::sleep(Duration::from_micros(20));
+            wait(Duration::from_micros(20), use_seccomp);
         }
     }
     let allocs_after = thread_allocs();
-    let traps_after = seccomp::traps();
+    let traps_after = seccomp::window_traps();
     // ---- end of measured section ----
     r.callbacks = n;
     r.callbacks_with_answers = with_answers;
@@ -257,6 +262,19 @@ where
     // frees the queues (allowed here, outside the callback).
     drop(audio);
     r
+}
+
+/// The driver's wait for the next period, outside the endpoint's window: a sleep, or under
+/// seccomp (which traps sleeps) a spin on the clock.
+fn wait(d: Duration, spin: bool) {
+    if !spin {
+        std::thread::sleep(d);
+        return;
+    }
+    let until = Instant::now() + d;
+    while Instant::now() < until {
+        std::hint::spin_loop();
+    }
 }
 
 /// A cheap deterministic "render": a decaying ramp per channel, transport advance.

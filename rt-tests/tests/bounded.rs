@@ -220,14 +220,23 @@ fn health_and_wakeup_prediction() {
     let h = net.health();
     assert_eq!((h.callbacks, h.xruns, h.sample_clock), (1, 1, 480));
     assert!((h.dsp_load - 0.25).abs() < 1e-6);
-    assert_eq!(
-        net.next_callback_end_ns(),
-        Some(1_000_000_000 + 10_000_000 + 2_500_000)
-    );
+    // These host times are not this crate's clock: the prediction comes in the network side's
+    // clock, shifted by the offset it learned from the looks (see `host_clock_offset_ns`).
+    let local = net.next_callback_end_ns().expect("a callback ran");
+    let offset = net.host_clock_offset_ns().0;
+    assert_ne!(offset, 0, "host times of 1 s are not this process's clock");
+    let host = |local: u64| local.wrapping_add_signed(-offset);
+    assert_eq!(host(local), 1_000_000_000 + 10_000_000 + 2_500_000);
     // Woken late by 25 ms: projected by whole periods.
     assert_eq!(
-        net.next_callback_end_after(1_040_000_000),
+        net.next_callback_end_after(1_040_000_000u64.wrapping_add_signed(offset))
+            .map(host),
         Some(1_012_500_000 + 3 * 10_000_000)
+    );
+    assert_eq!(
+        net.host_clock_offset_ns().0,
+        offset,
+        "one end seen: no news"
     );
     audio.begin_callback(1_010_000_000, 480);
     audio.end_callback(1_019_000_000);

@@ -1,5 +1,6 @@
 //! The `rt-guard` feature: `GuardedAllocator` sees heap use inside the audio callback (between
 //! `begin_callback` and `end_callback`) and nowhere else.
+#![cfg(feature = "rt-guard")]
 
 use loophole_ipc::rt::guard::{self, GuardAction, GuardedAllocator};
 use loophole_ipc::rt::{bridge, Outcome, RtCommand, RtConfig, RtOp};

@@ -1,5 +1,6 @@
 //! `GuardAction::Abort` really aborts the process when the audio callback allocates (checked
 //! in a child process: this test binary re-runs itself).
+#![cfg(feature = "rt-guard")]
 
 use loophole_ipc::rt::guard::{GuardAction, GuardedAllocator};
 use loophole_ipc::rt::{bridge, RtConfig};

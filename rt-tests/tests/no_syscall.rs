@@ -1,11 +1,13 @@
 //! The callback path runs 100 000+ callbacks under a seccomp filter that traps every system
-//! call except the simulated driver's clock/sleep calls, with zero traps; negative controls show
-//! the filter catching `sched_yield` and the opt-in `mio::Waker` write.
+//! call except clock reads, with zero traps inside the endpoint's window (begin..end, no sleep
+//! allowed there); negative controls show the filter catching `sched_yield`, a sleep, and the
+//! opt-in `mio::Waker` write.
 
 use crossbeam_utils::atomic::AtomicCell;
 use loophole_ipc::rt::RtCommand;
 use rt_tests::sim::expected_outcome;
 use rt_tests::{seccomp, simulate, SimOptions};
+#[cfg(feature = "rt-wake")]
 use std::sync::Arc;
 
 fn seccomp_options() -> SimOptions {
@@ -75,9 +77,32 @@ fn filter_traps_a_yield_in_the_callback() {
     assert_eq!(r.trapped.0, libc::SYS_sched_yield, "first trapped call");
 }
 
+/// Negative control: a sleep inside the endpoint's window (here in the engine's command handler)
+/// is trapped (on main the filter allowed `nanosleep`/`clock_nanosleep`, so this passed unseen).
+#[test]
+fn filter_traps_a_sleep_in_the_callback() {
+    let mut opts = seccomp_options();
+    opts.callbacks = 2_000;
+    let r = simulate(opts, |cmd: &RtCommand| {
+        std::thread::sleep(std::time::Duration::from_nanos(1));
+        expected_outcome(cmd)
+    });
+    if !seccomp_or_fail(&r) {
+        return;
+    }
+    let traps = r.traps.expect("seccomp ran");
+    assert!(traps > 0, "sleep not trapped");
+    assert!(
+        [libc::SYS_nanosleep, libc::SYS_clock_nanosleep].contains(&r.trapped.0),
+        "first trapped call {}",
+        r.trapped.0
+    );
+}
+
 /// Negative control and documentation check for the `rt-wake` mode: with a waker configured,
 /// the audio thread makes exactly one system call (the eventfd write) per callback that answered
 /// a command — and none in the other callbacks.
+#[cfg(feature = "rt-wake")]
 #[test]
 fn wake_mode_makes_one_write_per_callback_with_replies() {
     let poll = mio::Poll::new().expect("poll");

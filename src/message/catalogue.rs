@@ -7,8 +7,8 @@ use serde::{Deserialize, Serialize};
 
 use super::{Kind, Message};
 
-/// Most meter channels a `meters` frame carries.
-pub const MAX_METER_CHANNELS: usize = 64;
+/// Most meter channels a `meters` frame carries (the bridge's limit, `rt::MAX_METER_CHANNELS`).
+pub const MAX_METER_CHANNELS: usize = crate::rt::MAX_METER_CHANNELS;
 /// Longest `hello.client`, in bytes.
 pub const MAX_CLIENT_NAME: usize = 64;
 /// Longest session token, in bytes.

@@ -253,6 +253,8 @@ impl ServerBuilder {
                     port: local_addr.port(),
                 })?;
         }
+        #[cfg(feature = "rt-wake")]
+        let early_waker = self.poll.is_some();
         let (poll, waker) = match self.poll {
             Some(early) => early,
             None => {
@@ -261,6 +263,14 @@ impl ServerBuilder {
                 (poll, Arc::new(waker))
             }
         };
+        // rt-wake: the audio side wakes this server's event loop, also when the bridge served
+        // an earlier server (its waker would wake a dead loop).
+        #[cfg(feature = "rt-wake")]
+        let mut net = net;
+        #[cfg(feature = "rt-wake")]
+        if early_waker || net.wakes() {
+            net.set_waker(Arc::clone(&waker));
+        }
         let largest_chunk = cfg.rx_buffer.max(cfg.tx_buffer);
         let frame_log = self
             .frame_log

@@ -1,10 +1,12 @@
 //! The two endpoints of the bridge and the one constructor that allocates them.
 
+use super::clock_sync::ClockSync;
 use super::health::{CallbackStats, Health, HealthSnapshot};
 use super::meters::{meter_bank, MeterReader, MeterWriter};
 use super::types::{Outcome, RtCommand, RtOp, RtReply, TransportState};
 use super::MAX_METER_CHANNELS;
 use rtrb::{Consumer, Producer, RingBuffer};
+use std::cell::Cell;
 use std::sync::Arc;
 
 /// Capacities and options of the bridge. All allocation happens in [`bridge`] from these.
@@ -36,6 +38,8 @@ pub struct RtConfig {
     /// With the `rt-wake` feature: a waker the audio thread triggers at the end of a callback
     /// that answered a command (one `write(2)` on an eventfd). `None` (the default) means no
     /// system call at all; the network thread then uses [`NetEndpoint::next_callback_end_ns`].
+    /// A bridge built with a waker keeps waking across server restarts: each server spawned on
+    /// its [`NetEndpoint`] installs its own ([`NetEndpoint::set_waker`]).
     #[cfg(feature = "rt-wake")]
     pub waker: Option<Arc<mio::Waker>>,
 }
@@ -108,6 +112,8 @@ pub fn bridge(cfg: &RtConfig) -> (AudioEndpoint, NetEndpoint) {
     let (reply_tx, reply_rx) = RingBuffer::new(reply_capacity);
     let (meter_w, meter_r) = meter_bank(cfg.meter_channels.min(MAX_METER_CHANNELS));
     let health = Arc::new(Health::default());
+    #[cfg(feature = "rt-wake")]
+    let (audio_wake, net_wake) = super::wake::wake_route(cfg.waker.clone());
     let audio = AudioEndpoint {
         commands: cmd_rx,
         replies: reply_tx,
@@ -123,7 +129,7 @@ pub fn bridge(cfg: &RtConfig) -> (AudioEndpoint, NetEndpoint) {
         answered: false,
         stats: CallbackStats::default(),
         #[cfg(feature = "rt-wake")]
-        waker: cfg.waker.clone(),
+        wake: audio_wake,
     };
     let net = NetEndpoint {
         commands: cmd_tx,
@@ -132,6 +138,9 @@ pub fn bridge(cfg: &RtConfig) -> (AudioEndpoint, NetEndpoint) {
         health,
         sent: 0,
         answered: 0,
+        clock: Cell::new(ClockSync::default()),
+        #[cfg(feature = "rt-wake")]
+        wake: net_wake,
     };
     (audio, net)
 }
@@ -203,7 +212,7 @@ pub struct AudioEndpoint {
     answered: bool,
     stats: CallbackStats,
     #[cfg(feature = "rt-wake")]
-    waker: Option<Arc<mio::Waker>>,
+    wake: super::wake::AudioWake,
 }
 
 impl AudioEndpoint {
@@ -213,6 +222,19 @@ impl AudioEndpoint {
     /// acks report), publishes the start time and period for the network thread's wake-up
     /// prediction, and hands the meter interval over if the network side asked. With the
     /// `rt-guard` feature it also marks this thread as inside the audio callback.
+    ///
+    /// # The clock
+    ///
+    /// `now_ns` (here and in [`end_callback`](Self::end_callback)) may come from any monotonic
+    /// clock in nanoseconds at the rate of real time, with any epoch: the host's own
+    /// (CoreAudio host time converted to ns, JUCE's high-resolution ticks in ns, a cpal
+    /// `StreamInstant`), or [`clock::now_ns`](crate::clock::now_ns). The endpoint never reads a
+    /// clock; the network side learns the offset between the host's clock and its own from the
+    /// published callback ends ([`NetEndpoint::host_clock_offset_ns`]), so its wake-up lands at
+    /// the callback's end either way. Pass the same clock to both calls. A clock at another
+    /// rate (microseconds, samples) defeats the prediction: the bracket keeps restarting (its
+    /// count is the second value of `host_clock_offset_ns`) and answers wait for the safety
+    /// poll (`ServerConfig::telemetry_poll`).
     #[inline]
     pub fn begin_callback(&mut self, now_ns: u64, frames: u32) {
         #[cfg(feature = "rt-guard")]
@@ -225,6 +247,8 @@ impl AudioEndpoint {
         self.period_ns = u64::from(frames) * 1_000_000_000 / u64::from(self.sample_rate);
         self.health.publish_start(now_ns, self.period_ns);
         self.meters.begin();
+        #[cfg(feature = "rt-wake")]
+        self.wake.adopt();
     }
 
     /// Hands queued commands to `apply`, oldest first, and pushes exactly one answer for each.
@@ -331,6 +355,7 @@ impl AudioEndpoint {
         }
         s.sample_clock = self.clock;
         s.last_duration_ns = duration;
+        s.last_end_ns = now_ns;
         self.meters.publish_load(load);
         #[cfg(feature = "rt-wake")]
         self.wake();
@@ -411,8 +436,11 @@ impl AudioEndpoint {
     #[cfg(feature = "rt-wake")]
     #[inline]
     fn wake(&mut self) {
-        if let (true, Some(waker)) = (self.answered, self.waker.as_ref()) {
-            if waker.wake().is_err() {
+        if !self.answered {
+            return;
+        }
+        if let Some(result) = self.wake.wake() {
+            if result.is_err() {
                 self.stats.wake_errors = self.stats.wake_errors.wrapping_add(1);
             }
         }
@@ -431,17 +459,20 @@ impl AudioEndpoint {
 /// ```
 /// use loophole_ipc::rt::{bridge, RtCommand, RtConfig, RtOp, RtReply};
 /// let (mut audio, mut net) = bridge(&RtConfig::default().with_sample_rate(48_000));
-/// # audio.begin_callback(0, 480);
-/// # audio.end_callback(1_000_000);
+/// use loophole_ipc::clock;
+/// // A callback of 480 frames (10 ms) that took 20 µs, timed with this crate's clock.
+/// let start = clock::now_ns();
+/// # audio.begin_callback(start, 480);
+/// # audio.end_callback(start + 20_000);
 /// // Queue what the client sent; on Err stop reading its socket (TCP back-pressure).
 /// net.try_send(RtCommand { id: 1, op: RtOp::Ping { nonce: 9 } }).unwrap();
-/// // Sleep until just after the callback that will take it (the host clock, in ns).
-/// let now_ns = 3_000_000;
-/// let wake_at = net.next_callback_end_after(now_ns).unwrap();
-/// assert_eq!(wake_at, 11_000_000); // start 0 + period 10 ms + last duration 1 ms
-/// # audio.begin_callback(10_000_000, 480);
+/// // Sleep until just after the callback that will take it (this crate's clock, in ns).
+/// let wake_at = net.next_callback_end_after(clock::now_ns()).unwrap();
+/// assert_eq!(wake_at, start + 10_020_000); // start + period 10 ms + last duration 20 µs
+/// assert_eq!(net.host_clock_offset_ns().0, 0, "the host used our clock");
+/// # audio.begin_callback(start + 10_000_000, 480);
 /// # audio.drain(|_| unreachable!("pings never reach the engine"));
-/// # audio.end_callback(11_000_000);
+/// # audio.end_callback(start + 10_020_000);
 /// // ... after waking:
 /// while let Some(reply) = net.pop_reply() {
 ///     assert!(matches!(reply, RtReply::Pong { id: 1, nonce: 9, sample: 480 }));
@@ -463,9 +494,29 @@ pub struct NetEndpoint {
     health: Arc<Health>,
     sent: u64,
     answered: u64,
+    clock: Cell<ClockSync>,
+    #[cfg(feature = "rt-wake")]
+    wake: super::wake::NetWake,
 }
 
 impl NetEndpoint {
+    /// `rt-wake`: gives the audio side `waker` in place of the one it has (if any); the audio
+    /// side takes it at the start of its next callback and hands the old one back to be
+    /// dropped here, never in the callback. A server spawned on this endpoint calls it with its
+    /// own event loop's waker when [`wakes`](Self::wakes) is true, so the wake-ups follow the
+    /// server across restarts. Network thread; allocates nothing; never blocks.
+    #[cfg(feature = "rt-wake")]
+    pub fn set_waker(&mut self, waker: Arc<mio::Waker>) {
+        self.wake.install(waker);
+    }
+
+    /// `rt-wake`: whether this bridge wakes the network thread (built with
+    /// [`RtConfig::with_waker`], or given one by [`set_waker`](Self::set_waker)).
+    #[cfg(feature = "rt-wake")]
+    pub fn wakes(&self) -> bool {
+        self.wake.wanted()
+    }
+
     /// Queues a command for the audio thread. When the queue is full the command is given back
     /// in `Err` (stop reading that client's socket: TCP pushes back; nothing is dropped).
     ///
@@ -486,6 +537,10 @@ impl NetEndpoint {
     /// (the audio thread can push at any moment). Answers come in the order the commands were
     /// sent; telemetry is interleaved at the point it was produced.
     pub fn pop_reply(&mut self) -> Option<RtReply> {
+        #[cfg(feature = "rt-wake")]
+        if self.wake.has_pending() {
+            self.wake.flush();
+        }
         let mut reply = self.replies.pop().ok()?;
         if reply.answers().is_some() {
             self.answered += 1;
@@ -549,9 +604,11 @@ impl NetEndpoint {
         usize::try_from(self.sent - self.answered).unwrap_or(usize::MAX)
     }
 
-    /// Predicted host time (ns) at which the callback that will take the commands queued now
-    /// ends: last start + period + last callback's duration. `None` before the first
-    /// `begin_callback`.
+    /// Predicted time, in this crate's clock ([`clock::now_ns`](crate::clock::now_ns)), at which
+    /// the callback that will take the commands queued now ends: last start + period + last
+    /// callback's duration, converted from the host's clock with the learned offset (see
+    /// [`host_clock_offset_ns`](Self::host_clock_offset_ns)). `None` before the first
+    /// `begin_callback`. Reads the clock once (to refine the offset).
     ///
     /// It is a prediction from three independently read atomics: under a race the start may be
     /// one callback newer than the duration, and if the audio thread stops being called the
@@ -561,11 +618,36 @@ impl NetEndpoint {
         if t.period_ns == 0 {
             return None;
         }
+        let sync = self.look();
         Some(
-            t.start_ns
-                .saturating_add(t.period_ns)
-                .saturating_add(t.last_duration_ns),
+            sync.local_time(
+                t.start_ns
+                    .saturating_add(t.period_ns)
+                    .saturating_add(t.last_duration_ns),
+            ),
         )
+    }
+
+    /// The learned offset of this crate's clock from the host's (`local - host`, ns): `0` for a
+    /// host that passes [`clock::now_ns`](crate::clock::now_ns) (or one within 50 µs of it),
+    /// else the middle of the bracket the network side's looks have narrowed (see
+    /// `src/rt/clock_sync.rs`), and the times the bracket had to restart (a host clock that
+    /// jumped or does not run at the rate of real time: predictions are then poor, and the
+    /// network thread falls back on its safety poll).
+    pub fn host_clock_offset_ns(&self) -> (i64, u64) {
+        let s = self.clock.get();
+        (s.offset(), s.restarts())
+    }
+
+    /// Pairs the last published callback end with a reading of this crate's clock.
+    fn look(&self) -> ClockSync {
+        let mut sync = self.clock.get();
+        if self.health.timing().period_ns != 0 {
+            let end = self.health.last_end_ns();
+            sync.observe(end, crate::clock::now_ns());
+            self.clock.set(sync);
+        }
+        sync
     }
 
     /// Like [`next_callback_end_ns`](Self::next_callback_end_ns) but projected forward by
@@ -582,8 +664,11 @@ impl NetEndpoint {
 
     /// Whether the audio thread is between `begin_callback` and `end_callback` right now
     /// (stale as soon as it is read).
+    /// Also refines the host clock offset (one clock read).
     pub fn audio_in_callback(&self) -> bool {
-        self.health.in_callback()
+        let inside = self.health.in_callback();
+        self.look();
+        inside
     }
 
     /// Whether the [`AudioEndpoint`] has been dropped. `true` is final; `false` may be stale.

@@ -11,7 +11,7 @@
 //! All fields sit in one [`CachePadded`] block written once per callback, so the audio thread
 //! dirties a couple of cache lines that nothing else writes (no false sharing with the queues).
 
-use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use super::sync::{AtomicBool, AtomicU32, AtomicU64, Ordering, ACQUIRE, RELEASE};
 use crossbeam_utils::CachePadded;
 
 /// Lock-free audio-thread statistics shared with the network thread.
@@ -34,6 +34,8 @@ struct Fields {
     callback_start_ns: AtomicU64,
     period_ns: AtomicU64,
     last_duration_ns: AtomicU64,
+    /// Host time at which the last callback ended (for the clock calibration).
+    last_end_ns: AtomicU64,
     in_callback: AtomicBool,
     wake_errors: AtomicU64,
 }
@@ -51,6 +53,7 @@ pub(crate) struct CallbackStats {
     pub reply_stalls: u64,
     pub sample_clock: u64,
     pub last_duration_ns: u64,
+    pub last_end_ns: u64,
     pub wake_errors: u64,
 }
 
@@ -125,8 +128,15 @@ impl Health {
         f.sample_clock.store(s.sample_clock, Ordering::Relaxed);
         f.last_duration_ns
             .store(s.last_duration_ns, Ordering::Relaxed);
+        f.last_end_ns.store(s.last_end_ns, Ordering::Relaxed);
         f.wake_errors.store(s.wake_errors, Ordering::Relaxed);
-        f.in_callback.store(false, Ordering::Relaxed);
+        // Release, paired with the Acquire in `in_callback`: every reply this callback pushed
+        // (the queue's write index, stored before this) is visible to a network thread that
+        // sees `false`. Its reply spin stops on `!in_callback()` and then takes the replies
+        // once more, so it cannot stop with the callback's last answer unseen. With `Relaxed`
+        // a weakly ordered CPU (Apple Silicon) may show `false` before that answer; loom
+        // finds it (rt-tests/tests/loom_health.rs, and the weakened build of scripts/test.d/rt.sh).
+        f.in_callback.store(false, RELEASE);
         f.callbacks.store(s.callbacks, Ordering::Relaxed);
     }
 
@@ -160,8 +170,39 @@ impl Health {
         }
     }
 
+    /// Network side: host time at which the last callback ended.
+    pub fn last_end_ns(&self) -> u64 {
+        self.inner.last_end_ns.load(Ordering::Relaxed)
+    }
+
     /// Network side: whether the audio thread is between `begin_callback` and `end_callback`.
+    ///
+    /// Acquire, paired with the Release of `publish_end`: after reading `false`, every reply
+    /// of the callback that stored it can be popped.
     pub fn in_callback(&self) -> bool {
-        self.inner.in_callback.load(Ordering::Relaxed)
+        self.inner.in_callback.load(ACQUIRE)
+    }
+}
+
+/// The in-callback flag as the loom model check drives it (`rt-tests/tests/loom_health.rs`).
+/// Only under `cfg(loom)`; not part of the API.
+#[cfg(loom)]
+#[doc(hidden)]
+#[derive(Debug, Default)]
+pub struct LoomHealth(Health);
+
+#[cfg(loom)]
+impl LoomHealth {
+    /// What `AudioEndpoint::begin_callback` publishes.
+    pub fn begin(&self) {
+        self.0.publish_start(1, 1);
+    }
+    /// What `AudioEndpoint::end_callback` publishes.
+    pub fn end(&self) {
+        self.0.publish_end(&CallbackStats::default());
+    }
+    /// What `NetEndpoint::audio_in_callback` reads.
+    pub fn in_callback(&self) -> bool {
+        self.0.in_callback()
     }
 }

@@ -37,7 +37,7 @@
 //!
 //! This protocol is model-checked with loom (`rt-tests/tests/loom_meters.rs`).
 
-use super::sync::{Arc, AtomicU32, AtomicU64, Ordering};
+use super::sync::{Arc, AtomicU32, AtomicU64, Ordering, ACQUIRE, RELEASE};
 use super::MAX_METER_CHANNELS;
 
 #[derive(Debug, Default)]
@@ -135,10 +135,10 @@ impl MeterWriter {
     /// asked for it. One Acquire load; one Release store when a hand-over is pending.
     #[inline]
     pub fn begin(&mut self) {
-        let request = self.shared.request.load(Ordering::Acquire);
+        let request = self.shared.request.load(ACQUIRE);
         if request != self.epoch {
             self.epoch = request;
-            self.shared.ack.store(request, Ordering::Release);
+            self.shared.ack.store(request, RELEASE);
         }
     }
 
@@ -198,7 +198,7 @@ impl MeterReader {
     /// when a hand-over completed, one atomic load otherwise. Never blocks.
     pub fn collect(&mut self) -> bool {
         let request = self.shared.request.load(Ordering::Relaxed);
-        if self.shared.ack.load(Ordering::Acquire) != request {
+        if self.shared.ack.load(ACQUIRE) != request {
             return false;
         }
         let bank = &self.shared.banks[(request.wrapping_add(1) & 1) as usize];
@@ -219,9 +219,7 @@ impl MeterReader {
             self.load_acc
                 .map_or(load, |m| if load > m { load } else { m }),
         );
-        self.shared
-            .request
-            .store(request.wrapping_add(1), Ordering::Release);
+        self.shared.request.store(request.wrapping_add(1), RELEASE);
         true
     }
 
@@ -285,10 +283,18 @@ impl MeterReader {
 }
 
 /// Peak of |x| and Σx² of one block, in 8 independent lanes so the compiler can vectorise.
+///
+/// Squares and sums in `f64`: in `f32`, `x * x` is subnormal for |x| < 1.1e-19 (release tails,
+/// reverb decay), which costs a microcode assist per operation on x86 (2.6x slower meters on
+/// quiet signals, measured in `benches/rt_callback.rs`), rounds to 0 below about 1e-23, and
+/// overflows to infinity above 1.8e19. In `f64` the square of any finite `f32` is a normal
+/// number (or 0), so the cost does not depend on the signal level. The price: half the SIMD
+/// lanes, about 1.5x the `f32` cost on every signal (measured; a variant that scales each block
+/// by a power of two and sums in `f32` was slower still).
 #[inline]
 fn block_levels(block: &[f32]) -> (f32, f64) {
     let mut peak = [0.0f32; 8];
-    let mut sum = [0.0f32; 8];
+    let mut sum = [0.0f64; 8];
     let chunks = block.chunks_exact(8);
     let tail = chunks.remainder();
     for chunk in chunks {
@@ -296,16 +302,18 @@ fn block_levels(block: &[f32]) -> (f32, f64) {
             let x = chunk[lane];
             let a = x.abs();
             peak[lane] = if a > peak[lane] { a } else { peak[lane] };
-            sum[lane] += x * x;
+            let d = f64::from(x);
+            sum[lane] += d * d;
         }
     }
     for (lane, &x) in tail.iter().enumerate() {
         let a = x.abs();
         peak[lane] = if a > peak[lane] { a } else { peak[lane] };
-        sum[lane] += x * x;
+        let d = f64::from(x);
+        sum[lane] += d * d;
     }
     let p = peak.iter().fold(0.0f32, |m, &v| if v > m { v } else { m });
-    let s = sum.iter().map(|&v| f64::from(v)).sum();
+    let s = sum.iter().sum();
     (p, s)
 }
 
@@ -374,5 +382,92 @@ mod tests {
         let ns: f64 = block.iter().map(|&x| f64::from(x * x)).sum();
         assert_eq!(p, np);
         assert!((s - ns).abs() < 1e-5);
+    }
+
+    /// Completes the writer's current interval: after this, `take` includes everything
+    /// published before the call.
+    fn hand_over(w: &mut MeterWriter, r: &mut MeterReader) {
+        r.collect(); // asks for the writer's bank
+        w.begin(); // hands it over
+    }
+
+    /// Regression (fails on the f32 accumulation of the old code): quiet signals keep their
+    /// level instead of flushing to 0 (1e-23 squared is below the smallest f32 subnormal).
+    #[test]
+    fn quiet_signal_keeps_its_rms() {
+        let (mut w, mut r) = meter_bank(1);
+        let (mut peak, mut rms) = ([0.0; 1], [0.0; 1]);
+        w.publish(0, &[1e-23; 64]);
+        hand_over(&mut w, &mut r);
+        assert_eq!(r.take(&mut peak, &mut rms), 1);
+        assert_eq!(peak[0], 1e-23);
+        let rel = (rms[0] / 1e-23 - 1.0).abs();
+        assert!(
+            rel < 1e-5,
+            "rms of a 1e-23 signal: {} (rel err {rel})",
+            rms[0]
+        );
+    }
+
+    /// Regression (fails on the old code, whose `x * x` overflowed to infinity in f32 and so
+    /// reported the fault marker `f32::MAX`): a loud but finite signal has a finite RMS.
+    #[test]
+    fn loud_finite_signal_is_not_a_fault() {
+        let (mut w, mut r) = meter_bank(1);
+        let (mut peak, mut rms) = ([0.0; 1], [0.0; 1]);
+        w.publish(0, &[1e20; 16]);
+        hand_over(&mut w, &mut r);
+        assert_eq!(r.take(&mut peak, &mut rms), 1);
+        assert_eq!(peak[0], 1e20);
+        assert!((rms[0] / 1e20 - 1.0).abs() < 1e-5, "rms {}", rms[0]);
+        // Negative control: a real non-finite sample still shows as the fault marker.
+        w.publish(0, &[f32::INFINITY]);
+        hand_over(&mut w, &mut r);
+        assert_eq!(r.take(&mut peak, &mut rms), 1);
+        assert_eq!((peak[0], rms[0]), (f32::MAX, f32::MAX));
+    }
+
+    /// A `meters` frame of the maximum channel count, every value at the longest encoding
+    /// (`1.1754944e-38`, 13 characters), fits the default `max_frame` with room to spare.
+    #[test]
+    fn a_full_meters_frame_fits_the_default_max_frame() {
+        use crate::frame::DEFAULT_MAX_FRAME;
+        use crate::message::{encode_frame, Meters};
+        let longest = f32::MIN_POSITIVE;
+        let body = Meters {
+            peak: heapless::Vec::from_slice(&[longest; MAX_METER_CHANNELS]).unwrap(),
+            rms: heapless::Vec::from_slice(&[longest; MAX_METER_CHANNELS]).unwrap(),
+        };
+        let mut out = vec![0u8; 8 + DEFAULT_MAX_FRAME as usize];
+        let n = encode_frame(None, &body, &mut out, DEFAULT_MAX_FRAME).expect("fits");
+        const { assert!(MAX_METER_CHANNELS >= 512) };
+        assert!(
+            n > 2 * MAX_METER_CHANNELS * 13,
+            "every value encoded: {n} bytes"
+        );
+        assert!(
+            n <= (DEFAULT_MAX_FRAME as usize) / 4,
+            "{n} bytes: less than a quarter"
+        );
+    }
+
+    /// `block_levels` against an `f64` reference across levels: normal, quiet, subnormal,
+    /// near `f32::MAX`, zeros; and a NaN sample poisons the sum.
+    #[test]
+    fn block_levels_match_f64_at_every_level() {
+        let wave: [f32; 19] = core::array::from_fn(|i| (i as f32 * 0.37).sin());
+        for scale in [1.0f32, 1e-20, 1e-40, 3e38, 0.0] {
+            let block: Vec<f32> = wave.iter().map(|&x| x * scale).collect();
+            let (p, s) = block_levels(&block);
+            let np = block.iter().fold(0.0f32, |m, x| m.max(x.abs()));
+            let ns: f64 = block.iter().map(|&x| f64::from(x) * f64::from(x)).sum();
+            assert_eq!(p, np, "peak at scale {scale}");
+            assert!(
+                (s - ns).abs() <= ns * 1e-9,
+                "sum at scale {scale}: {s} vs {ns}"
+            );
+        }
+        let (_, s) = block_levels(&[0.5, f32::NAN, 0.25]);
+        assert!(s.is_nan(), "a NaN sample poisons the sum");
     }
 }

@@ -40,6 +40,8 @@ pub use types::{
 };
 
 #[cfg(feature = "std")]
+mod clock_sync;
+#[cfg(feature = "std")]
 mod endpoint;
 #[cfg(feature = "std")]
 mod health;
@@ -47,11 +49,16 @@ mod health;
 pub mod meters;
 #[cfg(feature = "std")]
 mod sync;
+#[cfg(feature = "rt-wake")]
+mod wake;
 
 #[cfg(feature = "std")]
 pub use endpoint::{bridge, AudioEndpoint, NetEndpoint, RtConfig};
 #[cfg(feature = "std")]
 pub use health::HealthSnapshot;
+#[cfg(all(feature = "std", loom))]
+#[doc(hidden)]
+pub use health::LoomHealth;
 
 #[cfg(feature = "rt-guard")]
 pub mod guard;

@@ -5,8 +5,10 @@
 
 use core::fmt;
 
-/// The maximum number of metered channels.
-pub const MAX_METER_CHANNELS: usize = 64;
+/// The maximum number of metered channels (a DAW mixer meters every track: 512 is 256 stereo
+/// tracks). A `meters` frame of this many channels at the longest number encoding is about
+/// 14 KiB, well within the default `max_frame` of 64 KiB (checked by a unit test of `rt::meters`).
+pub const MAX_METER_CHANNELS: usize = 512;
 
 /// A command for the audio thread, tagged with the client's request id.
 ///

@@ -39,7 +39,7 @@ const char kHelp[] =
     "  --host IP             Address to bind (loopback only). Default 127.0.0.1.\n"
     "  --sample-rate HZ      8000..=384000. Default 48000.\n"
     "  --block-size N        Frames per callback, 16..=8192. Default 128.\n"
-    "  --channels N          Output (metered) channels, 1..=64. Default 2.\n"
+    "  --channels N          Output (metered) channels, 1..=512. Default 2.\n"
     "  --supervisor-pid PID  Exit when PID is gone and no client is connected.\n"
     "  --connection-file P   Also write the announcement JSON to P.\n"
     "  --no-rt               Do not ask for SCHED_FIFO.\n"

@@ -226,10 +226,10 @@ CATALOGUE = [
      "Peak and RMS per channel over the whole interval since the previous `meters` frame, so no "
      "peak is missed. `rms` has the same length as `peak` (not expressed by the schema).",
      {
-         "peak": {"description": "Peak linear amplitude per channel (≥ 0), at most 64 channels.",
-                  "type": "array", "maxItems": 64, "items": {"type": "number", "minimum": 0}},
+         "peak": {"description": "Peak linear amplitude per channel (≥ 0), at most 512 channels.",
+                  "type": "array", "maxItems": 512, "items": {"type": "number", "minimum": 0}},
          "rms": {"description": "RMS linear amplitude per channel (≥ 0), same length as `peak`.",
-                 "type": "array", "maxItems": 64, "items": {"type": "number", "minimum": 0}},
+                 "type": "array", "maxItems": 512, "items": {"type": "number", "minimum": 0}},
      }, ["peak", "rms"], {}),
     ("telemetry", "engine.health", "E→C",
      "Engine health counters.",
