@@ -24,9 +24,16 @@ t2=$(date +%s)
 for target in decoder session; do
   step "fuzz $target for ${secs}s"
   mkdir -p "target/fuzz-corpus/$target"
-  (cd fuzz && cargo +stable fuzz run --sanitizer none "$target" \
+  log="target/fuzz-$target.log"
+  # libFuzzer prints a line per new input: keep them in a file, show the end (all of it on failure).
+  if ! (cd fuzz && cargo +stable fuzz run --sanitizer none "$target" \
     "../target/fuzz-corpus/$target" "corpus/$target" -- \
-    -max_total_time="$secs" -print_final_stats=1)
+    -max_total_time="$secs" -print_final_stats=1) >"$log" 2>&1; then
+    cat "$log" >&2
+    echo "FAIL: fuzz target $target found a failing input (above)" >&2
+    exit 1
+  fi
+  grep -E "^(Done|stat::number_of_executed_units|stat::peak_rss_mb)" "$log" || tail -5 "$log"
 done
 t3=$(date +%s)
 
