@@ -620,18 +620,10 @@ fn drop_of_handle_never_hangs_on_a_stuck_client() {
 }
 
 fn set_rcvbuf(s: &std::net::TcpStream, bytes: i32) {
-    use std::os::fd::AsRawFd;
-    // SAFETY: a valid socket fd and a c_int option value of the right size.
-    let r = unsafe {
-        libc::setsockopt(
-            s.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_RCVBUF,
-            (&raw const bytes).cast(),
-            std::mem::size_of::<i32>() as libc::socklen_t,
-        )
-    };
-    assert_eq!(r, 0);
+    // socket2: the same SO_RCVBUF call on every OS.
+    socket2::SockRef::from(s)
+        .set_recv_buffer_size(usize::try_from(bytes).unwrap())
+        .unwrap();
 }
 
 #[test]

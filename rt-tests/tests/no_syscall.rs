@@ -3,11 +3,16 @@
 //! the filter catching `sched_yield` and the opt-in `mio::Waker` write.
 
 use crossbeam_utils::atomic::AtomicCell;
+#[cfg(target_os = "linux")] // seccomp is the Linux proof
 use loophole_ipc::rt::RtCommand;
+#[cfg(target_os = "linux")] // seccomp is the Linux proof
 use rt_tests::sim::expected_outcome;
+#[cfg(target_os = "linux")] // seccomp is the Linux proof
 use rt_tests::{seccomp, simulate, SimOptions};
+#[cfg(target_os = "linux")] // seccomp is the Linux proof
 use std::sync::Arc;
 
+#[cfg(target_os = "linux")] // seccomp is the Linux proof
 fn seccomp_options() -> SimOptions {
     SimOptions {
         seccomp: true,
@@ -15,6 +20,7 @@ fn seccomp_options() -> SimOptions {
     }
 }
 
+#[cfg(target_os = "linux")] // seccomp is the Linux proof
 /// Returns `false` (test passes vacuously, loudly) only with LOOPHOLE_ALLOW_NO_SECCOMP=1.
 fn seccomp_or_fail(r: &rt_tests::SimReport) -> bool {
     if let Err(e) = &r.exactly_once {
@@ -30,6 +36,7 @@ fn seccomp_or_fail(r: &rt_tests::SimReport) -> bool {
     true
 }
 
+#[cfg(target_os = "linux")] // seccomp is the Linux proof
 #[test]
 fn callback_path_makes_no_system_call() {
     let r = simulate(seccomp_options(), |cmd: &RtCommand| expected_outcome(cmd));
@@ -57,6 +64,7 @@ fn callback_path_makes_no_system_call() {
     assert!(r.send_full > 0 && r.reply_stalls > 0 && r.telemetry_dropped > 0);
 }
 
+#[cfg(target_os = "linux")] // seccomp is the Linux proof
 /// Negative control: `std::thread::yield_now()` in the callback is a `sched_yield` — trapped.
 #[test]
 fn filter_traps_a_yield_in_the_callback() {
@@ -75,6 +83,7 @@ fn filter_traps_a_yield_in_the_callback() {
     assert_eq!(r.trapped.0, libc::SYS_sched_yield, "first trapped call");
 }
 
+#[cfg(target_os = "linux")] // seccomp is the Linux proof
 /// Negative control and documentation check for the `rt-wake` mode: with a waker configured,
 /// the audio thread makes exactly one system call (the eventfd write) per callback that answered
 /// a command — and none in the other callbacks.

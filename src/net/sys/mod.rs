@@ -176,6 +176,26 @@ mod tests {
         let got = socket2::SockRef::from(&s).send_buffer_size().unwrap();
         assert!(got >= 32 * 1024, "{got}");
         #[cfg(target_vendor = "apple")]
-        assert!(socket2::SockRef::from(&s).nosigpipe().unwrap());
+        assert!(nosigpipe(&s), "SO_NOSIGPIPE not set");
+    }
+
+    /// Reads `SO_NOSIGPIPE` back (socket2 only sets it).
+    #[cfg(target_vendor = "apple")]
+    #[allow(unsafe_code)]
+    fn nosigpipe(s: &mio::net::TcpStream) -> bool {
+        use std::os::fd::AsRawFd;
+        let mut v: libc::c_int = 0;
+        let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+        // SAFETY: `v` and `len` are valid for writing and `len` is `v`'s size.
+        let r = unsafe {
+            libc::getsockopt(
+                s.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_NOSIGPIPE,
+                (&raw mut v).cast(),
+                &mut len,
+            )
+        };
+        r == 0 && v != 0
     }
 }
