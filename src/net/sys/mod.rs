@@ -4,7 +4,7 @@
 //!
 //! | item | Linux (`linux.rs`) | macOS (`macos.rs`) | Windows (`windows.rs`) |
 //! |---|---|---|---|
-//! | [`Timer`]: sub-millisecond wake-ups of `mio::Poll` | `timerfd`, registered with mio | `EVFILT_TIMER` (`NOTE_NSECONDS`) in a private kqueue, registered with mio | a high-resolution waitable timer waited on by a helper thread that wakes the poll through a `mio::Waker` |
+//! | [`Timer`]: sub-millisecond wake-ups of `mio::Poll` | `timerfd`, registered with mio | `EVFILT_TIMER` (`NOTE_NSECONDS`) in a private kqueue, registered with mio | a high-resolution waitable timer waited on by a helper thread that wakes the poll with a loopback UDP datagram |
 //! | [`set_timer_slack_1ns`] | `PR_SET_TIMERSLACK` | no-op | no-op |
 //! | [`process_alive`] | `kill(pid, 0)` (`unix.rs`) | same | `OpenProcess` + `WaitForSingleObject(0)` |
 //! | [`parent_pid`] | `getppid` (`unix.rs`) | same | the parent recorded at start while it runs, 0 once it has exited |
@@ -14,7 +14,8 @@
 //! - `Timer::new() -> io::Result<Timer>`, `Timer::register(&mut self, &Registry, Token)`,
 //!   `Timer::set(&mut self, Option<u64>, now) -> io::Result<()>`, `Timer::acknowledge`,
 //!   `Timer::poll_timeout(&self, now) -> Option<Duration>`. Network thread only. `new` and
-//!   `register` allocate (the Windows helper thread); `set` is one system call at most.
+//!   `register` allocate (the Windows helper thread and its sockets); `set` is one system call
+//!   at most, `acknowledge` one read (Windows: until `WouldBlock`).
 //! - free functions below: any thread; each is one or two system calls, no allocation (except
 //!   Windows' [`parent_pid`], which takes one process snapshot the first time it is called).
 //!
@@ -156,7 +157,37 @@ mod tests {
         child.wait().unwrap();
         drop(child); // Windows: the last handle closed, the process object is gone
         assert!(!process_alive(pid), "a reaped child counts as alive");
-        assert_ne!(parent_pid(), 0, "the test runner's parent is running");
+    }
+
+    const PARENT_ENV: &str = "LOOPHOLE_SYS_TEST_PARENT";
+
+    /// A child of this test binary sees this process as its parent (re-runs this test in a
+    /// child with our pid in the environment). Negative control: the child compares against
+    /// our pid + 1, and must fail.
+    #[test]
+    fn parent_pid_names_the_spawner() {
+        if let Ok(expected) = std::env::var(PARENT_ENV) {
+            assert_eq!(parent_pid().to_string(), expected);
+            return;
+        }
+        let run = |expected: u32| {
+            std::process::Command::new(std::env::current_exe().unwrap())
+                .args(["--exact", "net::sys::tests::parent_pid_names_the_spawner"])
+                .arg("--test-threads=1")
+                .env(PARENT_ENV, expected.to_string())
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .status()
+                .unwrap()
+        };
+        assert!(
+            run(std::process::id()).success(),
+            "the child saw another parent"
+        );
+        assert!(
+            !run(std::process::id() + 1).success(),
+            "the check cannot fail"
+        );
     }
 
     #[cfg(target_os = "linux")]

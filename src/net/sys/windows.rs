@@ -5,9 +5,11 @@
 //! on the system tick (15.6 ms unless some process raised the timer resolution). The deadline
 //! is therefore kept in a waitable timer created with `CREATE_WAITABLE_TIMER_HIGH_RESOLUTION`
 //! (Windows 10 1803 and later). A waitable timer is no completion-port source, so one helper
-//! thread per server waits on it and, at expiry, wakes the poll with a `mio::Waker` carrying
-//! the timer's token (mio's Windows waker posts one completion packet; several wakers on one
-//! port are fine there). Cost: one idle thread, and a thread switch per timed wake-up.
+//! thread per server waits on it and, at expiry, sends one byte over a connected loopback UDP
+//! pair whose receiving end is registered with mio under the timer's token. (A `mio::Waker`
+//! would be cheaper, but mio allows one per `Poll`, and the server's own waker is that one.)
+//! Cost: one idle thread, two loopback UDP sockets, and per timed wake-up a thread switch and
+//! one datagram.
 //!
 //! Fallback: where the high-resolution flag is refused (older Windows), an ordinary waitable
 //! timer, whose precision is the system timer resolution. [`Timer::high_resolution`] tells
@@ -62,8 +64,13 @@ pub(crate) struct Timer {
     shared: Arc<Shared>,
     high_resolution: bool,
     thread: Option<JoinHandle<()>>,
+    /// The receiving end of the helper thread's expiry datagrams.
+    rx: Option<mio::net::UdpSocket>,
     armed: Option<u64>,
 }
+
+/// Expiry datagrams taken per `acknowledge` (one per expiry; more only after missed wake-ups).
+const DRAIN_MAX: usize = 16;
 
 impl Timer {
     /// Creates the disarmed timer, high-resolution where the system offers it. Allocates (the
@@ -92,6 +99,7 @@ impl Timer {
             shared,
             high_resolution,
             thread: None,
+            rx: None,
             armed: None,
         })
     }
@@ -102,13 +110,20 @@ impl Timer {
         self.high_resolution
     }
 
-    /// Starts the helper thread that turns each expiry into a poll event with `token`.
+    /// Starts the helper thread that turns each expiry into a readable event with `token`: it
+    /// sends one byte to a loopback UDP socket registered with `registry`. Both sockets are
+    /// connected to each other, so no other sender's datagram is received.
     pub(crate) fn register(
         &mut self,
         registry: &mio::Registry,
         token: mio::Token,
     ) -> io::Result<()> {
-        let waker = mio::Waker::new(registry, token)?;
+        let loopback = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
+        let mut rx = mio::net::UdpSocket::bind(loopback)?;
+        let tx = std::net::UdpSocket::bind(loopback)?;
+        tx.connect(rx.local_addr()?)?;
+        rx.connect(tx.local_addr()?)?;
+        registry.register(&mut rx, token, mio::Interest::READABLE)?;
         let shared = Arc::clone(&self.shared);
         let thread = std::thread::Builder::new()
             .name("loophole-net-timer".into())
@@ -118,8 +133,9 @@ impl Timer {
                 if r != WAIT_OBJECT_0 || shared.quit.load(Ordering::Acquire) {
                     return;
                 }
-                let _ = waker.wake();
+                let _ = tx.send(&[1]);
             })?;
+        self.rx = Some(rx);
         self.thread = Some(thread);
         Ok(())
     }
@@ -162,8 +178,17 @@ impl Timer {
         }
     }
 
-    /// Forgets the deadline (the waker's event needs no clearing).
+    /// Takes the expiry datagrams (to `WouldBlock`, which re-arms mio's readiness on Windows;
+    /// at most [`DRAIN_MAX`] per call). Forgets the deadline.
     pub(crate) fn acknowledge(&mut self) {
+        if let Some(rx) = &self.rx {
+            let mut buf = [0u8; 8];
+            for _ in 0..DRAIN_MAX {
+                if rx.recv(&mut buf).is_err() {
+                    break;
+                }
+            }
+        }
         self.armed = None;
     }
 
