@@ -217,10 +217,7 @@ fn half_open_connections_are_bounded() {
 
 #[test]
 fn orphaned_when_supervisor_dies_and_no_client_returns() {
-    let mut child = std::process::Command::new("sleep")
-        .arg("30")
-        .spawn()
-        .unwrap();
+    let mut child = stand_in(Duration::from_secs(30));
     let pid = child.id();
     let mut e = Engine::start(
         fast()
@@ -248,10 +245,7 @@ fn orphaned_when_supervisor_dies_and_no_client_returns() {
 
 #[test]
 fn a_client_within_the_grace_period_defers_orphaning() {
-    let mut child = std::process::Command::new("sleep")
-        .arg("30")
-        .spawn()
-        .unwrap();
+    let mut child = stand_in(Duration::from_secs(30));
     let pid = child.id();
     let mut e = Engine::start(
         fast()

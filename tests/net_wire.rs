@@ -974,7 +974,7 @@ fn dropped_control_endpoint_answers_queued_requests_control_unavailable() {
 /// client's control command, even one whose id is 0.
 #[test]
 fn a_reply_to_the_orphaned_notice_never_answers_a_client_command() {
-    let mut child = std::process::Command::new("true").spawn().unwrap();
+    let mut child = stand_in(Duration::ZERO);
     let pid = child.id();
     child.wait().unwrap(); // a pid that is gone
     let mut e = Engine::start(
