@@ -87,6 +87,36 @@ fn timeout_until(at: Option<u64>, now: u64) -> Option<Duration> {
     at.map(|at| Duration::from_nanos(at.saturating_sub(now)))
 }
 
+/// Measures this platform's [`Timer`] as the network thread uses it: for each sample, arms it
+/// `ahead_ns` ahead, waits in `mio::Poll` for its event and records how late the poll returned
+/// (ns after the deadline) into `lateness_ns`. For `benches/wake.rs` only (hidden re-export
+/// `loophole_ipc::__timer_wake_lateness`); sets the calling thread's timer slack like the network
+/// thread does. Allocates (poll, timer) once; blocks for about `samples × ahead`.
+#[doc(hidden)]
+pub fn timer_wake_lateness(ahead_ns: u64, lateness_ns: &mut [u64]) -> std::io::Result<()> {
+    const TOKEN: mio::Token = mio::Token(1);
+    let _ = set_timer_slack_1ns();
+    let mut poll = mio::Poll::new()?;
+    let mut events = mio::Events::with_capacity(4);
+    let mut t = Timer::new()?;
+    t.register(poll.registry(), TOKEN)?;
+    for slot in lateness_ns.iter_mut() {
+        let now = crate::clock::now_ns();
+        let at = now + ahead_ns;
+        t.set(Some(at), now)?;
+        loop {
+            let timeout = t.poll_timeout(crate::clock::now_ns());
+            poll.poll(&mut events, timeout)?;
+            if events.iter().any(|e| e.token() == TOKEN) || timeout.is_some() {
+                break;
+            }
+        }
+        *slot = crate::clock::now_ns().saturating_sub(at);
+        t.acknowledge();
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
