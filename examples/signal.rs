@@ -28,7 +28,7 @@ use loophole_ipc::clock;
 use loophole_ipc::config::{token_from_env, PortPolicy, TOKEN_ENV};
 use loophole_ipc::control::{ControlEndpoint, ControlError, ControlOp};
 use loophole_ipc::message::Edge;
-use loophole_ipc::net::Server;
+use loophole_ipc::net::{FrameLogConfig, Server};
 use loophole_ipc::rt::{bridge, AudioEndpoint, RtConfig, MAX_METER_CHANNELS};
 
 /// Clean exit: `engine.shutdown`, SIGINT/SIGTERM, or the supervisor gone.
@@ -60,6 +60,8 @@ OPTIONS:
                           (a supervising UI passes its own pid).
     --connection-file P   Also write the announcement JSON to file P (mode 0600); removed on
                           clean exit.
+    --log-frames PATH     Debugging: log every frame in and out as JSON lines to PATH
+                          (bounded to 64 MiB; also LOOPHOLE_FRAME_LOG=PATH).
     --no-rt               Do not ask for real-time scheduling (SCHED_FIFO) for the audio thread.
     --rt-priority N       SCHED_FIFO priority asked for, clamped to the system range. Default 70.
     --device-speed F      Testing aid: the simulated device's clock runs F times real time
@@ -70,6 +72,7 @@ OPTIONS:
 ENVIRONMENT:
     LOOPHOLE_SESSION_TOKEN  Session token clients must present in `hello` (unset or empty: no
                             token). Pass it in the environment, never on the command line.
+    LOOPHOLE_FRAME_LOG      Frame log file, as --log-frames (the option wins).
 
 OUTPUT:
     stdout gets exactly one line once the port is bound:
@@ -116,6 +119,7 @@ struct Options {
     channels: usize,
     supervisor_pid: Option<u32>,
     connection_file: Option<PathBuf>,
+    log_frames: Option<PathBuf>,
     realtime: bool,
     rt_priority: i32,
     device_speed: f64,
@@ -131,6 +135,7 @@ impl Default for Options {
             channels: 2,
             supervisor_pid: None,
             connection_file: None,
+            log_frames: None,
             realtime: true,
             rt_priority: 70,
             device_speed: 1.0,
@@ -200,6 +205,7 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Parsed, String> 
                 o.supervisor_pid = Some(number(&name, &value()?, (1, u32::MAX))?);
             }
             "--connection-file" => o.connection_file = Some(PathBuf::from(value()?)),
+            "--log-frames" => o.log_frames = Some(PathBuf::from(value()?)),
             "--no-rt" => o.realtime = false,
             "--rt-priority" => o.rt_priority = number(&name, &value()?, (1, 99))?,
             "--device-speed" => o.device_speed = number(&name, &value()?, (0.25, 4.0))?,
@@ -247,6 +253,12 @@ fn run() -> i32 {
         .block_size(opts.block_size)
         .supervisor_pid(opts.supervisor_pid)
         .connection_file(opts.connection_file.clone())
+        .frame_log(
+            opts.log_frames
+                .clone()
+                .map(FrameLogConfig::new)
+                .or_else(FrameLogConfig::from_env),
+        )
         .engine_name(format!("signal/{}", env!("CARGO_PKG_VERSION")))
         .spawn(net);
     let (server, control) = match spawned {

@@ -88,8 +88,9 @@ pub struct ServerConfig {
     pub reply_spin: Duration,
     /// Requests queued towards the control thread. Default 64.
     pub control_capacity: usize,
-    /// Connections that have not completed `hello` at one time; beyond it new connections are
-    /// accepted and closed at once. Default 8.
+    /// Connections that have not completed `hello` at one time; beyond it a new connection
+    /// makes the oldest of them close (one still waiting for its preface first), so idle or
+    /// trickling sockets cannot lock a client out. Default 8.
     pub max_half_open: usize,
     /// Session token the client must present in `hello`. Default `None` (read it with
     /// [`token_from_env`]).

@@ -266,7 +266,8 @@ error_codes! {
     HeartbeatTimeout = "heartbeat_timeout",
     /// Client read too slowly past the limit; fatal.
     SlowConsumer = "slow_consumer",
-    /// Reserved; not sent by version 1 engines.
+    /// The session ended (shutdown, or a half-closed client's flush time ran out) before the
+    /// command was carried out; it was not.
     ShuttingDown = "shutting_down",
     /// The node does not exist.
     UnknownNode = "unknown_node",

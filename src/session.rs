@@ -16,6 +16,11 @@
 //! to the [`Driver`], counting them [`in flight`](Session::in_flight) until the driver calls
 //! [`Session::answer`]. When a route is full the command waits in a one-command slot and the
 //! session stops taking frames, so reading stops and TCP pushes back: nothing is dropped.
+//!
+//! The end of input ([`Session::rx_eof`]) and [`Session::shutdown`] keep that promise: every
+//! complete frame already received is still taken and answered (carried out after a half-close;
+//! `shutting_down` after a shutdown, or once the flush timeout after the half-close has passed),
+//! and the engine's `goodbye` is always the last frame: nothing is routed or answered after it.
 
 use crate::error::{DecodeError, ErrorCode};
 use crate::frame::{FrameDecoder, PREFACE, PRE_WELCOME_MAX_FRAME};
@@ -38,8 +43,15 @@ pub const ANSWER_ROOM: usize = 1024;
 /// before any ack or error is held back.
 pub const TELEMETRY_RESERVE: usize = 2048;
 
-/// Real-time pings in flight whose `t_client_us` the session remembers to echo.
+/// Real-time pings in flight whose `t_client_us` the session remembers, for a driver that does
+/// not pass it back in [`Answer::Pong`]. When more are in flight, the oldest memory is dropped
+/// (its `pong` then echoes only what the driver passes); the network thread always passes it.
 pub const RT_PING_SLOTS: usize = 32;
+
+/// Default of [`Session::set_flush_timeout`]: how long, after the client's end of input, the
+/// session waits for full routes before it answers what is left `shutting_down` (half of it
+/// after [`Session::shutdown`]).
+pub const DEFAULT_FLUSH_TIMEOUT: Nanos = 1_000_000_000;
 
 /// Longest accepted session token, in bytes.
 pub const MAX_TOKEN: usize = message::MAX_TOKEN;
@@ -91,7 +103,7 @@ pub enum Answer {
     Pong {
         /// The ping's nonce.
         nonce: u32,
-        /// Ignored when the session remembers the ping's own `t_client_us`.
+        /// The ping's own `t_client_us`; when `None`, the session echoes the one it remembers.
         t_client_us: Option<u64>,
         /// Sample clock when the audio thread saw it.
         sample: Option<u64>,
@@ -268,6 +280,17 @@ struct Core<O> {
     eof: bool,
     linger: bool,
     rx_activity: bool,
+    flush_timeout: Nanos,
+    /// [`Session::shutdown`] was called: nothing more is read or carried out.
+    stopping: bool,
+    /// Set at end of input or shutdown: past it, nothing more is routed and what is left is
+    /// answered `shutting_down`.
+    drain_deadline: Option<Nanos>,
+    /// Every complete frame received before the end of input has been taken.
+    input_drained: bool,
+    /// The engine's `goodbye` is queued: nothing may follow it.
+    goodbye_sent: bool,
+    discarded: u64,
 }
 
 /// One client connection's protocol state. See the [module docs](self).
@@ -336,6 +359,12 @@ where
             eof: false,
             linger: false,
             rx_activity: false,
+            flush_timeout: DEFAULT_FLUSH_TIMEOUT,
+            stopping: false,
+            drain_deadline: None,
+            input_drained: false,
+            goodbye_sent: false,
+            discarded: 0,
         };
         Ok(Self { rx, core })
     }
@@ -343,7 +372,7 @@ where
     /// Where to read socket bytes into. Empty means "do not read now": the session is closing,
     /// or it holds complete frames it cannot take yet (back-pressure).
     pub fn rx_space(&mut self) -> &mut [u8] {
-        if self.core.state >= SessionState::Closing {
+        if self.core.state >= SessionState::Closing || self.core.stopping {
             return &mut [];
         }
         self.rx.spare()
@@ -358,8 +387,16 @@ where
         self.core.rx_activity |= n > 0;
     }
 
-    /// The peer closed its side. Complete frames already received are still processed by the
-    /// next [`poll`](Self::poll); a partial frame is discarded, so nothing half-received applies.
+    /// Sets the bound on the wait for full routes after the end of input (default
+    /// [`DEFAULT_FLUSH_TIMEOUT`]; half of it after [`shutdown`](Self::shutdown)).
+    pub fn set_flush_timeout(&mut self, t: Nanos) {
+        self.core.flush_timeout = t;
+    }
+
+    /// The peer closed its side. Every complete frame already received is still taken by the
+    /// next polls and answered (carried out, or `shutting_down` once the flush timeout after the
+    /// end of input has passed); a partial frame is discarded, so nothing half-received applies.
+    /// The session closes once all of them are taken.
     pub fn rx_eof(&mut self) {
         self.core.more = true;
         self.core.eof = true;
@@ -370,14 +407,19 @@ where
         self.core.eof
     }
 
-    /// Processes received frames (at most [`FRAMES_PER_POLL`]) and deadlines.
+    /// Processes received frames (at most [`FRAMES_PER_POLL`]), then deadlines (so bytes that
+    /// arrived before a deadline count), then the end of input.
     pub fn poll<D: Driver>(&mut self, now: Nanos, d: &mut D) {
         self.core.now = now;
         self.core.more = false;
         if core::mem::take(&mut self.core.rx_activity) {
             self.core.last_rx = now;
         }
-        self.core.check_deadlines();
+        if self.core.eof && self.core.drain_deadline.is_none() {
+            self.core.drain_deadline = Some(now.saturating_add(self.core.flush_timeout));
+        }
+        // Liveness first: a session ended by `goodbye` routes nothing more in this poll.
+        self.core.check_liveness();
         let mut last = Step::Blocked;
         if self.core.retry_pending(d) {
             for _ in 0..FRAMES_PER_POLL {
@@ -391,9 +433,9 @@ where
         if self.rx.preface_done() {
             self.core.send_preface();
         }
-        if self.core.eof && self.core.state < SessionState::Closing {
-            self.core.end_of_input(last);
-        }
+        // The handshake deadline after the frames: a `hello` that arrived in time counts.
+        self.core.check_handshake();
+        self.core.finish_input(last);
         if self.core.state >= SessionState::Closing && self.core.claimed && !self.core.released {
             self.core.released = true;
             d.release();
@@ -412,6 +454,10 @@ where
                 c.on_frame_error(e);
                 Step::Took
             }
+            Some(Ok(frame)) if c.giving_up() => {
+                c.refuse(frame.payload);
+                Step::Took
+            }
             Some(Ok(frame)) => {
                 c.on_payload(frame.payload, d);
                 if core::mem::take(&mut c.raise_limit) {
@@ -427,11 +473,18 @@ where
     /// has no room: keep it, write [`tx_pending`](Self::tx_pending) out, and try again.
     pub fn answer(&mut self, id: u32, a: Answer) -> Result<(), Answer> {
         let c = &mut self.core;
-        // Ids need not be unique: an ack never answers a ping, so it leaves a remembered ping
-        // timestamp alone; a pong or an error (a ping can fail) consumes it.
+        if c.goodbye_sent {
+            // Nothing follows the engine's goodbye: the answer is lost with the session.
+            c.in_flight = c.in_flight.saturating_sub(1);
+            c.discarded += 1;
+            return Ok(());
+        }
+        // Ids need not be unique: only a pong consumes a remembered ping timestamp (the oldest
+        // with that id: the audio route answers in order). An ack or an error may answer another
+        // command with the same id.
         let remembered = match a {
-            Answer::Ack { .. } => None,
-            _ => c.rt_ping_time(id),
+            Answer::Pong { .. } => c.rt_ping_time(id),
+            _ => None,
         };
         let ok = match a {
             Answer::Ack { sample } => c.put(Some(id), &Ack { sample }, 0),
@@ -440,7 +493,7 @@ where
                 t_client_us,
                 sample,
             } => {
-                let t_client_us = remembered.map(|i| c.rt_pings[i].1).or(t_client_us);
+                let t_client_us = t_client_us.or(remembered.map(|i| c.rt_pings[i].1));
                 let t_engine_us = c.now / 1000;
                 let pong = Pong {
                     nonce,
@@ -460,16 +513,17 @@ where
             return Err(a);
         }
         if let Some(i) = remembered {
-            c.rt_pings.swap_remove(i);
+            c.rt_pings.remove(i);
         }
         c.in_flight = c.in_flight.saturating_sub(1);
+        c.finish_shutdown();
         Ok(())
     }
 
     /// The subscribed streams whose next frame is due at `now`.
     pub fn telemetry_due(&self, now: Nanos) -> StreamSet {
         let mut set = StreamSet::default();
-        if self.core.state != SessionState::Open {
+        if self.core.state != SessionState::Open || self.core.stopping {
             return set;
         }
         for s in Stream::ALL {
@@ -486,7 +540,7 @@ where
     pub fn send_telemetry<M: Message>(&mut self, stream: Stream, body: &M, now: Nanos) -> bool {
         let c = &mut self.core;
         c.now = now;
-        if c.state != SessionState::Open {
+        if c.state != SessionState::Open || c.stopping {
             return false;
         }
         if let Some(sub) = &mut c.subs[stream.index()] {
@@ -544,16 +598,32 @@ where
         self.core.claimed && !self.core.released
     }
 
-    /// Ends the session from the engine's side: queues `goodbye` (`shutdown`) and closes.
-    /// Queue the answers still owed first: nothing is read after this.
+    /// Ends the session from the engine's side. Nothing more is read. The next polls answer
+    /// every complete frame already received (and a command waiting for a full route)
+    /// `shutting_down`, without carrying it out; once that is done and every command in flight
+    /// is answered, or half the flush timeout has passed, `goodbye` (`shutdown`) is queued as
+    /// the last frame and the session closes. Answers arriving after it are discarded
+    /// ([`answers_discarded`](Self::answers_discarded)). Keep polling after this call.
     pub fn shutdown(&mut self, now: Nanos) {
-        self.core.now = now;
-        if self.core.state == SessionState::Open {
-            self.core.close_with_goodbye(GoodbyeReason::Shutdown);
-            self.core.linger = true;
-        } else {
-            self.core.state = SessionState::Closing;
+        let c = &mut self.core;
+        c.now = now;
+        if c.stopping {
+            return;
         }
+        c.stopping = true;
+        match c.state {
+            // Before OPEN too: a preface and `hello` already received get their answer.
+            SessionState::Preface | SessionState::Handshake | SessionState::Open => {
+                let at = now.saturating_add(c.flush_timeout / 2);
+                c.drain_deadline = Some(c.drain_deadline.map_or(at, |d| d.min(at)));
+            }
+            SessionState::Closing | SessionState::Closed => {}
+        }
+    }
+
+    /// Answers the driver gave after the engine's `goodbye`, which were discarded.
+    pub fn answers_discarded(&self) -> u64 {
+        self.core.discarded
     }
 
     /// Gives the receive and transmit buffers back, e.g. to reuse them for the next
@@ -607,28 +677,36 @@ impl<O: AsRef<[u8]> + AsMut<[u8]>> Core<O> {
         }
     }
 
-    fn check_deadlines(&mut self) {
+    /// Past the drain deadline, or stopping: frames are answered `shutting_down`, not routed.
+    fn giving_up(&self) -> bool {
+        self.stopping || self.drain_deadline.is_some_and(|t| self.now >= t)
+    }
+
+    /// Answers a frame taken while giving up: `shutting_down` when its id is readable.
+    fn refuse(&mut self, payload: &[u8]) {
+        self.send_preface();
+        match Command::decode(payload) {
+            Ok((id, _)) => self.error(
+                Some(id),
+                ErrorCode::ShuttingDown,
+                format_args!("the session is ending; not carried out"),
+            ),
+            Err(e) => self.error(e.id, e.error.code(), format_args!("{}", e.error)),
+        }
+    }
+
+    /// Heartbeat and slow-consumer limits (before frames are taken).
+    fn check_liveness(&mut self) {
         let now = self.now;
         if self.pending.is_some() {
             // Blocked on a full route: the stall is the engine's, and the client's frames wait
             // unread behind it, so silence proves nothing. The clock restarts when unblocked.
             self.last_rx = now;
         }
-        match self.state {
-            SessionState::Preface if now >= self.handshake_deadline => {
-                self.state = SessionState::Closing;
-            }
-            SessionState::Handshake if now >= self.handshake_deadline => {
-                self.fatal(
-                    None,
-                    ErrorCode::HandshakeTimeout,
-                    format_args!("no hello in time"),
-                );
-            }
-            SessionState::Open if now >= self.last_rx.saturating_add(self.heartbeat_timeout) => {
-                self.close_with_goodbye(GoodbyeReason::HeartbeatTimeout);
-            }
-            _ => {}
+        // After the end of input silence is expected: the client only reads now.
+        let silent = now >= self.last_rx.saturating_add(self.heartbeat_timeout);
+        if self.state == SessionState::Open && !self.eof && silent {
+            self.close_with_goodbye(GoodbyeReason::HeartbeatTimeout);
         }
         let stalled = now
             >= self
@@ -636,6 +714,23 @@ impl<O: AsRef<[u8]> + AsMut<[u8]>> Core<O> {
                 .saturating_add(self.slow_consumer_timeout);
         if self.state < SessionState::Closing && !self.tx.is_empty() && stalled {
             self.close_with_goodbye(GoodbyeReason::SlowConsumer);
+        }
+    }
+
+    /// The handshake deadline (after the frames received are taken).
+    fn check_handshake(&mut self) {
+        match self.state {
+            SessionState::Preface if self.now >= self.handshake_deadline => {
+                self.state = SessionState::Closing;
+            }
+            SessionState::Handshake if self.now >= self.handshake_deadline => {
+                self.fatal(
+                    None,
+                    ErrorCode::HandshakeTimeout,
+                    format_args!("no hello in time"),
+                );
+            }
+            _ => {}
         }
     }
 
@@ -649,6 +744,9 @@ impl<O: AsRef<[u8]> + AsMut<[u8]>> Core<O> {
             _ => None,
         };
         let earlier = |a: Option<Nanos>, b: Nanos| Some(a.map_or(b, |a| a.min(b)));
+        if let (Some(t), true) = (self.drain_deadline, self.state < SessionState::Closing) {
+            at = earlier(at, t);
+        }
         if self.state == SessionState::Open {
             for sub in self.subs.iter().flatten() {
                 at = earlier(at, sub.next);
@@ -664,24 +762,63 @@ impl<O: AsRef<[u8]> + AsMut<[u8]>> Core<O> {
         at
     }
 
-    /// The peer closed its side. Once every complete frame is taken the session closes; a command
-    /// still waiting for a full route was never handed over, so it is dropped (its client is
-    /// gone), and the controlling place is released at once. Answers already owed are still
-    /// sent while the driver lets the session linger (the peer may only have half-closed).
-    fn end_of_input(&mut self, last: Step) {
-        if last == Step::Took {
+    /// After the end of input or a shutdown, closes once every complete frame received is taken
+    /// (`last` is `Idle` and no command waits). After the client's end of input the session then
+    /// lingers until the answers owed are out (the peer may only have half-closed); after a
+    /// shutdown [`finish_shutdown`](Self::finish_shutdown) says `goodbye` when nothing is owed.
+    fn finish_input(&mut self, last: Step) {
+        if self.state >= SessionState::Closing || !(self.eof || self.stopping) {
             return;
         }
-        self.pending = None;
-        self.state = SessionState::Closing;
-        self.linger = true;
+        if last != Step::Idle || self.pending.is_some() {
+            return;
+        }
+        self.input_drained = true;
+        if self.stopping {
+            self.finish_shutdown();
+        } else {
+            self.state = SessionState::Closing;
+            self.linger = true;
+        }
     }
 
-    /// Routes the waiting command, if any; true when nothing waits any more.
+    /// Stopping with every frame taken: queues `goodbye` once nothing is in flight or the drain
+    /// deadline passed (owed answers are then lost).
+    fn finish_shutdown(&mut self) {
+        if !self.stopping || !self.input_drained || self.state >= SessionState::Closing {
+            return;
+        }
+        let late = self.drain_deadline.is_some_and(|t| self.now >= t);
+        if self.in_flight > 0 && !late {
+            return;
+        }
+        if self.state == SessionState::Open {
+            self.close_with_goodbye(GoodbyeReason::Shutdown);
+        } else {
+            self.state = SessionState::Closing;
+        }
+    }
+
+    /// Routes the waiting command, if any (or answers it `shutting_down` when giving up); true
+    /// when nothing waits any more. Nothing is routed once the session is closing.
     fn retry_pending<D: Driver>(&mut self, d: &mut D) -> bool {
         let Some((id, cmd)) = self.pending.take() else {
             return true;
         };
+        if self.state >= SessionState::Closing {
+            return false;
+        }
+        if self.giving_up() {
+            let body = message::error_body(
+                ErrorCode::ShuttingDown,
+                format_args!("the session is ending; not carried out"),
+            );
+            if !self.put(Some(id), &body, 0) {
+                self.pending = Some((id, cmd));
+                return false;
+            }
+            return true;
+        }
         self.route(id, cmd, d);
         self.pending.is_none()
     }
@@ -809,15 +946,15 @@ impl<O: AsRef<[u8]> + AsMut<[u8]>> Core<O> {
             | Command::Disconnect(_)
             | Command::Shutdown => d.route_control(id, &cmd),
             Command::Ping(p) => {
-                if self.rt_pings.is_full() {
-                    Err(RouteError::Full)
-                } else {
-                    let r = d.route_audio(id, &cmd).map_err(|_| RouteError::Full);
-                    if let (Ok(()), Some(t)) = (r, p.t_client_us) {
-                        let _ = self.rt_pings.push((id, t));
+                let r = d.route_audio(id, &cmd).map_err(|_| RouteError::Full);
+                if let (Ok(()), Some(t)) = (r, p.t_client_us) {
+                    if self.rt_pings.is_full() {
+                        // A ping answered by an error never consumed its entry: drop the oldest.
+                        self.rt_pings.remove(0);
                     }
-                    r
+                    let _ = self.rt_pings.push((id, t));
                 }
+                r
             }
             _ => d.route_audio(id, &cmd).map_err(|_| RouteError::Full),
         };
@@ -847,8 +984,13 @@ impl<O: AsRef<[u8]> + AsMut<[u8]>> Core<O> {
         self.state = SessionState::Closing;
     }
 
+    /// Queues the engine's `goodbye`, the last frame: a command waiting for a route is never
+    /// routed, and later answers are discarded.
     fn close_with_goodbye(&mut self, reason: GoodbyeReason) {
         self.put(None, &GoodbyeNotice { reason }, 0);
         self.state = SessionState::Closing;
+        self.pending = None;
+        self.goodbye_sent = true;
+        self.linger = false;
     }
 }

@@ -180,6 +180,8 @@ fn connection_file_is_atomic_and_private() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// Beyond the half-open bound the oldest connection not yet OPEN is closed to make room
+/// (session.md §2, issue 9): a newcomer is never the one refused.
 #[test]
 fn half_open_connections_are_bounded() {
     let e = Engine::start(
@@ -188,22 +190,27 @@ fn half_open_connections_are_bounded() {
             .handshake_timeout(Duration::from_secs(5)),
     );
     let mut a = Wire::new(raw(e.addr));
+    std::thread::sleep(Duration::from_millis(20));
     let mut b = Wire::new(raw(e.addr));
     std::thread::sleep(Duration::from_millis(50));
     let mut c = Wire::new(raw(e.addr));
     let t0 = Instant::now();
-    c.until_closed(Duration::from_secs(1));
-    assert!(c.closed && c.bytes == 0, "third half-open closed at once");
-    assert_eq!(e.server().stats().refused, 1);
+    a.until_closed(Duration::from_secs(1));
+    assert!(
+        a.closed && a.bytes == 0,
+        "the oldest half-open closed at once"
+    );
     assert!(t0.elapsed() < Duration::from_millis(500));
-    for w in [&mut a, &mut b] {
+    let stats = e.server().stats();
+    assert_eq!((stats.evicted, stats.refused), (1, 0), "{stats:?}");
+    for w in [&mut b, &mut c] {
         w.poll();
-        assert!(!w.closed, "the first two stay open");
+        assert!(!w.closed, "the two newer ones stay open");
     }
-    // Completing a handshake frees a half-open place.
-    a.stream.write_all(&PREFACE).unwrap();
-    a.send(Some(1), &hello(1, None));
-    let got = a.messages_until(Duration::from_secs(2), |m| !m.is_empty());
+    // Completing a handshake frees a half-open place: the next newcomer evicts nobody.
+    b.stream.write_all(&PREFACE).unwrap();
+    b.send(Some(1), &hello(1, None));
+    let got = b.messages_until(Duration::from_secs(2), |m| !m.is_empty());
     assert!(matches!(
         got[0].1,
         loophole_ipc::message::ServerMessage::Welcome(_)
@@ -212,7 +219,12 @@ fn half_open_connections_are_bounded() {
     d.poll();
     std::thread::sleep(Duration::from_millis(100));
     d.poll();
-    assert!(!d.closed, "accepted again once below the bound");
+    c.poll();
+    assert!(
+        !d.closed && !c.closed,
+        "accepted below the bound, nobody evicted"
+    );
+    assert_eq!(e.server().stats().evicted, 1);
 }
 
 #[test]

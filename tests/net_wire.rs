@@ -1059,3 +1059,110 @@ fn a_burst_of_connections_beyond_one_accept_pass_is_all_answered() {
     assert_eq!((welcomed, busy), (1, n - 1));
     assert_eq!(e.server().stats().accepted, n as u64);
 }
+
+/// Issue 9, defect 1 on the wire: 1000 `transport.play` then a half-close
+/// (`shutdown(Write)`, Node's `socket.end()`): every one is answered, in order. On the code
+/// before issue 9: 256 of 1000 (the waiting command and the buffered frames were dropped).
+#[test]
+fn half_close_after_a_burst_answers_every_command() {
+    let e = Engine::start(fast());
+    let mut w = raw_session(e.addr);
+    let mut bytes = Vec::new();
+    for id in 2..1002 {
+        bytes.extend(frame(Some(id), &Play {}));
+    }
+    w.stream.write_all(&bytes).unwrap();
+    w.stream.shutdown(std::net::Shutdown::Write).unwrap();
+    let got = w.until_closed(Duration::from_secs(10));
+    assert!(w.closed, "the engine closes once the answers are written");
+    let refs: Vec<u32> = got.iter().filter_map(|m| m.0).collect();
+    assert_eq!(refs.len(), 1000, "answered {} of 1000", refs.len());
+    assert_eq!(refs, (2..1002).collect::<Vec<_>>());
+    assert!(got.iter().all(|m| matches!(m.1, ServerMessage::Ack(_))));
+}
+
+/// Issue 9, defects 1 and 4 on the wire: the server stops while 400 commands are received,
+/// 256 of them queued to a paused audio thread. Every one gets exactly one answer (an ack for
+/// those carried out, `shutting_down` for the rest) and `goodbye` is the last message. On the
+/// code before issue 9 the frames still buffered were dropped without an answer.
+#[test]
+fn shutdown_answers_every_received_command_then_goodbye_last() {
+    let mut e = Engine::start(fast().flush_timeout(Duration::from_secs(2)));
+    e.pause_audio(true);
+    let mut w = raw_session(e.addr);
+    let mut bytes = Vec::new();
+    for id in 2..402 {
+        bytes.extend(frame(Some(id), &Play {}));
+    }
+    w.stream.write_all(&bytes).unwrap();
+    std::thread::sleep(Duration::from_millis(200)); // read; the audio queue is full
+    let server = e.server.take().unwrap();
+    let stopper = std::thread::spawn(move || server.shutdown());
+    std::thread::sleep(Duration::from_millis(100));
+    e.pause_audio(false); // the commands handed over are carried out before the goodbye
+    let got = w.until_closed(Duration::from_secs(5));
+    let _ = stopper.join();
+    assert!(
+        matches!(got.last(), Some((None, ServerMessage::Goodbye(_)))),
+        "{:?}",
+        got.last()
+    );
+    let mut refs: Vec<u32> = got.iter().filter_map(|m| m.0).collect();
+    let acks = got
+        .iter()
+        .filter(|m| matches!(m.1, ServerMessage::Ack(_)))
+        .count();
+    let refused = got
+        .iter()
+        .filter(|m| code(&m.1) == Some("shutting_down"))
+        .count();
+    refs.sort_unstable();
+    assert_eq!(
+        refs,
+        (2..402).collect::<Vec<_>>(),
+        "each command answered once"
+    );
+    assert_eq!(acks + refused, 400);
+    assert!(
+        acks >= 1 && refused >= 1,
+        "acks {acks}, shutting_down {refused}"
+    );
+}
+
+/// Issue 9, defect 5 on the wire: `param.set id=5` rejected, then `ping {rt, t_client_us:111}`
+/// with the same id in the same write: the pong still echoes 111 (the network thread carries
+/// the ping's own time with its answer). On the code before issue 9 the error consumed it.
+#[test]
+fn a_rejected_command_with_the_same_id_leaves_the_rt_ping_time_alone() {
+    let e = Engine::start(fast());
+    let mut w = raw_session(e.addr);
+    let set = ParamSet {
+        node: 999, // refused by the simulated engine: unknown_node
+        param: 0,
+        value: 0.5,
+        ramp_ms: None,
+    };
+    let ping = Ping {
+        nonce: 7,
+        t_client_us: Some(111),
+        rt: true,
+    };
+    let mut bytes = frame(Some(5), &set);
+    bytes.extend(frame(Some(5), &ping));
+    w.stream.write_all(&bytes).unwrap();
+    let got = w.messages_until(Duration::from_secs(3), |m| m.len() >= 2);
+    assert_eq!(code(&got[0].1), Some("unknown_node"), "{got:?}");
+    assert!(
+        matches!(
+            got[1],
+            (
+                Some(5),
+                ServerMessage::Pong(Pong {
+                    t_client_us: Some(111),
+                    ..
+                })
+            )
+        ),
+        "{got:?}"
+    );
+}

@@ -749,30 +749,303 @@ fn mid_frame_eof_applies_nothing() {
     assert!(s.is_closed());
 }
 
+/// A frame whose body is invalid but whose id is readable: answered `invalid_field`.
+fn malformed(id: u32) -> Vec<u8> {
+    let payload =
+        format!(r#"{{"type":"command","name":"param.set","id":{id},"body":{{"node":"x"}}}}"#);
+    let mut f = FrameHeader::json(payload.len() as u32).to_bytes().to_vec();
+    f.extend_from_slice(payload.as_bytes());
+    f
+}
+
+/// Answers by ref, counted.
+fn count_refs(got: &[(Option<u32>, ServerMessage)], into: &mut BTreeMap<u32, u32>) {
+    for (r, m) in got {
+        if let Some(r) = r {
+            *into.entry(*r).or_default() += 1;
+        } else {
+            assert!(
+                matches!(m, ServerMessage::Goodbye(_) | ServerMessage::Transport(_)),
+                "{m:?}"
+            );
+        }
+    }
+}
+
+/// Defect 1 (issue 9), first form: EOF while a command waits for a full route. The waiting one
+/// and the ones behind it in the receive buffer are still carried out and answered, in order.
+/// Fails on the old code: the waiting command was dropped and the buffered ones never decoded.
 #[test]
-fn eof_with_a_command_waiting_for_a_full_route_releases_the_session() {
+fn eof_while_blocked_still_carries_out_every_buffered_command() {
     let w = welcome();
     let mut d = Mock::new();
     d.audio_cap = 1;
-    let (mut s, _) = session_open(&w, &mut d);
-    send(&mut s, &frame(2, &Play {}));
-    send(&mut s, &frame(3, &Play {}));
+    let (mut s, mut wire) = session_open(&w, &mut d);
+    for id in 2..12 {
+        send(&mut s, &frame(id, &Play {}));
+    }
     s.poll(2 * MS, &mut d);
     assert!(s.is_blocked());
     s.rx_eof();
-    s.poll(3 * MS, &mut d);
-    assert!(
-        !s.is_blocked(),
-        "the waiting command was never routed; its client is gone"
-    );
-    assert_eq!(d.releases, 1);
-    assert_eq!(s.in_flight(), 1);
-    s.answer(2, Answer::Ack { sample: None }).unwrap();
+    let mut answered = Vec::new();
+    for t in 3..40 {
+        s.poll(t * MS, &mut d);
+        assert!(s.rx_space().is_empty() || s.state() < SessionState::Closing);
+        while let Some((id, _)) = d.audio.pop_front() {
+            s.answer(id, Answer::Ack { sample: Some(1) }).unwrap();
+        }
+        answered.extend(wire.take(&mut s, t * MS).into_iter().map(|m| m.0.unwrap()));
+        if s.is_closed() {
+            break;
+        }
+    }
     assert!(s.is_closed());
+    assert_eq!(answered, (2..12).collect::<Vec<_>>());
+    assert_eq!(d.releases, 1, "released once the input is drained");
+}
+
+/// Defect 1, second form: the EOF arrives in the poll that finds the route full (capacity 0
+/// for good). The flush timeout bounds the wait: then the ping is answered `shutting_down`.
+/// Fails on the old code (no answer at all).
+#[test]
+fn eof_in_the_poll_of_a_refusal_is_answered_within_the_flush_timeout() {
+    let w = welcome();
+    let mut d = Mock::new();
+    d.audio_cap = 0;
+    let (mut s, mut wire) = session_open(&w, &mut d);
+    let ping = Ping {
+        nonce: 3,
+        t_client_us: Some(5),
+        rt: true,
+    };
+    send(&mut s, &frame(7, &ping));
+    s.rx_eof();
+    let mut got = Vec::new();
+    let mut t = 2 * MS;
+    while t < 2_000 * MS && !s.is_closed() {
+        s.poll(t, &mut d);
+        got.extend(wire.take(&mut s, t));
+        t += 10 * MS;
+    }
+    assert!(s.is_closed());
+    assert!(t <= 1_020 * MS, "bounded by the flush timeout (1 s): {t}");
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!(error_code(&got[0]), (Some(7), "shutting_down".into()));
+    assert!(d.audio.is_empty(), "not carried out");
+}
+
+/// Defect 1, third form: a slow reader. 40 malformed commands and the EOF in one read; the
+/// first error answers leave less than `ANSWER_ROOM` free. The session waits for the client to
+/// read instead of closing; all 40 get their error. Fails on the old code (the last ones lost).
+#[test]
+fn eof_behind_a_slow_reader_still_answers_every_command() {
+    let w = welcome();
+    let mut d = Mock::new();
+    let mut s = Session::new(
+        &config(&w, None),
+        vec![0u8; HEADER_LEN + MAX_FRAME as usize],
+        vec![0u8; ANSWER_ROOM + TELEMETRY_RESERVE],
+        0,
+    )
+    .unwrap();
+    let mut wire = Wire::new();
+    send(&mut s, &PREFACE);
+    send(&mut s, &frame(1, &hello(None)));
+    s.poll(0, &mut d);
+    wire.take(&mut s, 0);
+    let mut all = Vec::new();
+    for id in 100..140 {
+        all.extend(malformed(id));
+    }
+    send(&mut s, &all);
+    s.rx_eof();
+    let mut refs = BTreeMap::new();
+    for t in 1..50 {
+        s.poll(t * MS, &mut d);
+        // The client reads only every other poll.
+        if t % 2 == 0 {
+            count_refs(&wire.take(&mut s, t * MS), &mut refs);
+        }
+        if s.is_closed() {
+            break;
+        }
+    }
+    assert!(s.is_closed());
+    count_refs(&wire.take(&mut s, 60 * MS), &mut refs);
     assert_eq!(
-        d.audio.len(),
-        1,
-        "only the routed command reached the audio queue"
+        refs.keys().copied().collect::<Vec<_>>(),
+        (100..140).collect::<Vec<_>>()
+    );
+    assert!(refs.values().all(|&n| n == 1), "{refs:?}");
+}
+
+/// Defect 1, shutdown form: frames received but not yet polled when the server stops are each
+/// answered `shutting_down` (not carried out), then `goodbye` comes last. Fails on the old code
+/// (the session was closed at once, the frames dropped).
+#[test]
+fn shutdown_answers_buffered_frames_shutting_down_then_goodbye_last() {
+    let w = welcome();
+    let mut d = Mock::new();
+    let (mut s, mut wire) = session_open(&w, &mut d);
+    for id in 20..25 {
+        send(&mut s, &frame(id, &Stop {}));
+    }
+    s.shutdown(2 * MS);
+    assert!(s.rx_space().is_empty(), "nothing more is read");
+    s.poll(2 * MS, &mut d);
+    assert!(s.is_closed());
+    let got = wire.take(&mut s, 3 * MS);
+    assert_eq!(got.len(), 6, "{got:?}");
+    for (i, m) in got[..5].iter().enumerate() {
+        assert_eq!(error_code(m), (Some(20 + i as u32), "shutting_down".into()));
+    }
+    assert!(matches!(got[5].1, ServerMessage::Goodbye(_)), "{got:?}");
+    assert!(d.audio.is_empty());
+}
+
+/// Defect 4 (issue 9): nothing follows the shutdown `goodbye`. Owed answers are awaited (up
+/// to half the flush timeout) and precede it; the command waiting for a full route is answered
+/// `shutting_down` and never routed, even when the route frees; `is_closed` never flips back.
+/// Fails on the old code (the waiting command was routed after `goodbye`, and its ack followed).
+#[test]
+fn nothing_follows_the_shutdown_goodbye_and_nothing_is_routed_after_it() {
+    let w = welcome();
+    let mut d = Mock::new();
+    d.audio_cap = 1;
+    let (mut s, mut wire) = session_open(&w, &mut d);
+    send(&mut s, &frame(76, &Play {}));
+    send(&mut s, &frame(77, &Stop {}));
+    s.poll(2 * MS, &mut d);
+    assert!(s.is_blocked());
+    s.shutdown(3 * MS);
+    s.poll(3 * MS, &mut d);
+    assert!(!s.is_closed(), "the answer to 76 is owed");
+    d.audio_cap = 8; // the route frees
+    s.poll(4 * MS, &mut d);
+    assert_eq!(d.audio.len(), 1, "77 is never routed");
+    s.answer(76, Answer::Ack { sample: Some(1) }).unwrap();
+    assert!(s.is_closed(), "goodbye once nothing is owed");
+    for t in 5..10 {
+        s.poll(t * MS, &mut d);
+        assert!(s.is_closed(), "never flips back");
+    }
+    let got = wire.take(&mut s, 10 * MS);
+    let refs: Vec<_> = got.iter().map(|m| m.0).collect();
+    assert_eq!(refs, [Some(77), Some(76), None], "{got:?}");
+    assert_eq!(error_code(&got[0]), (Some(77), "shutting_down".into()));
+    assert!(matches!(got[2].1, ServerMessage::Goodbye(_)));
+    assert_eq!(d.audio.len(), 1);
+}
+
+/// Defect 4: past half the flush timeout the goodbye goes anyway; an answer arriving later is
+/// discarded (counted), never sent after it.
+#[test]
+fn a_late_answer_after_the_shutdown_goodbye_is_discarded() {
+    let w = welcome();
+    let mut d = Mock::new();
+    let (mut s, mut wire) = session_open(&w, &mut d);
+    send(&mut s, &frame(5, &Play {}));
+    s.poll(2 * MS, &mut d);
+    s.shutdown(3 * MS);
+    s.poll(100 * MS, &mut d);
+    assert!(!s.is_closed());
+    s.poll(503 * MS, &mut d);
+    assert!(s.is_closed(), "half the default flush timeout passed");
+    s.answer(5, Answer::Ack { sample: Some(1) }).unwrap();
+    assert_eq!(s.answers_discarded(), 1);
+    let got = wire.take(&mut s, 600 * MS);
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert!(matches!(got[0].1, ServerMessage::Goodbye(_)));
+}
+
+/// Defect 4, slow-consumer form: in the poll where the slow-consumer goodbye closes the
+/// session, the waiting command is not routed. Fails on the old code.
+#[test]
+fn no_routing_in_the_poll_of_a_slow_consumer_goodbye() {
+    let w = welcome();
+    let mut d = Mock::new();
+    d.audio_cap = 0;
+    let (mut s, _wire) = session_open(&w, &mut d);
+    // Something for the client to (not) read, then a command that waits.
+    send(&mut s, &frame(3, &Tempo { bpm: 1.0 }));
+    send(&mut s, &frame(2, &Play {}));
+    s.poll(2 * MS, &mut d);
+    assert!(s.is_blocked());
+    d.audio_cap = 8;
+    s.poll(400 * MS, &mut d); // beyond slow_consumer_timeout (300 ms): goodbye
+    assert!(s.is_closed());
+    assert!(d.audio.is_empty(), "routed after closing");
+}
+
+/// Defect 9 (issue 9): a preface and `hello` received before the handshake deadline but polled
+/// after it are still answered (`welcome`), not closed silently. Fails on the old code.
+#[test]
+fn bytes_received_before_the_handshake_deadline_are_read_first() {
+    let w = welcome();
+    let mut d = Mock::new();
+    let mut s = new_session(&w, None);
+    let mut wire = Wire::new();
+    send(&mut s, &PREFACE);
+    send(&mut s, &frame(1, &hello(None)));
+    s.poll(150 * MS, &mut d); // handshake_timeout is 100 ms
+    assert_eq!(s.state(), SessionState::Open);
+    let got = wire.take(&mut s, 150 * MS);
+    assert!(
+        matches!(got[0], (Some(1), ServerMessage::Welcome(_))),
+        "{got:?}"
+    );
+    // Negative control: only the preface arrived: the timeout error is sent (not silence).
+    let mut s = new_session(&w, None);
+    let mut wire = Wire::new();
+    send(&mut s, &PREFACE);
+    s.poll(150 * MS, &mut d);
+    let got = wire.take(&mut s, 150 * MS);
+    assert_eq!(error_code(&got[0]), (None, "handshake_timeout".into()));
+    assert!(s.is_closed());
+}
+
+/// Defect 5 (issue 9): an error to another command with the same id leaves the ping's
+/// `t_client_us` alone. Fails on the old code (the error consumed it).
+#[test]
+fn an_error_with_a_reused_id_leaves_the_ping_timestamp_alone() {
+    let w = welcome();
+    let mut d = Mock::new();
+    let (mut s, mut wire) = session_open(&w, &mut d);
+    let set = ParamSet {
+        node: 1,
+        param: 0,
+        value: 0.5,
+        ramp_ms: None,
+    };
+    send(&mut s, &frame(5, &set));
+    let ping = Ping {
+        nonce: 7,
+        t_client_us: Some(111),
+        rt: true,
+    };
+    send(&mut s, &frame(5, &ping));
+    s.poll(2 * MS, &mut d);
+    let rejected = Answer::Error {
+        code: ErrorCode::UnknownNode,
+        detail: "no node",
+    };
+    s.answer(5, rejected).unwrap();
+    let pong = Answer::Pong {
+        nonce: 7,
+        t_client_us: None,
+        sample: Some(2),
+    };
+    s.answer(5, pong).unwrap();
+    let got = wire.take(&mut s, 3 * MS);
+    assert!(
+        matches!(
+            got[1].1,
+            ServerMessage::Pong(Pong {
+                t_client_us: Some(111),
+                ..
+            })
+        ),
+        "{got:?}"
     );
 }
 
@@ -859,11 +1132,14 @@ impl Rng {
 }
 
 /// Seeded simulation: random commands, random read/write splits, delays, queue stalls and
-/// resets. Every command the session accepted is answered exactly once; none twice.
+/// half-closes. Every command is answered exactly once; after a half-close, every frame that
+/// was completely received before it (completeness, not only "no duplicates": this fails on the
+/// code before issue 9, which dropped the waiting command and the frames behind it).
 #[test]
 fn simulation_every_accepted_command_is_answered_once() {
     let w = welcome();
-    for seed in 1..=40u64 {
+    let mut resets = 0;
+    for seed in 1..=200u64 {
         let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
         let mut d = Mock::new();
         d.audio_cap = 1 + rng.below(8) as usize;
@@ -873,8 +1149,12 @@ fn simulation_every_accepted_command_is_answered_once() {
         let mut answers: BTreeMap<u32, u32> = BTreeMap::new();
         let mut now = 2 * MS;
         let mut reset = false;
+        // Where each frame ends in the byte stream, and how many bytes the session received.
+        let mut frame_ends: Vec<(u32, usize)> = Vec::new();
+        let mut queued = 0usize;
+        let mut received = 0usize;
         for id in 1000..1400u32 {
-            if rng.below(100) == 0 {
+            if rng.below(400) == 0 {
                 reset = true;
                 break;
             }
@@ -902,6 +1182,8 @@ fn simulation_every_accepted_command_is_answered_once() {
             };
             to_send.extend_from_slice(&f);
             sent_ids.push(id);
+            queued += f.len();
+            frame_ends.push((id, queued));
             // Deliver a random prefix of what is queued, in random pieces.
             let n = rng.below(to_send.len() as u64 + 1) as usize;
             let mut delivered = 0;
@@ -919,6 +1201,7 @@ fn simulation_every_accepted_command_is_answered_once() {
                 delivered += k;
             }
             to_send.drain(..delivered);
+            received += delivered;
             now += rng.below(3) * MS;
             // The ping keeps the session alive; the test only checks answers.
             s.poll(now, &mut d);
@@ -976,7 +1259,17 @@ fn simulation_every_accepted_command_is_answered_once() {
                 answers.values().all(|&n| n == 1),
                 "seed {seed}: {answers:?}"
             );
-            assert!(answers.keys().all(|id| sent_ids.contains(id)));
+            let complete: Vec<u32> = frame_ends
+                .iter()
+                .filter(|(_, end)| *end <= received)
+                .map(|(id, _)| *id)
+                .collect();
+            assert_eq!(
+                answers.keys().copied().collect::<Vec<_>>(),
+                complete,
+                "seed {seed}: every complete frame sent before the half-close is answered"
+            );
+            resets += 1;
             continue;
         }
         // Drain everything.
@@ -1017,6 +1310,7 @@ fn simulation_every_accepted_command_is_answered_once() {
             "seed {seed}: {answers:?}"
         );
     }
+    assert!(resets >= 20, "the seeds exercise the half-close: {resets}");
 }
 
 #[test]
@@ -1041,4 +1335,24 @@ fn a_client_blocked_by_back_pressure_is_not_timed_out() {
     assert_eq!(s.state(), SessionState::Open);
     s.poll(1201 * MS, &mut d);
     assert!(s.is_closed());
+}
+
+/// Found by the session model (fuzz/fuzz_targets/session_model.rs): a shutdown before the
+/// preface was polled. The preface and `hello` already received are answered: the engine's
+/// preface first, then `shutting_down` (never an error before the preface, never silence).
+#[test]
+fn shutdown_before_the_preface_was_polled_still_answers_hello_after_the_preface() {
+    let w = welcome();
+    let mut d = Mock::new();
+    let mut s = new_session(&w, None);
+    send(&mut s, &PREFACE);
+    send(&mut s, &frame(1, &hello(None)));
+    s.shutdown(MS);
+    s.poll(MS, &mut d);
+    assert!(s.is_closed());
+    let mut wire = Wire::new(); // its decoder checks the engine's preface first
+    let got = wire.take(&mut s, 2 * MS);
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!(error_code(&got[0]), (Some(1), "shutting_down".into()));
+    assert_eq!(d.claims, 0, "no session was opened");
 }

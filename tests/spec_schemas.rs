@@ -551,18 +551,21 @@ fn error_codes_agree_between_errors_md_schema_and_vectors() {
     assert!(!validators.accepts(&malformed));
 }
 
-/// The TypeScript sketch in README.md is the file `examples/typescript/client.ts` that that
-/// directory's `npm test` compiles and runs, so the two cannot drift apart.
+/// The TypeScript examples in README.md are the files of `clients/typescript/examples/` that the
+/// package's tests compile and run, so the two cannot drift apart.
 #[test]
-fn readme_typescript_sketch_is_the_tested_example() {
+fn readme_typescript_examples_are_the_tested_examples() {
     let readme = fs::read_to_string(spec_dir().join("README.md")).unwrap();
-    let sketch = fs::read_to_string(spec_dir().join("examples/typescript/client.ts")).unwrap();
-    assert!(sketch.contains("class EngineClient") && sketch.lines().count() > 50);
-    let block = format!("```ts\n{sketch}```");
-    assert!(
-        readme.contains(&block),
-        "README.md's TypeScript block differs from client.ts"
-    );
+    let examples = spec_dir().join("../../../clients/typescript/examples");
+    for name in ["spawn-and-control.ts", "connect-only.ts"] {
+        let example = fs::read_to_string(examples.join(name)).unwrap();
+        assert!(example.contains("@loophole/ipc"));
+        let block = format!("```ts\n{}\n```", example.trim());
+        assert!(
+            readme.contains(&block),
+            "README.md's TypeScript block differs from clients/typescript/examples/{name}"
+        );
+    }
 }
 
 /// What the Rust encoder writes — one value of every message, including a 64-channel meters

@@ -39,11 +39,13 @@
 
 mod announce;
 mod bind;
+mod framelog;
 pub(crate) mod sys;
 mod thread;
 
 pub use announce::{AnnounceError, Announcement, ANNOUNCE_PREFIX};
 pub use bind::BindError;
+pub use framelog::{FrameLogConfig, DEFAULT_BUFFER, DEFAULT_MAX_BYTES, FRAME_LOG_ENV, WRITER_POLL};
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -66,6 +68,7 @@ impl Server {
         ServerBuilder {
             cfg: ServerConfig::default(),
             poll: None,
+            frame_log: None,
         }
     }
 }
@@ -77,6 +80,8 @@ pub struct ServerBuilder {
     cfg: ServerConfig,
     /// The event loop, created early by [`ServerBuilder::audio_waker`] (`rt-wake`).
     poll: Option<(mio::Poll, Arc<mio::Waker>)>,
+    /// The frame log, if any ([`ServerBuilder::frame_log`]).
+    frame_log: Option<FrameLogConfig>,
 }
 
 macro_rules! setters {
@@ -95,7 +100,11 @@ macro_rules! setters {
 impl ServerBuilder {
     /// Starts from an explicit configuration.
     pub fn from_config(cfg: ServerConfig) -> Self {
-        Self { cfg, poll: None }
+        Self {
+            cfg,
+            poll: None,
+            frame_log: None,
+        }
     }
 
     /// The waker of the network thread-to-be, for [`RtConfig::with_waker`](crate::rt::RtConfig)
@@ -212,6 +221,16 @@ impl ServerBuilder {
         self
     }
 
+    /// Frame log: every frame in and out of every connection as JSON lines in a file (see
+    /// [`FrameLogConfig`] and the format in `src/net/framelog.rs`). Default `None` (off; then
+    /// each read and write costs one branch). When on, the network thread copies the bytes into
+    /// a buffer allocated at spawn and a thread `loophole-framelog` writes the file.
+    #[must_use]
+    pub fn frame_log(mut self, v: Option<FrameLogConfig>) -> Self {
+        self.frame_log = v;
+        self
+    }
+
     /// Binds (per the port policy), writes the connection file if configured, and starts the
     /// network thread. Returns the thread's handle and the control thread's endpoint.
     ///
@@ -242,7 +261,17 @@ impl ServerBuilder {
                 (poll, Arc::new(waker))
             }
         };
-        let status = Arc::new(Status::default());
+        let largest_chunk = cfg.rx_buffer.max(cfg.tx_buffer);
+        let frame_log = self
+            .frame_log
+            .as_ref()
+            .map(|c| framelog::FrameLog::start(c, cfg.max_frame, largest_chunk))
+            .transpose()
+            .map_err(io_err)?;
+        let status = Arc::new(Status {
+            frame_log: frame_log.as_ref().map(framelog::FrameLog::tap),
+            ..Status::default()
+        });
         let orphaned = Arc::new(AtomicBool::new(false));
         let (link, endpoint) = control_route(
             cfg.control_capacity,
@@ -274,6 +303,7 @@ impl ServerBuilder {
                 orphaned: handle_orphaned,
                 join: Some(join),
                 connection_file,
+                frame_log,
             },
             endpoint,
         ))
@@ -288,7 +318,10 @@ pub(crate) struct Status {
     pub(crate) refused: AtomicU64,
     pub(crate) answers_discarded: AtomicU64,
     pub(crate) answers_held: AtomicU64,
+    pub(crate) evicted: AtomicU64,
     pub(crate) client_connected: AtomicBool,
+    /// The frame log's handle for the network thread (`None`: off).
+    pub(crate) frame_log: Option<framelog::Tap>,
 }
 
 /// Counters of the network thread since it started. Each is monotonic; two fields may be read
@@ -298,13 +331,17 @@ pub(crate) struct Status {
 pub struct ServerStats {
     /// Connections given a session.
     pub accepted: u64,
-    /// Connections closed at once (half-open bound reached, no free slot, or stopping).
+    /// Connections closed at once (stopping, or every slot holds an OPEN or closing one).
     pub refused: u64,
-    /// Answers that arrived for a session that had ended, and were discarded.
+    /// Answers that arrived for a session that had ended (or had sent its `goodbye`), and were
+    /// discarded.
     pub answers_discarded: u64,
     /// Times an answer found its session's transmit buffer full and waited in the holding cell
     /// (nothing else was taken from the queues meanwhile).
     pub answers_held: u64,
+    /// Connections not yet OPEN closed to make room for a newer one (the oldest first, see
+    /// `ServerConfig::max_half_open`).
+    pub evicted: u64,
 }
 
 /// The embedding engine's handle on the network thread. Dropping it shuts the thread down.
@@ -317,6 +354,7 @@ pub struct ServerHandle {
     orphaned: Arc<AtomicBool>,
     join: Option<JoinHandle<NetEndpoint>>,
     connection_file: Option<PathBuf>,
+    frame_log: Option<framelog::FrameLog>,
 }
 
 impl ServerHandle {
@@ -350,6 +388,7 @@ impl ServerHandle {
             refused: get(&s.refused),
             answers_discarded: get(&s.answers_discarded),
             answers_held: get(&s.answers_held),
+            evicted: get(&s.evicted),
         }
     }
 
@@ -374,6 +413,9 @@ impl ServerHandle {
         self.status.stop.store(true, Ordering::SeqCst);
         let _ = self.waker.wake();
         let net = join.join().ok();
+        if let Some(log) = &mut self.frame_log {
+            log.finish(); // after the join: every frame the thread moved is in the buffer
+        }
         if let Some(path) = &self.connection_file {
             let _ = std::fs::remove_file(path);
         }

@@ -70,7 +70,7 @@ type Sess = Session<Box<[u8]>, Box<[u8]>>;
 
 /// One accepted socket and its session.
 struct Conn {
-    stream: TcpStream,
+    stream: super::framelog::LoggedStream,
     session: Sess,
     key: u64,
     readable: bool,
@@ -81,6 +81,8 @@ struct Conn {
     dead: bool,
     /// `Session::shutdown` was called (server stopping).
     shut: bool,
+    /// When it was accepted: the oldest connection not yet OPEN is evicted first.
+    accepted_at: u64,
 }
 
 /// What the [`Driver`] needs: everything but the connection table.
@@ -89,9 +91,10 @@ struct Hub {
     control: ControlLink,
     controller: Option<u64>,
     last_controller_ns: u64,
-    /// Answers owed by the audio thread, oldest first: (owner, command id). The audio thread
-    /// answers in the order it received, so the front entry owns the next answer.
-    rt_owners: VecDeque<(u64, u32)>,
+    /// Answers owed by the audio thread, oldest first: (owner, command id, an rt ping's
+    /// `t_client_us`). The audio thread answers in the order it received, so the front entry
+    /// owns the next answer; its pong echoes exactly its own ping's time.
+    rt_owners: VecDeque<(u64, u32, Option<u64>)>,
     /// The audio thread's endpoint was dropped (seen by `pump`; final): what it still owed is
     /// answered `audio_unavailable`.
     audio_gone: bool,
@@ -163,7 +166,11 @@ impl Driver for Routes<'_> {
             .try_send(RtCommand { id, op })
             .map_err(|_| RouteFull)?;
         // If the audio side went away after this check, `pump` answers this one too.
-        self.hub.rt_owners.push_back((self.key, id));
+        let t_client_us = match cmd {
+            Command::Ping(p) => p.t_client_us,
+            _ => None,
+        };
+        self.hub.rt_owners.push_back((self.key, id, t_client_us));
         Ok(())
     }
 
@@ -367,7 +374,7 @@ impl Worker {
         let mut rt_owners = VecDeque::with_capacity(net.health().cmd_queue_capacity * 3 + 16);
         // The endpoint may come from a stopped server with commands still in flight (see
         // `ServerHandle::shutdown`): their answers come first and belong to nobody here.
-        rt_owners.extend((0..net.commands_in_flight()).map(|_| (NOBODY, 0)));
+        rt_owners.extend((0..net.commands_in_flight()).map(|_| (NOBODY, 0, None)));
         Ok(Self {
             welcome,
             poll,
@@ -470,9 +477,9 @@ impl Worker {
         self.slots.iter().flatten().count()
     }
 
-    /// Starts stopping when asked: no more accepting or reading. Each session says `goodbye`
-    /// once the answers it is owed have been queued (or half the flush time has passed), so the
-    /// answers precede the goodbye.
+    /// Starts stopping when asked: no more accepting or reading. Every session is told at once;
+    /// it answers the frames it had received `shutting_down` and says `goodbye` once the answers
+    /// it is owed have been queued (or half the flush time has passed), so `goodbye` is last.
     fn check_stop(&mut self, now: u64) {
         if !self.stopping && self.hub.status.stop.load(Ordering::SeqCst) {
             self.stopping = true;
@@ -486,10 +493,9 @@ impl Worker {
         if !self.stopping {
             return;
         }
-        let waited_enough = now >= self.stop_started + ns(self.cfg.flush_timeout) / 2;
         let mut changed = false;
         for c in self.slots.iter_mut().flatten() {
-            if !c.shut && (c.session.in_flight() == 0 || waited_enough) {
+            if !c.shut {
                 c.shut = true;
                 c.session.shutdown(now);
                 changed = true;
@@ -525,7 +531,9 @@ impl Worker {
             if c.session.is_blocked() {
                 earlier(now.saturating_add(poll_iv));
             }
-            let more_to_read = c.readable && !c.session.rx_space().is_empty();
+            // Not while stopping: nothing is read then, and a byte arriving must not make the
+            // loop spin (the flush waits on events and deadlines only).
+            let more_to_read = !self.stopping && c.readable && !c.session.rx_space().is_empty();
             let more_to_write = c.writable && !c.session.tx_pending().is_empty();
             let newly_closed =
                 c.session.state() >= SessionState::Closing && c.closing_since.is_none();
@@ -606,18 +614,42 @@ impl Worker {
         }
     }
 
-    /// Gives an accepted socket a session, or closes it at once when the half-open bound is
-    /// reached or no slot is free.
+    /// The connection to evict for a new one: the oldest still waiting for its preface, else
+    /// the oldest still waiting for `hello` (neither holds anything a client is owed).
+    fn eviction_victim(&self) -> Option<usize> {
+        self.slots
+            .iter()
+            .enumerate()
+            .filter_map(|(i, c)| Some((i, c.as_ref()?)))
+            .filter(|(_, c)| !c.dead && c.session.state() < SessionState::Open)
+            .min_by_key(|(_, c)| (c.session.state(), c.accepted_at))
+            .map(|(i, _)| i)
+    }
+
+    /// Gives an accepted socket a session. When the half-open bound is reached or no slot is
+    /// free, the oldest connection not yet OPEN (preface-waiting first) is closed to make room:
+    /// a newcomer always gets its chance, so idle or trickling sockets cannot lock a client out
+    /// (session.md §2). Only when every slot holds an OPEN or closing connection, or while
+    /// stopping, is the new one closed at once.
     fn admit(&mut self, mut stream: TcpStream) {
+        if self.stopping {
+            bump(&self.hub.status.refused);
+            return; // dropped: closed at once
+        }
         let half_open = self
             .slots
             .iter()
             .flatten()
             .filter(|c| c.session.state() < SessionState::Open)
             .count();
-        if self.stopping || half_open >= self.cfg.max_half_open {
-            bump(&self.hub.status.refused);
-            return; // dropped: closed at once
+        let free = self.slots.iter().position(Option::is_none);
+        if half_open >= self.cfg.max_half_open || free.is_none() {
+            let Some(victim) = self.eviction_victim() else {
+                bump(&self.hub.status.refused);
+                return;
+            };
+            self.remove(victim);
+            bump(&self.hub.status.evicted);
         }
         let Some(slot) = self.slots.iter().position(Option::is_none) else {
             bump(&self.hub.status.refused);
@@ -640,10 +672,11 @@ impl Worker {
             bump(&self.hub.status.refused);
             return;
         };
-        let session = match Session::new(&scfg, rx, tx, now) {
+        let mut session = match Session::new(&scfg, rx, tx, now) {
             Ok(session) => session,
             Err(_) => return, // cannot happen: `validate` checked the sizes at spawn
         };
+        session.set_flush_timeout(ns(self.cfg.flush_timeout));
         let interest = Interest::READABLE | Interest::WRITABLE;
         if self
             .poll
@@ -658,7 +691,11 @@ impl Worker {
         let key = (u64::from(self.next_gen) << 32) | slot as u64;
         self.next_gen = self.next_gen.wrapping_add(1);
         self.slots[slot] = Some(Conn {
-            stream,
+            stream: super::framelog::LoggedStream::new(
+                stream,
+                self.hub.status.frame_log.as_ref(),
+                key,
+            ),
             session,
             key,
             readable: true,
@@ -667,7 +704,12 @@ impl Worker {
             closing_since: None,
             dead: false,
             shut: false,
+            accepted_at: now,
         });
+        // Read it now, before accepting more: a client whose preface and `hello` came with its
+        // connection becomes OPEN (never evicted) even when a burst of others follows it in the
+        // same accept pass. The same read the pass would make later (then `readable` is off).
+        self.service_conn(slot, now);
     }
 
     fn conn_by_key(slots: &mut [Option<Conn>], key: u64) -> Option<&mut Conn> {
@@ -686,8 +728,14 @@ impl Worker {
             bump(&hub.status.answers_discarded);
             return true;
         };
+        let discarded = c.session.answers_discarded();
         match c.session.answer(id, a) {
-            Ok(()) => true,
+            Ok(()) => {
+                if c.session.answers_discarded() > discarded {
+                    bump(&hub.status.answers_discarded); // after its goodbye: never sent
+                }
+                true
+            }
             Err(a) => {
                 bump(&hub.status.answers_held);
                 hub.held = Some((key, id, a));
@@ -763,15 +811,18 @@ impl Worker {
             let Some(reply) = hub.net.pop_reply() else {
                 return !gone || Self::answer_audio_gone(slots, hub);
             };
-            let (Some(id), Some(a)) = (reply.answers(), answer_of(reply)) else {
+            let (Some(id), Some(mut a)) = (reply.answers(), answer_of(reply)) else {
                 if let RtReply::Transport(t) = reply {
                     hub.transport = t;
                 }
                 continue;
             };
-            let Some((k, _)) = hub.rt_owners.pop_front() else {
+            let Some((k, _, t)) = hub.rt_owners.pop_front() else {
                 continue; // an answer nobody is owed: cannot happen with a well-behaved bridge
             };
+            if let Answer::Pong { t_client_us, .. } = &mut a {
+                *t_client_us = t;
+            }
             if !Self::offer(slots, hub, k, id, a) {
                 return false;
             }
@@ -795,7 +846,7 @@ impl Worker {
 
     /// Answers every command the (dropped) audio thread still owed.
     fn answer_audio_gone(slots: &mut [Option<Conn>], hub: &mut Hub) -> bool {
-        while let Some((k, id)) = hub.rt_owners.pop_front() {
+        while let Some((k, id, _)) = hub.rt_owners.pop_front() {
             if !Self::offer(slots, hub, k, id, AUDIO_GONE) {
                 return false;
             }
@@ -1103,6 +1154,42 @@ mod tests {
         drop(clients);
     }
 
+    /// A legitimate client in the backlog ahead of a burst of idle sockets (more than one
+    /// accept pass, more than `max_half_open`): it is read as it is admitted, becomes OPEN and
+    /// is not evicted by the sockets accepted after it in the same pass.
+    #[test]
+    fn a_client_ahead_of_a_burst_in_the_same_accept_pass_is_not_evicted() {
+        use std::io::{Read as _, Write as _};
+        let (mut w, addr, _control, _audio) = worker(ServerConfig::default());
+        let mut legit = std::net::TcpStream::connect(addr).unwrap();
+        legit.write_all(&crate::frame::PREFACE).unwrap();
+        let hello = message::Hello {
+            protocol: message::PROTOCOL_VERSION,
+            client: heapless::String::try_from("test").unwrap(),
+            token: None,
+        };
+        let mut buf = [0u8; 512];
+        let n = message::encode_frame(Some(1), &hello, &mut buf, u32::MAX).unwrap();
+        legit.write_all(&buf[..n]).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        let idle: Vec<_> = (0..ACCEPTS_PER_PASS + 8)
+            .map(|_| std::net::TcpStream::connect(addr).unwrap())
+            .collect();
+        std::thread::sleep(std::time::Duration::from_millis(50)); // all in the backlog
+        w.accept_more = true;
+        w.accept_all();
+        w.service(clock::now_ns());
+        assert!(w.hub.status.evicted.load(Ordering::Relaxed) >= 50);
+        legit
+            .set_read_timeout(Some(std::time::Duration::from_secs(2)))
+            .unwrap();
+        let mut got = [0u8; 64];
+        let n = legit.read(&mut got).unwrap();
+        assert!(n >= 8, "the legitimate client was closed (read {n} bytes)");
+        assert!(w.hub.controller.is_some(), "it holds the session");
+        drop(idle);
+    }
+
     /// Woken while the callback still runs: the replies the audio thread already queued are
     /// taken as soon as they are there, not after the callback ends (nor after `reply_spin`).
     #[test]
@@ -1119,7 +1206,7 @@ mod tests {
                 op: RtOp::Play,
             })
             .unwrap();
-        w.hub.rt_owners.push_back((NOBODY, 5));
+        w.hub.rt_owners.push_back((NOBODY, 5, None));
         audio.begin_callback(clock::now_ns(), 48);
         audio.drain(|_| crate::rt::Outcome::Applied); // answered; the callback goes on
         let t0 = std::time::Instant::now();
@@ -1139,7 +1226,7 @@ mod tests {
                 op: RtOp::Stop,
             })
             .unwrap();
-        w.hub.rt_owners.push_back((NOBODY, 6));
+        w.hub.rt_owners.push_back((NOBODY, 6, None));
         let t0 = std::time::Instant::now();
         w.spin_for_replies();
         assert_eq!(w.hub.net.commands_in_flight(), 1, "nothing to take yet");

@@ -1,0 +1,625 @@
+// EngineClient: one logical connection to the engine, across reconnects (session.md).
+//
+// Threading: everything runs on the Node event loop; no method blocks. Allocation: one pending
+// record and one Buffer per request; the reader allocates per frame (see codec.ts).
+import { EventEmitter } from "node:events";
+import * as net from "node:net";
+import { FrameReader, PREFACE, PRE_WELCOME_MAX_PAYLOAD, ENGINE_MAX_PAYLOAD, encodeCommand, EncodeError, isU32, type Envelope } from "./codec";
+import { EngineError, ProtocolError, type ClientErrorCode } from "./errors";
+import type { CommandBodies, CommandName, ErrorBodies, ReplyBodies, ReplyOf, TelemetryBodies, TelemetryName, TelemetryStream } from "./generated";
+
+/** Connection state. Engine health (telemetry `engine.health`) is kept apart: see {@link EngineClient.health}. */
+export type ClientState = "connecting" | "handshaking" | "ready" | "reconnecting" | "closed" | "failed";
+
+/** Where to connect; a function is asked again before every attempt (a restarted engine has a new port). */
+export type Endpoint = { host?: string; port: number };
+export type EndpointSource = Endpoint | (() => Endpoint | Promise<Endpoint>);
+
+export interface ReconnectOptions {
+  /** First backoff ceiling, ms. Default 50. */
+  initialMs?: number;
+  /** Largest backoff ceiling, ms. Default 5 000. */
+  maxMs?: number;
+  /** Growth per failed attempt. Default 2. */
+  factor?: number;
+  /** Attempts without a session before the client gives up (`failed`). Default Infinity. */
+  maxAttempts?: number;
+}
+
+export interface ClientOptions {
+  /** Session token (ports.md §5). */
+  token?: string;
+  /** `hello.client`, ≤ 64 bytes. Default `"@loophole/ipc/0.1.0"`. */
+  clientName?: string;
+  /** Default per-request timeout, ms. Default 5 000. */
+  requestTimeoutMs?: number;
+  /** Preface + hello → welcome deadline, ms (connect included). Default 5 000. */
+  handshakeTimeoutMs?: number;
+  /** Unanswered commands allowed at once (session.md §5). Default 256. */
+  maxInFlight?: number;
+  /** Over {@link maxInFlight} (or while the socket buffer is full): wait for room, or reject `not_sent`. Default `"wait"`. */
+  onFull?: "wait" | "reject";
+  /** Requests allowed to wait for room; beyond it they reject `not_sent`. Default 65 536. */
+  maxWaiting?: number;
+  /**
+   * Requests made while not ready: 0 (default) rejects them at once with `not_sent`; N > 0 keeps
+   * up to N of them and sends them when the next session is ready (they were never sent, so this
+   * is not a replay). They still time out.
+   */
+  queueWhileDisconnected?: number;
+  /** Reconnect policy, or false to end in `failed` at the first loss. */
+  reconnect?: ReconnectOptions | false;
+  /** Send heartbeats and watch pongs. Default true. */
+  heartbeat?: boolean;
+  /** Random source in [0, 1) for backoff jitter (tests). Default Math.random. */
+  random?: () => number;
+}
+
+export interface RequestOptions {
+  signal?: AbortSignal;
+  /** Overrides the client's default timeout; 0 = none. */
+  timeoutMs?: number;
+}
+
+/** Full-jitter exponential backoff: a uniform delay in [0, min(max, initial·factor^attempt)). */
+export function backoffDelay(attempt: number, opts: ReconnectOptions = {}, random: () => number = Math.random): number {
+  const initial = opts.initialMs ?? 50;
+  const max = opts.maxMs ?? 5_000;
+  const ceiling = Math.min(max, initial * Math.pow(opts.factor ?? 2, attempt));
+  return Math.floor(random() * ceiling);
+}
+
+interface Pending {
+  id: number;
+  name: string;
+  frameBody: Readonly<Record<string, unknown>>;
+  resolve: (body: any) => void;
+  reject: (err: EngineError) => void;
+  timer: NodeJS.Timeout | null;
+  signal: AbortSignal | undefined;
+  onAbort: (() => void) | null;
+  sent: boolean;
+  internal: boolean;
+}
+
+type TelemetryHandler<S extends TelemetryName> = (body: TelemetryBodies[S]) => void;
+
+export interface ClientEvents {
+  state: [state: ClientState, previous: ClientState];
+  welcome: [body: ReplyBodies["welcome"]];
+  /** A session opened on an engine process other than the previous one: push the project state again. */
+  engineRestarted: [instance: string, previous: string];
+  telemetry: [name: string, body: Record<string, unknown>];
+  /** The engine's `error` frames without `ref` (diagnostics), `log` frames, and `goodbye`. */
+  engineError: [body: ErrorBodies["error"]];
+  log: [body: ErrorBodies["log"]];
+  goodbye: [body: ErrorBodies["goodbye"]];
+  /** The connection ended; `reason` says why (an Error for protocol faults). */
+  disconnected: [reason: string];
+}
+
+/**
+ * A client for one engine: connects, handshakes, heartbeats, reconnects, and matches answers.
+ * Every request settles exactly once with a reply body or an {@link EngineError}; no promise it
+ * creates is ever left unhandled. Call {@link start} (or use the supervisor), then {@link request}.
+ */
+export class EngineClient extends EventEmitter<ClientEvents> {
+  private _state: ClientState = "closed";
+  private started = false;
+  private closing = false; // close() called: nothing new is admitted
+  private readonly endpoint: EndpointSource;
+  private readonly opts: Required<Omit<ClientOptions, "token" | "reconnect">> & { token: string | undefined; reconnect: ReconnectOptions | false };
+  private sock: net.Socket | null = null;
+  private reader = new FrameReader();
+  private nextId = 1;
+  private readonly pending = new Map<number, Pending>();
+  private readonly waiting: Pending[] = []; // never sent: room, drain or the next session
+  private writable = true; // false between a write() that returned false and 'drain'
+  private readonly subs = new Map<TelemetryStream, number>();
+  private readonly telemetryHandlers = new Map<string, Set<(body: any) => void>>();
+  private instance: string | null = null;
+  private welcomeBody: ReplyBodies["welcome"] | null = null;
+  private maxPayload = PRE_WELCOME_MAX_PAYLOAD;
+  private hbTimer: NodeJS.Timeout | null = null;
+  private lastWrite = 0;
+  private pingOutstandingSince = 0; // Date.now() of the oldest unanswered heartbeat ping, 0 = none
+  private handshakeTimer: NodeJS.Timeout | null = null;
+  private reconnectTimer: NodeJS.Timeout | null = null;
+  private attempt = 0;
+  private unrefd = false;
+  private lastHealth: TelemetryBodies["engine.health"] | null = null;
+  private lastTransport: TelemetryBodies["transport.state"] | null = null;
+
+  constructor(endpoint: EndpointSource, options: ClientOptions = {}) {
+    super();
+    this.endpoint = endpoint;
+    this.opts = {
+      token: options.token,
+      clientName: options.clientName ?? "@loophole/ipc/0.1.0",
+      requestTimeoutMs: options.requestTimeoutMs ?? 5_000,
+      handshakeTimeoutMs: options.handshakeTimeoutMs ?? 5_000,
+      maxInFlight: options.maxInFlight ?? 256,
+      onFull: options.onFull ?? "wait",
+      maxWaiting: options.maxWaiting ?? 65_536,
+      queueWhileDisconnected: options.queueWhileDisconnected ?? 0,
+      reconnect: options.reconnect ?? {},
+      heartbeat: options.heartbeat ?? true,
+      random: options.random ?? Math.random,
+    };
+  }
+
+  /** The connection state. */
+  get state(): ClientState {
+    return this._state;
+  }
+  /** The current session's `welcome` body, or null when not ready. */
+  get welcome(): ReplyBodies["welcome"] | null {
+    return this._state === "ready" ? this.welcomeBody : null;
+  }
+  /** The latest `engine.health` (snapshot or subscribed), across reconnects; null before any. */
+  get health(): TelemetryBodies["engine.health"] | null {
+    return this.lastHealth;
+  }
+  /** The latest `transport.state`, across reconnects; null before any. */
+  get transport(): TelemetryBodies["transport.state"] | null {
+    return this.lastTransport;
+  }
+  /** Commands written and not yet answered. */
+  get inFlight(): number {
+    return this.pending.size;
+  }
+  /** Requests not yet sent (waiting for room, drain or a session). */
+  get queued(): number {
+    return this.waiting.length;
+  }
+
+  /** Starts connecting. Resolves when the first session is ready; rejects (handled) if the client fails or closes first. */
+  start(): Promise<void> {
+    if (!this.started) {
+      this.started = true;
+      this.connect();
+    }
+    return this.ready();
+  }
+
+  /** Resolves when the state is `ready`; rejects with `not_sent` if it becomes `closed`/`failed` first. */
+  ready(): Promise<void> {
+    if (this._state === "ready") return Promise.resolve();
+    if (this.started && (this._state === "closed" || this._state === "failed")) return Promise.reject(new EngineError("not_sent", `client is ${this._state}`));
+    return new Promise((resolve, reject) => {
+      const on = (s: ClientState) => {
+        if (s === "ready") resolve();
+        else if (s === "closed" || s === "failed") reject(new EngineError("not_sent", `client is ${s}`));
+        else return;
+        this.off("state", on);
+      };
+      this.on("state", on);
+    });
+  }
+
+  /** Lets the process exit while this client is connected (sockets and timers unref'd). */
+  unref(): this {
+    this.unrefd = true;
+    this.sock?.unref();
+    for (const t of [this.hbTimer, this.handshakeTimer, this.reconnectTimer]) t?.unref();
+    return this;
+  }
+
+  /**
+   * Sends command `name` and resolves with its reply's body (typed by name). Rejects with an
+   * {@link EngineError}: the engine's code, or `not_sent`, `outcome_unknown`, `timeout`, `aborted`.
+   * Never re-sent by the client after a reconnect.
+   */
+  request<N extends CommandName>(name: N, body: CommandBodies[N], options: RequestOptions = {}): Promise<ReplyOf<N>> {
+    return new Promise<ReplyOf<N>>((resolve, reject) => {
+      const p: Pending = { id: -1, name, frameBody: body as Record<string, unknown>, resolve, reject, timer: null, signal: options.signal, onAbort: null, sent: false, internal: false };
+      this.admit(p, options.timeoutMs ?? this.opts.requestTimeoutMs);
+    });
+  }
+
+  /** Subscribes `stream` at `rateHz` now and in every later session (subscriptions are per session). */
+  async subscribe(stream: TelemetryStream, rateHz: number, options: RequestOptions = {}): Promise<void> {
+    this.subs.set(stream, rateHz);
+    await this.request("telemetry.subscribe", { stream, rate_hz: rateHz }, options);
+  }
+
+  /** Stops `stream` now and in later sessions. */
+  async unsubscribe(stream: TelemetryStream, options: RequestOptions = {}): Promise<void> {
+    this.subs.delete(stream);
+    await this.request("telemetry.unsubscribe", { stream }, options);
+  }
+
+  /** Calls `fn` with every `name` telemetry frame's body. Returns a function that removes it. */
+  onTelemetry<S extends TelemetryName>(name: S, fn: TelemetryHandler<S>): () => void {
+    let set = this.telemetryHandlers.get(name);
+    if (!set) this.telemetryHandlers.set(name, (set = new Set()));
+    set.add(fn);
+    return () => void set!.delete(fn);
+  }
+
+  /**
+   * Telemetry `name` as an async iterator, latest value wins: a consumer slower than the stream
+   * sees the newest frame when it asks again, never a backlog (memory stays one frame). Ends when
+   * `signal` aborts, on `return()`/`break`, or when the client closes.
+   */
+  telemetry<S extends TelemetryName>(name: S, options: { signal?: AbortSignal } = {}): AsyncIterableIterator<TelemetryBodies[S]> {
+    type B = TelemetryBodies[S];
+    let latest: B | undefined;
+    let has = false;
+    let done = false;
+    let wake: ((r: IteratorResult<B>) => void) | null = null;
+    const finish = () => {
+      if (done) return;
+      done = true;
+      off();
+      this.off("state", onState);
+      options.signal?.removeEventListener("abort", finish);
+      if (wake) {
+        const w = wake;
+        wake = null;
+        w({ value: undefined, done: true });
+      }
+    };
+    const off = this.onTelemetry(name, (b) => {
+      if (wake) {
+        const w = wake;
+        wake = null;
+        w({ value: b, done: false });
+      } else {
+        latest = b;
+        has = true;
+      }
+    });
+    const onState = (s: ClientState) => {
+      if (s === "closed" || s === "failed") finish();
+    };
+    this.on("state", onState);
+    if (options.signal?.aborted) finish();
+    else options.signal?.addEventListener("abort", finish, { once: true });
+    const it: AsyncIterableIterator<B> = {
+      next: () => {
+        if (has) {
+          has = false;
+          const v = latest as B;
+          latest = undefined;
+          return Promise.resolve({ value: v, done: false });
+        }
+        if (done) return Promise.resolve({ value: undefined, done: true });
+        return new Promise((r) => (wake = r));
+      },
+      return: () => {
+        finish();
+        return Promise.resolve({ value: undefined, done: true });
+      },
+      [Symbol.asyncIterator]() {
+        return it;
+      },
+    };
+    return it;
+  }
+
+  /**
+   * Ends the client: sends `goodbye` when a session is open (waiting at most `timeoutMs` for its
+   * ack, so commands already sent get their answers), then closes. Waiting requests reject
+   * `not_sent`, answers still missing reject `outcome_unknown`. Never rejects.
+   */
+  async close(timeoutMs = 1_000): Promise<void> {
+    if (this._state === "closed" || this._state === "failed") {
+      this.started = true;
+      this.setState("closed");
+      return;
+    }
+    this.closing = true;
+    this.clearReconnect();
+    this.failWaiting("not_sent", "client closed");
+    if (this._state === "ready" && this.sock) {
+      this.closing = true; // no new requests from here on
+      await this.internalRequest("goodbye", {}, timeoutMs);
+    }
+    this.teardown("client closed", "outcome_unknown");
+    this.started = true;
+    this.setState("closed");
+  }
+
+  // ---- requests ----------------------------------------------------------------------------
+
+  private admit(p: Pending, timeoutMs: number): void {
+    if (p.signal?.aborted) return p.reject(new EngineError("aborted", "aborted before sending", { command: p.name }));
+    if (this.closing || (this.started && (this._state === "closed" || this._state === "failed"))) return p.reject(new EngineError("not_sent", `client is ${this.closing ? "closing" : this._state}`, { command: p.name }));
+    if (timeoutMs > 0) {
+      p.timer = setTimeout(() => this.settleErr(p, p.sent ? "timeout" : "not_sent", p.sent ? `no answer in ${timeoutMs} ms` : `not sent within ${timeoutMs} ms`, true), timeoutMs);
+      if (this.unrefd) p.timer.unref();
+    }
+    if (p.signal) {
+      p.onAbort = () => this.settleErr(p, "aborted", p.sent ? "aborted after sending: outcome unknown" : "aborted before sending", true);
+      p.signal.addEventListener("abort", p.onAbort, { once: true });
+    }
+    if (this._state !== "ready") {
+      // Not ready (or not started yet): at once not_sent, unless the caller opted into a queue.
+      if (this.waiting.length < this.opts.queueWhileDisconnected) return void this.waiting.push(p);
+      return this.settleErr(p, "not_sent", `not connected (${this._state})`, false);
+    }
+    if (this.waiting.length > 0 || !this.hasRoom()) {
+      if (this.opts.onFull === "reject") return this.settleErr(p, "not_sent", this.writable ? `${this.pending.size} commands in flight (max ${this.opts.maxInFlight})` : "socket buffer full", false);
+      if (this.waiting.length >= this.opts.maxWaiting) return this.settleErr(p, "not_sent", `${this.waiting.length} requests already waiting`, false);
+      return void this.waiting.push(p);
+    }
+    this.send(p);
+  }
+
+  private hasRoom(): boolean {
+    return this.writable && this.pending.size < this.opts.maxInFlight;
+  }
+
+  private allocId(): number {
+    for (;;) {
+      const id = this.nextId;
+      this.nextId = (this.nextId + 1) >>> 0; // u32, wraps at 2^32
+      if (!this.pending.has(id)) return id;
+    }
+  }
+
+  private send(p: Pending): void {
+    const sock = this.sock!;
+    p.id = this.allocId();
+    let frame: Buffer;
+    try {
+      frame = encodeCommand(p.name, p.id, p.frameBody, this.maxPayload);
+    } catch (e) {
+      return this.settleErr(p, "not_sent", e instanceof EncodeError ? e.message : String(e), false);
+    }
+    p.sent = true;
+    this.pending.set(p.id, p);
+    this.lastWrite = Date.now();
+    if (!sock.write(frame)) this.writable = false;
+  }
+
+  private pump(): void {
+    while (this.waiting.length > 0 && this._state === "ready" && this.hasRoom()) this.send(this.waiting.shift()!);
+  }
+
+  private cleanup(p: Pending): void {
+    if (p.timer) clearTimeout(p.timer);
+    p.timer = null;
+    if (p.signal && p.onAbort) p.signal.removeEventListener("abort", p.onAbort);
+    p.onAbort = null;
+  }
+
+  /** Rejects p once; removes it from wherever it is. */
+  private settleErr(p: Pending, code: ClientErrorCode, message: string, removeFromQueues: boolean): void {
+    this.cleanup(p);
+    if (removeFromQueues) {
+      if (p.sent) {
+        if (this.pending.get(p.id) !== p) return; // already settled
+        this.pending.delete(p.id);
+      } else {
+        const i = this.waiting.indexOf(p);
+        if (i < 0) return;
+        this.waiting.splice(i, 1);
+      }
+    }
+    p.reject(new EngineError(code, message, { command: p.name }));
+    if (removeFromQueues) this.pump();
+  }
+
+  private internalRequest<N extends CommandName>(name: N, body: CommandBodies[N], timeoutMs: number): Promise<ReplyOf<N> | EngineError> {
+    return new Promise<ReplyOf<N> | EngineError>((resolve) => {
+      const p: Pending = { id: -1, name, frameBody: body as Record<string, unknown>, resolve, reject: resolve, timer: null, signal: undefined, onAbort: null, sent: false, internal: true };
+      if (timeoutMs > 0) {
+        p.timer = setTimeout(() => this.settleErr(p, "timeout", `no answer in ${timeoutMs} ms`, true), timeoutMs);
+        if (this.unrefd) p.timer.unref();
+      }
+      this.send(p); // bypasses the in-flight bound: heartbeats and re-subscriptions must go out
+    });
+  }
+
+  private failWaiting(code: ClientErrorCode, message: string): void {
+    for (const p of this.waiting.splice(0)) {
+      this.cleanup(p);
+      p.reject(new EngineError(code, message, { command: p.name }));
+    }
+  }
+
+  // ---- connection --------------------------------------------------------------------------
+
+  private setState(s: ClientState): void {
+    const prev = this._state;
+    if (prev === s) return;
+    this._state = s;
+    this.emit("state", s, prev);
+  }
+
+  private connect(): void {
+    this.setState(this.instance === null && this.attempt === 0 ? "connecting" : "reconnecting");
+    const attemptStarted = this.attempt;
+    Promise.resolve()
+      .then(() => (typeof this.endpoint === "function" ? this.endpoint() : this.endpoint))
+      .then(
+        (ep) => {
+          if (this._state !== "connecting" && this._state !== "reconnecting") return; // closed meanwhile
+          if (this.attempt !== attemptStarted) return;
+          this.openSocket(ep);
+        },
+        (err) => this.lost(`no endpoint: ${(err as Error)?.message ?? err}`, true),
+      );
+  }
+
+  private openSocket(ep: Endpoint): void {
+    this.reader = new FrameReader({ maxFrame: ENGINE_MAX_PAYLOAD });
+    this.maxPayload = PRE_WELCOME_MAX_PAYLOAD;
+    this.writable = true;
+    const sock = net.createConnection({ host: ep.host ?? "127.0.0.1", port: ep.port, noDelay: true });
+    this.sock = sock;
+    if (this.unrefd) sock.unref();
+    this.handshakeTimer = setTimeout(() => {
+      if (this.sock === sock) this.drop(sock, `no welcome within ${this.opts.handshakeTimeoutMs} ms`);
+    }, this.opts.handshakeTimeoutMs);
+    if (this.unrefd) this.handshakeTimer.unref();
+    sock.on("connect", () => {
+      if (this.sock !== sock) return;
+      sock.setNoDelay(true); // small frames: do not let Nagle hold them back
+      this.setState("handshaking");
+      sock.write(PREFACE);
+      const hello: CommandBodies["hello"] = { protocol: 1, client: this.opts.clientName };
+      if (this.opts.token !== undefined) hello.token = this.opts.token;
+      void this.internalRequest("hello", hello, 0).then((r) => this.onHello(sock, r));
+    });
+    sock.on("data", (chunk: Buffer) => {
+      if (this.sock !== sock) return;
+      let envs: Envelope[];
+      try {
+        envs = this.reader.push(chunk);
+      } catch (e) {
+        return this.drop(sock, e instanceof ProtocolError ? e.message : String(e));
+      }
+      this.pingOutstandingSince = 0; // any byte from the engine proves it alive
+      for (const env of envs) {
+        if (this.sock !== sock) return;
+        this.dispatch(env);
+      }
+    });
+    sock.on("drain", () => {
+      if (this.sock !== sock) return;
+      this.writable = true;
+      this.pump();
+    });
+    sock.on("error", () => {}); // 'close' follows with the outcome
+    sock.on("close", () => {
+      if (this.sock === sock) this.lost("connection closed", false);
+    });
+  }
+
+  private onHello(sock: net.Socket, r: ReplyBodies["welcome"] | EngineError): void {
+    if (this.sock !== sock) return;
+    if (r instanceof EngineError) {
+      // protocol_version and bad_token will not heal by retrying; session_busy may.
+      if (r.fromEngine && (r.code === "protocol_version" || r.code === "bad_token")) {
+        this.teardown(r.message, "outcome_unknown");
+        this.failWaiting("not_sent", r.message);
+        this.setState("failed");
+        return;
+      }
+      return this.drop(sock, `hello refused: ${r.message}`);
+    }
+    if (this.handshakeTimer) clearTimeout(this.handshakeTimer);
+    this.handshakeTimer = null;
+    this.attempt = 0;
+    this.welcomeBody = r;
+    this.maxPayload = isU32(r.max_frame) ? r.max_frame : ENGINE_MAX_PAYLOAD;
+    const previous = this.instance;
+    this.instance = r.instance;
+    for (const [stream, rate] of this.subs) void this.internalRequest("telemetry.subscribe", { stream, rate_hz: rate }, this.opts.requestTimeoutMs);
+    this.startHeartbeat(r.heartbeat_ms, r.timeout_ms);
+    this.setState("ready");
+    this.emit("welcome", r);
+    if (previous !== null && previous !== r.instance) this.emit("engineRestarted", r.instance, previous);
+    this.pump();
+  }
+
+  private startHeartbeat(heartbeatMs: number, timeoutMs: number): void {
+    if (!this.opts.heartbeat || !(heartbeatMs > 0)) return;
+    this.pingOutstandingSince = 0;
+    this.lastWrite = Date.now();
+    const tick = Math.max(1, Math.floor(heartbeatMs / 2));
+    let nonce = 0;
+    this.hbTimer = setInterval(() => {
+      const sock = this.sock;
+      if (!sock || this._state !== "ready") return;
+      const now = Date.now();
+      if (this.pingOutstandingSince !== 0 && now - this.pingOutstandingSince > timeoutMs) {
+        return this.drop(sock, `engine silent: no answer to a ping for more than ${timeoutMs} ms`);
+      }
+      if (now - this.lastWrite >= heartbeatMs - tick) {
+        if (this.pingOutstandingSince === 0) this.pingOutstandingSince = now;
+        nonce = (nonce + 1) >>> 0;
+        void this.internalRequest("ping", { nonce }, 0);
+      }
+    }, tick);
+    if (this.unrefd) this.hbTimer.unref();
+  }
+
+  private dispatch(env: Envelope): void {
+    if ((env.type === "reply" || env.type === "error") && env.ref !== undefined) {
+      const p = this.pending.get(env.ref);
+      if (p) {
+        this.pending.delete(env.ref);
+        this.cleanup(p);
+        if (env.type === "reply") p.resolve(env.body);
+        else {
+          const b = env.body as ErrorBodies["error"];
+          p.reject(new EngineError(typeof b.code === "string" ? b.code : "internal", String(b.message ?? ""), { fromEngine: true, command: p.name }));
+        }
+        this.pump();
+        return;
+      }
+      // An answer nobody waits for any more (timed out or aborted): ignored.
+      if (env.type === "reply") return;
+    }
+    if (env.type === "telemetry") {
+      if (env.name === "engine.health") this.lastHealth = env.body as TelemetryBodies["engine.health"];
+      else if (env.name === "transport.state") this.lastTransport = env.body as TelemetryBodies["transport.state"];
+      const set = this.telemetryHandlers.get(env.name);
+      if (set) for (const fn of set) fn(env.body);
+      this.emit("telemetry", env.name, env.body);
+    } else if (env.type === "error") {
+      if (env.name === "goodbye") this.emit("goodbye", env.body as ErrorBodies["goodbye"]);
+      else if (env.name === "log") this.emit("log", env.body as ErrorBodies["log"]);
+      else this.emit("engineError", env.body as ErrorBodies["error"]);
+    } // anything else: ignored, for forward compatibility
+  }
+
+  /** Closes one socket on purpose (a protocol fault, a silent engine); reconnects as policy says. */
+  private drop(sock: net.Socket, reason: string): void {
+    if (this.sock !== sock) return;
+    this.lost(reason, false);
+  }
+
+  /** Ends the current socket; settles what it owed. */
+  private teardown(reason: string, sentCode: ClientErrorCode): void {
+    if (this.hbTimer) clearInterval(this.hbTimer);
+    if (this.handshakeTimer) clearTimeout(this.handshakeTimer);
+    this.hbTimer = this.handshakeTimer = null;
+    const sock = this.sock;
+    this.sock = null;
+    sock?.destroy();
+    const owed = [...this.pending.values()];
+    this.pending.clear();
+    for (const p of owed) {
+      this.cleanup(p);
+      p.reject(new EngineError(sentCode, `${reason} before the answer`, { command: p.name }));
+    }
+    // Requests waiting for room (not the opt-in disconnected queue) were meant for this session.
+    const keep = this.opts.queueWhileDisconnected;
+    if (this.waiting.length > keep) {
+      for (const p of this.waiting.splice(keep)) {
+        this.cleanup(p);
+        p.reject(new EngineError("not_sent", reason, { command: p.name }));
+      }
+    }
+    if (sock) this.emit("disconnected", reason);
+  }
+
+  private lost(reason: string, _noSocket: boolean): void {
+    if (this.closing || this._state === "closed" || this._state === "failed") return;
+    this.teardown(reason, "outcome_unknown");
+    const rc = this.opts.reconnect;
+    if (rc === false || this.attempt >= (rc.maxAttempts ?? Infinity)) {
+      this.failWaiting("not_sent", reason);
+      this.setState("failed");
+      return;
+    }
+    this.setState("reconnecting");
+    const delay = backoffDelay(this.attempt, rc, this.opts.random);
+    this.attempt++;
+    this.reconnectTimer = setTimeout(() => {
+      this.reconnectTimer = null;
+      this.connect();
+    }, delay);
+    if (this.unrefd) this.reconnectTimer.unref();
+  }
+
+  private clearReconnect(): void {
+    if (this.reconnectTimer) clearTimeout(this.reconnectTimer);
+    this.reconnectTimer = null;
+  }
+}

@@ -1,0 +1,58 @@
+// The documentation's examples are files in examples/ (compiled with the tests, so a type error
+// fails the build) and are run here; the READMEs must quote them verbatim.
+import "./helpers";
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { readFileSync } from "node:fs";
+import { join, resolve } from "node:path";
+import { EngineSupervisor } from "../src/index";
+import { repoRoot, signalBinary } from "./helpers";
+import { main } from "../examples/spawn-and-control";
+import { connect } from "../examples/connect-only";
+
+const pkgDir = resolve(__dirname, "..", "..");
+const example = (f: string) => readFileSync(join(pkgDir, "examples", f), "utf8").trim();
+const blocks = (md: string) => [...md.matchAll(/```ts\n([\s\S]*?)```/g)].map((m) => m[1]!.trim());
+const bin = signalBinary();
+const skip = bin === null ? "signal not built" : false;
+
+test("the package README and the spec README quote the examples verbatim", () => {
+  const pkgReadme = readFileSync(join(pkgDir, "README.md"), "utf8");
+  const spec = readFileSync(join(repoRoot(), "docs", "specs", "ipc", "README.md"), "utf8");
+  for (const f of ["spawn-and-control.ts", "connect-only.ts"]) {
+    assert.ok(blocks(pkgReadme).includes(example(f)), `clients/typescript/README.md quotes examples/${f}`);
+    assert.ok(blocks(spec).includes(example(f)), `docs/specs/ipc/README.md quotes examples/${f}`);
+  }
+  assert.ok(example("spawn-and-control.ts").split("\n").length <= 18, "the spawn example stays short");
+});
+
+test("examples/spawn-and-control.ts runs against the real engine", { skip }, async () => {
+  const log: string[] = [];
+  const orig = console.log;
+  console.log = (...a: unknown[]) => void log.push(a.join(" "));
+  try {
+    await main(bin!);
+  } finally {
+    console.log = orig;
+  }
+  assert.ok(log.some((l) => /^applied at sample \d+$/.test(l)), log.join("\n"));
+  assert.ok(log.includes("unknown_node"));
+});
+
+test("examples/connect-only.ts runs against the real engine", { skip }, async () => {
+  const sup = new EngineSupervisor({ spawn: { binary: bin!, token: "" } });
+  await sup.start();
+  const port = sup.current!.port;
+  await sup.client.close(); // free the session for the example
+  const log: string[] = [];
+  const orig = console.log;
+  console.log = (...a: unknown[]) => void log.push(a.join(" "));
+  try {
+    await connect(port);
+  } finally {
+    console.log = orig;
+    await sup.stop();
+  }
+  assert.ok(log.includes("connection ready"));
+  assert.ok(log.some((l) => /^stopped \d+$/.test(l)), log.join("\n"));
+});

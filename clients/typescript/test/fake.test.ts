@@ -1,0 +1,337 @@
+// Failure paths against a scripted fake engine on loopback.
+import "./helpers";
+import { test, mock } from "node:test";
+import assert from "node:assert/strict";
+import * as net from "node:net";
+import { EngineClient, EngineError, FrameReader, PREFACE, encodeFrame, backoffDelay, type Envelope } from "../src/index";
+import { sleep } from "./helpers";
+
+const welcome = (ref: number, instance: string, extra: Record<string, unknown> = {}) =>
+  encodeFrame(JSON.stringify({ type: "reply", name: "welcome", ref, body: { protocol: 1, engine: "fake/0", instance, sample_rate: 48000, block_size: 128, max_frame: 65536, heartbeat_ms: 1000, timeout_ms: 5000, ...extra } }));
+const reply = (ref: number, name = "ack", body: Record<string, unknown> = {}) => encodeFrame(JSON.stringify({ type: "reply", name, ref, body }));
+const error = (ref: number, code: string) => encodeFrame(JSON.stringify({ type: "error", name: "error", ref, body: { code, message: code } }));
+
+interface Conn {
+  sock: net.Socket;
+  cmds: Envelope[];
+  onCmd: (fn: (e: Envelope, c: Conn) => void) => void;
+}
+/** A fake engine: `script(conn)` runs for each connection after the client's preface; commands are parsed. */
+async function fakeEngine(script: (c: Conn) => void, port = 0) {
+  const conns: Conn[] = [];
+  const server = net.createServer((sock) => {
+    const r = new FrameReader(); // the client's stream starts with its preface too
+    let handler: (e: Envelope, c: Conn) => void = () => {};
+    const c: Conn = { sock, cmds: [], onCmd: (fn) => (handler = fn) };
+    conns.push(c);
+    sock.on("error", () => {});
+    sock.on("data", (d) => {
+      for (const e of r.push(d)) {
+        c.cmds.push(e);
+        handler(e, c);
+      }
+    });
+    script(c);
+  });
+  await new Promise<void>((r) => server.listen(port, "127.0.0.1", r));
+  const addr = server.address() as net.AddressInfo;
+  return { port: addr.port, conns, close: () => new Promise<void>((r) => { for (const c of conns) c.sock.destroy(); server.close(() => r()); }) };
+}
+
+/** A well-behaved engine: welcomes, acks everything (pong for ping). */
+const normal = (instance: string) => (c: Conn) =>
+  c.onCmd((e, c) => {
+    if (e.name === "hello") c.sock.write(Buffer.concat([PREFACE, welcome(e.id!, instance)]));
+    else if (e.name === "ping") c.sock.write(reply(e.id!, "pong", { nonce: e.body.nonce, t_engine_us: 1 }));
+    else c.sock.write(reply(e.id!));
+  });
+
+function reasons(client: EngineClient) {
+  const out: string[] = [];
+  client.on("disconnected", (r) => out.push(r));
+  return out;
+}
+
+for (const [name, bytes, want] of [
+  ["garbage preface", Buffer.from("HTTP/1.1 400 Bad Request\r\n\r\n"), /bad_preface/],
+  ["oversized length", Buffer.concat([PREFACE, Buffer.from([0x00, 0x01, 0x00, 0x01, 0x01, 0, 0, 0])]), /frame_too_large/],
+  ["bad header flags", Buffer.concat([PREFACE, Buffer.from([0, 0, 0, 2, 0x01, 0x01, 0, 0]), Buffer.from("{}")]), /bad_header/],
+  ["invalid UTF-8 payload", Buffer.concat([PREFACE, Buffer.from([0, 0, 0, 3, 0x01, 0, 0, 0, 0x22, 0xff, 0x22])]), /invalid_utf8/],
+] as const) {
+  test(`${name}: the client drops the connection with a typed reason and the hello settles`, async () => {
+    const fake = await fakeEngine((c) => c.onCmd(() => c.sock.write(bytes)));
+    const client = new EngineClient({ port: fake.port }, { reconnect: false });
+    const why = reasons(client);
+    await assert.rejects(client.start(), (e: unknown) => e instanceof EngineError && e.code === "not_sent");
+    assert.equal(client.state, "failed");
+    assert.match(why.join(" "), want);
+    await fake.close();
+  });
+}
+
+test("half-written frame then close: the pending request settles outcome_unknown", async () => {
+  const fake = await fakeEngine((c) =>
+    c.onCmd((e, c) => {
+      if (e.name === "hello") c.sock.write(Buffer.concat([PREFACE, welcome(e.id!, "aaaaaaaaaaaaaaaa")]));
+      else {
+        const f = reply(e.id!);
+        c.sock.end(f.subarray(0, f.length - 3)); // most of the answer, then EOF
+      }
+    }),
+  );
+  const client = new EngineClient({ port: fake.port }, { reconnect: false });
+  await client.start();
+  await assert.rejects(client.request("transport.play", {}), (e: unknown) => e instanceof EngineError && e.code === "outcome_unknown");
+  await client.close();
+  await fake.close();
+});
+
+test("an engine that never answers: timeout, abort; requests while not ready: not_sent; close settles the rest", async () => {
+  const fake = await fakeEngine((c) =>
+    c.onCmd((e, c) => {
+      if (e.name === "hello") c.sock.write(Buffer.concat([PREFACE, welcome(e.id!, "bbbbbbbbbbbbbbbb")]));
+    }),
+  );
+  const client = new EngineClient({ port: fake.port }, { reconnect: false, heartbeat: false });
+  await assert.rejects(client.request("transport.play", {}), (e: unknown) => e instanceof EngineError && e.code === "not_sent");
+  await client.start();
+  await assert.rejects(client.request("transport.play", {}, { timeoutMs: 50 }), (e: unknown) => e instanceof EngineError && e.code === "timeout");
+  const ac = new AbortController();
+  const p = client.request("transport.stop", {}, { signal: ac.signal });
+  ac.abort();
+  await assert.rejects(p, (e: unknown) => e instanceof EngineError && e.code === "aborted");
+  const pre = new AbortController();
+  pre.abort();
+  await assert.rejects(client.request("transport.stop", {}, { signal: pre.signal }), (e: unknown) => e instanceof EngineError && e.code === "aborted");
+  const owed = client.request("transport.seek", { sample: 1 }, { timeoutMs: 0 });
+  await sleep(10);
+  assert.equal(client.inFlight, 1);
+  await client.close(50);
+  await assert.rejects(owed, (e: unknown) => e instanceof EngineError && e.code === "outcome_unknown");
+  await assert.rejects(client.request("transport.play", {}), (e: unknown) => e instanceof EngineError && e.code === "not_sent");
+  assert.equal(client.inFlight, 0);
+  await fake.close();
+});
+
+test("engine errors reject with the engine's code, unknown codes included", async () => {
+  const fake = await fakeEngine((c) =>
+    c.onCmd((e, c) => {
+      if (e.name === "hello") c.sock.write(Buffer.concat([PREFACE, welcome(e.id!, "cccccccccccccccc")]));
+      else c.sock.write(error(e.id!, e.name === "transport.play" ? "unknown_node" : "code_from_the_future"));
+    }),
+  );
+  const client = new EngineClient({ port: fake.port }, { reconnect: false });
+  await client.start();
+  await assert.rejects(client.request("transport.play", {}), (e: unknown) => e instanceof EngineError && e.code === "unknown_node" && e.fromEngine);
+  await assert.rejects(client.request("transport.stop", {}), (e: unknown) => e instanceof EngineError && e.code === "code_from_the_future");
+  await client.close();
+  await fake.close();
+});
+
+test("engine restart with a new instance: engineRestarted, re-subscribe, no replay of the lost command", async () => {
+  let instance = "1111111111111111";
+  const fake = await fakeEngine((c) =>
+    c.onCmd((e, c) => {
+      if (e.name === "hello") c.sock.write(Buffer.concat([PREFACE, welcome(e.id!, instance)]));
+      else if (e.name === "transport.play") c.sock.destroy(); // dies with this command unanswered
+      else c.sock.write(reply(e.id!));
+    }),
+  );
+  const client = new EngineClient({ port: fake.port }, { reconnect: { initialMs: 5, maxMs: 20 } });
+  await client.start();
+  await client.subscribe("meters", 30);
+  const restarted = new Promise<[string, string]>((r) => client.once("engineRestarted", (a, b) => r([a, b])));
+  instance = "2222222222222222";
+  await assert.rejects(client.request("transport.play", {}), (e: unknown) => e instanceof EngineError && e.code === "outcome_unknown");
+  assert.deepEqual(await restarted, ["2222222222222222", "1111111111111111"]);
+  await client.ready();
+  await sleep(20);
+  const second = fake.conns[1]!;
+  assert.deepEqual(second.cmds.map((e) => e.name), ["hello", "telemetry.subscribe"], "re-subscribed, play not replayed");
+  assert.deepEqual(second.cmds[1]!.body, { stream: "meters", rate_hz: 30 });
+  // Same instance again: a reconnect, not a restart.
+  let again = 0;
+  client.on("engineRestarted", () => again++);
+  second.sock.destroy();
+  await sleep(5);
+  await client.ready();
+  assert.equal(again, 0);
+  await client.close();
+  await fake.close();
+});
+
+test("ids are u32 and wrap at 2^32", async () => {
+  const fake = await fakeEngine(normal("dddddddddddddddd"));
+  const client = new EngineClient({ port: fake.port }, { reconnect: false, heartbeat: false });
+  await client.start();
+  (client as any).nextId = 2 ** 32 - 2;
+  for (let i = 0; i < 3; i++) await client.request("transport.play", {});
+  assert.deepEqual(fake.conns[0]!.cmds.slice(-3).map((e) => e.id), [4294967294, 4294967295, 0]);
+  await client.close();
+  await fake.close();
+});
+
+test("slow reader: in-flight stays bounded, write() backpressure is respected, everything settles", async () => {
+  let paused: Conn | null = null;
+  const fake = await fakeEngine((c) =>
+    c.onCmd((e, c) => {
+      if (e.name === "hello") {
+        c.sock.write(Buffer.concat([PREFACE, welcome(e.id!, "eeeeeeeeeeeeeeee")]));
+        if (paused) return; // only the first connection reads slowly
+        paused = c;
+        setImmediate(() => c.sock.pause()); // stop reading: TCP fills up
+      } else c.sock.write(reply(e.id!));
+    }),
+  );
+  const client = new EngineClient({ port: fake.port }, { reconnect: false, heartbeat: false, maxInFlight: 64, requestTimeoutMs: 0 });
+  await client.start();
+  await sleep(10);
+  const big = "x".repeat(3000);
+  const all = Array.from({ length: 2000 }, () => client.request("graph.add_node", { node: 1, kind: big }));
+  let settled = 0;
+  for (const p of all) p.then(() => settled++, () => settled++);
+  await sleep(100);
+  assert.ok(client.inFlight <= 64, `in flight ${client.inFlight}`);
+  assert.ok(client.queued > 1900, `the rest waits in the client, unsent: ${client.queued}`);
+  const sock = (client as any).sock as net.Socket;
+  assert.ok(sock.writableLength < 64 * 3100, `socket buffer bounded by the in-flight cap: ${sock.writableLength}`);
+  assert.equal(settled, 0);
+  paused!.sock.resume();
+  await Promise.all(all);
+  assert.equal(settled, 2000);
+  // onFull "reject": over the bound a request fails at once instead of waiting.
+  const strict = new EngineClient({ port: fake.port }, { reconnect: false, heartbeat: false, maxInFlight: 1, onFull: "reject" });
+  await client.close();
+  await strict.start();
+  const first = strict.request("transport.play", {});
+  await assert.rejects(strict.request("transport.play", {}), (e: unknown) => e instanceof EngineError && e.code === "not_sent");
+  await first;
+  await strict.close();
+  await fake.close();
+});
+
+test("opt-in queue while disconnected: bounded, sent once the session is ready", async () => {
+  const fake = await fakeEngine(normal("ffffffffffffffff"));
+  const client = new EngineClient({ port: fake.port }, { reconnect: false, queueWhileDisconnected: 2 });
+  const a = client.request("transport.play", {});
+  const b = client.request("transport.stop", {});
+  await assert.rejects(client.request("transport.play", {}), (e: unknown) => e instanceof EngineError && e.code === "not_sent");
+  await client.start();
+  await Promise.all([a, b]);
+  await client.close();
+  await fake.close();
+});
+
+test("backoff: full jitter within the exponential ceiling, capped", () => {
+  assert.equal(backoffDelay(0, { initialMs: 100 }, () => 0.999), 99);
+  assert.equal(backoffDelay(3, { initialMs: 100 }, () => 0.5), 400);
+  assert.equal(backoffDelay(20, { initialMs: 100, maxMs: 5000 }, () => 0.5), 2500);
+  assert.equal(backoffDelay(5, {}, () => 0), 0);
+});
+
+test("reconnect timing follows the backoff (mock timers)", async () => {
+  mock.timers.enable({ apis: ["setTimeout"] });
+  try {
+    let calls = 0;
+    const client = new EngineClient(
+      () => {
+        calls++;
+        throw new Error("no engine yet");
+      },
+      { reconnect: { initialMs: 100, maxMs: 1000 }, random: () => 0.5 },
+    );
+    const ready = client.start().catch((e: EngineError) => e.code);
+    const flush = async () => {
+      for (let i = 0; i < 5; i++) await Promise.resolve();
+    };
+    await flush();
+    assert.equal(calls, 1);
+    // Delays: 50, 100, 200, 400, 500 (capped: 0.5 × 1000).
+    for (const d of [50, 100, 200, 400, 500, 500]) {
+      mock.timers.tick(d - 1);
+      await flush();
+      const callsBefore: number = calls;
+      mock.timers.tick(1);
+      await flush();
+      assert.equal(calls, callsBefore + 1, `attempt after ${d} ms`);
+    }
+    await client.close();
+    assert.equal(await ready, "not_sent");
+  } finally {
+    mock.timers.reset();
+  }
+});
+
+test("heartbeat: pings when idle, declares the engine gone when a pong is timeout_ms late (mock timers)", async () => {
+  let answerPings = true;
+  const fake = await fakeEngine((c) =>
+    c.onCmd((e, c) => {
+      if (e.name === "hello") c.sock.write(Buffer.concat([PREFACE, welcome(e.id!, "9999999999999999", { heartbeat_ms: 1000, timeout_ms: 3000 })]));
+      else if (e.name === "ping" && answerPings) c.sock.write(reply(e.id!, "pong", { nonce: e.body.nonce, t_engine_us: 1 }));
+    }),
+  );
+  mock.timers.enable({ apis: ["setInterval", "Date"] });
+  try {
+    const client = new EngineClient({ port: fake.port }, { reconnect: false });
+    const why = reasons(client);
+    await client.start();
+    const pings = () => fake.conns[0]!.cmds.filter((e) => e.name === "ping").length;
+    mock.timers.tick(400);
+    await sleep(20);
+    assert.equal(pings(), 0, "no ping before heartbeat_ms/2 of idleness");
+    for (let i = 0; i < 6; i++) {
+      mock.timers.tick(500);
+      await sleep(20);
+    }
+    const n = pings();
+    assert.ok(n >= 3 && n <= 7, `about one ping per heartbeat_ms: ${n}`);
+    assert.equal(client.state, "ready", "answered pings keep the session");
+    answerPings = false;
+    for (let i = 0; i < 6; i++) {
+      mock.timers.tick(500);
+      await sleep(20);
+    }
+    assert.equal(client.state, "ready", "not yet: the oldest unanswered ping is < timeout_ms old");
+    for (let i = 0; i < 4; i++) {
+      mock.timers.tick(500);
+      await sleep(20);
+    }
+    assert.equal(client.state, "failed");
+    assert.match(why.join(" "), /engine silent/);
+  } finally {
+    mock.timers.reset();
+    await fake.close();
+  }
+});
+
+test("unref(): a connected client does not keep the process alive", async () => {
+  const { spawn } = await import("node:child_process");
+  const fake = await fakeEngine(normal("abababababababab"));
+  const run = (code: string, ms: number) =>
+    new Promise<{ out: string; code: number | null; killed: boolean }>((resolve) => {
+      // Async spawn: the fake engine lives in this process and must keep answering.
+      const ch = spawn(process.execPath, ["-e", code], { stdio: ["ignore", "pipe", "inherit"] });
+      let out = "";
+      let killed = false;
+      ch.stdout.setEncoding("utf8").on("data", (d: string) => (out += d));
+      const t = setTimeout(() => {
+        killed = true;
+        ch.kill("SIGKILL");
+      }, ms);
+      ch.on("exit", (code) => {
+        clearTimeout(t);
+        resolve({ out, code, killed });
+      });
+    });
+  const code = `const {EngineClient}=require(${JSON.stringify(require.resolve("../src/index"))});
+    const c=new EngineClient({port:${fake.port}});c.start().then(()=>{c.unref();console.log("ready");});`;
+  const r = await run(code, 5000);
+  assert.equal(r.out.trim(), "ready");
+  assert.equal(r.killed, false, "exited on its own");
+  assert.equal(r.code, 0);
+  // Negative control: without unref() the same script is still running after 1.5 s.
+  const held = await run(code.replace("c.unref();", ""), 1500);
+  assert.equal(held.out.trim(), "ready");
+  assert.equal(held.killed, true);
+  await fake.close();
+});

@@ -1,0 +1,129 @@
+// Golden vectors (docs/specs/ipc/vectors/vectors.json) both ways. Data-driven: when the spec adds,
+// changes or removes a vector, these tests follow without an edit.
+import "./helpers";
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { FrameReader, PREFACE, commandJson, encodeCommand, encodeFrame, ProtocolError, type Envelope } from "../src/index";
+import { vectors } from "./helpers";
+
+const all = vectors();
+const bytes = (hex: string) => Buffer.from(hex, "hex");
+
+function readWhole(buf: Buffer, preface = true): Envelope[] {
+  return new FrameReader({ preface }).push(buf);
+}
+function readByteByByte(buf: Buffer, preface = true): Envelope[] {
+  const r = new FrameReader({ preface });
+  const out: Envelope[] = [];
+  for (let i = 0; i < buf.length; i++) out.push(...r.push(buf.subarray(i, i + 1)));
+  assert.equal(r.buffered, 0);
+  return out;
+}
+
+test("the vector file has both directions and negatives (the loops below are not empty)", () => {
+  assert.ok(all.filter((v) => v.direction === "engine_to_client" && v.kind !== "negative").length >= 10);
+  assert.ok(all.filter((v) => v.direction === "client_to_engine" && v.canonical).length >= 10);
+  assert.ok(all.filter((v) => v.kind === "negative").length >= 10);
+});
+
+for (const v of all.filter((v) => v.direction === "engine_to_client" && v.kind !== "negative")) {
+  test(`reader: ${v.name} in one chunk and byte by byte`, () => {
+    const wire = v.kind === "frame" ? Buffer.concat([PREFACE, bytes(v.hex)]) : bytes(v.hex);
+    const want = v.kind === "frame" ? [v.json] : v.json;
+    assert.deepEqual(readWhole(wire), want);
+    assert.deepEqual(readByteByByte(wire), want);
+  });
+}
+
+// The reader is also a correct decoder of what clients send (including every non-canonical form).
+for (const v of all.filter((v) => v.direction === "client_to_engine" && v.kind !== "negative")) {
+  test(`reader decodes client vector ${v.name}`, () => {
+    const pre = v.kind === "stream" && v.preface === true;
+    const want = v.kind === "frame" ? [v.json] : v.json;
+    assert.deepEqual(readWhole(bytes(v.hex), pre), want);
+    assert.deepEqual(readByteByByte(bytes(v.hex), pre), want);
+  });
+}
+
+for (const v of all.filter((v) => v.direction === "client_to_engine" && v.canonical === true)) {
+  test(`encoder: ${v.name} byte-identical`, () => {
+    const envs: Envelope[] = v.kind === "frame" ? [v.json] : v.json;
+    const frames = envs.map((e) => encodeCommand(e.name, e.id!, e.body));
+    const got = Buffer.concat(v.kind === "stream" && v.preface ? [PREFACE, ...frames] : frames);
+    assert.equal(got.toString("hex"), v.hex);
+  });
+}
+
+for (const v of all.filter((v) => v.canonical === false && v.direction === "client_to_engine" && v.kind === "frame")) {
+  test(`encoder: non-canonical ${v.name} re-encodes to its canonical ${v.same_as}`, () => {
+    const canon = all.find((c) => c.name === v.same_as)!;
+    assert.ok(canon, `same_as ${v.same_as} exists`);
+    const env = readWhole(bytes(v.hex), false)[0]!;
+    assert.equal(encodeCommand(env.name, env.id!, env.body).toString("hex"), canon.hex);
+  });
+}
+
+// Framing-layer negatives, read as if the engine had sent them: the reader must refuse each with
+// the code the spec gives (a preface mismatch has no code: the reader says bad_preface).
+const framingNegatives = all.filter((v) => v.kind === "negative" && (v.layer === "preface" || v.layer === "frame" || v.error === "invalid_json"));
+test("there are framing negatives to check", () => assert.ok(framingNegatives.length >= 6));
+for (const v of framingNegatives) {
+  test(`reader refuses ${v.name} with ${v.error ?? "bad_preface"} (whole and byte by byte)`, () => {
+    const wire = v.state === "connected" ? bytes(v.hex) : Buffer.concat([PREFACE, bytes(v.hex)]);
+    const code = v.error ?? "bad_preface";
+    for (const read of [readWhole, readByteByByte]) {
+      assert.throws(() => read(wire), (e: unknown) => e instanceof ProtocolError && e.code === code);
+    }
+  });
+}
+
+test("frame_too_large is raised on the header alone, before any payload byte", () => {
+  const v = all.find((x) => x.name === "neg.frame_too_large")!;
+  assert.equal(v.partial, true);
+  const r = new FrameReader({ maxFrame: 65536 });
+  r.push(PREFACE);
+  assert.throws(() => r.push(bytes(v.hex)), (e: unknown) => e instanceof ProtocolError && e.code === "frame_too_large");
+  // Negative control: the same announced length passes the header check with a larger limit.
+  const big = new FrameReader({ maxFrame: 1 << 24 });
+  assert.deepEqual(big.push(Buffer.concat([PREFACE, bytes(v.hex)])), []);
+});
+
+test("a failed reader stays failed", () => {
+  const r = new FrameReader();
+  assert.throws(() => r.push(Buffer.from("GET / HTTP/1.1\r\n")));
+  assert.throws(() => r.push(PREFACE), (e: unknown) => e instanceof ProtocolError && e.code === "bad_preface");
+});
+
+test("many frames in one chunk, one frame over many chunks, random chunking", () => {
+  const frames = Array.from({ length: 50 }, (_, i) => encodeFrame(JSON.stringify({ type: "telemetry", name: "meters", body: { peak: [i / 64], rms: [i / 128] } })));
+  const wire = Buffer.concat([PREFACE, ...frames]);
+  let seed = 7;
+  const rnd = () => ((seed = (seed * 1103515245 + 12345) & 0x7fffffff) / 0x7fffffff);
+  for (let round = 0; round < 20; round++) {
+    const r = new FrameReader();
+    const out: Envelope[] = [];
+    for (let at = 0; at < wire.length; ) {
+      const n = 1 + Math.floor(rnd() * 40);
+      out.push(...r.push(wire.subarray(at, at + n)));
+      at += n;
+    }
+    assert.equal(out.length, 50);
+    assert.deepEqual(out[49]!.body, { peak: [49 / 64], rms: [49 / 128] });
+  }
+});
+
+test("encoder measures bytes, not characters", () => {
+  const json = commandJson("graph.add_node", 1, { node: 1, kind: "é✓" });
+  const f = encodeCommand("graph.add_node", 1, { node: 1, kind: "é✓" });
+  assert.equal(f.readUInt32BE(0), Buffer.byteLength(json));
+  assert.notEqual(f.readUInt32BE(0), json.length); // negative control: characters would be wrong
+  assert.deepEqual(new FrameReader({ preface: false }).push(f)[0]!.body, { node: 1, kind: "é✓" });
+});
+
+test("encoder refuses non-finite numbers, ids outside u32 and frames over the limit", () => {
+  assert.throws(() => commandJson("param.set", 1, { node: 1, param: 0, value: NaN }));
+  assert.throws(() => commandJson("param.set", 1, { node: 1, param: 0, value: Infinity }));
+  assert.throws(() => commandJson("ping", 2 ** 32, { nonce: 1 }));
+  assert.throws(() => encodeCommand("graph.add_node", 1, { node: 1, kind: "x".repeat(5000) }, 4096));
+  assert.ok(encodeCommand("graph.add_node", 1, { node: 1, kind: "x".repeat(4000) }, 4096));
+});
