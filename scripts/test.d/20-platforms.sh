@@ -31,6 +31,7 @@ export WINEDEBUG=-all
 export WINEDLLOVERRIDES="mscoree,mshtml=" # no Mono/Gecko installer prompts in a fresh prefix
 export CARGO_TARGET_X86_64_PC_WINDOWS_GNU_LINKER=x86_64-w64-mingw32-gcc
 export CARGO_TARGET_X86_64_PC_WINDOWS_GNU_RUNNER=wine
+trap 'wineserver -k 2>/dev/null || true' EXIT # leave no Wine server behind, pass or fail
 if [ ! -d "$WINEPREFIX/drive_c/windows/system32" ]; then
   wineboot -i >/dev/null 2>&1 || true
 fi
@@ -92,6 +93,5 @@ if jq -c 'if .event == "summary" then .lost = 1 else . end' "$out" | jq -es "$de
 fi
 grep -E '"event":"summary"' "$out" | jq -c '{commands_sent, acks, lost, errors, latency_us}'
 rm -f "$out"
-wineserver -k 2>/dev/null || true
 
 echo "platforms section: $((SECONDS - started)) s"
