@@ -333,7 +333,7 @@ fn wake_floor(cfg: &BenchConfig) -> io::Result<()> {
     Ok(())
 }
 
-fn main() -> io::Result<()> {
+pub fn main() -> io::Result<()> {
     let cfg = BenchConfig::from_env();
     let load_start = loadavg();
     alloc_counter_self_check()?;

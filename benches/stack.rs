@@ -1443,7 +1443,7 @@ fn section_worst(cfg: &StackConfig) -> io::Result<()> {
     Ok(())
 }
 
-fn main() -> io::Result<()> {
+pub fn main() -> io::Result<()> {
     let cfg = StackConfig::from_env();
     support::alloc_counter_self_check()?;
     common::pin_current_thread(cfg.base.client_cpu)?;

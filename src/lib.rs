@@ -57,6 +57,10 @@ pub mod config;
 pub mod control;
 #[cfg(feature = "std")]
 pub mod net;
+/// Benchmark hook (`benches/wake.rs`): the wake-up lateness of the platform timer.
+#[cfg(feature = "std")]
+#[doc(hidden)]
+pub use net::sys::timer_wake_lateness as __timer_wake_lateness;
 
 /// The code blocks of `README.md`, compiled and run as doctests so the README cannot rot.
 #[cfg(doctest)]

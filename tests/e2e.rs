@@ -2,6 +2,8 @@
 //! separate processes over loopback. Every test is bounded in time; children are killed by
 //! guards on failure.
 
+#![cfg(unix)] // kills and signals children by Unix signal; Windows runs the demo in scripts/test.d/20-platforms.sh
+
 mod e2e_support;
 
 use std::process::Command;

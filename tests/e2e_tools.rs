@@ -1,6 +1,8 @@
 //! End-to-end checks of aura's other subcommands and of its limits: `send`, `ping --rt`,
 //! `watch`, the restart budget, an engine that cannot start, and aura itself being killed.
 
+#![cfg(unix)] // kills and signals children by Unix signal; Windows runs the demo in scripts/test.d/20-platforms.sh
+
 mod e2e_support;
 
 use std::time::{Duration, Instant};

@@ -172,8 +172,12 @@ fn steady_state_allocations_per_message() {
     drop(extras);
     std::thread::sleep(Duration::from_millis(50));
     eprintln!("net_alloc: 3 extra connections cost {with_extras} allocations (Vec of streams: 1)");
+    // Windows: mio allocates each registered socket's AFD state (`Arc<Mutex<SockState>>`,
+    // mio's src/sys/windows/selector.rs), so there an accept costs a few allocations on the
+    // network thread (never the audio thread); bounded at 3 per socket (measured: 7 for 3).
+    let allowed = if cfg!(windows) { 1 + 3 * 3 } else { 1 };
     assert!(
-        with_extras <= 1,
+        with_extras <= allowed,
         "accepting connections allocated: {with_extras} (1 is this test's Vec)"
     );
     // Negative control 2: another thread's allocations are counted too (the counter is

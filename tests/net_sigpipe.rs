@@ -6,6 +6,8 @@
 //! The negative control shows the harness catches it: a raw `write(2)` (no `MSG_NOSIGNAL`) to a
 //! reset socket kills its child with SIGPIPE.
 
+#![cfg(unix)] // SIGPIPE is a Unix signal; Windows has none (docs/platforms.md)
+
 mod net_support;
 
 use std::io::Write;

@@ -620,18 +620,10 @@ fn drop_of_handle_never_hangs_on_a_stuck_client() {
 }
 
 fn set_rcvbuf(s: &std::net::TcpStream, bytes: i32) {
-    use std::os::fd::AsRawFd;
-    // SAFETY: a valid socket fd and a c_int option value of the right size.
-    let r = unsafe {
-        libc::setsockopt(
-            s.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_RCVBUF,
-            (&raw const bytes).cast(),
-            std::mem::size_of::<i32>() as libc::socklen_t,
-        )
-    };
-    assert_eq!(r, 0);
+    // socket2: the same SO_RCVBUF call on every OS.
+    socket2::SockRef::from(s)
+        .set_recv_buffer_size(usize::try_from(bytes).unwrap())
+        .unwrap();
 }
 
 #[test]
@@ -982,7 +974,7 @@ fn dropped_control_endpoint_answers_queued_requests_control_unavailable() {
 /// client's control command, even one whose id is 0.
 #[test]
 fn a_reply_to_the_orphaned_notice_never_answers_a_client_command() {
-    let mut child = std::process::Command::new("true").spawn().unwrap();
+    let mut child = stand_in(Duration::ZERO);
     let pid = child.id();
     child.wait().unwrap(); // a pid that is gone
     let mut e = Engine::start(

@@ -13,8 +13,8 @@ use std::net::{SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicI32, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::common::servers::connect_tcp;
-use crate::common::wire::{FrameClient, PING_JSON};
+use super::common::servers::connect_tcp;
+use super::common::wire::{FrameClient, PING_JSON};
 
 // ---------------------------------------------------------------------------------------------
 // Allocation counter keyed by thread id.

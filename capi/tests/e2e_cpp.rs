@@ -9,6 +9,8 @@
 //! `LOOPHOLE_CPP_ENGINE=target/capi/signal_cpp cargo test -p loophole-ipc-capi --test e2e_cpp -- --ignored`
 //! (the test fails, not passes, when the variable is missing).
 
+#![cfg(unix)] // kills children with Unix signals, like tests/e2e.rs (docs/platforms.md)
+
 #[path = "../../tests/e2e_support/mod.rs"]
 mod e2e_support;
 

@@ -91,9 +91,11 @@ impl EngineProcess {
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
-        std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
-        sys::term_child_when_parent_dies(&mut cmd);
+        sys::prepare_engine(&mut cmd);
         let mut child = cmd.spawn().map_err(StartError::Spawn)?;
+        if let Err(e) = sys::adopt_engine(&child) {
+            eprintln!("aura: WARNING: the engine may outlive aura: {e}");
+        }
         let tail = Arc::new(Mutex::new(VecDeque::new()));
         let pid = child.id();
         forward_stderr(&mut child, pid, Arc::clone(&tail), spec.echo_stderr);
@@ -146,7 +148,7 @@ impl EngineProcess {
         if let Some(s) = self.wait_exit(grace) {
             return Stopped::Exited(s);
         }
-        let _ = sys::kill(self.pid(), libc::SIGTERM);
+        let _ = sys::terminate(self.pid());
         if let Some(s) = self.wait_exit(Duration::from_secs(2)) {
             return Stopped::Terminated(s);
         }

@@ -4,12 +4,16 @@
 //! opt-in `mio::Waker` write.
 
 use crossbeam_utils::atomic::AtomicCell;
+#[cfg(target_os = "linux")] // seccomp is the Linux proof
 use loophole_ipc::rt::RtCommand;
+#[cfg(target_os = "linux")] // seccomp is the Linux proof
 use rt_tests::sim::expected_outcome;
+#[cfg(target_os = "linux")] // seccomp is the Linux proof
 use rt_tests::{seccomp, simulate, SimOptions};
-#[cfg(feature = "rt-wake")]
+#[cfg(all(target_os = "linux", feature = "rt-wake"))]
 use std::sync::Arc;
 
+#[cfg(target_os = "linux")] // seccomp is the Linux proof
 fn seccomp_options() -> SimOptions {
     SimOptions {
         seccomp: true,
@@ -17,6 +21,7 @@ fn seccomp_options() -> SimOptions {
     }
 }
 
+#[cfg(target_os = "linux")] // seccomp is the Linux proof
 /// Returns `false` (test passes vacuously, loudly) only with LOOPHOLE_ALLOW_NO_SECCOMP=1.
 fn seccomp_or_fail(r: &rt_tests::SimReport) -> bool {
     if let Err(e) = &r.exactly_once {
@@ -32,6 +37,7 @@ fn seccomp_or_fail(r: &rt_tests::SimReport) -> bool {
     true
 }
 
+#[cfg(target_os = "linux")] // seccomp is the Linux proof
 #[test]
 fn callback_path_makes_no_system_call() {
     let r = simulate(seccomp_options(), |cmd: &RtCommand| expected_outcome(cmd));
@@ -59,6 +65,7 @@ fn callback_path_makes_no_system_call() {
     assert!(r.send_full > 0 && r.reply_stalls > 0 && r.telemetry_dropped > 0);
 }
 
+#[cfg(target_os = "linux")] // seccomp is the Linux proof
 /// Negative control: `std::thread::yield_now()` in the callback is a `sched_yield` — trapped.
 #[test]
 fn filter_traps_a_yield_in_the_callback() {
@@ -79,6 +86,7 @@ fn filter_traps_a_yield_in_the_callback() {
 
 /// Negative control: a sleep inside the endpoint's window (here in the engine's command handler)
 /// is trapped (on main the filter allowed `nanosleep`/`clock_nanosleep`, so this passed unseen).
+#[cfg(target_os = "linux")] // seccomp is the Linux proof
 #[test]
 fn filter_traps_a_sleep_in_the_callback() {
     let mut opts = seccomp_options();
@@ -99,6 +107,7 @@ fn filter_traps_a_sleep_in_the_callback() {
     );
 }
 
+#[cfg(target_os = "linux")] // seccomp is the Linux proof
 /// Negative control and documentation check for the `rt-wake` mode: with a waker configured,
 /// the audio thread makes exactly one system call (the eventfd write) per callback that answered
 /// a command — and none in the other callbacks.

@@ -11,8 +11,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use mio::net::{TcpListener, TcpStream};
-#[cfg(target_os = "linux")]
-use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
 
 use super::sys::{self as timer, Timer};
@@ -356,10 +354,8 @@ impl Worker {
     ) -> io::Result<Self> {
         poll.registry()
             .register(&mut listener, LISTENER, Interest::READABLE)?;
-        let timer = Timer::new()?;
-        #[cfg(target_os = "linux")]
-        poll.registry()
-            .register(&mut SourceFd(&timer.raw_fd()), TIMER, Interest::READABLE)?;
+        let mut timer = Timer::new()?;
+        timer.register(poll.registry(), TIMER)?;
         let welcome = Welcome {
             protocol: message::PROTOCOL_VERSION,
             engine: heapless::String::try_from(cfg.engine_name.as_str()).unwrap_or_default(),
@@ -660,9 +656,7 @@ impl Worker {
             return;
         };
         let _ = stream.set_nodelay(true);
-        if let Some(bytes) = self.cfg.socket_send_buffer {
-            let _ = timer::set_send_buffer(std::os::fd::AsRawFd::as_raw_fd(&stream), bytes);
-        }
+        let _ = timer::configure_accepted(&stream, self.cfg.socket_send_buffer);
         let now = clock::now_ns();
         let scfg = SessionConfig {
             max_frame: self.cfg.max_frame,
@@ -997,8 +991,9 @@ fn read_in(c: &mut Conn) -> bool {
                 // A short read drained the socket: with edge-triggered readiness, new bytes (or
                 // a FIN) arriving later raise a new event, so the read that would only return
                 // `WouldBlock` is skipped. Not when the event also said the peer closed: then
-                // read on to the end of the stream.
-                let drained = n < space_len && !c.read_closed;
+                // read on to the end of the stream. Linux only: mio's contract elsewhere is to
+                // read until `WouldBlock` (on Windows readiness is re-armed only by it).
+                let drained = cfg!(target_os = "linux") && n < space_len && !c.read_closed;
                 c.session.rx_commit(n);
                 progress = true;
                 if drained {

@@ -84,7 +84,7 @@ impl<A> GuardedAllocator<A> {
             const MSG: &[u8] =
                 b"loophole-ipc rt-guard: heap allocation or free inside the audio callback\n";
             // SAFETY: writes a static buffer of the given length to fd 2; no memory is touched.
-            unsafe { libc::write(2, MSG.as_ptr().cast(), MSG.len()) };
+            unsafe { libc::write(2, MSG.as_ptr().cast(), MSG.len() as _) }; // size_t; Windows: c_uint
             std::process::abort();
         }
     }

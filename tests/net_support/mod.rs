@@ -262,3 +262,29 @@ pub fn code(m: &ServerMessage) -> Option<&str> {
         _ => None,
     }
 }
+
+/// Environment variable that turns this test binary into [`stand_in`]'s sleeping child.
+const STAND_IN_ENV: &str = "LOOPHOLE_STAND_IN_MS";
+
+/// A child process that lives `life` (unless killed): this test binary re-run on
+/// [`stand_in_child`]. Portable stand-in for `sleep N` / `true` (Windows has neither).
+pub fn stand_in(life: Duration) -> std::process::Child {
+    std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "net_support::stand_in_child", "--test-threads=1"])
+        .env(STAND_IN_ENV, life.as_millis().to_string())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+/// In [`stand_in`]'s child: sleeps the time asked. Elsewhere: does nothing.
+#[test]
+fn stand_in_child() {
+    if let Some(ms) = std::env::var(STAND_IN_ENV)
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        std::thread::sleep(Duration::from_millis(ms));
+    }
+}
