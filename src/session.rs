@@ -740,12 +740,20 @@ impl<O: AsRef<[u8]> + AsMut<[u8]>> Core<O> {
         }
         let mut at = match self.state {
             SessionState::Preface | SessionState::Handshake => Some(self.handshake_deadline),
-            SessionState::Open => Some(self.last_rx.saturating_add(self.heartbeat_timeout)),
+            // The heartbeat does not apply after the end of input (`check_liveness`).
+            SessionState::Open if !self.eof => {
+                Some(self.last_rx.saturating_add(self.heartbeat_timeout))
+            }
             _ => None,
         };
         let earlier = |a: Option<Nanos>, b: Nanos| Some(a.map_or(b, |a| a.min(b)));
+        // Only while still ahead: once it passed, the poll at or after it already gave up, and
+        // what is left waits for the client to read (an event) or the slow-consumer limit. A
+        // passed deadline here would make the driver poll in a loop.
         if let (Some(t), true) = (self.drain_deadline, self.state < SessionState::Closing) {
-            at = earlier(at, t);
+            if t > self.now {
+                at = earlier(at, t);
+            }
         }
         if self.state == SessionState::Open {
             for sub in self.subs.iter().flatten() {

@@ -1356,3 +1356,60 @@ fn shutdown_before_the_preface_was_polled_still_answers_hello_after_the_preface(
     assert_eq!(error_code(&got[0]), (Some(1), "shutting_down".into()));
     assert_eq!(d.claims, 0, "no session was opened");
 }
+
+/// Review (issue 9, after the hardening): a half-closed client that reads slowly must not make
+/// the driver spin. Past the drain deadline (or the heartbeat deadline, which does not apply
+/// after EOF), with frames still waiting behind a full transmit buffer, nothing changes until
+/// the client reads (a writable event) or the slow-consumer limit: `poll_at` must not name a
+/// time already past, or the network thread polls with timeout 0 until then. Fails before the
+/// fix (`poll_at` returned the passed drain deadline, then the passed heartbeat deadline).
+#[test]
+fn a_slow_reader_after_eof_does_not_make_poll_at_spin() {
+    let w = welcome();
+    let mut d = Mock::new();
+    let mut s = Session::new(
+        &config(&w, None),
+        vec![0u8; HEADER_LEN + MAX_FRAME as usize],
+        vec![0u8; ANSWER_ROOM + TELEMETRY_RESERVE],
+        0,
+    )
+    .unwrap();
+    s.set_flush_timeout(50 * MS);
+    let mut wire = Wire::new();
+    send(&mut s, &PREFACE);
+    send(&mut s, &frame(1, &hello(None)));
+    s.poll(0, &mut d);
+    wire.take(&mut s, 0);
+    let mut all = Vec::new();
+    for id in 100..140 {
+        all.extend(malformed(id));
+    }
+    send(&mut s, &all);
+    s.rx_eof();
+    s.poll(MS, &mut d);
+    assert!(!s.is_closed(), "blocked behind the unread answers");
+    // 60 ms: past the drain deadline (1 + 50 ms). 250 ms: past the heartbeat deadline too
+    // (200 ms after the last byte). The slow-consumer limit (300 ms after the first unread
+    // answer) has not passed.
+    for now in [60 * MS, 250 * MS] {
+        s.poll(now, &mut d);
+        assert!(!s.is_closed());
+        let at = s.poll_at();
+        assert!(
+            at.is_none_or(|t| t > now),
+            "poll_at {at:?} is not after now {now}: the driver would spin"
+        );
+    }
+    // Negative control: once the client reads, the session goes on and everything is answered.
+    let mut refs = BTreeMap::new();
+    for t in 251..400 {
+        s.poll(t * MS, &mut d);
+        count_refs(&wire.take(&mut s, t * MS), &mut refs);
+        if s.is_closed() {
+            break;
+        }
+    }
+    assert!(s.is_closed());
+    assert_eq!(refs.len(), 40, "{refs:?}");
+    assert!(refs.values().all(|&n| n == 1), "{refs:?}");
+}
