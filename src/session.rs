@@ -755,7 +755,8 @@ impl<O: AsRef<[u8]> + AsMut<[u8]>> Core<O> {
                 at = earlier(at, t);
             }
         }
-        if self.state == SessionState::Open {
+        // No telemetry is due while stopping, so a subscription's `next` stays in the past.
+        if self.state == SessionState::Open && !self.stopping {
             for sub in self.subs.iter().flatten() {
                 at = earlier(at, sub.next);
             }

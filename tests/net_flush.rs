@@ -72,3 +72,47 @@ fn the_shutdown_flush_does_not_spin_while_a_client_keeps_sending() {
         "the network thread spun: {cpu} ms CPU in {wall:?}"
     );
 }
+
+/// Review (issue 9, after the hardening): a subscribed client during the shutdown flush. No
+/// telemetry is sent while stopping, so the subscription's next time stays in the past; before
+/// the fix the session's `poll_at` named it and the loop polled with timeout 0 for the whole
+/// wait for the owed answer (half the flush time). The client sends nothing during the flush.
+#[test]
+fn the_shutdown_flush_does_not_spin_for_a_subscribed_client() {
+    let mut e = Engine::start(fast().flush_timeout(Duration::from_secs(1)));
+    e.pause_audio(true);
+    let mut w = raw_session(e.addr);
+    w.send(
+        Some(3),
+        &Subscribe {
+            stream: Stream::Transport,
+            rate_hz: 100,
+        },
+    );
+    // In flight and never answered while the audio thread is paused.
+    w.send(Some(2), &Play {});
+    std::thread::sleep(Duration::from_millis(50));
+    let cpu0 = net_thread_cpu_ms().expect("the network thread is found");
+    let t0 = Instant::now();
+    let server = e.server.take().unwrap();
+    let stopper = std::thread::spawn(move || server.shutdown());
+    let mut cpu1 = cpu0;
+    while !stopper.is_finished() {
+        if let Some(c) = net_thread_cpu_ms() {
+            cpu1 = c;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let wall = t0.elapsed();
+    let _ = stopper.join();
+    let cpu = cpu1 - cpu0;
+    eprintln!("network thread: {cpu} ms CPU in {wall:?} of shutdown flush (subscribed)");
+    assert!(
+        wall >= Duration::from_millis(400),
+        "the flush waited: {wall:?}"
+    );
+    assert!(
+        (cpu as u128) * 4 < wall.as_millis(),
+        "the network thread spun: {cpu} ms CPU in {wall:?}"
+    );
+}

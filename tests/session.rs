@@ -1413,3 +1413,48 @@ fn a_slow_reader_after_eof_does_not_make_poll_at_spin() {
     assert_eq!(refs.len(), 40, "{refs:?}");
     assert!(refs.values().all(|&n| n == 1), "{refs:?}");
 }
+
+/// Review (issue 9, after the hardening): while the server stops, telemetry is no longer due
+/// (`telemetry_due` is empty), so a subscription's next time stays in the past; `poll_at` must
+/// not name it, or the network thread polls with timeout 0 for the whole wait for owed answers
+/// (half the flush time). Fails before the fix (`poll_at` returned the passed `next`).
+#[test]
+fn a_subscription_does_not_make_poll_at_spin_while_stopping() {
+    let w = welcome();
+    let mut d = Mock::new();
+    let (mut s, mut wire) = session_open(&w, &mut d);
+    send(
+        &mut s,
+        &frame(
+            2,
+            &Subscribe {
+                stream: Stream::Transport,
+                rate_hz: 100,
+            },
+        ),
+    );
+    send(&mut s, &frame(3, &Play {}));
+    s.poll(2 * MS, &mut d);
+    assert_eq!(s.in_flight(), 1);
+    wire.take(&mut s, 2 * MS);
+    s.shutdown(3 * MS);
+    for now in [3 * MS, 40 * MS, 200 * MS] {
+        s.poll(now, &mut d);
+        assert!(!s.is_closed(), "the answer to 3 is owed");
+        assert!(
+            s.telemetry_due(now).is_empty(),
+            "no telemetry while stopping"
+        );
+        let at = s.poll_at();
+        assert!(
+            at.is_none_or(|t| t > now),
+            "poll_at {at:?} is not after now {now}: the driver would spin"
+        );
+    }
+    // Negative control: the answer arrives, the goodbye follows it.
+    s.answer(3, Answer::Ack { sample: Some(1) }).unwrap();
+    assert!(s.is_closed());
+    let got = wire.take(&mut s, 201 * MS);
+    let refs: Vec<_> = got.iter().map(|m| m.0).collect();
+    assert_eq!(refs, [Some(3), None], "{got:?}");
+}
