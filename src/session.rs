@@ -593,6 +593,11 @@ where
         c.state >= SessionState::Closing && !(c.linger && c.in_flight > 0)
     }
 
+    /// True once the session reached [`SessionState::Open`] (it held the controlling claim).
+    pub fn was_open(&self) -> bool {
+        self.core.claimed
+    }
+
     /// True when this session holds the controlling claim.
     pub fn is_controlling(&self) -> bool {
         self.core.claimed && !self.core.released

@@ -85,6 +85,23 @@ struct Conn {
     shut: bool,
     /// When it was accepted: the oldest connection not yet OPEN is evicted first.
     accepted_at: u64,
+    /// When the client last took bytes (or when it was accepted).
+    last_write: u64,
+}
+
+impl Conn {
+    /// When a closing connection is closed regardless: `flush` after it began closing. A
+    /// half-closed session that was OPEN and owes nothing more but bytes the client is still
+    /// reading is kept while the client makes progress, up to `slow` without any (session.md
+    /// §7: the wait for a slow reader after a half-close is bounded by the slow-consumer limit).
+    fn close_by(&self, since: u64, flush: u64, slow: u64) -> u64 {
+        let by = since.saturating_add(flush);
+        let s = &self.session;
+        if s.is_eof() && s.was_open() && s.is_closed() && !s.tx_pending().is_empty() {
+            return by.max(self.last_write.max(since).saturating_add(slow));
+        }
+        by
+    }
 }
 
 /// What the [`Driver`] needs: everything but the connection table.
@@ -530,7 +547,7 @@ impl Worker {
                 earlier(t);
             }
             if let Some(since) = c.closing_since {
-                earlier(since.saturating_add(flush));
+                earlier(c.close_by(since, flush, ns(self.cfg.slow_consumer_timeout)));
             }
             if c.session.is_blocked() {
                 earlier(now.saturating_add(poll_iv));
@@ -711,6 +728,7 @@ impl Worker {
             dead: false,
             shut: false,
             accepted_at: now,
+            last_write: now,
         });
         // Read it now, before accepting more: a client whose preface and `hello` came with its
         // connection becomes OPEN (never evicted) even when a burst of others follows it in the
@@ -903,7 +921,9 @@ impl Worker {
     /// socket failed. `flush_timeout` after the session began closing it is closed regardless:
     /// that bounds both the wait for answers still owed after a `goodbye` (the session lingers
     /// in `Closing`) and the wait for the client to read; answers arriving later are discarded
-    /// and counted.
+    /// and counted. Exception ([`Conn::close_by`]): a half-closed session that owes nothing but
+    /// bytes is kept while its client keeps reading (up to `slow_consumer_timeout` without
+    /// progress).
     fn reap(&mut self, slot: usize, now: u64) {
         let Some(c) = self.slots[slot].as_mut() else {
             return;
@@ -913,7 +933,12 @@ impl Worker {
         }
         let since = *c.closing_since.get_or_insert(now);
         let done = c.session.is_closed() && c.session.tx_pending().is_empty();
-        if c.dead || done || now >= since.saturating_add(ns(self.cfg.flush_timeout)) {
+        let by = c.close_by(
+            since,
+            ns(self.cfg.flush_timeout),
+            ns(self.cfg.slow_consumer_timeout),
+        );
+        if c.dead || done || now >= by {
             self.remove(slot);
         }
     }
@@ -1032,6 +1057,7 @@ fn write_out(c: &mut Conn, now: u64) -> bool {
             Ok(0) => c.dead = true,
             Ok(n) => {
                 c.session.tx_consumed(n, now);
+                c.last_write = now;
                 progress = true;
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => c.writable = false,
