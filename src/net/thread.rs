@@ -635,23 +635,33 @@ impl Worker {
         }
     }
 
-    /// The connection to evict for a new one: the oldest still waiting for its preface, else
-    /// the oldest still waiting for `hello` (neither holds anything a client is owed).
+    /// The connection to evict for a new one: the oldest that ended before OPEN and is only
+    /// draining its error (a peer that failed its handshake and does not read would otherwise
+    /// hold the slot for the flush time), else the oldest still waiting for its preface, else
+    /// the oldest still waiting for `hello` (none holds anything a session is owed).
     fn eviction_victim(&self) -> Option<usize> {
+        let rank = |c: &Conn| match c.session.state() {
+            SessionState::Preface => Some(1),
+            SessionState::Handshake => Some(2),
+            SessionState::Open => None,
+            SessionState::Closing | SessionState::Closed => (!c.session.was_open()).then_some(0),
+        };
         self.slots
             .iter()
             .enumerate()
             .filter_map(|(i, c)| Some((i, c.as_ref()?)))
-            .filter(|(_, c)| !c.dead && c.session.state() < SessionState::Open)
-            .min_by_key(|(_, c)| (c.session.state(), c.accepted_at))
-            .map(|(i, _)| i)
+            .filter(|(_, c)| !c.dead)
+            .filter_map(|(i, c)| Some((i, rank(c)?, c.accepted_at)))
+            .min_by_key(|&(_, r, at)| (r, at))
+            .map(|(i, _, _)| i)
     }
 
     /// Gives an accepted socket a session. When the half-open bound is reached or no slot is
-    /// free, the oldest connection not yet OPEN (preface-waiting first) is closed to make room:
-    /// a newcomer always gets its chance, so idle or trickling sockets cannot lock a client out
-    /// (session.md §2). Only when every slot holds an OPEN or closing connection, or while
-    /// stopping, is the new one closed at once.
+    /// free, the oldest connection not yet OPEN (one that ended before OPEN first, then
+    /// preface-waiting) is closed to make room: a newcomer always gets its chance, so idle,
+    /// trickling or failed-handshake sockets cannot lock a client out (session.md §2). Only
+    /// when every slot holds an OPEN connection or one closing after OPEN, or while stopping,
+    /// is the new one closed at once.
     fn admit(&mut self, mut stream: TcpStream) {
         if self.stopping {
             bump(&self.hub.status.refused);
