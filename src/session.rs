@@ -288,7 +288,7 @@ struct Core<O> {
     drain_deadline: Option<Nanos>,
     /// Every complete frame received before the end of input has been taken.
     input_drained: bool,
-    /// The engine's `goodbye` is queued: nothing may follow it.
+    /// The engine's `goodbye` or a fatal error is queued: nothing may follow it.
     goodbye_sent: bool,
     discarded: u64,
 }
@@ -474,7 +474,8 @@ where
     pub fn answer(&mut self, id: u32, a: Answer) -> Result<(), Answer> {
         let c = &mut self.core;
         if c.goodbye_sent {
-            // Nothing follows the engine's goodbye: the answer is lost with the session.
+            // Nothing follows the engine's goodbye or a fatal error: the answer is lost with
+            // the session.
             c.in_flight = c.in_flight.saturating_sub(1);
             c.discarded += 1;
             return Ok(());
@@ -626,7 +627,8 @@ where
         }
     }
 
-    /// Answers the driver gave after the engine's `goodbye`, which were discarded.
+    /// Answers the driver gave after the engine's `goodbye` (or a fatal error), which were
+    /// discarded.
     pub fn answers_discarded(&self) -> u64 {
         self.core.discarded
     }
@@ -993,9 +995,13 @@ impl<O: AsRef<[u8]> + AsMut<[u8]>> Core<O> {
         self.put(id, &body, 0);
     }
 
+    /// A fatal error: the last frame (errors.md §1), so an answer still owed is discarded.
     fn fatal(&mut self, id: Option<u32>, code: ErrorCode, msg: core::fmt::Arguments<'_>) {
         self.error(id, code, msg);
         self.state = SessionState::Closing;
+        self.pending = None;
+        self.goodbye_sent = true;
+        self.linger = false;
     }
 
     /// Queues the engine's `goodbye`, the last frame: a command waiting for a route is never

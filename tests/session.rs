@@ -1458,3 +1458,34 @@ fn a_subscription_does_not_make_poll_at_spin_while_stopping() {
     let refs: Vec<_> = got.iter().map(|m| m.0).collect();
     assert_eq!(refs, [Some(3), None], "{got:?}");
 }
+
+/// Review (issue 9, after the hardening): errors.md §1 says after a fatal error "the engine
+/// sends the error frame, sends nothing after it". A command in flight when a fatal
+/// `frame_too_large` closes the session must not have its answer appended after the error: it
+/// is discarded like one arriving after `goodbye`. Fails before the fix (the ack followed the
+/// fatal error).
+#[test]
+fn nothing_follows_a_fatal_error_not_even_an_owed_answer() {
+    let w = welcome();
+    let mut d = Mock::new();
+    let (mut s, mut wire) = session_open(&w, &mut d);
+    send(&mut s, &frame(5, &Play {}));
+    send(&mut s, &FrameHeader::json(MAX_FRAME + 1).to_bytes());
+    s.poll(2 * MS, &mut d);
+    assert!(s.is_closed());
+    assert_eq!(d.audio.len(), 1, "5 was handed over before the fatal frame");
+    s.answer(5, Answer::Ack { sample: Some(1) }).unwrap();
+    assert_eq!(s.answers_discarded(), 1);
+    assert_eq!(s.in_flight(), 0);
+    let got = wire.take(&mut s, 3 * MS);
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!(error_code(&got[0]), (None, "frame_too_large".into()));
+    // Negative control: a client `goodbye` is not fatal; the owed answer still follows it.
+    let (mut s, mut wire) = session_open(&w, &mut d);
+    send(&mut s, &frame(6, &Play {}));
+    send(&mut s, &frame(7, &Goodbye {}));
+    s.poll(2 * MS, &mut d);
+    s.answer(6, Answer::Ack { sample: Some(1) }).unwrap();
+    let refs: Vec<_> = wire.take(&mut s, 3 * MS).iter().map(|m| m.0).collect();
+    assert_eq!(refs, [Some(7), Some(6)]);
+}
