@@ -834,24 +834,22 @@ fn eof_in_the_poll_of_a_refusal_is_answered_within_the_flush_timeout() {
     assert!(d.audio.is_empty(), "not carried out");
 }
 
-/// Defect 1, third form: a slow reader. 40 malformed commands and the EOF in one read; the
-/// first error answers leave less than `ANSWER_ROOM` free. The session waits for the client to
-/// read instead of closing; all 40 get their error. Fails on the old code (the last ones lost).
-#[test]
-fn eof_behind_a_slow_reader_still_answers_every_command() {
-    let w = welcome();
-    let mut d = Mock::new();
+/// Fixture: an open session with the smallest transmit buffer and the given flush timeout,
+/// that received 40 malformed commands (ids 100..140, each answered `invalid_field`) and the
+/// end of input in one read; the welcome is already read, nothing else.
+fn half_closed_behind_a_slow_reader(w: &Welcome, d: &mut Mock, flush: Nanos) -> (Sess, Wire) {
     let mut s = Session::new(
-        &config(&w, None),
+        &config(w, None),
         vec![0u8; HEADER_LEN + MAX_FRAME as usize],
         vec![0u8; ANSWER_ROOM + TELEMETRY_RESERVE],
         0,
     )
     .unwrap();
+    s.set_flush_timeout(flush);
     let mut wire = Wire::new();
     send(&mut s, &PREFACE);
     send(&mut s, &frame(1, &hello(None)));
-    s.poll(0, &mut d);
+    s.poll(0, d);
     wire.take(&mut s, 0);
     let mut all = Vec::new();
     for id in 100..140 {
@@ -859,6 +857,17 @@ fn eof_behind_a_slow_reader_still_answers_every_command() {
     }
     send(&mut s, &all);
     s.rx_eof();
+    (s, wire)
+}
+
+/// Defect 1, third form: a slow reader. 40 malformed commands and the EOF in one read; the
+/// first error answers leave less than `ANSWER_ROOM` free. The session waits for the client to
+/// read instead of closing; all 40 get their error. Fails on the old code (the last ones lost).
+#[test]
+fn eof_behind_a_slow_reader_still_answers_every_command() {
+    let w = welcome();
+    let mut d = Mock::new();
+    let (mut s, mut wire) = half_closed_behind_a_slow_reader(&w, &mut d, DEFAULT_FLUSH_TIMEOUT);
     let mut refs = BTreeMap::new();
     for t in 1..50 {
         s.poll(t * MS, &mut d);
@@ -1367,25 +1376,7 @@ fn shutdown_before_the_preface_was_polled_still_answers_hello_after_the_preface(
 fn a_slow_reader_after_eof_does_not_make_poll_at_spin() {
     let w = welcome();
     let mut d = Mock::new();
-    let mut s = Session::new(
-        &config(&w, None),
-        vec![0u8; HEADER_LEN + MAX_FRAME as usize],
-        vec![0u8; ANSWER_ROOM + TELEMETRY_RESERVE],
-        0,
-    )
-    .unwrap();
-    s.set_flush_timeout(50 * MS);
-    let mut wire = Wire::new();
-    send(&mut s, &PREFACE);
-    send(&mut s, &frame(1, &hello(None)));
-    s.poll(0, &mut d);
-    wire.take(&mut s, 0);
-    let mut all = Vec::new();
-    for id in 100..140 {
-        all.extend(malformed(id));
-    }
-    send(&mut s, &all);
-    s.rx_eof();
+    let (mut s, mut wire) = half_closed_behind_a_slow_reader(&w, &mut d, 50 * MS);
     s.poll(MS, &mut d);
     assert!(!s.is_closed(), "blocked behind the unread answers");
     // 60 ms: past the drain deadline (1 + 50 ms). 250 ms: past the heartbeat deadline too
