@@ -31,7 +31,7 @@ fn net_thread_cpu_ms() -> Option<u64> {
 }
 
 /// Stops the server, calling `during` every 5 ms until it is stopped, and asserts that the
-/// flush waited (at least 400 ms) and that the network thread used under a quarter of it.
+/// flush waited (at least 400 ms) and that the network thread used under an eighth of it.
 fn assert_flush_does_not_spin(e: &mut Engine, what: &str, mut during: impl FnMut()) {
     let cpu0 = net_thread_cpu_ms().expect("the network thread is found");
     let t0 = Instant::now();
@@ -54,7 +54,7 @@ fn assert_flush_does_not_spin(e: &mut Engine, what: &str, mut during: impl FnMut
         "the flush waited: {wall:?}"
     );
     assert!(
-        (cpu as u128) * 4 < wall.as_millis(),
+        (cpu as u128) * 8 < wall.as_millis(),
         "the network thread spun: {cpu} ms CPU in {wall:?}"
     );
 }
@@ -102,4 +102,44 @@ fn the_shutdown_flush_does_not_spin_for_a_subscribed_client() {
     w.send(Some(2), &Play {});
     std::thread::sleep(Duration::from_millis(50));
     assert_flush_does_not_spin(&mut e, "subscribed", || {});
+}
+
+/// Review (issue 9, after the hardening): a client that reads nothing while the server stops,
+/// its buffers full of unread answers, keeps its connection until the end of the flush (1 s).
+/// The loop must sleep until then: before the fix the half-flush mark (0.5 s) stayed a deadline
+/// once passed, and the loop polled with timeout 0 for the second half of the flush.
+#[test]
+fn the_shutdown_flush_does_not_spin_behind_a_client_that_reads_nothing() {
+    use std::os::fd::AsRawFd as _;
+    let mut e = Engine::start(
+        fast()
+            .flush_timeout(Duration::from_secs(1))
+            .tx_buffer(8192)
+            .socket_send_buffer(Some(4096)),
+    );
+    let mut w = raw_session(e.addr);
+    let rcvbuf: libc::c_int = 2048;
+    // SAFETY: a valid socket fd and a c_int option value of the stated size.
+    let r = unsafe {
+        libc::setsockopt(
+            w.stream.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUF,
+            (&rcvbuf as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(r, 0);
+    let mut bytes = Vec::new();
+    for id in 2..600 {
+        let ping = Ping {
+            nonce: id,
+            t_client_us: None,
+            rt: false,
+        };
+        bytes.extend(frame(Some(id), &ping));
+    }
+    std::io::Write::write_all(&mut w.stream, &bytes).unwrap();
+    std::thread::sleep(Duration::from_millis(100)); // answers pile up unread
+    assert_flush_does_not_spin(&mut e, "client reads nothing", || {});
 }

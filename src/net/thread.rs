@@ -581,7 +581,14 @@ impl Worker {
         }
         if self.stopping {
             earlier(self.stop_deadline);
-            earlier(self.stop_started + ns(self.cfg.flush_timeout) / 2);
+            // The half-flush mark (when sessions stop waiting for owed answers) only while
+            // ahead: once passed it would make every later pass poll with timeout 0.
+            let half = self
+                .stop_started
+                .saturating_add(ns(self.cfg.flush_timeout) / 2);
+            if half > now {
+                earlier(half);
+            }
         }
         at
     }
