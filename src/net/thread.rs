@@ -686,8 +686,10 @@ impl Worker {
                 bump(&self.hub.status.refused);
                 return;
             };
-            self.remove(victim);
+            // Counted before the close is visible to the evicted peer (tests read the stats
+            // as soon as they see it).
             bump(&self.hub.status.evicted);
+            self.remove(victim);
         }
         let Some(slot) = self.slots.iter().position(Option::is_none) else {
             bump(&self.hub.status.refused);
