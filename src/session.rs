@@ -288,7 +288,7 @@ struct Core<O> {
     drain_deadline: Option<Nanos>,
     /// Every complete frame received before the end of input has been taken.
     input_drained: bool,
-    /// The engine's `goodbye` is queued: nothing may follow it.
+    /// The engine's `goodbye` or a fatal error is queued: nothing may follow it.
     goodbye_sent: bool,
     discarded: u64,
 }
@@ -474,7 +474,8 @@ where
     pub fn answer(&mut self, id: u32, a: Answer) -> Result<(), Answer> {
         let c = &mut self.core;
         if c.goodbye_sent {
-            // Nothing follows the engine's goodbye: the answer is lost with the session.
+            // Nothing follows the engine's goodbye or a fatal error: the answer is lost with
+            // the session.
             c.in_flight = c.in_flight.saturating_sub(1);
             c.discarded += 1;
             return Ok(());
@@ -593,6 +594,11 @@ where
         c.state >= SessionState::Closing && !(c.linger && c.in_flight > 0)
     }
 
+    /// True once the session reached [`SessionState::Open`] (it held the controlling claim).
+    pub fn was_open(&self) -> bool {
+        self.core.claimed
+    }
+
     /// True when this session holds the controlling claim.
     pub fn is_controlling(&self) -> bool {
         self.core.claimed && !self.core.released
@@ -621,7 +627,8 @@ where
         }
     }
 
-    /// Answers the driver gave after the engine's `goodbye`, which were discarded.
+    /// Answers the driver gave after the engine's `goodbye` (or a fatal error), which were
+    /// discarded.
     pub fn answers_discarded(&self) -> u64 {
         self.core.discarded
     }
@@ -740,14 +747,23 @@ impl<O: AsRef<[u8]> + AsMut<[u8]>> Core<O> {
         }
         let mut at = match self.state {
             SessionState::Preface | SessionState::Handshake => Some(self.handshake_deadline),
-            SessionState::Open => Some(self.last_rx.saturating_add(self.heartbeat_timeout)),
+            // The heartbeat does not apply after the end of input (`check_liveness`).
+            SessionState::Open if !self.eof => {
+                Some(self.last_rx.saturating_add(self.heartbeat_timeout))
+            }
             _ => None,
         };
         let earlier = |a: Option<Nanos>, b: Nanos| Some(a.map_or(b, |a| a.min(b)));
+        // Only while still ahead: once it passed, the poll at or after it already gave up, and
+        // what is left waits for the client to read (an event) or the slow-consumer limit. A
+        // passed deadline here would make the driver poll in a loop.
         if let (Some(t), true) = (self.drain_deadline, self.state < SessionState::Closing) {
-            at = earlier(at, t);
+            if t > self.now {
+                at = earlier(at, t);
+            }
         }
-        if self.state == SessionState::Open {
+        // No telemetry is due while stopping, so a subscription's `next` stays in the past.
+        if self.state == SessionState::Open && !self.stopping {
             for sub in self.subs.iter().flatten() {
                 at = earlier(at, sub.next);
             }
@@ -991,9 +1007,13 @@ impl<O: AsRef<[u8]> + AsMut<[u8]>> Core<O> {
         self.put(id, &body, 0);
     }
 
+    /// A fatal error: the last frame (errors.md §1), so an answer still owed is discarded.
     fn fatal(&mut self, id: Option<u32>, code: ErrorCode, msg: core::fmt::Arguments<'_>) {
         self.error(id, code, msg);
         self.state = SessionState::Closing;
+        self.pending = None;
+        self.goodbye_sent = true;
+        self.linger = false;
     }
 
     /// Queues the engine's `goodbye`, the last frame: a command waiting for a route is never

@@ -177,3 +177,76 @@ fn an_open_session_is_never_evicted() {
         "{got:?}"
     );
 }
+
+/// A hostile socket that will end before OPEN but keep a slot: a shrunk receive buffer, the
+/// preface and 1500 commands before `hello` (1500 `hello_required` errors it never reads, more
+/// than the kernel buffers hold).
+#[cfg(target_os = "linux")]
+fn filling_socket(addr: SocketAddr) -> TcpStream {
+    use std::os::fd::AsRawFd as _;
+    let mut s = TcpStream::connect(addr).unwrap();
+    let rcvbuf: libc::c_int = 2048;
+    // SAFETY: a valid socket fd and a c_int option value of the stated size.
+    let r = unsafe {
+        libc::setsockopt(
+            s.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUF,
+            (&rcvbuf as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(r, 0);
+    let ping = Ping {
+        nonce: 1,
+        t_client_us: None,
+        rt: false,
+    };
+    let mut script = PREFACE.to_vec();
+    for id in 2..1502 {
+        script.extend(frame(Some(id), &ping));
+    }
+    s.write_all(&script).unwrap();
+    s
+}
+
+/// Review (issue 9, after the hardening): connections that end before OPEN but stay in their
+/// slot while their error answers cannot be written. Eight, then four more hostile sockets
+/// (never more than `max_half_open` before OPEN at once, so none is evicted) fill the kernel
+/// buffers with unread `hello_required` errors, then send a `hello` with a wrong protocol
+/// (fatal): each is CLOSING and holds its slot for the flush time (1 s). With every one of the
+/// 12 slots taken so, the legitimate client must still complete its handshake. Before the fix
+/// such connections were never evicted, and the client was accepted and closed at once.
+#[cfg(target_os = "linux")]
+#[test]
+fn sockets_closing_before_open_cannot_lock_a_client_out() {
+    // A bounded kernel send buffer (`socket_send_buffer`, documented to make back-pressure
+    // reach the transmit buffer sooner): with the auto-tuned default on Linux loopback the
+    // kernel takes the whole transmit buffer and the connection leaves its slot at once.
+    let e = Engine::start(
+        fast()
+            .handshake_timeout(Duration::from_secs(5))
+            .flush_timeout(Duration::from_secs(1))
+            .socket_send_buffer(Some(16 * 1024)),
+    );
+    let fatal = frame(Some(1), &hello(99, None));
+    let mut held = Vec::new();
+    for batch in [8, 4] {
+        let mut socks: Vec<_> = (0..batch).map(|_| filling_socket(e.addr)).collect();
+        std::thread::sleep(Duration::from_millis(300)); // the errors fill the kernel buffers
+        for s in &mut socks {
+            s.write_all(&fatal).unwrap();
+        }
+        std::thread::sleep(Duration::from_millis(100)); // each is CLOSING
+        held.extend(socks);
+    }
+    let before = e.server().stats();
+    let took = handshake_time(e.addr);
+    let stats = e.server().stats();
+    eprintln!(
+        "handshake in {took:?} among 12 closing-before-open sockets: {before:?} -> {stats:?}"
+    );
+    assert_eq!(before.evicted, 0, "the hostile sockets were all admitted");
+    assert!(took < Duration::from_secs(1), "handshake took {took:?}");
+    drop(held);
+}

@@ -1166,3 +1166,79 @@ fn a_rejected_command_with_the_same_id_leaves_the_rt_ping_time_alone() {
         "{got:?}"
     );
 }
+
+/// Review (issue 9, after the hardening): session.md §7 promises a half-closed client that
+/// reads slowly every answer, the wait "bounded by the slow-consumer limit". 600 pings and a
+/// half-close, then the client reads steadily but slowly (512 bytes every 10 ms, so it never
+/// stalls for the slow-consumer limit): all 600 pongs arrive, then the close. Small
+/// buffers everywhere so the answers outlast the flush time (300 ms) after the last frame is
+/// taken. Before the fix the connection was cut `flush_timeout` after the session began closing
+/// although the client was still reading.
+#[cfg(target_os = "linux")]
+#[test]
+fn a_half_closed_slow_reader_gets_every_answer_while_it_keeps_reading() {
+    use std::io::Read as _;
+    use std::os::fd::AsRawFd as _;
+    // With buffers this small the kernel alone holds the engine's writes back for ~2 s (zero
+    // window, silly-window avoidance): a slow-consumer limit well above that, so only the
+    // flush time (300 ms) can cut the connection.
+    let e = Engine::start(
+        fast()
+            .tx_buffer(8192)
+            .socket_send_buffer(Some(4096))
+            .slow_consumer_timeout(Duration::from_secs(10)),
+    );
+    let mut w = raw_session(e.addr);
+    let rcvbuf: libc::c_int = 4096;
+    // SAFETY: a valid socket fd and a c_int option value of the stated size.
+    let r = unsafe {
+        libc::setsockopt(
+            w.stream.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUF,
+            (&rcvbuf as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(r, 0);
+    let n = 600u32;
+    let mut bytes = Vec::new();
+    for id in 2..2 + n {
+        let ping = Ping {
+            nonce: id,
+            t_client_us: None,
+            rt: false,
+        };
+        bytes.extend(frame(Some(id), &ping));
+    }
+    w.stream.write_all(&bytes).unwrap();
+    w.stream.shutdown(std::net::Shutdown::Write).unwrap();
+    std::thread::sleep(Duration::from_millis(100)); // the engine blocks behind the unread pongs
+    let mut dec = loophole_ipc::frame::FrameDecoder::new(vec![0u8; 8 + 65_536], 65_536).unwrap();
+    dec.push(&PREFACE); // `raw_session` already read the engine's
+    let mut refs = Vec::new();
+    let mut closed = false;
+    let mut buf = [0u8; 512];
+    let end = Instant::now() + Duration::from_secs(20);
+    while !closed && Instant::now() < end {
+        match w.stream.read(&mut buf) {
+            Ok(0) => closed = true,
+            Ok(k) => assert_eq!(dec.push(&buf[..k]), k),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
+            Err(_) => closed = true,
+        }
+        while let Some(f) = dec.next_frame() {
+            if let (Some(r), _) = ServerMessage::decode(f.unwrap().payload).unwrap() {
+                refs.push(r);
+            }
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(closed, "the engine closes once the answers are written");
+    assert_eq!(refs.len(), n as usize, "answered {} of {n}", refs.len());
+    assert_eq!(refs, (2..2 + n).collect::<Vec<_>>());
+}

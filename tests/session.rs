@@ -834,24 +834,22 @@ fn eof_in_the_poll_of_a_refusal_is_answered_within_the_flush_timeout() {
     assert!(d.audio.is_empty(), "not carried out");
 }
 
-/// Defect 1, third form: a slow reader. 40 malformed commands and the EOF in one read; the
-/// first error answers leave less than `ANSWER_ROOM` free. The session waits for the client to
-/// read instead of closing; all 40 get their error. Fails on the old code (the last ones lost).
-#[test]
-fn eof_behind_a_slow_reader_still_answers_every_command() {
-    let w = welcome();
-    let mut d = Mock::new();
+/// Fixture: an open session with the smallest transmit buffer and the given flush timeout,
+/// that received 40 malformed commands (ids 100..140, each answered `invalid_field`) and the
+/// end of input in one read; the welcome is already read, nothing else.
+fn half_closed_behind_a_slow_reader(w: &Welcome, d: &mut Mock, flush: Nanos) -> (Sess, Wire) {
     let mut s = Session::new(
-        &config(&w, None),
+        &config(w, None),
         vec![0u8; HEADER_LEN + MAX_FRAME as usize],
         vec![0u8; ANSWER_ROOM + TELEMETRY_RESERVE],
         0,
     )
     .unwrap();
+    s.set_flush_timeout(flush);
     let mut wire = Wire::new();
     send(&mut s, &PREFACE);
     send(&mut s, &frame(1, &hello(None)));
-    s.poll(0, &mut d);
+    s.poll(0, d);
     wire.take(&mut s, 0);
     let mut all = Vec::new();
     for id in 100..140 {
@@ -859,6 +857,17 @@ fn eof_behind_a_slow_reader_still_answers_every_command() {
     }
     send(&mut s, &all);
     s.rx_eof();
+    (s, wire)
+}
+
+/// Defect 1, third form: a slow reader. 40 malformed commands and the EOF in one read; the
+/// first error answers leave less than `ANSWER_ROOM` free. The session waits for the client to
+/// read instead of closing; all 40 get their error. Fails on the old code (the last ones lost).
+#[test]
+fn eof_behind_a_slow_reader_still_answers_every_command() {
+    let w = welcome();
+    let mut d = Mock::new();
+    let (mut s, mut wire) = half_closed_behind_a_slow_reader(&w, &mut d, DEFAULT_FLUSH_TIMEOUT);
     let mut refs = BTreeMap::new();
     for t in 1..50 {
         s.poll(t * MS, &mut d);
@@ -1355,4 +1364,119 @@ fn shutdown_before_the_preface_was_polled_still_answers_hello_after_the_preface(
     assert_eq!(got.len(), 1, "{got:?}");
     assert_eq!(error_code(&got[0]), (Some(1), "shutting_down".into()));
     assert_eq!(d.claims, 0, "no session was opened");
+}
+
+/// Review (issue 9, after the hardening): a half-closed client that reads slowly must not make
+/// the driver spin. Past the drain deadline (or the heartbeat deadline, which does not apply
+/// after EOF), with frames still waiting behind a full transmit buffer, nothing changes until
+/// the client reads (a writable event) or the slow-consumer limit: `poll_at` must not name a
+/// time already past, or the network thread polls with timeout 0 until then. Fails before the
+/// fix (`poll_at` returned the passed drain deadline, then the passed heartbeat deadline).
+#[test]
+fn a_slow_reader_after_eof_does_not_make_poll_at_spin() {
+    let w = welcome();
+    let mut d = Mock::new();
+    let (mut s, mut wire) = half_closed_behind_a_slow_reader(&w, &mut d, 50 * MS);
+    s.poll(MS, &mut d);
+    assert!(!s.is_closed(), "blocked behind the unread answers");
+    // 60 ms: past the drain deadline (1 + 50 ms). 250 ms: past the heartbeat deadline too
+    // (200 ms after the last byte). The slow-consumer limit (300 ms after the first unread
+    // answer) has not passed.
+    for now in [60 * MS, 250 * MS] {
+        s.poll(now, &mut d);
+        assert!(!s.is_closed());
+        let at = s.poll_at();
+        assert!(
+            at.is_none_or(|t| t > now),
+            "poll_at {at:?} is not after now {now}: the driver would spin"
+        );
+    }
+    // Negative control: once the client reads, the session goes on and everything is answered.
+    let mut refs = BTreeMap::new();
+    for t in 251..400 {
+        s.poll(t * MS, &mut d);
+        count_refs(&wire.take(&mut s, t * MS), &mut refs);
+        if s.is_closed() {
+            break;
+        }
+    }
+    assert!(s.is_closed());
+    assert_eq!(refs.len(), 40, "{refs:?}");
+    assert!(refs.values().all(|&n| n == 1), "{refs:?}");
+}
+
+/// Review (issue 9, after the hardening): while the server stops, telemetry is no longer due
+/// (`telemetry_due` is empty), so a subscription's next time stays in the past; `poll_at` must
+/// not name it, or the network thread polls with timeout 0 for the whole wait for owed answers
+/// (half the flush time). Fails before the fix (`poll_at` returned the passed `next`).
+#[test]
+fn a_subscription_does_not_make_poll_at_spin_while_stopping() {
+    let w = welcome();
+    let mut d = Mock::new();
+    let (mut s, mut wire) = session_open(&w, &mut d);
+    send(
+        &mut s,
+        &frame(
+            2,
+            &Subscribe {
+                stream: Stream::Transport,
+                rate_hz: 100,
+            },
+        ),
+    );
+    send(&mut s, &frame(3, &Play {}));
+    s.poll(2 * MS, &mut d);
+    assert_eq!(s.in_flight(), 1);
+    wire.take(&mut s, 2 * MS);
+    s.shutdown(3 * MS);
+    for now in [3 * MS, 40 * MS, 200 * MS] {
+        s.poll(now, &mut d);
+        assert!(!s.is_closed(), "the answer to 3 is owed");
+        assert!(
+            s.telemetry_due(now).is_empty(),
+            "no telemetry while stopping"
+        );
+        let at = s.poll_at();
+        assert!(
+            at.is_none_or(|t| t > now),
+            "poll_at {at:?} is not after now {now}: the driver would spin"
+        );
+    }
+    // Negative control: the answer arrives, the goodbye follows it.
+    s.answer(3, Answer::Ack { sample: Some(1) }).unwrap();
+    assert!(s.is_closed());
+    let got = wire.take(&mut s, 201 * MS);
+    let refs: Vec<_> = got.iter().map(|m| m.0).collect();
+    assert_eq!(refs, [Some(3), None], "{got:?}");
+}
+
+/// Review (issue 9, after the hardening): errors.md §1 says after a fatal error "the engine
+/// sends the error frame, sends nothing after it". A command in flight when a fatal
+/// `frame_too_large` closes the session must not have its answer appended after the error: it
+/// is discarded like one arriving after `goodbye`. Fails before the fix (the ack followed the
+/// fatal error).
+#[test]
+fn nothing_follows_a_fatal_error_not_even_an_owed_answer() {
+    let w = welcome();
+    let mut d = Mock::new();
+    let (mut s, mut wire) = session_open(&w, &mut d);
+    send(&mut s, &frame(5, &Play {}));
+    send(&mut s, &FrameHeader::json(MAX_FRAME + 1).to_bytes());
+    s.poll(2 * MS, &mut d);
+    assert!(s.is_closed());
+    assert_eq!(d.audio.len(), 1, "5 was handed over before the fatal frame");
+    s.answer(5, Answer::Ack { sample: Some(1) }).unwrap();
+    assert_eq!(s.answers_discarded(), 1);
+    assert_eq!(s.in_flight(), 0);
+    let got = wire.take(&mut s, 3 * MS);
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!(error_code(&got[0]), (None, "frame_too_large".into()));
+    // Negative control: a client `goodbye` is not fatal; the owed answer still follows it.
+    let (mut s, mut wire) = session_open(&w, &mut d);
+    send(&mut s, &frame(6, &Play {}));
+    send(&mut s, &frame(7, &Goodbye {}));
+    s.poll(2 * MS, &mut d);
+    s.answer(6, Answer::Ack { sample: Some(1) }).unwrap();
+    let refs: Vec<_> = wire.take(&mut s, 3 * MS).iter().map(|m| m.0).collect();
+    assert_eq!(refs, [Some(7), Some(6)]);
 }

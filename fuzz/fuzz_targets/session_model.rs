@@ -10,12 +10,14 @@
 //!
 //! Invariants (any violation panics):
 //! - the session never panics;
-//! - no command gets two answers (ids are unique), and no frame follows the engine's `goodbye`;
+//! - no command gets two answers (ids are unique), and no frame follows the engine's `goodbye`
+//!   or a fatal error;
 //! - nothing is routed once `is_closed()`, and `is_closed()` never goes back to false;
 //! - the session closes within a bounded number of polls once the client half-closed;
 //! - every complete command received before the end of input (and before a fatal frame or the
 //!   client's `goodbye`) got exactly one answer by the time the session is closed, except an
-//!   answer the driver gave after a shutdown `goodbye` (counted by `answers_discarded`);
+//!   answer the driver gave after a shutdown `goodbye` or a fatal error (counted by
+//!   `answers_discarded`);
 //! - an rt ping's pong echoes its own `t_client_us`.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -98,6 +100,8 @@ struct Model<'a> {
     wire: FrameDecoder<Vec<u8>>,
     answers: BTreeMap<u32, u32>,
     goodbye_seen: bool,
+    /// A fatal error (`frame_too_large`) was received: like `goodbye`, nothing may follow it.
+    fatal_seen: bool,
     held: Vec<(u32, Answer)>,
     lost: BTreeSet<u32>,
     closed_once: bool,
@@ -242,8 +246,12 @@ impl<'a> Model<'a> {
                 let f = f.expect("engine frames are valid");
                 let (r, m) = ServerMessage::decode(f.payload).expect("engine messages decode");
                 assert!(!self.goodbye_seen, "a frame after goodbye: {m:?}");
+                assert!(!self.fatal_seen, "a frame after a fatal error: {m:?}");
                 if let ServerMessage::Goodbye(_) = m {
                     self.goodbye_seen = true;
+                }
+                if let ServerMessage::Error(e) = &m {
+                    self.fatal_seen |= e.code.as_str() == "frame_too_large";
                 }
                 if let (Some(r), ServerMessage::Pong(p)) = (r, &m) {
                     let want = self.pongs.get(&r).copied().flatten();
@@ -365,6 +373,7 @@ pub fn run(data: &[u8]) {
         wire: FrameDecoder::new(vec![0u8; 8 + 65_536], 65_536).unwrap(),
         answers: BTreeMap::new(),
         goodbye_seen: false,
+        fatal_seen: false,
         held: Vec::new(),
         lost: BTreeSet::new(),
         closed_once: false,
@@ -452,7 +461,10 @@ pub fn run(data: &[u8]) {
         after_goodbye = f.goodbye;
         let Some(id) = f.id else { continue };
         if m.lost.contains(&id) {
-            assert!(m.shut, "an answer discarded without a shutdown: {id}");
+            assert!(
+                m.shut || m.fatal_seen,
+                "an answer discarded without a shutdown or fatal error: {id}"
+            );
             continue;
         }
         assert_eq!(

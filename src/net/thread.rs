@@ -83,6 +83,23 @@ struct Conn {
     shut: bool,
     /// When it was accepted: the oldest connection not yet OPEN is evicted first.
     accepted_at: u64,
+    /// When the client last took bytes (or when it was accepted).
+    last_write: u64,
+}
+
+impl Conn {
+    /// When a closing connection is closed regardless: `flush` after it began closing. A
+    /// half-closed session that was OPEN and owes nothing more but bytes the client is still
+    /// reading is kept while the client makes progress, up to `slow` without any (session.md
+    /// §7: the wait for a slow reader after a half-close is bounded by the slow-consumer limit).
+    fn close_by(&self, since: u64, flush: u64, slow: u64) -> u64 {
+        let by = since.saturating_add(flush);
+        let s = &self.session;
+        if s.is_eof() && s.was_open() && s.is_closed() && !s.tx_pending().is_empty() {
+            return by.max(self.last_write.max(since).saturating_add(slow));
+        }
+        by
+    }
 }
 
 /// What the [`Driver`] needs: everything but the connection table.
@@ -526,7 +543,7 @@ impl Worker {
                 earlier(t);
             }
             if let Some(since) = c.closing_since {
-                earlier(since.saturating_add(flush));
+                earlier(c.close_by(since, flush, ns(self.cfg.slow_consumer_timeout)));
             }
             if c.session.is_blocked() {
                 earlier(now.saturating_add(poll_iv));
@@ -560,7 +577,14 @@ impl Worker {
         }
         if self.stopping {
             earlier(self.stop_deadline);
-            earlier(self.stop_started + ns(self.cfg.flush_timeout) / 2);
+            // The half-flush mark (when sessions stop waiting for owed answers) only while
+            // ahead: once passed it would make every later pass poll with timeout 0.
+            let half = self
+                .stop_started
+                .saturating_add(ns(self.cfg.flush_timeout) / 2);
+            if half > now {
+                earlier(half);
+            }
         }
         at
     }
@@ -614,23 +638,33 @@ impl Worker {
         }
     }
 
-    /// The connection to evict for a new one: the oldest still waiting for its preface, else
-    /// the oldest still waiting for `hello` (neither holds anything a client is owed).
+    /// The connection to evict for a new one: the oldest that ended before OPEN and is only
+    /// draining its error (a peer that failed its handshake and does not read would otherwise
+    /// hold the slot for the flush time), else the oldest still waiting for its preface, else
+    /// the oldest still waiting for `hello` (none holds anything a session is owed).
     fn eviction_victim(&self) -> Option<usize> {
+        let rank = |c: &Conn| match c.session.state() {
+            SessionState::Preface => Some(1),
+            SessionState::Handshake => Some(2),
+            SessionState::Open => None,
+            SessionState::Closing | SessionState::Closed => (!c.session.was_open()).then_some(0),
+        };
         self.slots
             .iter()
             .enumerate()
             .filter_map(|(i, c)| Some((i, c.as_ref()?)))
-            .filter(|(_, c)| !c.dead && c.session.state() < SessionState::Open)
-            .min_by_key(|(_, c)| (c.session.state(), c.accepted_at))
-            .map(|(i, _)| i)
+            .filter(|(_, c)| !c.dead)
+            .filter_map(|(i, c)| Some((i, rank(c)?, c.accepted_at)))
+            .min_by_key(|&(_, r, at)| (r, at))
+            .map(|(i, _, _)| i)
     }
 
     /// Gives an accepted socket a session. When the half-open bound is reached or no slot is
-    /// free, the oldest connection not yet OPEN (preface-waiting first) is closed to make room:
-    /// a newcomer always gets its chance, so idle or trickling sockets cannot lock a client out
-    /// (session.md §2). Only when every slot holds an OPEN or closing connection, or while
-    /// stopping, is the new one closed at once.
+    /// free, the oldest connection not yet OPEN (one that ended before OPEN first, then
+    /// preface-waiting) is closed to make room: a newcomer always gets its chance, so idle,
+    /// trickling or failed-handshake sockets cannot lock a client out (session.md §2). Only
+    /// when every slot holds an OPEN connection or one closing after OPEN, or while stopping,
+    /// is the new one closed at once.
     fn admit(&mut self, mut stream: TcpStream) {
         if self.stopping {
             bump(&self.hub.status.refused);
@@ -648,8 +682,10 @@ impl Worker {
                 bump(&self.hub.status.refused);
                 return;
             };
-            self.remove(victim);
+            // Counted before the close is visible to the evicted peer (tests read the stats
+            // as soon as they see it).
             bump(&self.hub.status.evicted);
+            self.remove(victim);
         }
         let Some(slot) = self.slots.iter().position(Option::is_none) else {
             bump(&self.hub.status.refused);
@@ -705,6 +741,7 @@ impl Worker {
             dead: false,
             shut: false,
             accepted_at: now,
+            last_write: now,
         });
         // Read it now, before accepting more: a client whose preface and `hello` came with its
         // connection becomes OPEN (never evicted) even when a burst of others follows it in the
@@ -897,7 +934,9 @@ impl Worker {
     /// socket failed. `flush_timeout` after the session began closing it is closed regardless:
     /// that bounds both the wait for answers still owed after a `goodbye` (the session lingers
     /// in `Closing`) and the wait for the client to read; answers arriving later are discarded
-    /// and counted.
+    /// and counted. Exception ([`Conn::close_by`]): a half-closed session that owes nothing but
+    /// bytes is kept while its client keeps reading (up to `slow_consumer_timeout` without
+    /// progress).
     fn reap(&mut self, slot: usize, now: u64) {
         let Some(c) = self.slots[slot].as_mut() else {
             return;
@@ -907,7 +946,12 @@ impl Worker {
         }
         let since = *c.closing_since.get_or_insert(now);
         let done = c.session.is_closed() && c.session.tx_pending().is_empty();
-        if c.dead || done || now >= since.saturating_add(ns(self.cfg.flush_timeout)) {
+        let by = c.close_by(
+            since,
+            ns(self.cfg.flush_timeout),
+            ns(self.cfg.slow_consumer_timeout),
+        );
+        if c.dead || done || now >= by {
             self.remove(slot);
         }
     }
@@ -1027,6 +1071,7 @@ fn write_out(c: &mut Conn, now: u64) -> bool {
             Ok(0) => c.dead = true,
             Ok(n) => {
                 c.session.tx_consumed(n, now);
+                c.last_write = now;
                 progress = true;
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => c.writable = false,
