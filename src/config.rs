@@ -89,8 +89,10 @@ pub struct ServerConfig {
     /// Requests queued towards the control thread. Default 64.
     pub control_capacity: usize,
     /// Connections that have not completed `hello` at one time; beyond it a new connection
-    /// makes the oldest of them close (one still waiting for its preface first), so idle or
-    /// trickling sockets cannot lock a client out. Default 8.
+    /// makes one of them close: first one that already ended before `welcome` (a failed
+    /// handshake still flushing its error), then the oldest still waiting for its preface, then
+    /// the oldest waiting for `hello`; an established session is never evicted. So idle,
+    /// trickling or failing sockets cannot lock a client out (session.md §2). Default 8.
     pub max_half_open: usize,
     /// Session token the client must present in `hello`. Default `None` (read it with
     /// [`token_from_env`]).
@@ -117,7 +119,10 @@ pub struct ServerConfig {
     /// How often the supervisor is checked. Default 500 ms.
     pub orphan_check: Duration,
     /// Longest time [`ServerHandle::shutdown`](crate::net::ServerHandle::shutdown) (and drop)
-    /// waits to flush the goodbye and pending answers. Default 1 s.
+    /// waits to flush the goodbye and pending answers; also how long a half-closed client's
+    /// commands may wait for a full route before they are answered `shutting_down`. A
+    /// half-closed client that keeps reading is kept past it, bounded by
+    /// `slow_consumer_timeout` without progress (session.md §7). Default 1 s.
     pub flush_timeout: Duration,
 }
 
