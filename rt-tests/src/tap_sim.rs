@@ -86,7 +86,7 @@ pub(crate) fn publish(
 ) {
     for (tap, block) in blocks.iter().take(sim.taps).enumerate() {
         let result = match &sim.fault {
-            TapFault::Corrupt { every } if n % every == 0 => {
+            TapFault::Corrupt { every } if n.is_multiple_of(*every) => {
                 let mut bad = *block;
                 bad[0] = 1.0e6;
                 audio.publish_tap(tap, &bad)
@@ -119,7 +119,7 @@ pub(crate) fn spawn_reader(
                 read_once(&mut reader, tap, &mut out, &mut r);
             }
             // Uneven pace: mostly every 100 µs, with a 3 ms stall every 64 rounds (overruns).
-            let pause = if round % 64 == 0 { 3_000 } else { 100 };
+            let pause = if round.is_multiple_of(64) { 3_000 } else { 100 };
             std::thread::sleep(Duration::from_micros(pause));
         }
         for tap in 0..reader.taps() {
