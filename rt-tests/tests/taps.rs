@@ -135,3 +135,46 @@ fn checker_sees_a_corrupted_sample() {
     let m = r.taps.mismatch.expect("first mismatch");
     assert!(m.contains("read 1000000"), "{m}");
 }
+
+/// The tap source uses no lock, no `AtomicCell` (may lock) and no `unsafe`; its wait-freedom
+/// rests on plain atomics (see the loom model in `loom_taps.rs`).
+#[test]
+fn tap_source_has_no_lock_and_no_unsafe() {
+    let code: Vec<&str> = include_str!("../../src/rt/tap.rs")
+        .lines()
+        .filter(|l| !l.trim_start().starts_with("//"))
+        .collect();
+    assert!(code.len() > 100, "read the source");
+    for word in [
+        "Mutex",
+        "RwLock",
+        "AtomicCell",
+        "unsafe",
+        "compare_exchange",
+        "Condvar",
+    ] {
+        assert!(
+            !code.iter().any(|l| l.contains(word)),
+            "src/rt/tap.rs contains `{word}`"
+        );
+    }
+    // The check can fail: the comments (filtered out above) do mention `unsafe`.
+    assert!(include_str!("../../src/rt/tap.rs").contains("unsafe"));
+}
+
+/// The consumer half is handed out once, and not at all without taps.
+#[test]
+fn take_taps_hands_out_one_reader() {
+    use loophole_ipc::rt::{bridge, RtConfig};
+    let (_audio, mut net) = bridge(&RtConfig::default());
+    assert!(net.take_taps().is_none(), "no taps configured");
+    let (mut audio, mut net) = bridge(&RtConfig::default().with_taps(3, 100));
+    let reader = net.take_taps().expect("taps configured");
+    assert!(net.take_taps().is_none(), "handed out twice");
+    assert_eq!((reader.taps(), reader.capacity()), (3, 128));
+    assert!(audio.publish_tap(2, &[1.0]).is_ok());
+    assert_eq!(
+        audio.publish_tap(3, &[1.0]),
+        Err(loophole_ipc::rt::TapError::NoSuchTap)
+    );
+}

@@ -378,6 +378,66 @@ mod tests {
         assert_eq!(w.publish(0, &[0.0]), Err(TapError::NoSuchTap));
     }
 
+    #[derive(Clone, Debug)]
+    enum Op {
+        Publish(usize),
+        Read(usize),
+        Latest(usize),
+    }
+
+    fn op() -> impl proptest::strategy::Strategy<Value = Op> {
+        use proptest::prelude::*;
+        prop_oneof![
+            (0usize..70).prop_map(Op::Publish),
+            (0usize..40).prop_map(Op::Read),
+            (0usize..40).prop_map(Op::Latest),
+        ]
+    }
+
+    proptest::proptest! {
+        /// Sequential model: against the full history kept in a `Vec`, every read returns the
+        /// samples at its indices, `read` is contiguous with the previous end plus `missed`,
+        /// and `read` returns everything still in the ring.
+        #[test]
+        fn matches_a_reference_history(ops in proptest::collection::vec(op(), 1..60)) {
+            let (mut w, mut r) = tap_bank(1, 16);
+            let mut history: Vec<f32> = Vec::new();
+            let mut end = 0u64;
+            let mut out = [0.0f32; 40];
+            for op in ops {
+                match op {
+                    Op::Publish(n) => {
+                        let block = ramp(history.len() as u64, n);
+                        w.publish(0, &block).unwrap();
+                        history.extend_from_slice(&block);
+                    }
+                    Op::Read(len) | Op::Latest(len) => {
+                        let latest = matches!(op, Op::Latest(_));
+                        let got = if latest {
+                            r.latest(0, &mut out[..len]).unwrap()
+                        } else {
+                            r.read(0, &mut out[..len]).unwrap()
+                        };
+                        let total = history.len() as u64;
+                        let oldest = total.saturating_sub(16);
+                        let want_first = if latest {
+                            total.saturating_sub(len.min(16) as u64)
+                        } else {
+                            end.max(oldest)
+                        };
+                        let want_n = (total - want_first).min(len.min(16) as u64) as usize;
+                        proptest::prop_assert_eq!(got.first, want_first);
+                        proptest::prop_assert_eq!(got.samples, want_n);
+                        proptest::prop_assert_eq!(got.missed, want_first.saturating_sub(end));
+                        let lo = want_first as usize;
+                        proptest::prop_assert_eq!(&out[..want_n], &history[lo..lo + want_n]);
+                        end = end.max(got.first + got.samples as u64);
+                    }
+                }
+            }
+        }
+    }
+
     /// The torn-read check itself: a claim past the copied window drops the suspect prefix.
     #[test]
     fn claimed_overwrite_drops_the_suspect_prefix() {
