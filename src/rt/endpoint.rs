@@ -135,9 +135,9 @@ pub fn bridge(cfg: &RtConfig) -> (AudioEndpoint, NetEndpoint) {
     let reply_capacity = cfg.reply_capacity.max(budget.saturating_add(1));
     let (cmd_tx, cmd_rx) = RingBuffer::new(command_capacity);
     let (reply_tx, reply_rx) = RingBuffer::new(reply_capacity);
+    let (tap_w, tap_r) = tap_bank(cfg.taps, cfg.tap_capacity);
     let (meter_w, meter_r) = meter_bank(cfg.meter_channels.min(MAX_METER_CHANNELS));
     let health = Arc::new(Health::default());
-    let (tap_w, tap_r) = tap_bank(cfg.taps, cfg.tap_capacity);
     let audio = AudioEndpoint {
         commands: cmd_rx,
         replies: reply_tx,
