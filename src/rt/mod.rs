@@ -51,15 +51,16 @@ mod health;
 pub mod meters;
 #[cfg(feature = "std")]
 mod sync;
-#[cfg(feature = "std")]
-pub mod tap;
 
 #[cfg(feature = "std")]
 pub use endpoint::{bridge, AudioEndpoint, NetEndpoint, RtConfig};
 #[cfg(feature = "std")]
 pub use health::HealthSnapshot;
-#[cfg(feature = "std")]
-pub use tap::{TapError, TapRead, TapReader, MAX_TAPS};
 
 #[cfg(feature = "rt-guard")]
 pub mod guard;
+
+#[cfg(feature = "std")]
+pub mod tap;
+#[cfg(feature = "std")]
+pub use tap::{TapError, TapRead, TapReader, MAX_TAPS};
