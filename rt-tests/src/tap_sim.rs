@@ -151,3 +151,30 @@ fn read_once(reader: &mut TapReader, tap: usize, out: &mut [f32], r: &mut TapRep
     }
     got.samples
 }
+
+/// Taps the tap tests publish (channels `0..TAPS`).
+pub const TAPS: usize = 8;
+
+/// The test engine of the tap tests (the flood's deterministic outcomes).
+pub fn engine(cmd: &loophole_ipc::rt::RtCommand) -> loophole_ipc::rt::Outcome {
+    crate::sim::expected_outcome(cmd)
+}
+
+/// Asserts that the tap stream was really exercised (concurrently, with overruns) and that it
+/// accounts exactly: every published sample was returned or counted missed, once.
+pub fn assert_taps_exercised(r: &crate::SimReport) {
+    let t = &r.taps;
+    assert_eq!(
+        t.published,
+        r.callbacks * TAPS as u64 * FRAMES as u64,
+        "published count"
+    );
+    assert_eq!(
+        t.returned + t.missed,
+        t.published,
+        "every sample returned or counted missed exactly once"
+    );
+    assert!(t.reads > 1000, "too few concurrent reads: {}", t.reads);
+    assert!(t.overruns > 0, "the slow reader was never overrun");
+    assert!(t.returned > 100_000, "too few samples read: {}", t.returned);
+}

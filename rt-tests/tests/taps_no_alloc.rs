@@ -1,55 +1,14 @@
 //! The audio path with taps active: over 100 000+ flood callbacks publishing 8 taps each, the
-//! audio thread makes zero heap operations and zero forbidden system calls, and a concurrent,
-//! deliberately slow reader gets only the samples rendered at their index (overruns counted,
-//! nothing returned torn). Each claim has a negative control run through the same harness.
+//! audio thread makes zero heap operations, and a concurrent, deliberately slow reader gets
+//! only the samples rendered at their index (overruns counted, nothing returned torn). Each
+//! claim has a negative control run through the same harness. The seccomp half is in
+//! `taps_no_syscall.rs` (its own binary: the seccomp window counter is process-wide).
 
-use loophole_ipc::rt::RtCommand;
-use rt_tests::sim::expected_outcome;
-use rt_tests::tap_sim::{options, TapFault};
-use rt_tests::{seccomp, simulate, CountingAllocator, SimReport};
-use std::sync::Arc;
+use rt_tests::tap_sim::{assert_taps_exercised, engine, options, TapFault, TAPS};
+use rt_tests::{simulate, CountingAllocator};
 
 #[global_allocator]
 static ALLOC: CountingAllocator = CountingAllocator;
-
-const TAPS: usize = 8;
-
-fn engine(cmd: &RtCommand) -> loophole_ipc::rt::Outcome {
-    expected_outcome(cmd)
-}
-
-/// The tap stream was really exercised, concurrently, with overruns, and accounts exactly.
-fn assert_taps_exercised(r: &SimReport) {
-    let t = &r.taps;
-    assert_eq!(
-        t.published,
-        r.callbacks * TAPS as u64 * rt_tests::sim::FRAMES as u64,
-        "published count"
-    );
-    assert_eq!(
-        t.returned + t.missed,
-        t.published,
-        "every sample returned or counted missed exactly once"
-    );
-    assert!(t.reads > 1000, "too few concurrent reads: {}", t.reads);
-    assert!(t.overruns > 0, "the slow reader was never overrun");
-    assert!(t.returned > 100_000, "too few samples read: {}", t.returned);
-}
-
-/// Returns `false` (test passes vacuously, loudly) only with LOOPHOLE_ALLOW_NO_SECCOMP=1.
-fn seccomp_ran(r: &SimReport) -> bool {
-    if let Err(e) = &r.exactly_once {
-        if e.starts_with("seccomp unavailable") {
-            eprintln!("!!!!!!!! {e}: the no-syscall guarantee is NOT checked !!!!!!!!");
-            assert!(
-                seccomp::may_skip(),
-                "{e} (LOOPHOLE_ALLOW_NO_SECCOMP=1 skips)"
-            );
-            return false;
-        }
-    }
-    true
-}
 
 #[test]
 fn taps_allocate_nothing_and_never_tear() {
@@ -69,26 +28,6 @@ fn taps_allocate_nothing_and_never_tear() {
     assert!(r.send_full > 0 && r.reply_stalls > 0 && r.telemetry_dropped > 0);
 }
 
-#[test]
-fn taps_make_no_system_call() {
-    let r = simulate(options(TAPS, TapFault::None, true), engine);
-    if !seccomp_ran(&r) {
-        return;
-    }
-    assert!(r.callbacks >= 100_000);
-    assert_eq!(
-        r.traps,
-        Some(0),
-        "system call(s) with taps on: {:?}",
-        r.trapped
-    );
-    assert_eq!(r.taps.mismatch, None);
-    assert_taps_exercised(&r);
-    r.exactly_once
-        .as_ref()
-        .expect("exactly one answer per command");
-}
-
 /// Negative control for the allocation proof: a tap that copies each block into a `Vec` (what
 /// a channel of `Vec<f32>` does) is counted, twice per tap per callback.
 #[test]
@@ -103,22 +42,6 @@ fn harness_counts_a_tap_that_copies_to_the_heap() {
         r.audio_allocs,
         r.callbacks
     );
-}
-
-/// Negative control for the seccomp proof: a tap that wakes its consumer after publishing
-/// (an eventfd write) is trapped once per callback.
-#[test]
-fn filter_traps_a_tap_that_wakes_its_consumer() {
-    let poll = mio::Poll::new().expect("poll");
-    let waker = Arc::new(mio::Waker::new(poll.registry(), mio::Token(0)).expect("waker"));
-    let mut opts = options(TAPS, TapFault::WakeConsumer(waker), true);
-    opts.callbacks = 4_000;
-    let r = simulate(opts, engine);
-    if !seccomp_ran(&r) {
-        return;
-    }
-    assert_eq!(r.traps, Some(r.callbacks), "one trapped write per callback");
-    assert_eq!(r.trapped.0, libc::SYS_write);
 }
 
 /// Negative control for the sample check: a wrong sample published every 50 callbacks is seen.
