@@ -164,6 +164,7 @@ fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(if bench_mode { 1_000_000 } else { 2_000 });
+    taps::rows(iters); // its own table (issue 14), before the callback table
     let only = std::env::var("RT_BENCH_CASE").ok();
     let loud = signal(1.0);
     let quiet = signal(QUIET);
@@ -428,3 +429,6 @@ fn run_feeder(case: &Case, iters: u64, blocks: &[[f32; FRAMES]]) -> Histogram<u6
     );
     h
 }
+
+#[path = "rt_callback/taps.rs"]
+mod taps;

@@ -5,11 +5,13 @@
 //! * [`seccomp`] — a per-thread seccomp filter that traps every system call but the simulated
 //!   driver's clock/sleep calls, and counts the traps.
 //! * [`simulate`] — a simulated audio thread running the real `AudioEndpoint` callback path while
-//!   a network thread floods, drains slowly, pauses and finally drops its `NetEndpoint`.
+//!   a network thread floods, drains slowly, pauses and finally drops its `NetEndpoint`;
+//!   with [`tap_sim`], taps are published every callback and read by a third thread.
 #![allow(unsafe_code)]
 
 pub mod seccomp;
 pub mod sim;
+pub mod tap_sim;
 
 pub use sim::{simulate, SimOptions, SimReport};
 

@@ -3,12 +3,13 @@
 //! replies, slow reading, pause ("client disconnected"), resume ("reconnected"), and finally
 //! dropping its `NetEndpoint` while the audio thread keeps running.
 
+use crate::tap_sim::{self, TapReport, TapSim};
 use crate::{seccomp, thread_allocs};
 use loophole_ipc::rt::{
     bridge, AudioEndpoint, NetEndpoint, Outcome, RejectReason, RtCommand, RtConfig, RtOp, RtReply,
     TransportState,
 };
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -29,6 +30,8 @@ pub struct SimOptions {
     /// Wait 20 µs every this many callbacks to give the network thread room, like a real
     /// driver waiting for the next period (a sleep; under seccomp a spin on the clock).
     pub sleep_every: u64,
+    /// Taps published every callback and read by a third thread (see [`tap_sim`]).
+    pub taps: TapSim,
 }
 
 impl Default for SimOptions {
@@ -43,6 +46,7 @@ impl Default for SimOptions {
             cfg,
             seccomp: false,
             sleep_every: 64,
+            taps: TapSim::default(),
         }
     }
 }
@@ -85,6 +89,8 @@ pub struct SimReport {
     pub callbacks_with_answers: u64,
     /// Callbacks the audio thread ran after the network side dropped its endpoint.
     pub audio_ran_without_net: u64,
+    /// What the tap reader saw (all zero without taps).
+    pub taps: TapReport,
 }
 
 impl Default for SimReport {
@@ -107,6 +113,7 @@ impl Default for SimReport {
             meter_takes: 0,
             audio_ran_without_net: 0,
             callbacks_with_answers: 0,
+            taps: TapReport::default(),
         }
     }
 }
@@ -159,17 +166,34 @@ where
         seccomp::install_handler().expect("SIGSYS handler");
         seccomp::reset();
     }
-    let (audio, net) = bridge(&opts.cfg);
+    let (audio, mut net) = bridge(&opts.cfg);
+    let tap_stop = Arc::new(AtomicBool::new(false));
+    let tap_reader = net
+        .take_taps()
+        .map(|reader| tap_sim::spawn_reader(reader, Arc::clone(&tap_stop)));
     let progress = Arc::new(AtomicU64::new(0));
     let audio_thread = {
         let progress = Arc::clone(&progress);
         let (callbacks, seccomp, sleep_every) = (opts.callbacks, opts.seccomp, opts.sleep_every);
+        let taps = opts.taps.clone();
         std::thread::spawn(move || {
-            audio_main(audio, engine, callbacks, seccomp, sleep_every, &progress)
+            audio_main(
+                audio,
+                engine,
+                callbacks,
+                seccomp,
+                sleep_every,
+                &taps,
+                &progress,
+            )
         })
     };
     let mut report = net_main(net, &progress, opts.callbacks);
     let audio_report = audio_thread.join().expect("audio thread");
+    tap_stop.store(true, Ordering::Release);
+    if let Some(reader) = tap_reader {
+        report.taps = reader.join().expect("tap reader thread");
+    }
     report.callbacks = audio_report.callbacks;
     report.audio_allocs = audio_report.audio_allocs;
     report.counter_live = audio_report.counter_live;
@@ -187,6 +211,7 @@ fn audio_main<E>(
     callbacks: u64,
     use_seccomp: bool,
     sleep_every: u64,
+    taps: &TapSim,
     progress: &AtomicU64,
 ) -> SimReport
 where
@@ -234,6 +259,7 @@ where
         for (ch, block) in blocks.iter().enumerate() {
             audio.publish_meter(ch, block);
         }
+        tap_sim::publish(&mut audio, &blocks, n, taps);
         audio.publish_transport(&transport);
         if n % 10_007 == 0 {
             audio.report_xrun();

@@ -3,6 +3,7 @@
 use super::clock_sync::ClockSync;
 use super::health::{CallbackStats, Health, HealthSnapshot};
 use super::meters::{meter_bank, MeterReader, MeterWriter};
+use super::tap::{tap_bank, TapError, TapReader, TapWriter};
 use super::types::{Outcome, RtCommand, RtOp, RtReply, TransportState};
 use super::MAX_METER_CHANNELS;
 use rtrb::{Consumer, Producer, RingBuffer};
@@ -35,6 +36,13 @@ pub struct RtConfig {
     /// wake-up prediction. Default `48_000`. Changeable later with
     /// [`AudioEndpoint::set_sample_rate`].
     pub sample_rate: u32,
+    /// Taps (rings of recent samples the audio thread fills, see [`tap`](super::tap)),
+    /// `0..=`[`MAX_TAPS`](super::MAX_TAPS). Default `0`: no tap memory at all.
+    pub taps: usize,
+    /// Samples per tap ring; rounded up to a power of two within
+    /// [`MIN_TAP_CAPACITY`](super::tap::MIN_TAP_CAPACITY)`..=`[`MAX_TAP_CAPACITY`](super::tap::MAX_TAP_CAPACITY).
+    /// Default `4096`.
+    pub tap_capacity: usize,
     /// With the `rt-wake` feature: a waker the audio thread triggers at the end of a callback
     /// that answered a command (one `write(2)` on an eventfd). `None` (the default) means no
     /// system call at all; the network thread then uses [`NetEndpoint::next_callback_end_ns`].
@@ -52,6 +60,8 @@ impl Default for RtConfig {
             meter_channels: 2,
             drain_budget: 32,
             sample_rate: 48_000,
+            taps: 0,
+            tap_capacity: 4096,
             #[cfg(feature = "rt-wake")]
             waker: None,
         }
@@ -89,6 +99,25 @@ impl RtConfig {
         self
     }
 
+    /// Sets [`taps`](Self::taps) and [`tap_capacity`](Self::tap_capacity): `taps` rings of
+    /// `capacity_frames` samples each, allocated in [`bridge`].
+    ///
+    /// ```
+    /// use loophole_ipc::rt::{bridge, RtConfig};
+    /// let (mut audio, mut net) = bridge(&RtConfig::default().with_taps(2, 4096));
+    /// let mut taps = net.take_taps().expect("taps configured");
+    /// audio.publish_tap(1, &[0.25; 128]).unwrap();
+    /// let mut window = [0.0f32; 512];
+    /// let got = taps.latest(1, &mut window).unwrap();
+    /// assert_eq!((got.samples, got.missed), (128, 0));
+    /// assert_eq!(window[..128], [0.25; 128]);
+    /// ```
+    pub fn with_taps(mut self, taps: usize, capacity_frames: usize) -> Self {
+        self.taps = taps;
+        self.tap_capacity = capacity_frames;
+        self
+    }
+
     /// Sets [`waker`](Self::waker) (`rt-wake` feature).
     #[cfg(feature = "rt-wake")]
     pub fn with_waker(mut self, waker: Arc<mio::Waker>) -> Self {
@@ -110,6 +139,7 @@ pub fn bridge(cfg: &RtConfig) -> (AudioEndpoint, NetEndpoint) {
     let reply_capacity = cfg.reply_capacity.max(budget.saturating_add(1));
     let (cmd_tx, cmd_rx) = RingBuffer::new(command_capacity);
     let (reply_tx, reply_rx) = RingBuffer::new(reply_capacity);
+    let (tap_w, tap_r) = tap_bank(cfg.taps, cfg.tap_capacity);
     let (meter_w, meter_r) = meter_bank(cfg.meter_channels.min(MAX_METER_CHANNELS));
     let health = Arc::new(Health::default());
     #[cfg(feature = "rt-wake")]
@@ -118,6 +148,7 @@ pub fn bridge(cfg: &RtConfig) -> (AudioEndpoint, NetEndpoint) {
         commands: cmd_rx,
         replies: reply_tx,
         meters: meter_w,
+        taps: tap_w,
         health: Arc::clone(&health),
         budget,
         remaining: budget,
@@ -135,6 +166,7 @@ pub fn bridge(cfg: &RtConfig) -> (AudioEndpoint, NetEndpoint) {
         commands: cmd_tx,
         replies: reply_rx,
         meters: meter_r,
+        taps: (cfg.taps > 0).then_some(tap_r),
         health,
         sent: 0,
         answered: 0,
@@ -201,6 +233,7 @@ pub struct AudioEndpoint {
     commands: Consumer<RtCommand>,
     replies: Producer<RtReply>,
     meters: MeterWriter,
+    taps: TapWriter,
     health: Arc<Health>,
     budget: usize,
     remaining: usize,
@@ -321,6 +354,15 @@ impl AudioEndpoint {
     #[inline]
     pub fn publish_levels(&mut self, channel: usize, peak: f32, sum_sq: f64, frames: u64) {
         self.meters.publish_levels(channel, peak, sum_sq, frames);
+    }
+
+    /// Appends one block of a tapped signal to tap `tap`'s ring, overwriting its oldest
+    /// samples (the reader counts what it missed; see [`tap`](super::tap)). Wait-free: at most
+    /// `tap_capacity` atomic stores plus three, no allocation, lock or system call.
+    /// [`TapError::NoSuchTap`] if `tap >= taps`.
+    #[inline]
+    pub fn publish_tap(&mut self, tap: usize, block: &[f32]) -> Result<(), TapError> {
+        self.taps.publish(tap, block)
     }
 
     /// Counts an xrun reported by the host.
@@ -491,6 +533,7 @@ pub struct NetEndpoint {
     commands: Producer<RtCommand>,
     replies: Consumer<RtReply>,
     meters: MeterReader,
+    taps: Option<TapReader>,
     health: Arc<Health>,
     sent: u64,
     answered: u64,
@@ -583,6 +626,12 @@ impl NetEndpoint {
     /// so it ends at the first callback after the previous `collect_meters`/`take_*` call.
     pub fn take_dsp_load_max(&mut self) -> Option<f32> {
         self.meters.take_load_max()
+    }
+
+    /// Hands out the consumer half of the taps, once (move it to the thread that computes the
+    /// scope or spectrum). `None` if no taps were configured or it was already taken.
+    pub fn take_taps(&mut self) -> Option<TapReader> {
+        self.taps.take()
     }
 
     /// Number of metered channels.

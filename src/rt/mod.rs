@@ -25,6 +25,10 @@
 //!   lost. Only telemetry is dropped, and drops are counted.
 //! * **Meters** accumulate wait-free into per-channel atomics (peak-hold, Σx², sample count),
 //!   handed over to the network side at its rate — see [`meters`] for the protocol.
+//! * **Taps** (opt-in, [`RtConfig::with_taps`]) keep the most recent samples of tapped
+//!   signals in fixed rings the audio thread overwrites ([`AudioEndpoint::publish_tap`]); a
+//!   [`TapReader`] (from [`NetEndpoint::take_taps`]) copies them out and learns how many it
+//!   missed — see [`tap`] for the protocol.
 //! * **Health** counters are single-writer atomics in a cache-padded block — see
 //!   [`HealthSnapshot`] for what may be stale.
 //! * **Wake-up policy.** The host passes each callback's start time in; the network side reads
@@ -62,3 +66,8 @@ pub use health::LoomHealth;
 
 #[cfg(feature = "rt-guard")]
 pub mod guard;
+
+#[cfg(feature = "std")]
+pub mod tap;
+#[cfg(feature = "std")]
+pub use tap::{TapError, TapRead, TapReader, MAX_TAPS};
