@@ -1,6 +1,7 @@
 //! The audio path with taps active makes no system call: 100 000+ flood callbacks publishing 8
 //! taps each under the seccomp filter, zero traps; the negative control is a tap that wakes its
 //! consumer (one eventfd write per callback, each trapped). Only seccomp runs in this binary.
+#![cfg(target_os = "linux")] // seccomp is the Linux proof
 
 use rt_tests::tap_sim::{assert_taps_exercised, engine, options, TapFault, TAPS};
 use rt_tests::{seccomp, simulate, SimReport};
