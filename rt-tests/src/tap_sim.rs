@@ -118,9 +118,13 @@ pub(crate) fn spawn_reader(
             for tap in 0..reader.taps() {
                 read_once(&mut reader, tap, &mut out, &mut r);
             }
-            // Uneven pace: mostly every 100 µs, with a 3 ms stall every 64 rounds (overruns).
-            let pause = if round.is_multiple_of(64) { 3_000 } else { 100 };
-            std::thread::sleep(Duration::from_micros(pause));
+            // Uneven pace: mostly every 100 µs; every 64 rounds a stall that lasts until the
+            // writer has lapped the ring (whatever the machine's speed), so overruns happen.
+            if round.is_multiple_of(64) {
+                stall_until_lapped(&reader, &stop);
+            } else {
+                std::thread::sleep(Duration::from_micros(100));
+            }
         }
         for tap in 0..reader.taps() {
             while read_once(&mut reader, tap, &mut out, &mut r) > 0 {}
@@ -128,6 +132,20 @@ pub(crate) fn spawn_reader(
         }
         r
     })
+}
+
+/// Sleeps until tap 0's writer has published two rings' worth since the call (or `stop`, or
+/// 200 ms: a stalled writer must not hang the test).
+fn stall_until_lapped(reader: &TapReader, stop: &AtomicBool) {
+    let start = reader.published(0).unwrap_or(0);
+    let lap = 2 * reader.capacity() as u64;
+    let deadline = std::time::Instant::now() + Duration::from_millis(200);
+    while !stop.load(Ordering::Acquire)
+        && reader.published(0).unwrap_or(0) < start + lap
+        && std::time::Instant::now() < deadline
+    {
+        std::thread::sleep(Duration::from_micros(500));
+    }
 }
 
 fn read_once(reader: &mut TapReader, tap: usize, out: &mut [f32], r: &mut TapReport) -> usize {
