@@ -79,5 +79,8 @@ fn the_harness_sees_a_useless_prediction() {
     // The median of three (one may, rarely, find its callback running just as it is routed).
     let mut d = ack_delays(1_000_000_000_000_000, 48_000, 3);
     d.sort();
-    assert!(d[1] > Duration::from_millis(500), "acks after {d:?}");
+    // Twice the bound the test above asserts, so that bound can fail; not tighter, since with a
+    // 1 s declared block each ack waits for a predicted end anywhere up to 1 s away (under Wine
+    // the median was seen at 493 ms).
+    assert!(d[1] > Duration::from_millis(200), "acks after {d:?}");
 }
