@@ -261,7 +261,7 @@ export interface TelemetryBodies {
   };
   /** Peak and RMS per channel over the whole interval since the previous `meters` frame, so no peak is missed. `rms` has the same length as `peak` (not expressed by the schema) */
   "meters": {
-    /** Peak linear amplitude per channel (≥ 0), at most 64 channels. */
+    /** Peak linear amplitude per channel (≥ 0), at most 512 channels. */
     "peak": number[];
     /** RMS linear amplitude per channel (≥ 0), same length as `peak`. */
     "rms": number[];
