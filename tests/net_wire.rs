@@ -1257,3 +1257,38 @@ fn a_half_closed_slow_reader_gets_every_answer_while_it_keeps_reading() {
     assert_eq!(refs.len(), n as usize, "answered {} of {n}", refs.len());
     assert_eq!(refs, (2..2 + n).collect::<Vec<_>>());
 }
+
+/// Issue 9 review: a heartbeat deadline inside the shutdown flush made the session say
+/// `goodbye` `heartbeat_timeout` instead of `shutdown`; but the engine reads nothing while it
+/// stops, so the client's silence is the engine's doing (session.md §3). Here the flush waits
+/// 1 s for an answer the paused audio thread never gives, past the 400 ms heartbeat deadline.
+/// Fails on the old code (`HeartbeatTimeout`).
+#[test]
+fn a_stop_says_goodbye_shutdown_past_the_heartbeat_deadline() {
+    let mut e = Engine::start(
+        fast()
+            .heartbeat_interval(Duration::from_millis(100))
+            .heartbeat_timeout(Duration::from_millis(400))
+            .flush_timeout(Duration::from_secs(2)),
+    );
+    e.pause_audio(true);
+    let mut w = raw_session(e.addr);
+    w.send(Some(2), &Play {}); // in flight, never answered: the flush waits its half
+    std::thread::sleep(Duration::from_millis(50));
+    let t0 = Instant::now();
+    let _ = e.server.take().unwrap().shutdown();
+    let stopped_after = t0.elapsed();
+    let got = w.until_closed(Duration::from_secs(3));
+    assert!(w.closed);
+    assert!(
+        matches!(
+            got.last(),
+            Some((None, ServerMessage::Goodbye(g))) if g.reason == GoodbyeReason::Shutdown
+        ),
+        "the last message is goodbye shutdown: {got:?}"
+    );
+    assert!(
+        stopped_after >= Duration::from_millis(400),
+        "{stopped_after:?}"
+    );
+}
