@@ -307,6 +307,17 @@ struct Stress {
     unexpected: AtomicU64,
     busy_seen: AtomicU64,
     active_ns: AtomicU64,
+    /// CPU time of the network thread while the stress was active (ns, from its schedstat).
+    active_cpu_ns: AtomicU64,
+}
+
+/// CPU time a thread of this process has run (ns): the first field of
+/// `/proc/self/task/<tid>/schedstat`. 0 when unreadable.
+fn thread_cpu_ns(tid: i32) -> u64 {
+    std::fs::read_to_string(format!("/proc/self/task/{tid}/schedstat"))
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
 }
 
 const STRESS_MAX_ITERS: u64 = 2_000_000;
@@ -386,7 +397,9 @@ fn section_stress(cfg: &StackConfig) -> io::Result<()> {
         unexpected: AtomicU64::new(0),
         busy_seen: AtomicU64::new(0),
         active_ns: AtomicU64::new(0),
+        active_cpu_ns: AtomicU64::new(0),
     });
+    let net_tid = stack.tid;
     let stress_cpu = cfg.audio_cpu;
     let threads: Vec<_> = (0..2)
         .map(|k| {
@@ -402,7 +415,7 @@ fn section_stress(cfg: &StackConfig) -> io::Result<()> {
     println!(
         "- stress threads (busy client, garbage sender) pinned to CPU {stress_cpu}; each loops connect → send → read → close (RST), at most {STRESS_MAX_ITERS} times"
     );
-    let phase_start = RefCell::new(None::<Instant>);
+    let phase_start = RefCell::new(None::<(Instant, u64)>);
     let wait = |cond: &dyn Fn() -> bool, what: &str| -> io::Result<()> {
         let deadline = Instant::now() + Duration::from_secs(5);
         while !cond() {
@@ -416,9 +429,13 @@ fn section_stress(cfg: &StackConfig) -> io::Result<()> {
         Ok(())
     };
     let stop_stress = |st: &Stress| -> io::Result<()> {
-        if let Some(t0) = phase_start.borrow_mut().take() {
+        if let Some((t0, cpu0)) = phase_start.borrow_mut().take() {
             st.active_ns
                 .fetch_add(t0.elapsed().as_nanos() as u64, Ordering::Relaxed);
+            st.active_cpu_ns.fetch_add(
+                thread_cpu_ns(net_tid).saturating_sub(cpu0),
+                Ordering::Relaxed,
+            );
         }
         st.active.store(false, Ordering::Release);
         wait(
@@ -443,14 +460,16 @@ fn section_stress(cfg: &StackConfig) -> io::Result<()> {
                 &|| (0..2).all(|k| st.done[k].load(Ordering::Acquire) > d0[k]),
                 "stress to start",
             )?;
-            *phase_start.borrow_mut() = Some(Instant::now());
+            *phase_start.borrow_mut() = Some((Instant::now(), thread_cpu_ns(net_tid)));
             Ok(())
         })
         .with_alloc_counter(move || w.allocs()),
     ];
+    let cpu_run0 = thread_cpu_ns(net_tid);
     let outcomes = common::run_interleaved(&mut contenders, base);
     drop(contenders);
     stop_stress(&st)?;
+    let cpu_run = thread_cpu_ns(net_tid).saturating_sub(cpu_run0);
     st.stop.store(true, Ordering::Relaxed);
     for t in threads {
         t.join()
@@ -478,6 +497,20 @@ fn section_stress(cfg: &StackConfig) -> io::Result<()> {
         st.unexpected.load(Ordering::Relaxed),
         stats.accepted,
         stats.refused
+    );
+    // The network thread's CPU per refused connection: its CPU while the stress was active,
+    // less what the same number of unstressed round trips cost it (measured in the same run).
+    let rounds = base.rounds + base.warmup;
+    let cpu_stressed = st.active_cpu_ns.load(Ordering::Relaxed);
+    let cpu_unstressed = cpu_run.saturating_sub(cpu_stressed);
+    let per_rt = cpu_unstressed as f64 / rounds.max(1) as f64;
+    let conns = (busy + garb).max(1) as f64;
+    let per_conn = (cpu_stressed as f64 - per_rt * rounds as f64).max(0.0) / conns;
+    println!(
+        "network thread CPU (schedstat): {:.1} % of one CPU while stressed, {:.1} µs per unstressed round trip, {:.1} µs per refused connection",
+        100.0 * cpu_stressed as f64 / (secs * 1e9).max(1.0),
+        per_rt / 1e3,
+        per_conn / 1e3
     );
     let (u, s) = (outcomes[0].summary, outcomes[1].summary);
     let r = ratio(s.p99, u.p99);
