@@ -454,13 +454,18 @@ fn section_stress(cfg: &StackConfig) -> io::Result<()> {
             client.borrow_mut().round_trip()
         })
         .with_before_batch(|| {
+            // The phase starts before the stressors do, so that every connection they count
+            // falls in its time and CPU; two stressed batches in a row (the rotation) are one
+            // phase: keep its start.
+            phase_start
+                .borrow_mut()
+                .get_or_insert_with(|| (Instant::now(), thread_cpu_ns(net_tid)));
             let d0 = [0, 1].map(|k| st.done[k].load(Ordering::Acquire));
             st.active.store(true, Ordering::Release);
             wait(
                 &|| (0..2).all(|k| st.done[k].load(Ordering::Acquire) > d0[k]),
                 "stress to start",
             )?;
-            *phase_start.borrow_mut() = Some((Instant::now(), thread_cpu_ns(net_tid)));
             Ok(())
         })
         .with_alloc_counter(move || w.allocs()),
