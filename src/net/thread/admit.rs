@@ -19,7 +19,12 @@ impl Worker {
     /// Accepts up to [`ACCEPTS_PER_PASS`] connections. `accept_more` stays set when the cap
     /// was reached (the next pass comes at once and goes on); it is cleared once the backlog is
     /// empty (`WouldBlock`) or accepting fails.
+    ///
+    /// The controlling client's bytes are served first when they came in the same wake-up: a
+    /// flood of connections to refuse then delays a command by at most the accepts of the
+    /// pass already under way, not by the accepts of its own pass.
     pub(super) fn accept_all(&mut self) {
+        self.service_controller_first();
         for _ in 0..ACCEPTS_PER_PASS {
             let Some(listener) = &self.listener else {
                 self.accept_more = false;
@@ -33,6 +38,19 @@ impl Worker {
                     return;
                 }
             }
+        }
+    }
+
+    /// Services the controlling connection now if it has bytes to read (the pass services it
+    /// again later; with nothing new that costs no system call).
+    fn service_controller_first(&mut self) {
+        let Some(key) = self.hub.controller else {
+            return;
+        };
+        let slot = (key & 0xffff_ffff) as usize;
+        let ready = self.slots.get(slot).and_then(Option::as_ref);
+        if ready.is_some_and(|c| c.key == key && c.readable && !c.dead) {
+            self.service_conn(slot, clock::now_ns());
         }
     }
 
@@ -63,7 +81,7 @@ impl Worker {
     /// trickling or failed-handshake sockets cannot lock a client out (session.md §2). Only
     /// when every slot holds an OPEN connection or one closing after OPEN, or while stopping,
     /// is the new one closed at once.
-    pub(super) fn admit(&mut self, mut stream: TcpStream) {
+    pub(super) fn admit(&mut self, stream: TcpStream) {
         if self.stopping {
             bump(&self.hub.status.refused);
             return; // dropped: closed at once
@@ -89,8 +107,8 @@ impl Worker {
             bump(&self.hub.status.refused);
             return;
         };
-        let _ = stream.set_nodelay(true);
-        let _ = timer::configure_accepted(&stream, self.cfg.socket_send_buffer);
+        let _ =
+            timer::configure_accepted(&stream, self.nodelay_inherited, self.cfg.socket_send_buffer);
         let now = clock::now_ns();
         let scfg = SessionConfig {
             max_frame: self.cfg.max_frame,
@@ -111,16 +129,6 @@ impl Worker {
             Err(_) => return, // cannot happen: `validate` checked the sizes at spawn
         };
         session.set_flush_timeout(ns(self.cfg.flush_timeout));
-        let interest = Interest::READABLE | Interest::WRITABLE;
-        if self
-            .poll
-            .registry()
-            .register(&mut stream, Token(slot), interest)
-            .is_err()
-        {
-            self.buffers.push(session.into_buffers());
-            return;
-        }
         bump(&self.hub.status.accepted);
         let key = (u64::from(self.next_gen) << 32) | slot as u64;
         self.next_gen = self.next_gen.wrapping_add(1);
@@ -136,11 +144,39 @@ impl Worker {
             shut: false,
             accepted_at: now,
             last_write: now,
+            registered: false,
         });
         // Read it now, before accepting more: a client whose preface and `hello` came with its
         // connection becomes OPEN (never evicted) even when a burst of others follows it in the
         // same accept pass. The same read the pass would make later (then `readable` is off).
         self.service_conn(slot, now);
+        self.register_or_close(slot);
+    }
+
+    /// Registers a connection just admitted and serviced, or closes it at once when its first
+    /// read ended it (a refused `hello` answered, a wrong preface, a reset): such a
+    /// connection never costs an `epoll_ctl` pair. Registering after the read misses nothing:
+    /// every platform's poll reports the readiness a socket already has when it is registered
+    /// (epoll, kqueue and mio's Windows AFD poll alike), so bytes that arrived after the read
+    /// still raise an event.
+    fn register_or_close(&mut self, slot: usize) {
+        let Some(c) = self.slots[slot].as_mut() else {
+            return;
+        };
+        let over = c.session.is_closed() && c.session.tx_pending().is_empty();
+        if c.dead || over {
+            self.remove(slot);
+            return;
+        }
+        let interest = Interest::READABLE | Interest::WRITABLE;
+        match self
+            .poll
+            .registry()
+            .register(&mut c.stream, Token(slot), interest)
+        {
+            Ok(()) => c.registered = true,
+            Err(_) => self.remove(slot),
+        }
     }
 }
 
