@@ -256,4 +256,168 @@ mod tests {
         assert!(w.hub.controller.is_some(), "it holds the session");
         drop(idle);
     }
+
+    /// Preface + `hello` (id 1), as one client write.
+    fn hello_bytes() -> Vec<u8> {
+        let hello = message::Hello {
+            protocol: message::PROTOCOL_VERSION,
+            client: heapless::String::try_from("test").unwrap(),
+            token: None,
+        };
+        let mut buf = [0u8; 512];
+        let n = message::encode_frame(Some(1), &hello, &mut buf, u32::MAX).unwrap();
+        let mut out = crate::frame::PREFACE.to_vec();
+        out.extend_from_slice(&buf[..n]);
+        out
+    }
+
+    /// A worker whose session is held by an OPEN client (returned, its welcome read).
+    fn worker_with_controller() -> (Worker, std::net::SocketAddr, std::net::TcpStream) {
+        use std::io::{Read as _, Write as _};
+        let (w, addr, _control, _audio) = worker(ServerConfig::default());
+        // The control and audio ends are dropped: nothing here is routed to them.
+        let mut w = w;
+        let mut legit = std::net::TcpStream::connect(addr).unwrap();
+        legit.write_all(&hello_bytes()).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        w.accept_more = true;
+        w.accept_all();
+        w.service(clock::now_ns());
+        assert!(
+            w.hub.controller.is_some(),
+            "the first client holds the session"
+        );
+        legit
+            .set_read_timeout(Some(std::time::Duration::from_millis(200)))
+            .unwrap();
+        let mut got = [0u8; 4096];
+        assert!(legit.read(&mut got).unwrap() > 8, "welcome");
+        (w, addr, legit)
+    }
+
+    /// Reads `s` to its end: the bytes, and whether it ended cleanly (EOF, not a reset).
+    fn read_to_end(s: &mut std::net::TcpStream) -> (Vec<u8>, std::io::Result<()>) {
+        use std::io::Read as _;
+        s.set_read_timeout(Some(std::time::Duration::from_secs(2)))
+            .unwrap();
+        let mut all = Vec::new();
+        let mut buf = [0u8; 4096];
+        loop {
+            match s.read(&mut buf) {
+                Ok(0) => return (all, Ok(())),
+                Ok(n) => all.extend_from_slice(&buf[..n]),
+                Err(e) => return (all, Err(e)),
+            }
+        }
+    }
+
+    fn has(hay: &[u8], needle: &str) -> bool {
+        hay.windows(needle.len()).any(|w| w == needle.as_bytes())
+    }
+
+    /// A second client whose `hello` came with its connection is answered `session_busy` and
+    /// closed during its admission, never registered with the poll (the slot is free again
+    /// when `accept_all` returns; before, it was registered and closed one pass later); it
+    /// reads its error, then a clean end of stream. Negative control: a client that has sent
+    /// nothing yet stays, registered.
+    #[test]
+    fn a_client_refused_on_its_first_read_is_closed_unregistered_and_reads_its_error() {
+        use std::io::Write as _;
+        let (mut w, addr, _legit) = worker_with_controller();
+        let mut busy = std::net::TcpStream::connect(addr).unwrap();
+        busy.write_all(&hello_bytes()).unwrap();
+        let quiet = std::net::TcpStream::connect(addr).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        w.accept_more = true;
+        w.accept_all();
+        assert_eq!(w.live_conns(), 2, "the controller and the quiet one only");
+        let registered: Vec<_> = w.slots.iter().flatten().map(|c| c.registered).collect();
+        assert_eq!(registered, [true, true], "both kept are registered");
+        let (got, end) = read_to_end(&mut busy);
+        assert!(got.starts_with(&crate::frame::PREFACE), "{got:?}");
+        assert!(
+            has(&got, "session_busy"),
+            "{}",
+            String::from_utf8_lossy(&got)
+        );
+        assert!(end.is_ok(), "a clean close, not {end:?}");
+        drop(quiet);
+    }
+
+    /// A refused client that sent more than the session reads (it stops reading once it is
+    /// over: the rest stays unread in the socket) still reads its `session_busy` and then a
+    /// clean end of stream: with bytes unread, `close` alone would reset the connection, so
+    /// the engine sends its FIN first (`shutdown`). Checked to fail (`ConnectionReset`) with
+    /// the `shutdown` skipped in that case too.
+    #[test]
+    fn a_refused_client_that_keeps_sending_still_reads_its_error_then_the_end() {
+        let (mut w, addr, _legit) = worker_with_controller();
+        let mut busy = std::net::TcpStream::connect(addr).unwrap();
+        let mut writer = busy.try_clone().unwrap();
+        let sender = std::thread::spawn(move || {
+            use std::io::Write as _;
+            let mut bytes = hello_bytes();
+            bytes.resize(bytes.len() + 3 * 65_536, b' ');
+            let _ = writer.write_all(&bytes);
+        });
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        w.accept_more = true;
+        w.accept_all();
+        w.service(clock::now_ns());
+        assert_eq!(w.live_conns(), 1, "the refused client was closed");
+        let (got, end) = read_to_end(&mut busy);
+        assert!(
+            has(&got, "session_busy"),
+            "{}",
+            String::from_utf8_lossy(&got)
+        );
+        assert!(end.is_ok(), "a clean close, not {end:?}");
+        let _ = sender.join();
+    }
+
+    /// The controlling client's bytes that came in the same wake-up as new connections are
+    /// served before those are accepted: its pong is on the wire when `accept_all` returns.
+    /// Negative control: the same ping without a readiness event for it (`readable` off) is
+    /// not served by `accept_all`, so the check sees what the accept pass did.
+    #[test]
+    fn the_controlling_client_is_served_before_the_accepts_of_its_pass() {
+        use std::io::{Read as _, Write as _};
+        let (mut w, addr, mut legit) = worker_with_controller();
+        let ping = |id: u32| {
+            let body = message::Ping {
+                nonce: id,
+                t_client_us: None,
+                rt: false,
+            };
+            let mut buf = [0u8; 256];
+            let n = message::encode_frame(Some(id), &body, &mut buf, u32::MAX).unwrap();
+            buf[..n].to_vec()
+        };
+        let slot = (w.hub.controller.unwrap() & 0xffff_ffff) as usize;
+        let mut got = [0u8; 4096];
+        legit.set_nonblocking(true).unwrap();
+        while legit.read(&mut got).is_ok() {} // the snapshot, whatever is left of it
+        for (event, id) in [(false, 7), (true, 8)] {
+            legit.write_all(&ping(id)).unwrap();
+            let idle: Vec<_> = (0..4)
+                .map(|_| std::net::TcpStream::connect(addr).unwrap())
+                .collect();
+            std::thread::sleep(std::time::Duration::from_millis(20));
+            w.slots[slot].as_mut().unwrap().readable = event;
+            w.accept_more = true;
+            w.accept_all();
+            let n = legit.read(&mut got).unwrap_or(0);
+            assert_eq!(
+                has(&got[..n], "pong"),
+                event,
+                "event {event}: {}",
+                String::from_utf8_lossy(&got[..n])
+            );
+            w.slots[slot].as_mut().unwrap().readable = true;
+            w.service(clock::now_ns()); // the control's ping is answered by the pass
+            drop(idle);
+            std::thread::sleep(std::time::Duration::from_millis(5));
+            while legit.read(&mut got).is_ok() {}
+        }
+    }
 }
