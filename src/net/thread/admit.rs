@@ -229,15 +229,7 @@ mod tests {
         use std::io::{Read as _, Write as _};
         let (mut w, addr, _control, _audio) = worker(ServerConfig::default());
         let mut legit = std::net::TcpStream::connect(addr).unwrap();
-        legit.write_all(&crate::frame::PREFACE).unwrap();
-        let hello = message::Hello {
-            protocol: message::PROTOCOL_VERSION,
-            client: heapless::String::try_from("test").unwrap(),
-            token: None,
-        };
-        let mut buf = [0u8; 512];
-        let n = message::encode_frame(Some(1), &hello, &mut buf, u32::MAX).unwrap();
-        legit.write_all(&buf[..n]).unwrap();
+        legit.write_all(&hello_bytes()).unwrap();
         std::thread::sleep(std::time::Duration::from_millis(20));
         let idle: Vec<_> = (0..ACCEPTS_PER_PASS + 8)
             .map(|_| std::net::TcpStream::connect(addr).unwrap())
