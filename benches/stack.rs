@@ -538,8 +538,9 @@ fn section_stress(cfg: &StackConfig) -> io::Result<()> {
 struct EndTable {
     tag: Box<[AtomicU64]>,
     t: Box<[AtomicU64]>,
-    /// How much later than the previous period this period's wake-up was (ns, 0 if earlier):
-    /// how much later the callback started than the network thread's prediction.
+    /// How much later than the previous period this period's wake-up was (ns, an `i64`:
+    /// negative when earlier): how much later the callback started than the network thread's
+    /// prediction (previous start + period).
     later: Box<[AtomicU64]>,
 }
 
@@ -604,6 +605,9 @@ struct Applied {
     later_late: Recorder,
     /// … and for all the others.
     later_ontime: Recorder,
+    /// For the on-time acks, how much *earlier* than predicted the callback started: the
+    /// network thread wakes at the predicted end, so the ack waits that long after the end.
+    earlier_ontime: Recorder,
 }
 
 fn section_applied(cfg: &StackConfig) -> io::Result<()> {
@@ -662,7 +666,7 @@ fn section_applied(cfg: &StackConfig) -> io::Result<()> {
                     support::sleep_until(due);
                     let late = common::monotonic_ns().saturating_sub(due);
                     late_max = late_max.max(late);
-                    let later = late.saturating_sub(prev_late);
+                    let later = (late as i64).wrapping_sub(prev_late as i64) as u64;
                     prev_late = late;
                     for (i, a) in audios.iter_mut().enumerate() {
                         callback(a, &tables[i], &applied, later);
@@ -706,6 +710,7 @@ fn section_applied(cfg: &StackConfig) -> io::Result<()> {
                 calls: 0,
                 later_late: Recorder::new(),
                 later_ontime: Recorder::new(),
+                earlier_ontime: Recorder::new(),
             })
         })
         .collect();
@@ -765,12 +770,16 @@ fn section_applied(cfg: &StackConfig) -> io::Result<()> {
                 return Ok(Duration::from_nanos(t1 - t0));
             }
             match tables[i].get(sample / u64::from(FRAMES)) {
-                Some((end, later)) if t1 >= end => {
+                Some((end, delta)) if t1 >= end => {
+                    let delta = delta as i64;
+                    let later = delta.max(0) as u64;
                     if t1 - end > PERIOD_NS / 2 {
                         res.over_half_period += 1;
                         res.later_late.record(Duration::from_nanos(later));
                     } else {
                         res.later_ontime.record(Duration::from_nanos(later));
+                        let earlier = delta.min(0).unsigned_abs();
+                        res.earlier_ontime.record(Duration::from_nanos(earlier));
                     }
                     res.fixed.record(Duration::from_nanos(t1 - end))
                 }
@@ -849,6 +858,11 @@ fn section_applied(cfg: &StackConfig) -> io::Result<()> {
             r.missing
         );
         let (l, o) = (r.later_late.summary(), r.later_ontime.summary());
+        let e = r.earlier_ontime.summary();
+        println!(
+            "  how much earlier than predicted it started (on-time acks: the ack waits for the predicted end): p50 {} / p99 {} / mean {} µs",
+            us(e.p50), us(e.p99), us(e.mean as u64)
+        );
         println!(
             "  how much later than predicted the applying callback started: late acks p50 {} / p99 {} / max {} µs (n {}); on-time acks p50 {} / p99 {} / max {} µs (n {})",
             us(l.p50), us(l.p99), us(l.max), l.count, us(o.p50), us(o.p99), us(o.max), o.count
