@@ -100,6 +100,8 @@ pub(crate) struct Worker {
     accept_more: bool,
     /// Accepted sockets inherit `TCP_NODELAY` from the listener (`sys::configure_listener`).
     nodelay_inherited: bool,
+    /// The audio callback's predicted end when this pass began (see `wake::note_pass_start`).
+    pass_prediction: Option<u64>,
     stopping: bool,
     stop_started: u64,
     stop_deadline: u64,
@@ -184,6 +186,7 @@ impl Worker {
             },
             accept_more: false,
             nodelay_inherited,
+            pass_prediction: None,
             stopping: false,
             stop_started: 0,
             stop_deadline: 0,
@@ -216,6 +219,7 @@ impl Worker {
                     break;
                 }
             }
+            self.note_pass_start();
             let mut timer_fired = false;
             for ev in events.iter() {
                 match ev.token() {
