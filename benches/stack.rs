@@ -307,6 +307,17 @@ struct Stress {
     unexpected: AtomicU64,
     busy_seen: AtomicU64,
     active_ns: AtomicU64,
+    /// CPU time of the network thread while the stress was active (ns, from its schedstat).
+    active_cpu_ns: AtomicU64,
+}
+
+/// CPU time a thread of this process has run (ns): the first field of
+/// `/proc/self/task/<tid>/schedstat`. 0 when unreadable.
+fn thread_cpu_ns(tid: i32) -> u64 {
+    std::fs::read_to_string(format!("/proc/self/task/{tid}/schedstat"))
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
 }
 
 const STRESS_MAX_ITERS: u64 = 2_000_000;
@@ -386,7 +397,9 @@ fn section_stress(cfg: &StackConfig) -> io::Result<()> {
         unexpected: AtomicU64::new(0),
         busy_seen: AtomicU64::new(0),
         active_ns: AtomicU64::new(0),
+        active_cpu_ns: AtomicU64::new(0),
     });
+    let net_tid = stack.tid;
     let stress_cpu = cfg.audio_cpu;
     let threads: Vec<_> = (0..2)
         .map(|k| {
@@ -402,7 +415,7 @@ fn section_stress(cfg: &StackConfig) -> io::Result<()> {
     println!(
         "- stress threads (busy client, garbage sender) pinned to CPU {stress_cpu}; each loops connect → send → read → close (RST), at most {STRESS_MAX_ITERS} times"
     );
-    let phase_start = RefCell::new(None::<Instant>);
+    let phase_start = RefCell::new(None::<(Instant, u64)>);
     let wait = |cond: &dyn Fn() -> bool, what: &str| -> io::Result<()> {
         let deadline = Instant::now() + Duration::from_secs(5);
         while !cond() {
@@ -416,9 +429,13 @@ fn section_stress(cfg: &StackConfig) -> io::Result<()> {
         Ok(())
     };
     let stop_stress = |st: &Stress| -> io::Result<()> {
-        if let Some(t0) = phase_start.borrow_mut().take() {
+        if let Some((t0, cpu0)) = phase_start.borrow_mut().take() {
             st.active_ns
                 .fetch_add(t0.elapsed().as_nanos() as u64, Ordering::Relaxed);
+            st.active_cpu_ns.fetch_add(
+                thread_cpu_ns(net_tid).saturating_sub(cpu0),
+                Ordering::Relaxed,
+            );
         }
         st.active.store(false, Ordering::Release);
         wait(
@@ -437,20 +454,27 @@ fn section_stress(cfg: &StackConfig) -> io::Result<()> {
             client.borrow_mut().round_trip()
         })
         .with_before_batch(|| {
+            // The phase starts before the stressors do, so that every connection they count
+            // falls in its time and CPU; two stressed batches in a row (the rotation) are one
+            // phase: keep its start.
+            phase_start
+                .borrow_mut()
+                .get_or_insert_with(|| (Instant::now(), thread_cpu_ns(net_tid)));
             let d0 = [0, 1].map(|k| st.done[k].load(Ordering::Acquire));
             st.active.store(true, Ordering::Release);
             wait(
                 &|| (0..2).all(|k| st.done[k].load(Ordering::Acquire) > d0[k]),
                 "stress to start",
             )?;
-            *phase_start.borrow_mut() = Some(Instant::now());
             Ok(())
         })
         .with_alloc_counter(move || w.allocs()),
     ];
+    let cpu_run0 = thread_cpu_ns(net_tid);
     let outcomes = common::run_interleaved(&mut contenders, base);
     drop(contenders);
     stop_stress(&st)?;
+    let cpu_run = thread_cpu_ns(net_tid).saturating_sub(cpu_run0);
     st.stop.store(true, Ordering::Relaxed);
     for t in threads {
         t.join()
@@ -479,6 +503,20 @@ fn section_stress(cfg: &StackConfig) -> io::Result<()> {
         stats.accepted,
         stats.refused
     );
+    // The network thread's CPU per refused connection: its CPU while the stress was active,
+    // less what the same number of unstressed round trips cost it (measured in the same run).
+    let rounds = base.rounds + base.warmup;
+    let cpu_stressed = st.active_cpu_ns.load(Ordering::Relaxed);
+    let cpu_unstressed = cpu_run.saturating_sub(cpu_stressed);
+    let per_rt = cpu_unstressed as f64 / rounds.max(1) as f64;
+    let conns = (busy + garb).max(1) as f64;
+    let per_conn = (cpu_stressed as f64 - per_rt * rounds as f64).max(0.0) / conns;
+    println!(
+        "network thread CPU (schedstat): {:.1} % of one CPU while stressed, {:.1} µs per unstressed round trip, {:.1} µs per refused connection",
+        100.0 * cpu_stressed as f64 / (secs * 1e9).max(1.0),
+        per_rt / 1e3,
+        per_conn / 1e3
+    );
     let (u, s) = (outcomes[0].summary, outcomes[1].summary);
     let r = ratio(s.p99, u.p99);
     println!(
@@ -500,8 +538,9 @@ fn section_stress(cfg: &StackConfig) -> io::Result<()> {
 struct EndTable {
     tag: Box<[AtomicU64]>,
     t: Box<[AtomicU64]>,
-    /// How much later than the previous period this period's wake-up was (ns, 0 if earlier):
-    /// how much later the callback started than the network thread's prediction.
+    /// How much later than the previous period this period's wake-up was (ns, an `i64`:
+    /// negative when earlier): how much later the callback started than the network thread's
+    /// prediction (previous start + period).
     later: Box<[AtomicU64]>,
 }
 
@@ -566,6 +605,9 @@ struct Applied {
     later_late: Recorder,
     /// … and for all the others.
     later_ontime: Recorder,
+    /// For the on-time acks, how much *earlier* than predicted the callback started: the
+    /// network thread wakes at the predicted end, so the ack waits that long after the end.
+    earlier_ontime: Recorder,
 }
 
 fn section_applied(cfg: &StackConfig) -> io::Result<()> {
@@ -624,7 +666,7 @@ fn section_applied(cfg: &StackConfig) -> io::Result<()> {
                     support::sleep_until(due);
                     let late = common::monotonic_ns().saturating_sub(due);
                     late_max = late_max.max(late);
-                    let later = late.saturating_sub(prev_late);
+                    let later = (late as i64).wrapping_sub(prev_late as i64) as u64;
                     prev_late = late;
                     for (i, a) in audios.iter_mut().enumerate() {
                         callback(a, &tables[i], &applied, later);
@@ -668,6 +710,7 @@ fn section_applied(cfg: &StackConfig) -> io::Result<()> {
                 calls: 0,
                 later_late: Recorder::new(),
                 later_ontime: Recorder::new(),
+                earlier_ontime: Recorder::new(),
             })
         })
         .collect();
@@ -727,12 +770,16 @@ fn section_applied(cfg: &StackConfig) -> io::Result<()> {
                 return Ok(Duration::from_nanos(t1 - t0));
             }
             match tables[i].get(sample / u64::from(FRAMES)) {
-                Some((end, later)) if t1 >= end => {
+                Some((end, delta)) if t1 >= end => {
+                    let delta = delta as i64;
+                    let later = delta.max(0) as u64;
                     if t1 - end > PERIOD_NS / 2 {
                         res.over_half_period += 1;
                         res.later_late.record(Duration::from_nanos(later));
                     } else {
                         res.later_ontime.record(Duration::from_nanos(later));
+                        let earlier = delta.min(0).unsigned_abs();
+                        res.earlier_ontime.record(Duration::from_nanos(earlier));
                     }
                     res.fixed.record(Duration::from_nanos(t1 - end))
                 }
@@ -811,6 +858,11 @@ fn section_applied(cfg: &StackConfig) -> io::Result<()> {
             r.missing
         );
         let (l, o) = (r.later_late.summary(), r.later_ontime.summary());
+        let e = r.earlier_ontime.summary();
+        println!(
+            "  how much earlier than predicted it started (on-time acks: the ack waits for the predicted end): p50 {} / p99 {} / mean {} µs",
+            us(e.p50), us(e.p99), us(e.mean as u64)
+        );
         println!(
             "  how much later than predicted the applying callback started: late acks p50 {} / p99 {} / max {} µs (n {}); on-time acks p50 {} / p99 {} / max {} µs (n {})",
             us(l.p50), us(l.p99), us(l.max), l.count, us(o.p50), us(o.p99), us(o.max), o.count

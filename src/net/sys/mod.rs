@@ -8,7 +8,8 @@
 //! | [`set_timer_slack_1ns`] | `PR_SET_TIMERSLACK` | no-op | no-op |
 //! | [`process_alive`] | `kill(pid, 0)` (`unix.rs`) | same | `OpenProcess` + `WaitForSingleObject(0)` |
 //! | [`parent_pid`] | `getppid` (`unix.rs`) | same | the parent recorded at start while it runs, 0 once it has exited |
-//! | [`configure_accepted`] | `SO_SNDBUF` (socket2) | `SO_SNDBUF`, `SO_NOSIGPIPE` | `SO_SNDBUF` |
+//! | [`configure_listener`] | `TCP_NODELAY` on the listener (accepted sockets inherit it) | nothing | nothing |
+//! | [`configure_accepted`] | `SO_SNDBUF` (socket2); `TCP_NODELAY` only if the listener's did not take | `TCP_NODELAY`, `SO_SNDBUF`, `SO_NOSIGPIPE` | `TCP_NODELAY`, `SO_SNDBUF` |
 //!
 //! The interface, as every room implements it:
 //! - `Timer::new() -> io::Result<Timer>`, `Timer::register(&mut self, &Registry, Token)`,
@@ -55,13 +56,41 @@ mod windows;
 #[cfg(windows)]
 pub(crate) use windows::{parent_pid, process_alive, set_timer_slack_1ns, Timer};
 
-/// Options of every accepted socket: the send buffer when configured (the kernel may round or
-/// double it), and on macOS `SO_NOSIGPIPE`, so that writing to a vanished peer is an `EPIPE`
-/// error and never a SIGPIPE (Linux: std and mio send with `MSG_NOSIGNAL`; Windows has no
-/// SIGPIPE). Returns whether every option took. Network thread; no allocation.
-pub(crate) fn configure_accepted(stream: &mio::net::TcpStream, send_buffer: Option<usize>) -> bool {
+/// Options of the listening socket, set once at spawn. Linux: `TCP_NODELAY`, which every
+/// socket it accepts inherits (the child socket is a copy of the listener's; `tests` check it
+/// on an accepted socket, with a listener without the option as the negative control), so
+/// accepting costs no `setsockopt`. Returns whether accepted sockets get `TCP_NODELAY` this
+/// way; elsewhere `false`, and [`configure_accepted`] sets it per socket. No allocation.
+pub(crate) fn configure_listener(listener: &mio::net::TcpListener) -> bool {
+    #[cfg(target_os = "linux")]
+    {
+        socket2::SockRef::from(listener)
+            .set_tcp_nodelay(true)
+            .is_ok()
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = listener;
+        false
+    }
+}
+
+/// Options of every accepted socket: `TCP_NODELAY` unless inherited from the listener
+/// ([`configure_listener`] returned `true`), the send buffer when configured (the kernel may
+/// round or double it), and on macOS `SO_NOSIGPIPE`, so that writing to a vanished peer is an
+/// `EPIPE` error and never a SIGPIPE (Linux: std and mio send with `MSG_NOSIGNAL`; Windows has
+/// no SIGPIPE). Returns whether every option took. Network thread; no allocation; one system
+/// call per option set (none on Linux with the defaults).
+pub(crate) fn configure_accepted(
+    stream: &mio::net::TcpStream,
+    nodelay_inherited: bool,
+    send_buffer: Option<usize>,
+) -> bool {
     let sock = socket2::SockRef::from(stream);
     let mut ok = true;
+    if !nodelay_inherited {
+        ok &= stream.set_nodelay(true).is_ok();
+    }
     if let Some(bytes) = send_buffer {
         ok &= sock.set_send_buffer_size(bytes).is_ok();
     }
@@ -226,14 +255,42 @@ mod tests {
         assert!(set_timer_slack_1ns());
     }
 
-    /// The send buffer takes, read back through socket2 (the kernel may double it).
+    /// An accepted socket has `TCP_NODELAY`, set per socket or inherited from a listener
+    /// that [`configure_listener`] configured; the send buffer takes, read back through socket2
+    /// (the kernel may double it). Negative control: a listener left alone hands out sockets
+    /// without `TCP_NODELAY`, so the inheritance check can fail.
     #[test]
     fn accepted_socket_options() {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let _client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
-        let (s, _) = listener.accept().unwrap();
-        let s = mio::net::TcpStream::from_std(s);
-        assert!(configure_accepted(&s, Some(64 * 1024)));
+        let accept_one = |configure: bool| {
+            let l = mio::net::TcpListener::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+            let inherited = configure && configure_listener(&l);
+            let _client = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
+            let s = loop {
+                match l.accept() {
+                    Ok((s, _)) => break s,
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                        std::thread::sleep(Duration::from_millis(1))
+                    }
+                    Err(e) => panic!("{e}"),
+                }
+            };
+            (s, inherited)
+        };
+        let (plain, inherited) = accept_one(false);
+        assert!(!inherited);
+        assert!(
+            !plain.nodelay().unwrap(),
+            "the control: no TCP_NODELAY by default"
+        );
+        let (s, inherited) = accept_one(true);
+        assert_eq!(inherited, cfg!(target_os = "linux"));
+        assert_eq!(
+            s.nodelay().unwrap(),
+            inherited,
+            "inherited from the listener"
+        );
+        assert!(configure_accepted(&s, inherited, Some(64 * 1024)));
+        assert!(s.nodelay().unwrap());
         let got = socket2::SockRef::from(&s).send_buffer_size().unwrap();
         assert!(got >= 32 * 1024, "{got}");
         #[cfg(target_vendor = "apple")]

@@ -22,7 +22,12 @@ impl Worker {
     /// Accepts up to [`ACCEPTS_PER_PASS`] connections. `accept_more` stays set when the cap
     /// was reached (the next pass comes at once and goes on); it is cleared once the backlog is
     /// empty (`WouldBlock`) or accepting fails.
+    ///
+    /// The controlling client's bytes are served first when they came in the same wake-up: a
+    /// flood of connections to refuse then delays a command by at most the accepts of the
+    /// pass already under way, not by the accepts of its own pass.
     pub(super) fn accept_all(&mut self) {
+        self.service_controller_first();
         for _ in 0..ACCEPTS_PER_PASS {
             let Some(listener) = &self.listener else {
                 self.accept_more = false;
@@ -36,6 +41,19 @@ impl Worker {
                     return;
                 }
             }
+        }
+    }
+
+    /// Services the controlling connection now if it has bytes to read (the pass services it
+    /// again later; with nothing new that costs no system call).
+    fn service_controller_first(&mut self) {
+        let Some(key) = self.hub.controller else {
+            return;
+        };
+        let slot = (key & 0xffff_ffff) as usize;
+        let ready = self.slots.get(slot).and_then(Option::as_ref);
+        if ready.is_some_and(|c| c.key == key && c.readable && !c.dead) {
+            self.service_conn(slot, clock::now_ns());
         }
     }
 
@@ -120,7 +138,7 @@ impl Worker {
     /// trickling or failed-handshake sockets cannot lock a client out (session.md §2). Only
     /// when every slot holds an OPEN connection or one closing after OPEN, or while stopping,
     /// is the new one closed at once.
-    pub(super) fn admit(&mut self, mut stream: TcpStream) {
+    pub(super) fn admit(&mut self, stream: TcpStream) {
         if self.stopping {
             bump(&self.hub.status.refused);
             return; // dropped: closed at once
@@ -134,8 +152,8 @@ impl Worker {
             bump(&self.hub.status.refused);
             return;
         };
-        let _ = stream.set_nodelay(true);
-        let _ = timer::configure_accepted(&stream, self.cfg.socket_send_buffer);
+        let _ =
+            timer::configure_accepted(&stream, self.nodelay_inherited, self.cfg.socket_send_buffer);
         let scfg = SessionConfig {
             max_frame: self.cfg.max_frame,
             handshake_timeout: ns(self.cfg.handshake_timeout),
@@ -155,16 +173,6 @@ impl Worker {
             Err(_) => return, // cannot happen: `validate` checked the sizes at spawn
         };
         session.set_flush_timeout(ns(self.cfg.flush_timeout));
-        let interest = Interest::READABLE | Interest::WRITABLE;
-        if self
-            .poll
-            .registry()
-            .register(&mut stream, Token(slot), interest)
-            .is_err()
-        {
-            self.buffers.push(session.into_buffers());
-            return;
-        }
         bump(&self.hub.status.accepted);
         let key = (u64::from(self.next_gen) << 32) | slot as u64;
         self.next_gen = self.next_gen.wrapping_add(1);
@@ -180,17 +188,45 @@ impl Worker {
             shut: false,
             accepted_at: now,
             last_write: now,
+            registered: false,
         });
         // Read it now, before accepting more: a client whose preface and `hello` came with its
         // connection becomes OPEN (never evicted) even when a burst of others follows it in the
         // same accept pass. The same read the pass would make later (then `readable` is off).
         self.service_conn(slot, now);
+        self.register_or_close(slot);
+    }
+
+    /// Registers a connection just admitted and serviced, or closes it at once when its first
+    /// read ended it (a refused `hello` answered, a wrong preface, a reset): such a
+    /// connection never costs an `epoll_ctl` pair. Registering after the read misses nothing:
+    /// every platform's poll reports the readiness a socket already has when it is registered
+    /// (epoll, kqueue and mio's Windows AFD poll alike), so bytes that arrived after the read
+    /// still raise an event.
+    fn register_or_close(&mut self, slot: usize) {
+        let Some(c) = self.slots[slot].as_mut() else {
+            return;
+        };
+        let over = c.session.is_closed() && c.session.tx_pending().is_empty();
+        if c.dead || over {
+            self.remove(slot);
+            return;
+        }
+        let interest = Interest::READABLE | Interest::WRITABLE;
+        match self
+            .poll
+            .registry()
+            .register(&mut c.stream, Token(slot), interest)
+        {
+            Ok(()) => c.registered = true,
+            Err(_) => self.remove(slot),
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::super::tests::worker;
+    use super::super::tests::{hello_bytes, worker};
     use super::*;
     use crate::config::ServerConfig;
     use crate::message;
@@ -237,15 +273,7 @@ mod tests {
         use std::io::{Read as _, Write as _};
         let (mut w, addr, _control, _audio) = worker(ServerConfig::default());
         let mut legit = std::net::TcpStream::connect(addr).unwrap();
-        legit.write_all(&crate::frame::PREFACE).unwrap();
-        let hello = message::Hello {
-            protocol: message::PROTOCOL_VERSION,
-            client: heapless::String::try_from("test").unwrap(),
-            token: None,
-        };
-        let mut buf = [0u8; 512];
-        let n = message::encode_frame(Some(1), &hello, &mut buf, u32::MAX).unwrap();
-        legit.write_all(&buf[..n]).unwrap();
+        legit.write_all(&hello_bytes()).unwrap();
         std::thread::sleep(std::time::Duration::from_millis(20));
         let idle: Vec<_> = (0..ACCEPTS_PER_PASS + 8)
             .map(|_| std::net::TcpStream::connect(addr).unwrap())
@@ -264,6 +292,7 @@ mod tests {
         assert!(w.hub.controller.is_some(), "it holds the session");
         drop(idle);
     }
+
     /// Review of the Wine failures (issue 11): a client accepted before its bytes arrived,
     /// whose preface and `hello` then wait unread in the kernel buffer while the next accept
     /// pass admits a burst of idle sockets (more than `max_half_open`). It must not be evicted
@@ -280,15 +309,7 @@ mod tests {
         w.accept_more = true;
         w.accept_all(); // accepted with nothing to read yet: waiting for its preface
         assert_eq!(w.live_conns(), 1);
-        legit.write_all(&crate::frame::PREFACE).unwrap();
-        let hello = message::Hello {
-            protocol: message::PROTOCOL_VERSION,
-            client: heapless::String::try_from("test").unwrap(),
-            token: None,
-        };
-        let mut buf = [0u8; 512];
-        let n = message::encode_frame(Some(1), &hello, &mut buf, u32::MAX).unwrap();
-        legit.write_all(&buf[..n]).unwrap();
+        legit.write_all(&hello_bytes()).unwrap();
         let idle: Vec<_> = (0..burst)
             .map(|_| std::net::TcpStream::connect(addr).unwrap())
             .collect();
@@ -308,5 +329,155 @@ mod tests {
         assert!(n >= 8, "the legitimate client was evicted (read {n} bytes)");
         assert!(w.hub.controller.is_some(), "it holds the session");
         drop(idle);
+    }
+
+    /// A worker whose session is held by an OPEN client (returned, its welcome read).
+    fn worker_with_controller() -> (Worker, std::net::SocketAddr, std::net::TcpStream) {
+        use std::io::{Read as _, Write as _};
+        let (w, addr, _control, _audio) = worker(ServerConfig::default());
+        // The control and audio ends are dropped: nothing here is routed to them.
+        let mut w = w;
+        let mut legit = std::net::TcpStream::connect(addr).unwrap();
+        legit.write_all(&hello_bytes()).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        w.accept_more = true;
+        w.accept_all();
+        w.service(clock::now_ns());
+        assert!(
+            w.hub.controller.is_some(),
+            "the first client holds the session"
+        );
+        legit
+            .set_read_timeout(Some(std::time::Duration::from_millis(200)))
+            .unwrap();
+        let mut got = [0u8; 4096];
+        assert!(legit.read(&mut got).unwrap() > 8, "welcome");
+        (w, addr, legit)
+    }
+
+    /// Reads `s` to its end: the bytes, and whether it ended cleanly (EOF, not a reset).
+    fn read_to_end(s: &mut std::net::TcpStream) -> (Vec<u8>, std::io::Result<()>) {
+        use std::io::Read as _;
+        s.set_read_timeout(Some(std::time::Duration::from_secs(2)))
+            .unwrap();
+        let mut all = Vec::new();
+        let mut buf = [0u8; 4096];
+        loop {
+            match s.read(&mut buf) {
+                Ok(0) => return (all, Ok(())),
+                Ok(n) => all.extend_from_slice(&buf[..n]),
+                Err(e) => return (all, Err(e)),
+            }
+        }
+    }
+
+    fn has(hay: &[u8], needle: &str) -> bool {
+        hay.windows(needle.len()).any(|w| w == needle.as_bytes())
+    }
+
+    /// A second client whose `hello` came with its connection is answered `session_busy` and
+    /// closed during its admission, never registered with the poll (the slot is free again
+    /// when `accept_all` returns; before, it was registered and closed one pass later); it
+    /// reads its error, then a clean end of stream. Negative control: a client that has sent
+    /// nothing yet stays, registered.
+    #[test]
+    fn a_client_refused_on_its_first_read_is_closed_unregistered_and_reads_its_error() {
+        use std::io::Write as _;
+        let (mut w, addr, _legit) = worker_with_controller();
+        let mut busy = std::net::TcpStream::connect(addr).unwrap();
+        busy.write_all(&hello_bytes()).unwrap();
+        let quiet = std::net::TcpStream::connect(addr).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        w.accept_more = true;
+        w.accept_all();
+        assert_eq!(w.live_conns(), 2, "the controller and the quiet one only");
+        let registered: Vec<_> = w.slots.iter().flatten().map(|c| c.registered).collect();
+        assert_eq!(registered, [true, true], "both kept are registered");
+        let (got, end) = read_to_end(&mut busy);
+        assert!(got.starts_with(&crate::frame::PREFACE), "{got:?}");
+        assert!(
+            has(&got, "session_busy"),
+            "{}",
+            String::from_utf8_lossy(&got)
+        );
+        assert!(end.is_ok(), "a clean close, not {end:?}");
+        drop(quiet);
+    }
+
+    /// A refused client that sent more than the session reads (it stops reading once it is
+    /// over: the rest stays unread in the socket) still reads its `session_busy` and then a
+    /// clean end of stream: with bytes unread, `close` alone would reset the connection, so
+    /// the engine sends its FIN first (`shutdown`). Checked to fail (`ConnectionReset`) with
+    /// the `shutdown` skipped in that case too.
+    #[test]
+    fn a_refused_client_that_keeps_sending_still_reads_its_error_then_the_end() {
+        let (mut w, addr, _legit) = worker_with_controller();
+        let mut busy = std::net::TcpStream::connect(addr).unwrap();
+        let mut writer = busy.try_clone().unwrap();
+        let sender = std::thread::spawn(move || {
+            use std::io::Write as _;
+            let mut bytes = hello_bytes();
+            bytes.resize(bytes.len() + 3 * 65_536, b' ');
+            let _ = writer.write_all(&bytes);
+        });
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        w.accept_more = true;
+        w.accept_all();
+        w.service(clock::now_ns());
+        assert_eq!(w.live_conns(), 1, "the refused client was closed");
+        let (got, end) = read_to_end(&mut busy);
+        assert!(
+            has(&got, "session_busy"),
+            "{}",
+            String::from_utf8_lossy(&got)
+        );
+        assert!(end.is_ok(), "a clean close, not {end:?}");
+        let _ = sender.join();
+    }
+
+    /// The controlling client's bytes that came in the same wake-up as new connections are
+    /// served before those are accepted: its pong is on the wire when `accept_all` returns.
+    /// Negative control: the same ping without a readiness event for it (`readable` off) is
+    /// not served by `accept_all`, so the check sees what the accept pass did.
+    #[test]
+    fn the_controlling_client_is_served_before_the_accepts_of_its_pass() {
+        use std::io::{Read as _, Write as _};
+        let (mut w, addr, mut legit) = worker_with_controller();
+        let ping = |id: u32| {
+            let body = message::Ping {
+                nonce: id,
+                t_client_us: None,
+                rt: false,
+            };
+            let mut buf = [0u8; 256];
+            let n = message::encode_frame(Some(id), &body, &mut buf, u32::MAX).unwrap();
+            buf[..n].to_vec()
+        };
+        let slot = (w.hub.controller.unwrap() & 0xffff_ffff) as usize;
+        let mut got = [0u8; 4096];
+        legit.set_nonblocking(true).unwrap();
+        while legit.read(&mut got).is_ok() {} // the snapshot, whatever is left of it
+        for (event, id) in [(false, 7), (true, 8)] {
+            legit.write_all(&ping(id)).unwrap();
+            let idle: Vec<_> = (0..4)
+                .map(|_| std::net::TcpStream::connect(addr).unwrap())
+                .collect();
+            std::thread::sleep(std::time::Duration::from_millis(20));
+            w.slots[slot].as_mut().unwrap().readable = event;
+            w.accept_more = true;
+            w.accept_all();
+            let n = legit.read(&mut got).unwrap_or(0);
+            assert_eq!(
+                has(&got[..n], "pong"),
+                event,
+                "event {event}: {}",
+                String::from_utf8_lossy(&got[..n])
+            );
+            w.slots[slot].as_mut().unwrap().readable = true;
+            w.service(clock::now_ns()); // the control's ping is answered by the pass
+            drop(idle);
+            std::thread::sleep(std::time::Duration::from_millis(5));
+            while legit.read(&mut got).is_ok() {}
+        }
     }
 }

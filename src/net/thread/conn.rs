@@ -28,6 +28,9 @@ pub(super) struct Conn {
     pub(super) accepted_at: u64,
     /// When the client last took bytes (or when it was accepted).
     pub(super) last_write: u64,
+    /// Registered with the poll. A connection that is over after its first read at accept
+    /// (refused, wrong preface) is closed without ever being registered.
+    pub(super) registered: bool,
 }
 
 impl Conn {
@@ -103,11 +106,21 @@ impl Worker {
                 .client_connected
                 .store(false, Ordering::Relaxed);
         }
-        let _ = self.poll.registry().deregister(&mut c.stream);
-        let _ = c.stream.shutdown(Shutdown::Write);
+        if c.registered {
+            let _ = self.poll.registry().deregister(&mut c.stream);
+        }
+        // Dropping the stream closes it: a FIN after the bytes already written, like
+        // `shutdown(Write)`, when nothing is left unread. When bytes may be unread (`readable`:
+        // the session stopped reading, or the socket was not drained), `close` would send a
+        // reset instead, so the FIN goes first: the client reads what it was sent, then the end
+        // of the stream. Skipping the `shutdown` otherwise saves a system call per refused
+        // connection (docs/benchmarks.md, third session).
+        if c.readable {
+            let _ = c.stream.shutdown(Shutdown::Write);
+        }
         self.buffers.push(c.session.into_buffers());
-        // Dropping the stream closes it. Answers still owed to it are discarded when they
-        // arrive (its key no longer matches a live connection).
+        // Answers still owed to it are discarded when they arrive (its key no longer matches a
+        // live connection).
     }
 }
 

@@ -98,6 +98,10 @@ pub(crate) struct Worker {
     /// The listener may have connections waiting: the previous pass stopped at
     /// [`admit::ACCEPTS_PER_PASS`] (the listener is edge-triggered, no new event will come for them).
     accept_more: bool,
+    /// Accepted sockets inherit `TCP_NODELAY` from the listener (`sys::configure_listener`).
+    nodelay_inherited: bool,
+    /// The audio callback's predicted end when this pass began (see `wake::note_pass_start`).
+    pass_prediction: Option<u64>,
     stopping: bool,
     stop_started: u64,
     stop_deadline: u64,
@@ -125,6 +129,7 @@ impl Worker {
     ) -> io::Result<Self> {
         poll.registry()
             .register(&mut listener, LISTENER, Interest::READABLE)?;
+        let nodelay_inherited = timer::configure_listener(&listener);
         let mut timer = Timer::new()?;
         timer.register(poll.registry(), TIMER)?;
         let welcome = Welcome {
@@ -182,6 +187,8 @@ impl Worker {
                 status,
             },
             accept_more: false,
+            nodelay_inherited,
+            pass_prediction: None,
             stopping: false,
             stop_started: 0,
             stop_deadline: 0,
@@ -214,6 +221,7 @@ impl Worker {
                     break;
                 }
             }
+            self.note_pass_start();
             let mut timer_fired = false;
             for ev in events.iter() {
                 match ev.token() {

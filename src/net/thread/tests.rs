@@ -8,6 +8,7 @@ use mio::Poll;
 
 use super::{Status, Worker, WAKER};
 use crate::config::ServerConfig;
+use crate::message;
 
 /// A worker on an ephemeral loopback port with its control endpoint and bridge ends.
 pub(super) fn worker(
@@ -28,4 +29,18 @@ pub(super) fn worker(
     let status = Arc::new(Status::default());
     let w = Worker::new(cfg, poll, listener, net, link, status, orphaned).unwrap();
     (w, addr, endpoint, audio)
+}
+
+/// Preface + `hello` (id 1), as one client write.
+pub(super) fn hello_bytes() -> Vec<u8> {
+    let hello = message::Hello {
+        protocol: message::PROTOCOL_VERSION,
+        client: heapless::String::try_from("test").unwrap(),
+        token: None,
+    };
+    let mut buf = [0u8; 512];
+    let n = message::encode_frame(Some(1), &hello, &mut buf, u32::MAX).unwrap();
+    let mut out = crate::frame::PREFACE.to_vec();
+    out.extend_from_slice(&buf[..n]);
+    out
 }
