@@ -68,6 +68,8 @@ pub use health::LoomHealth;
 pub mod guard;
 
 #[cfg(feature = "std")]
+pub mod analysis;
+#[cfg(feature = "std")]
 pub mod tap;
 #[cfg(feature = "std")]
 pub use tap::{TapError, TapRead, TapReader, MAX_TAPS};
