@@ -17,8 +17,8 @@
 //!
 //! # Threads, allocation, blocking
 //!
-//! [`analysis_bank`] allocates everything (about `3 * MAX_ANALYSIS_SLOTS * MAX_ANALYSIS_VALUES
-//! * 4` bytes = 384 KiB, plus a scratch copy of one value for the reader); nothing else here
+//! [`analysis_bank`] allocates everything (three buffers of [`MAX_ANALYSIS_VALUES`] floats per
+//! slot, 384 KiB in all, plus a scratch copy of one value for the reader); nothing else here
 //! allocates. Every method is wait-free and bounded (no lock, no system call, no loop that
 //! depends on the other side). [`AnalysisWriter`] belongs to one worker thread,
 //! [`AnalysisReader`] to the network thread; both are `Send`, neither is `Sync` or `Clone`.
