@@ -57,6 +57,7 @@ use std::time::Duration;
 use crate::config::{PortPolicy, ServerConfig};
 use crate::control::{control_route, ControlEndpoint};
 use crate::rt::NetEndpoint;
+use thread::Status;
 
 /// Entry point: [`Server::builder`].
 #[derive(Debug)]
@@ -318,20 +319,6 @@ impl ServerBuilder {
             endpoint,
         ))
     }
-}
-
-/// Flags shared between the handle and the thread.
-#[derive(Debug, Default)]
-pub(crate) struct Status {
-    pub(crate) stop: AtomicBool,
-    pub(crate) accepted: AtomicU64,
-    pub(crate) refused: AtomicU64,
-    pub(crate) answers_discarded: AtomicU64,
-    pub(crate) answers_held: AtomicU64,
-    pub(crate) evicted: AtomicU64,
-    pub(crate) client_connected: AtomicBool,
-    /// The frame log's handle for the network thread (`None`: off).
-    pub(crate) frame_log: Option<framelog::Tap>,
 }
 
 /// Counters of the network thread since it started. Each is monotonic; two fields may be read

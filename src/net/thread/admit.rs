@@ -1,0 +1,223 @@
+//! Accepting connections and the admission (half-open) policy.
+
+use std::io;
+
+use mio::net::TcpStream;
+use mio::{Interest, Token};
+
+use super::conn::Conn;
+use super::{bump, ns, Worker};
+use crate::clock;
+use crate::net::framelog::LoggedStream;
+use crate::net::sys as timer;
+use crate::session::{Session, SessionConfig, SessionState};
+
+/// Connections accepted per pass; the rest wait for the next pass (see `Worker::accept_more`).
+pub(super) const ACCEPTS_PER_PASS: usize = 64;
+
+impl Worker {
+    /// Accepts up to [`ACCEPTS_PER_PASS`] connections. `accept_more` stays set when the cap
+    /// was reached (the next pass comes at once and goes on); it is cleared once the backlog is
+    /// empty (`WouldBlock`) or accepting fails.
+    pub(super) fn accept_all(&mut self) {
+        for _ in 0..ACCEPTS_PER_PASS {
+            let Some(listener) = &self.listener else {
+                self.accept_more = false;
+                return;
+            };
+            match listener.accept() {
+                Ok((stream, _)) => self.admit(stream),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => {
+                    self.accept_more = false;
+                    return;
+                }
+            }
+        }
+    }
+
+    /// The connection to evict for a new one: the oldest that ended before OPEN and is only
+    /// draining its error (a peer that failed its handshake and does not read would otherwise
+    /// hold the slot for the flush time), else the oldest still waiting for its preface, else
+    /// the oldest still waiting for `hello` (none holds anything a session is owed).
+    fn eviction_victim(&self) -> Option<usize> {
+        let rank = |c: &Conn| match c.session.state() {
+            SessionState::Preface => Some(1),
+            SessionState::Handshake => Some(2),
+            SessionState::Open => None,
+            SessionState::Closing | SessionState::Closed => (!c.session.was_open()).then_some(0),
+        };
+        self.slots
+            .iter()
+            .enumerate()
+            .filter_map(|(i, c)| Some((i, c.as_ref()?)))
+            .filter(|(_, c)| !c.dead)
+            .filter_map(|(i, c)| Some((i, rank(c)?, c.accepted_at)))
+            .min_by_key(|&(_, r, at)| (r, at))
+            .map(|(i, _, _)| i)
+    }
+
+    /// Gives an accepted socket a session. When the half-open bound is reached or no slot is
+    /// free, the oldest connection not yet OPEN (one that ended before OPEN first, then
+    /// preface-waiting) is closed to make room: a newcomer always gets its chance, so idle,
+    /// trickling or failed-handshake sockets cannot lock a client out (session.md §2). Only
+    /// when every slot holds an OPEN connection or one closing after OPEN, or while stopping,
+    /// is the new one closed at once.
+    pub(super) fn admit(&mut self, mut stream: TcpStream) {
+        if self.stopping {
+            bump(&self.hub.status.refused);
+            return; // dropped: closed at once
+        }
+        let half_open = self
+            .slots
+            .iter()
+            .flatten()
+            .filter(|c| c.session.state() < SessionState::Open)
+            .count();
+        let free = self.slots.iter().position(Option::is_none);
+        if half_open >= self.cfg.max_half_open || free.is_none() {
+            let Some(victim) = self.eviction_victim() else {
+                bump(&self.hub.status.refused);
+                return;
+            };
+            // Counted before the close is visible to the evicted peer (tests read the stats
+            // as soon as they see it).
+            bump(&self.hub.status.evicted);
+            self.remove(victim);
+        }
+        let Some(slot) = self.slots.iter().position(Option::is_none) else {
+            bump(&self.hub.status.refused);
+            return;
+        };
+        let _ = stream.set_nodelay(true);
+        let _ = timer::configure_accepted(&stream, self.cfg.socket_send_buffer);
+        let now = clock::now_ns();
+        let scfg = SessionConfig {
+            max_frame: self.cfg.max_frame,
+            handshake_timeout: ns(self.cfg.handshake_timeout),
+            heartbeat_interval: ns(self.cfg.heartbeat_interval),
+            heartbeat_timeout: ns(self.cfg.heartbeat_timeout),
+            slow_consumer_timeout: ns(self.cfg.slow_consumer_timeout),
+            token: self.cfg.token.as_deref().map(str::as_bytes),
+            welcome: &self.welcome,
+        };
+        // A free slot always has a buffer pair: there are as many pairs as slots.
+        let Some((rx, tx)) = self.buffers.pop() else {
+            bump(&self.hub.status.refused);
+            return;
+        };
+        let mut session = match Session::new(&scfg, rx, tx, now) {
+            Ok(session) => session,
+            Err(_) => return, // cannot happen: `validate` checked the sizes at spawn
+        };
+        session.set_flush_timeout(ns(self.cfg.flush_timeout));
+        let interest = Interest::READABLE | Interest::WRITABLE;
+        if self
+            .poll
+            .registry()
+            .register(&mut stream, Token(slot), interest)
+            .is_err()
+        {
+            self.buffers.push(session.into_buffers());
+            return;
+        }
+        bump(&self.hub.status.accepted);
+        let key = (u64::from(self.next_gen) << 32) | slot as u64;
+        self.next_gen = self.next_gen.wrapping_add(1);
+        self.slots[slot] = Some(Conn {
+            stream: LoggedStream::new(stream, self.hub.status.frame_log.as_ref(), key),
+            session,
+            key,
+            readable: true,
+            read_closed: false,
+            writable: true,
+            closing_since: None,
+            dead: false,
+            shut: false,
+            accepted_at: now,
+            last_write: now,
+        });
+        // Read it now, before accepting more: a client whose preface and `hello` came with its
+        // connection becomes OPEN (never evicted) even when a burst of others follows it in the
+        // same accept pass. The same read the pass would make later (then `readable` is off).
+        self.service_conn(slot, now);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::tests::worker;
+    use super::*;
+    use crate::config::ServerConfig;
+    use crate::message;
+    use std::sync::atomic::Ordering;
+
+    /// One wake-up accepts at most `ACCEPTS_PER_PASS` connections; the rest are accepted on the
+    /// next pass without a new readiness event (edge-triggered: nothing may be left behind).
+    #[test]
+    fn accepts_are_capped_per_pass_and_the_rest_follow() {
+        let n = ACCEPTS_PER_PASS + 36;
+        let cfg = ServerConfig {
+            max_half_open: n + 8,
+            ..ServerConfig::default()
+        };
+        let (mut w, addr, _control, _audio) = worker(cfg);
+        let clients: Vec<_> = (0..n)
+            .map(|_| std::net::TcpStream::connect(addr).unwrap())
+            .collect();
+        std::thread::sleep(std::time::Duration::from_millis(50)); // all in the backlog
+        w.accept_more = true; // what a listener event sets
+        w.accept_all();
+        assert_eq!(
+            w.live_conns(),
+            ACCEPTS_PER_PASS,
+            "one pass accepts at most the cap"
+        );
+        assert!(w.accept_more, "more to accept: retried at the next pass");
+        assert_eq!(
+            w.next_deadline(clock::now_ns())
+                .map(|t| t <= clock::now_ns()),
+            Some(true)
+        );
+        w.accept_all();
+        assert_eq!(w.live_conns(), n, "the rest accepted at the next pass");
+        assert!(!w.accept_more, "backlog empty: wait for the next event");
+        drop(clients);
+    }
+
+    /// A legitimate client in the backlog ahead of a burst of idle sockets (more than one
+    /// accept pass, more than `max_half_open`): it is read as it is admitted, becomes OPEN and
+    /// is not evicted by the sockets accepted after it in the same pass.
+    #[test]
+    fn a_client_ahead_of_a_burst_in_the_same_accept_pass_is_not_evicted() {
+        use std::io::{Read as _, Write as _};
+        let (mut w, addr, _control, _audio) = worker(ServerConfig::default());
+        let mut legit = std::net::TcpStream::connect(addr).unwrap();
+        legit.write_all(&crate::frame::PREFACE).unwrap();
+        let hello = message::Hello {
+            protocol: message::PROTOCOL_VERSION,
+            client: heapless::String::try_from("test").unwrap(),
+            token: None,
+        };
+        let mut buf = [0u8; 512];
+        let n = message::encode_frame(Some(1), &hello, &mut buf, u32::MAX).unwrap();
+        legit.write_all(&buf[..n]).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        let idle: Vec<_> = (0..ACCEPTS_PER_PASS + 8)
+            .map(|_| std::net::TcpStream::connect(addr).unwrap())
+            .collect();
+        std::thread::sleep(std::time::Duration::from_millis(50)); // all in the backlog
+        w.accept_more = true;
+        w.accept_all();
+        w.service(clock::now_ns());
+        assert!(w.hub.status.evicted.load(Ordering::Relaxed) >= 50);
+        legit
+            .set_read_timeout(Some(std::time::Duration::from_secs(2)))
+            .unwrap();
+        let mut got = [0u8; 64];
+        let n = legit.read(&mut got).unwrap();
+        assert!(n >= 8, "the legitimate client was closed (read {n} bytes)");
+        assert!(w.hub.controller.is_some(), "it holds the session");
+        drop(idle);
+    }
+}

@@ -1,0 +1,176 @@
+//! Routing commands: what a session's [`Driver`] reaches (the audio and control threads).
+
+use std::collections::VecDeque;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use super::Status;
+use crate::clock;
+use crate::control::{ControlLink, ControlOp, ControlRequest, ControlTicket, SendFail};
+use crate::message::{self, Command, Health};
+use crate::rt::{NetEndpoint, RtCommand, RtOp, MAX_METER_CHANNELS};
+use crate::session::{Answer, Driver, RouteError, RouteFull};
+
+/// What the [`Driver`] needs: everything but the connection table.
+pub(super) struct Hub {
+    pub(super) net: NetEndpoint,
+    pub(super) control: ControlLink,
+    pub(super) controller: Option<u64>,
+    pub(super) last_controller_ns: u64,
+    /// Answers owed by the audio thread, oldest first: (owner, command id, an rt ping's
+    /// `t_client_us`). The audio thread answers in the order it received, so the front entry
+    /// owns the next answer; its pong echoes exactly its own ping's time.
+    pub(super) rt_owners: VecDeque<(u64, u32, Option<u64>)>,
+    /// The audio thread's endpoint was dropped (seen by `pump`; final): what it still owed is
+    /// answered `audio_unavailable`.
+    pub(super) audio_gone: bool,
+    /// Control requests in flight: (owner, id, ticket). Replies are matched by ticket: ids are
+    /// the clients' and need not be unique.
+    pub(super) control_owners: VecDeque<(u64, u32, ControlTicket)>,
+    /// Sequence number of the last control request (tickets start at 1; 0 is `NONE`).
+    pub(super) control_seq: u64,
+    pub(super) control_limit: usize,
+    /// Answers produced on this thread for a command no route could take.
+    pub(super) immediate: VecDeque<(u64, u32, Answer)>,
+    /// One answer the owner's transmit buffer had no room for; nothing else is popped meanwhile.
+    pub(super) held: Option<(u64, u32, Answer)>,
+    pub(super) transport: crate::rt::TransportState,
+    pub(super) peak: [f32; MAX_METER_CHANNELS],
+    pub(super) rms: [f32; MAX_METER_CHANNELS],
+    pub(super) meter_n: usize,
+    pub(super) dsp_load_max: f32,
+    pub(super) status: Arc<Status>,
+}
+
+/// The driver handed to one session's `poll`.
+pub(super) struct Routes<'a> {
+    pub(super) hub: &'a mut Hub,
+    pub(super) key: u64,
+}
+
+impl Driver for Routes<'_> {
+    fn claim(&mut self) -> bool {
+        if self.hub.controller.is_some() {
+            return false;
+        }
+        self.hub.controller = Some(self.key);
+        self.hub
+            .status
+            .client_connected
+            .store(true, Ordering::Relaxed);
+        true
+    }
+
+    fn release(&mut self) {
+        if self.hub.controller == Some(self.key) {
+            self.hub.controller = None;
+            self.hub.last_controller_ns = clock::now_ns();
+            self.hub
+                .status
+                .client_connected
+                .store(false, Ordering::Relaxed);
+        }
+    }
+
+    fn route_audio(&mut self, id: u32, cmd: &Command) -> Result<(), RouteFull> {
+        let Some(op) = rt_op(cmd) else {
+            // Not a real-time command: the session never routes one here. Answer, never drop.
+            let a = Answer::Error {
+                code: crate::ErrorCode::Internal,
+                detail: "command has no real-time route",
+            };
+            self.hub.immediate.push_back((self.key, id, a));
+            return Ok(());
+        };
+        if self.hub.audio_gone || self.hub.net.is_audio_gone() {
+            // Nobody would ever take it: answer now (the next `pump` delivers it).
+            self.hub.immediate.push_back((self.key, id, AUDIO_GONE));
+            return Ok(());
+        }
+        self.hub
+            .net
+            .try_send(RtCommand { id, op })
+            .map_err(|_| RouteFull)?;
+        // If the audio side went away after this check, `pump` answers this one too.
+        let t_client_us = match cmd {
+            Command::Ping(p) => p.t_client_us,
+            _ => None,
+        };
+        self.hub.rt_owners.push_back((self.key, id, t_client_us));
+        Ok(())
+    }
+
+    fn route_control(&mut self, id: u32, cmd: &Command) -> Result<(), RouteError> {
+        let Some(op) = control_op(cmd) else {
+            let a = Answer::Error {
+                code: crate::ErrorCode::Internal,
+                detail: "command has no control route",
+            };
+            self.hub.immediate.push_back((self.key, id, a));
+            return Ok(());
+        };
+        if self.hub.control_owners.len() >= self.hub.control_limit {
+            return Err(RouteError::Full);
+        }
+        let ticket = ControlTicket::new(self.hub.control_seq + 1);
+        match self.hub.control.try_send(ControlRequest { id, op, ticket }) {
+            Ok(()) => {
+                self.hub.control_seq += 1;
+                self.hub.control_owners.push_back((self.key, id, ticket));
+                Ok(())
+            }
+            Err(SendFail::Full) => Err(RouteError::Full),
+            Err(SendFail::Unavailable) => Err(RouteError::Unavailable),
+        }
+    }
+
+    fn snapshot(&mut self) -> (message::TransportState, Health) {
+        (self.hub.transport, self.hub.health(0))
+    }
+}
+
+/// The answer to an audio-route command once the audio thread is gone.
+pub(super) const AUDIO_GONE: Answer = Answer::Error {
+    code: crate::ErrorCode::AudioUnavailable,
+    detail: "the audio thread is gone",
+};
+
+fn rt_op(cmd: &Command) -> Option<RtOp> {
+    Some(match cmd {
+        Command::Play => RtOp::Play,
+        Command::Stop => RtOp::Stop,
+        Command::Seek(s) => RtOp::Seek { position: s.sample },
+        Command::Tempo(t) => RtOp::Tempo { bpm: t.bpm },
+        Command::Loop(l) => RtOp::Loop {
+            start: l.start,
+            end: l.end,
+            enabled: l.enabled,
+        },
+        Command::ParamSet(p) => RtOp::ParamSet {
+            node: p.node,
+            param: p.param,
+            value: p.value,
+            ramp_ms: p.ramp_ms.unwrap_or(0.0),
+        },
+        Command::Ping(p) => RtOp::Ping { nonce: p.nonce },
+        _ => return None,
+    })
+}
+
+fn control_op(cmd: &Command) -> Option<ControlOp> {
+    Some(match cmd {
+        Command::AddNode(a) => ControlOp::AddNode(a.clone()),
+        Command::RemoveNode(r) => ControlOp::RemoveNode { node: r.node },
+        Command::Connect(e) => ControlOp::Connect(*e),
+        Command::Disconnect(e) => ControlOp::Disconnect(*e),
+        Command::Shutdown => ControlOp::Shutdown,
+        _ => return None,
+    })
+}
+
+impl Hub {
+    /// Answers are still to come from a live audio thread.
+    pub(super) fn rt_waiting(&self) -> bool {
+        !self.audio_gone && self.net.commands_in_flight() > 0
+    }
+}
