@@ -40,6 +40,8 @@ pub(super) struct Hub {
     pub(super) meter_n: usize,
     pub(super) dsp_load_max: f32,
     pub(super) status: Arc<Status>,
+    /// The analysis mailboxes (`None`: the engine has no analysis worker).
+    pub(super) analysis: Option<crate::net::analysis::AnalysisHub>,
 }
 
 /// The driver handed to one session's `poll`.

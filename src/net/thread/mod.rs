@@ -39,6 +39,7 @@ use crate::clock;
 use crate::config::ServerConfig;
 use crate::control::ControlLink;
 use crate::message::{self, Welcome};
+use crate::net::analysis::AnalysisHub;
 use crate::net::framelog;
 use crate::net::sys::{self as timer, Timer};
 use crate::rt::{NetEndpoint, MAX_METER_CHANNELS};
@@ -122,6 +123,7 @@ impl Worker {
         control: ControlLink,
         status: Arc<Status>,
         orphaned: Arc<AtomicBool>,
+        analysis: Option<(AnalysisHub, u16)>,
     ) -> io::Result<Self> {
         poll.registry()
             .register(&mut listener, LISTENER, Interest::READABLE)?;
@@ -178,6 +180,7 @@ impl Worker {
                 meter_n: 0,
                 dsp_load_max: 0.0,
                 status,
+                analysis: analysis.map(|(hub, _taps)| hub),
             },
             accept_more: false,
             stopping: false,
