@@ -91,6 +91,7 @@ pub struct ServerBuilder {
     /// ([`ServerBuilder::analysis_worker`]).
     analysis: Option<(crate::rt::analysis::AnalysisReader, u16)>,
     /// [`ServerBuilder::audio_waker`] was called (not merely the event loop created early).
+    #[cfg_attr(not(feature = "rt-wake"), allow(dead_code))]
     audio_wake: bool,
 }
 
