@@ -163,6 +163,8 @@ fn through_session(v: &Value) -> (Option<(String, Option<u32>)>, bool) {
         max_frame: 0,
         heartbeat_ms: 0,
         timeout_ms: 0,
+        attachments: false,
+        taps: 0,
     };
     let max_frame = v["max_frame"].as_u64().unwrap_or(65_536) as u32;
     let cfg = SessionConfig {
@@ -173,6 +175,8 @@ fn through_session(v: &Value) -> (Option<(String, Option<u32>)>, bool) {
         slow_consumer_timeout: 5_000_000_000,
         token: None,
         welcome: &w,
+        attachments: false,
+        taps: 0,
     };
     let mut s = Session::new(
         &cfg,
@@ -196,6 +200,7 @@ fn through_session(v: &Value) -> (Option<(String, Option<u32>)>, bool) {
                 protocol: 1,
                 client: "t".try_into().unwrap(),
                 token: None,
+                attachments: false,
             };
             let n = encode_frame(Some(1), &h, &mut hello, 4096).unwrap();
             feed(&mut s, &hello[..n]);

@@ -27,6 +27,8 @@ pub fn welcome() -> Welcome {
         max_frame: 65_536,
         heartbeat_ms: 1000,
         timeout_ms: 5000,
+        attachments: false,
+        taps: 0,
     }
 }
 
@@ -48,7 +50,7 @@ pub fn for_each_payload(mut f: impl FnMut(&[u8], bool)) {
         to_port: 1,
     };
     each! {
-        Some(1) => Hello { protocol: 1, client: s("aura/0.1"), token: Some(s("tok\"en")) },
+        Some(1) => Hello { protocol: 1, client: s("aura/0.1"), token: Some(s("tok\"en")), attachments: false },
         Some(2) => Ping { nonce: 9, t_client_us: Some(5), rt: true },
         Some(3) => Goodbye {},
         Some(4) => Play {},

@@ -96,6 +96,8 @@ pub(crate) struct Worker {
     buffers: Vec<BufferPair>,
     next_gen: u32,
     hub: Hub,
+    /// `welcome.taps`: the engine's taps when it has an analysis worker, else 0.
+    analysis_taps: u16,
     /// The listener may have connections waiting: the previous pass stopped at
     /// [`admit::ACCEPTS_PER_PASS`] (the listener is edge-triggered, no new event will come for them).
     accept_more: bool,
@@ -138,6 +140,8 @@ impl Worker {
             max_frame: cfg.max_frame,
             heartbeat_ms: 0,
             timeout_ms: 0,
+            attachments: false,
+            taps: 0,
         };
         let control_limit = cfg.control_capacity * 2 + 8;
         let slots = cfg.max_half_open + EXTRA_SLOTS;
@@ -162,6 +166,7 @@ impl Worker {
                 })
                 .collect(),
             next_gen: 1,
+            analysis_taps: analysis.as_ref().map_or(0, |&(_, taps)| taps),
             hub: Hub {
                 net,
                 control,
