@@ -1298,3 +1298,31 @@ impl<O: AsRef<[u8]> + AsMut<[u8]>> Core<O> {
         self.linger = false;
     }
 }
+
+// Engine room (issue 14): when an analysis frame is due but the worker has no new value yet,
+// the network thread must move the frame's deadline on without sending, or `poll_at` stays in
+// the past and the thread polls in a loop.
+impl<I, O> Session<I, O>
+where
+    I: AsRef<[u8]> + AsMut<[u8]>,
+    O: AsRef<[u8]> + AsMut<[u8]>,
+{
+    /// Puts the next frame of `sub` off until `until` without sending one (the engine has no
+    /// new value for it yet); nothing is shed or counted. Returns false when `sub` is not
+    /// subscribed. Allocates nothing; network thread only.
+    pub fn defer_analysis(&mut self, sub: AnalysisSub, until: Nanos) -> bool {
+        match self
+            .core
+            .analysis
+            .iter_mut()
+            .flatten()
+            .find(|s| s.sub == sub)
+        {
+            Some(slot) => {
+                slot.timer.next = slot.timer.next.max(until);
+                true
+            }
+            None => false,
+        }
+    }
+}

@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use loophole_ipc::net::AnalysisWorker;
 use loophole_ipc::rt::analysis::{
-    AnalysisFrame, AnalysisKind, AnalysisRequest, MAX_ANALYSIS_SLOTS, MAX_ANALYSIS_VALUES,
+    AnalysisFrame, AnalysisRequest, AnalysisStream, MAX_ANALYSIS_SLOTS, MAX_ANALYSIS_VALUES,
 };
 use loophole_ipc::rt::TapReader;
 use realfft::num_complex::Complex;
@@ -87,11 +87,6 @@ impl Spectrum {
             window,
             fft,
         }
-    }
-
-    /// Bins of this analyser.
-    pub fn bins(&self) -> usize {
-        self.window.len() / 2
     }
 
     /// dBFS of each bin of `samples` (`2 × bins` of them) into `db` (`bins` values).
@@ -263,14 +258,14 @@ impl Analyzer {
         };
         history.fill(&mut self.taps, tap, &mut self.chunk);
         let n = usize::from(req.size);
-        let (window_len, param) = match req.kind {
-            AnalysisKind::Scope => {
+        let (window_len, param) = match req.stream {
+            AnalysisStream::Scope => {
                 let per_frame = self.sample_rate.div_ceil(u32::from(req.rate_hz.max(1)));
                 let spp = (per_frame as usize).div_ceil(n.max(1));
                 let spp = spp.clamp(1, (self.window.len() / n.max(1)).max(1));
                 (spp * n, spp as u32)
             }
-            AnalysisKind::Spectrum => (2 * n, self.sample_rate),
+            AnalysisStream::Spectrum => (2 * n, self.sample_rate),
         };
         if window_len > self.window.len() {
             return false;
@@ -280,12 +275,12 @@ impl Analyzer {
             return false;
         }
         let values = &mut self.values[..req.values()];
-        match req.kind {
-            AnalysisKind::Scope => {
+        match req.stream {
+            AnalysisStream::Scope => {
                 let (min, max) = values.split_at_mut(n);
                 scope(window, min, max);
             }
-            AnalysisKind::Spectrum => {
+            AnalysisStream::Spectrum => {
                 let planner = &mut self.planner;
                 let spectrum = self
                     .spectra

@@ -9,10 +9,12 @@
 
 use std::sync::Arc;
 
+use crate::message::MAX_ANALYSIS_SUBS;
 use crate::rt::analysis::{
     AnalysisFrame, AnalysisKey, AnalysisReader, AnalysisRequest, AnalysisWriter, SubmitError,
     MAX_ANALYSIS_SLOTS,
 };
+use crate::session::{AnalysisData, AnalysisSendError, AnalysisSub, Session};
 
 /// The engine's analysis worker handle (from
 /// [`ServerBuilder::analysis_worker`](super::ServerBuilder::analysis_worker)): tells what to
@@ -26,8 +28,8 @@ use crate::rt::analysis::{
 ///
 /// ```no_run
 /// # use loophole_ipc::net::{AnalysisWorker, Server};
-/// # use loophole_ipc::rt::analysis::{AnalysisFrame, AnalysisKind};
-/// # fn compute(_: AnalysisKind, _: u16, _: u16, _: &mut [f32]) -> u64 { 0 }
+/// # use loophole_ipc::rt::analysis::{AnalysisFrame, AnalysisStream};
+/// # fn compute(_: AnalysisStream, _: u16, _: u16, _: &mut [f32]) -> u64 { 0 }
 /// # let mut builder = Server::builder();
 /// let mut worker: AnalysisWorker = builder.analysis_worker().expect("event loop");
 /// // (spawn the server with `builder`, move `worker` and a `TapReader` to a thread)
@@ -36,7 +38,7 @@ use crate::rt::analysis::{
 ///     let requests: Vec<_> = worker.requests().collect();
 ///     for req in requests {
 ///         let out = &mut values[..req.values()];
-///         let sample = compute(req.kind, req.tap, req.size, out);
+///         let sample = compute(req.stream, req.tap, req.size, out);
 ///         let frame = AnalysisFrame { sample, missed: 0, param: 48_000, values: out };
 ///         let _ = worker.submit(&req, &frame); // Stale: the request changed; fine
 ///     }
@@ -201,9 +203,75 @@ pub(crate) struct Fresh<'a> {
     pub(crate) frame: AnalysisFrame<'a>,
 }
 
+/// Shortest wait before a due frame whose value is not there yet is looked at again (ns).
+const RETRY_MIN_NS: u64 = 5_000_000;
+
+/// Adds the analysis subscriptions of `session` to `wanted`.
+pub(crate) fn want<I, O>(session: &Session<I, O>, wanted: &mut Wanted)
+where
+    I: AsRef<[u8]> + AsMut<[u8]>,
+    O: AsRef<[u8]> + AsMut<[u8]>,
+{
+    for s in session.analysis_subs() {
+        let rate = u8::try_from(s.rate_hz).unwrap_or(u8::MAX);
+        wanted.add(key_of_sub(s.sub), rate);
+    }
+}
+
+/// Sends `session` (connection `conn`) every analysis frame that is due and has a value it was
+/// not sent yet; a due frame without one is put off by a quarter of its interval (at least
+/// [`RETRY_MIN_NS`]), so the thread never polls in a loop for it. Allocates nothing.
+pub(crate) fn send_due<I, O>(
+    session: &mut Session<I, O>,
+    conn: u64,
+    hub: &mut AnalysisHub,
+    now: u64,
+) where
+    I: AsRef<[u8]> + AsMut<[u8]>,
+    O: AsRef<[u8]> + AsMut<[u8]>,
+{
+    let mut due = [None::<(AnalysisSub, u64)>; MAX_ANALYSIS_SUBS];
+    let subs = session.analysis_subs().map(|s| (s.sub, s.rate_hz));
+    for (entry, (sub, rate)) in due.iter_mut().zip(subs) {
+        let retry = (1_000_000_000 / 4 / u64::from(rate.max(1))).max(RETRY_MIN_NS);
+        *entry = Some((sub, retry));
+    }
+    for (sub, retry) in due.into_iter().flatten() {
+        if !session.analysis_due(now).any(|d| d == sub) {
+            continue;
+        }
+        let Some(fresh) = hub.fresh_for(conn, key_of_sub(sub)) else {
+            session.defer_analysis(sub, now.saturating_add(retry));
+            continue;
+        };
+        let (slot, seq) = (fresh.slot, fresh.seq);
+        let f = fresh.frame;
+        let data = AnalysisData {
+            sample: f.sample,
+            missed: f.missed,
+            samples_per_point: f.param,
+            sample_rate: f.param,
+            values: f.values,
+        };
+        match session.send_analysis(sub, &data, now) {
+            // Shed: that value is gone for this session (counted); the next one comes fresh.
+            Ok(()) | Err(AnalysisSendError::Shed) => hub.mark_sent(conn, slot, seq),
+            Err(_) => {}
+        }
+    }
+}
+
+fn key_of_sub(s: AnalysisSub) -> AnalysisKey {
+    AnalysisKey {
+        stream: s.stream,
+        tap: s.tap,
+        size: s.size,
+    }
+}
+
 fn key_of(r: &AnalysisRequest) -> AnalysisKey {
     AnalysisKey {
-        kind: r.kind,
+        stream: r.stream,
         tap: r.tap,
         size: r.size,
     }
@@ -212,18 +280,18 @@ fn key_of(r: &AnalysisRequest) -> AnalysisKey {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::rt::analysis::{analysis_bank, AnalysisKind};
+    use crate::rt::analysis::{analysis_bank, AnalysisStream};
 
-    fn key(kind: AnalysisKind, tap: u16, size: u16) -> AnalysisKey {
-        AnalysisKey { kind, tap, size }
+    fn key(stream: AnalysisStream, tap: u16, size: u16) -> AnalysisKey {
+        AnalysisKey { stream, tap, size }
     }
 
     #[test]
     fn the_table_follows_the_union_and_keeps_slots_of_kept_keys() {
         let (w, r) = analysis_bank();
         let mut hub = AnalysisHub::new(r);
-        let a = key(AnalysisKind::Scope, 0, 512);
-        let b = key(AnalysisKind::Spectrum, 1, 1024);
+        let a = key(AnalysisStream::Scope, 0, 512);
+        let b = key(AnalysisStream::Spectrum, 1, 1024);
         let mut wanted = Wanted::default();
         wanted.add(a, 30);
         wanted.add(b, 10);
@@ -253,7 +321,7 @@ mod tests {
         let mut hub = AnalysisHub::new(r);
         let mut wanted = Wanted::default();
         for tap in 0..(MAX_ANALYSIS_SLOTS as u16 + 2) {
-            wanted.add(key(AnalysisKind::Scope, tap, 16), 30);
+            wanted.add(key(AnalysisStream::Scope, tap, 16), 30);
         }
         hub.reconcile(&wanted);
         assert_eq!(w.requests().count(), MAX_ANALYSIS_SLOTS);
@@ -264,7 +332,7 @@ mod tests {
     fn a_value_goes_to_each_connection_once() {
         let (mut w, r) = analysis_bank();
         let mut hub = AnalysisHub::new(r);
-        let k = key(AnalysisKind::Spectrum, 0, 16);
+        let k = key(AnalysisStream::Spectrum, 0, 16);
         let mut wanted = Wanted::default();
         wanted.add(k, 30);
         hub.reconcile(&wanted);

@@ -327,7 +327,7 @@ impl ServerBuilder {
         );
         let handle_orphaned = Arc::clone(&orphaned);
         let connection_file = cfg.connection_file.clone();
-        let worker = thread::Worker::new(
+        let mut worker = thread::Worker::new(
             cfg,
             poll,
             listener,
@@ -335,10 +335,11 @@ impl ServerBuilder {
             link,
             Arc::clone(&status),
             orphaned,
-            self.analysis
-                .map(|(reader, taps)| (analysis::AnalysisHub::new(reader), taps)),
         )
         .map_err(io_err)?;
+        if let Some((reader, taps)) = self.analysis {
+            worker.set_analysis(analysis::AnalysisHub::new(reader), taps);
+        }
         let join = std::thread::Builder::new()
             .name("loophole-net".into())
             .spawn(move || worker.run())

@@ -35,6 +35,7 @@
 //! whose descriptor is no longer the slot's (the subscription changed meanwhile).
 
 use super::sync::{Arc, AtomicU32, AtomicU64, Ordering};
+pub use crate::message::AnalysisStream;
 #[cfg(loom)]
 use loom::sync::atomic::AtomicU8;
 #[cfg(not(loom))]
@@ -50,22 +51,13 @@ pub const MAX_SCOPE_POINTS: u16 = 1024;
 /// Largest spectrum, in bins (envelope.md: `bins` a power of two 16..=4096).
 pub const MAX_SPECTRUM_BINS: u16 = 4096;
 
-/// Which analysis a slot asks for.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum AnalysisKind {
-    /// Min and max per point over the most recent window: `2 * size` values, min then max.
-    Scope,
-    /// dBFS per linear bin from a windowed FFT of `2 * size` samples: `size` values.
-    Spectrum,
-}
-
 /// What a slot asks the worker to compute (see [`AnalysisWriter::requests`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct AnalysisRequest {
     /// The slot (`0..MAX_ANALYSIS_SLOTS`); pass the request back to [`AnalysisWriter::submit`].
     pub slot: usize,
     /// Scope or spectrum.
-    pub kind: AnalysisKind,
+    pub stream: AnalysisStream,
     /// The tap to analyse.
     pub tap: u16,
     /// Points (scope) or bins (spectrum).
@@ -80,10 +72,7 @@ pub struct AnalysisRequest {
 impl AnalysisRequest {
     /// Number of floats a value for this request holds: `2 * size` (scope), `size` (spectrum).
     pub fn values(&self) -> usize {
-        match self.kind {
-            AnalysisKind::Scope => 2 * usize::from(self.size),
-            AnalysisKind::Spectrum => usize::from(self.size),
-        }
+        self.stream.values_for(self.size)
     }
 }
 
@@ -91,7 +80,7 @@ impl AnalysisRequest {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct AnalysisKey {
     /// Scope or spectrum.
-    pub kind: AnalysisKind,
+    pub stream: AnalysisStream,
     /// The tap.
     pub tap: u16,
     /// Points (scope) or bins (spectrum).
@@ -159,9 +148,9 @@ const GEN_SHIFT: u32 = 42;
 const GEN_MASK: u64 = (1 << (64 - GEN_SHIFT)) - 1;
 
 fn pack(key: AnalysisKey, rate_hz: u8, generation: u32) -> u64 {
-    let kind = match key.kind {
-        AnalysisKind::Scope => 0,
-        AnalysisKind::Spectrum => SPECTRUM,
+    let kind = match key.stream {
+        AnalysisStream::Scope => 0,
+        AnalysisStream::Spectrum => SPECTRUM,
     };
     u64::from(key.size)
         | u64::from(key.tap) << 16
@@ -177,10 +166,10 @@ fn unpack(slot: usize, word: u64) -> Option<AnalysisRequest> {
     }
     Some(AnalysisRequest {
         slot,
-        kind: if word & SPECTRUM != 0 {
-            AnalysisKind::Spectrum
+        stream: if word & SPECTRUM != 0 {
+            AnalysisStream::Spectrum
         } else {
-            AnalysisKind::Scope
+            AnalysisStream::Scope
         },
         tap: (word >> 16) as u16,
         size: word as u16,
@@ -320,7 +309,7 @@ impl AnalysisWriter {
     ) -> Result<(), SubmitError> {
         let slot = self.shared.slots.get(req.slot).ok_or(SubmitError::Stale)?;
         let key = AnalysisKey {
-            kind: req.kind,
+            stream: req.stream,
             tap: req.tap,
             size: req.size,
         };
@@ -373,7 +362,7 @@ impl AnalysisReader {
     pub fn slot_of(&self, key: AnalysisKey) -> Option<usize> {
         (0..MAX_ANALYSIS_SLOTS).find(|&i| {
             self.request(i)
-                .is_some_and(|r| (r.kind, r.tap, r.size) == (key.kind, key.tap, key.size))
+                .is_some_and(|r| (r.stream, r.tap, r.size) == (key.stream, key.tap, key.size))
         })
     }
 
@@ -387,7 +376,7 @@ impl AnalysisReader {
         let same = match (unpack(slot, current), want) {
             (None, None) => true,
             (Some(r), Some((k, rate))) => {
-                (r.kind, r.tap, r.size, r.rate_hz) == (k.kind, k.tap, k.size, rate)
+                (r.stream, r.tap, r.size, r.rate_hz) == (k.stream, k.tap, k.size, rate)
             }
             _ => false,
         };
@@ -441,8 +430,8 @@ impl AnalysisReader {
 mod tests {
     use super::*;
 
-    fn key(kind: AnalysisKind, tap: u16, size: u16) -> AnalysisKey {
-        AnalysisKey { kind, tap, size }
+    fn key(stream: AnalysisStream, tap: u16, size: u16) -> AnalysisKey {
+        AnalysisKey { stream, tap, size }
     }
 
     fn frame(values: &[f32], sample: u64) -> AnalysisFrame<'_> {
@@ -456,14 +445,17 @@ mod tests {
 
     #[test]
     fn descriptor_round_trips() {
-        let k = key(AnalysisKind::Spectrum, 63, 4096);
+        let k = key(AnalysisStream::Spectrum, 63, 4096);
         let r = unpack(5, pack(k, 60, 0x3f_ffff)).unwrap();
         assert_eq!(
-            (r.slot, r.kind, r.tap, r.size, r.rate_hz, r.generation),
-            (5, AnalysisKind::Spectrum, 63, 4096, 60, 0x3f_ffff)
+            (r.slot, r.stream, r.tap, r.size, r.rate_hz, r.generation),
+            (5, AnalysisStream::Spectrum, 63, 4096, 60, 0x3f_ffff)
         );
-        let r = unpack(0, pack(key(AnalysisKind::Scope, 0, 16), 1, 0)).unwrap();
-        assert_eq!((r.kind, r.size, r.rate_hz), (AnalysisKind::Scope, 16, 1));
+        let r = unpack(0, pack(key(AnalysisStream::Scope, 0, 16), 1, 0)).unwrap();
+        assert_eq!(
+            (r.stream, r.size, r.rate_hz),
+            (AnalysisStream::Scope, 16, 1)
+        );
         assert_eq!(unpack(0, 0), None);
     }
 
@@ -472,7 +464,7 @@ mod tests {
         let (mut w, mut r) = analysis_bank();
         assert_eq!(w.requests().count(), 0);
         assert!(r.take(0).is_none());
-        r.set(3, Some((key(AnalysisKind::Spectrum, 1, 16), 30)));
+        r.set(3, Some((key(AnalysisStream::Spectrum, 1, 16), 30)));
         let req = w.requests().next().unwrap();
         assert_eq!((req.slot, req.tap, req.size, req.values()), (3, 1, 16, 16));
         assert!(r.take(3).is_none(), "nothing submitted yet");
@@ -492,15 +484,15 @@ mod tests {
     #[test]
     fn a_changed_request_drops_old_values_and_refuses_stale_ones() {
         let (mut w, mut r) = analysis_bank();
-        r.set(0, Some((key(AnalysisKind::Scope, 0, 16), 30)));
+        r.set(0, Some((key(AnalysisStream::Scope, 0, 16), 30)));
         let old = w.requests().next().unwrap();
         assert_eq!(old.values(), 32);
         w.submit(&old, &frame(&[1.0; 32], 1)).unwrap();
         // Same request again: no change, the value stays.
-        r.set(0, Some((key(AnalysisKind::Scope, 0, 16), 30)));
+        r.set(0, Some((key(AnalysisStream::Scope, 0, 16), 30)));
         assert!(r.take(0).is_some());
         // New rate: a new generation; the old value is not offered for it.
-        r.set(0, Some((key(AnalysisKind::Scope, 0, 16), 60)));
+        r.set(0, Some((key(AnalysisStream::Scope, 0, 16), 60)));
         assert!(r.take(0).is_none());
         assert_eq!(
             w.submit(&old, &frame(&[1.0; 32], 2)),
@@ -522,13 +514,13 @@ mod tests {
             w.submit(&new, &frame(&[2.0; 32], 5)),
             Err(SubmitError::Stale)
         );
-        assert_eq!(r.slot_of(key(AnalysisKind::Scope, 0, 16)), None);
+        assert_eq!(r.slot_of(key(AnalysisStream::Scope, 0, 16)), None);
     }
 
     #[test]
     fn a_dropped_reader_is_reported() {
         let (mut w, mut r) = analysis_bank();
-        r.set(1, Some((key(AnalysisKind::Spectrum, 0, 16), 10)));
+        r.set(1, Some((key(AnalysisStream::Spectrum, 0, 16), 10)));
         let req = w.requests().next().unwrap();
         assert!(w.is_connected());
         drop(r);
@@ -544,7 +536,7 @@ mod tests {
     #[test]
     fn concurrent_values_are_never_torn() {
         let (mut w, mut r) = analysis_bank();
-        r.set(0, Some((key(AnalysisKind::Spectrum, 0, 4096), 60)));
+        r.set(0, Some((key(AnalysisStream::Spectrum, 0, 4096), 60)));
         let req = w.requests().next().unwrap();
         let writer = std::thread::spawn(move || {
             let mut buf = vec![0.0f32; 4096];

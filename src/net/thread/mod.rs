@@ -125,7 +125,6 @@ impl Worker {
         control: ControlLink,
         status: Arc<Status>,
         orphaned: Arc<AtomicBool>,
-        analysis: Option<(AnalysisHub, u16)>,
     ) -> io::Result<Self> {
         poll.registry()
             .register(&mut listener, LISTENER, Interest::READABLE)?;
@@ -166,7 +165,7 @@ impl Worker {
                 })
                 .collect(),
             next_gen: 1,
-            analysis_taps: analysis.as_ref().map_or(0, |&(_, taps)| taps),
+            analysis_taps: 0,
             hub: Hub {
                 net,
                 control,
@@ -185,7 +184,7 @@ impl Worker {
                 meter_n: 0,
                 dsp_load_max: 0.0,
                 status,
-                analysis: analysis.map(|(hub, _taps)| hub),
+                analysis: None,
             },
             accept_more: false,
             stopping: false,
@@ -199,6 +198,13 @@ impl Worker {
             initial_ppid: timer::parent_pid(),
             cfg,
         })
+    }
+
+    /// Turns the analysis streams on (before [`run`](Self::run)): `welcome.taps` = `taps`, and
+    /// the sessions' `scope`/`spectrum` frames come from `hub`'s mailboxes.
+    pub(crate) fn set_analysis(&mut self, hub: AnalysisHub, taps: u16) {
+        self.hub.analysis = Some(hub);
+        self.analysis_taps = taps;
     }
 
     /// The thread body. Returns when stopped and flushed (or the flush timeout passed), giving
@@ -261,6 +267,7 @@ impl Worker {
         // callback old whatever their rate (one atomic load when nothing completed).
         self.hub.net.collect_meters();
         self.pump();
+        self.reconcile_analysis();
         for slot in 0..self.slots.len() {
             self.service_conn(slot, now);
         }

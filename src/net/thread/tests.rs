@@ -26,6 +26,6 @@ pub(super) fn worker(
     let orphaned = Arc::new(AtomicBool::new(false));
     let (link, endpoint) = crate::control::control_route(4, waker, Arc::clone(&orphaned));
     let status = Arc::new(Status::default());
-    let w = Worker::new(cfg, poll, listener, net, link, status, orphaned, None).unwrap();
+    let w = Worker::new(cfg, poll, listener, net, link, status, orphaned).unwrap();
     (w, addr, endpoint, audio)
 }
