@@ -328,6 +328,128 @@ mod tests {
         assert_eq!(hub.unserved, 2);
     }
 
+    struct NoRoutes;
+    impl crate::session::Driver for NoRoutes {
+        fn claim(&mut self) -> bool {
+            true
+        }
+        fn release(&mut self) {}
+        fn route_audio(
+            &mut self,
+            _: u32,
+            _: &crate::message::Command,
+        ) -> Result<(), crate::session::RouteFull> {
+            Ok(())
+        }
+        fn route_control(
+            &mut self,
+            _: u32,
+            _: &crate::message::Command,
+        ) -> Result<(), crate::session::RouteError> {
+            Ok(())
+        }
+        fn snapshot(&mut self) -> (crate::message::TransportState, crate::message::Health) {
+            Default::default()
+        }
+    }
+
+    /// An open session subscribed to a 16-bin spectrum of tap 0 at 30 Hz.
+    fn subscribed_session() -> Session<Vec<u8>, Vec<u8>> {
+        use crate::message::{encode_frame, Hello, SubscribeAnalysis, Welcome};
+        let welcome = Welcome {
+            protocol: crate::message::PROTOCOL_VERSION,
+            engine: heapless::String::try_from("test").unwrap(),
+            instance: heapless::String::try_from("0123456789abcdef").unwrap(),
+            sample_rate: 48_000,
+            block_size: 128,
+            max_frame: 65_536,
+            heartbeat_ms: 0,
+            timeout_ms: 0,
+            attachments: false,
+            taps: 0,
+        };
+        let cfg = crate::session::SessionConfig {
+            max_frame: 65_536,
+            handshake_timeout: 1_000_000_000,
+            heartbeat_interval: 1_000_000_000,
+            heartbeat_timeout: 10_000_000_000,
+            slow_consumer_timeout: 10_000_000_000,
+            token: None,
+            welcome: &welcome,
+            taps: 1,
+            attachments: false,
+        };
+        let mut s = Session::new(&cfg, vec![0u8; 70_000], vec![0u8; 256 * 1024], 0).unwrap();
+        let mut bytes = crate::frame::PREFACE.to_vec();
+        let mut buf = [0u8; 512];
+        let hello = Hello {
+            protocol: crate::message::PROTOCOL_VERSION,
+            client: heapless::String::try_from("t").unwrap(),
+            token: None,
+            attachments: false,
+        };
+        let n = encode_frame(Some(1), &hello, &mut buf, u32::MAX).unwrap();
+        bytes.extend_from_slice(&buf[..n]);
+        let sub = SubscribeAnalysis {
+            stream: AnalysisStream::Spectrum,
+            tap: 0,
+            size: 16,
+            rate_hz: 30,
+        };
+        let n = encode_frame(Some(2), &sub, &mut buf, u32::MAX).unwrap();
+        bytes.extend_from_slice(&buf[..n]);
+        s.rx_space()[..bytes.len()].copy_from_slice(&bytes);
+        s.rx_commit(bytes.len());
+        s.poll(1, &mut NoRoutes);
+        let pending = s.tx_pending().len();
+        s.tx_consumed(pending, 1);
+        assert_eq!(s.analysis_subs().count(), 1);
+        s
+    }
+
+    /// A due frame whose value the worker has not computed yet is put off: the session's next
+    /// deadline moves into the future, so the network thread does not poll in a loop. Before
+    /// the deferral (`Session::defer_analysis`), `poll_at` stayed at the due time, in the past.
+    #[test]
+    fn a_due_frame_without_a_value_is_deferred_not_spun_on() {
+        let (mut w, r) = analysis_bank();
+        let mut hub = AnalysisHub::new(r);
+        let mut s = subscribed_session();
+        let mut wanted = Wanted::default();
+        want(&s, &mut wanted);
+        hub.reconcile(&wanted);
+        let now = 10_000_000;
+        // Negative control: the frame is due and the session's deadline is in the past.
+        assert_eq!(s.analysis_due(now).count(), 1);
+        assert!(s.poll_at().unwrap() <= now);
+        send_due(&mut s, 7, &mut hub, now);
+        assert!(s.tx_pending().is_empty(), "nothing to send yet");
+        assert!(s.poll_at().unwrap() >= now + RETRY_MIN_NS, "would spin");
+        assert_eq!(s.analysis_due(now).count(), 0);
+        // Once the worker has a value, the next due frame carries it, once.
+        let req = w.requests().next().unwrap();
+        let frame = AnalysisFrame {
+            sample: 1234,
+            missed: 0,
+            param: 48_000,
+            values: &[-30.0; 16],
+        };
+        w.submit(&req, &frame).unwrap();
+        let later = s.poll_at().unwrap();
+        send_due(&mut s, 7, &mut hub, later);
+        let sent = s.tx_pending().len();
+        assert!(sent > 0);
+        assert!(core::str::from_utf8(&s.tx_pending()[8..])
+            .unwrap()
+            .contains("\"sample\":1234"));
+        s.tx_consumed(sent, later);
+        // Due again, the same value: not sent twice, deferred instead.
+        let again = later + 1_000_000_000;
+        send_due(&mut s, 7, &mut hub, again);
+        assert!(s.tx_pending().is_empty());
+        assert!(s.poll_at().unwrap() > again);
+    }
+
     #[test]
     fn a_value_goes_to_each_connection_once() {
         let (mut w, r) = analysis_bank();
