@@ -31,7 +31,7 @@ use crate::session::{AnalysisData, AnalysisSendError, AnalysisSub, Session};
 /// # use loophole_ipc::rt::analysis::{AnalysisFrame, AnalysisStream};
 /// # fn compute(_: AnalysisStream, _: u16, _: u16, _: &mut [f32]) -> u64 { 0 }
 /// # let mut builder = Server::builder();
-/// let mut worker: AnalysisWorker = builder.analysis_worker().expect("event loop");
+/// let mut worker: AnalysisWorker = builder.analysis_worker(2).expect("event loop");
 /// // (spawn the server with `builder`, move `worker` and a `TapReader` to a thread)
 /// let mut values = vec![0.0f32; loophole_ipc::rt::analysis::MAX_ANALYSIS_VALUES];
 /// while worker.is_connected() {
