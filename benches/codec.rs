@@ -290,14 +290,7 @@ fn ratio_table(param: &ParamSet, meters: &Meters, ack: &Ack, pb: &[u8], mb: &[u8
     println!("\n| operation | ours ns/op | serde_json ns/op | ratio ours/serde_json |");
     println!("|---|---:|---:|---:|");
     let row = |name: &str, a: &mut dyn FnMut(), b: &mut dyn FnMut()| {
-        let (mut ta, mut tb) = (Vec::new(), Vec::new());
-        for _ in 0..5 {
-            ta.push(ns_per_op(&mut *a));
-            tb.push(ns_per_op(&mut *b));
-        }
-        ta.sort_by(f64::total_cmp);
-        tb.sort_by(f64::total_cmp);
-        let (ma, mb) = (ta[2], tb[2]);
+        let (ma, mb) = medians(a, b);
         println!("| {name} | {ma:.0} | {mb:.0} | {:.2} |", ma / mb);
     };
     row(
