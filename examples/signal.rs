@@ -453,7 +453,7 @@ fn realtime(cfg: &device::DeviceConfig) -> String {
         return "signal: real-time scheduling not requested (--no-rt)".into();
     }
     match device::request_realtime(cfg.rt_priority) {
-        Ok(p) => format!("signal: audio thread runs SCHED_FIFO at priority {p}"),
+        Ok(granted) => format!("signal: audio thread runs {granted}"),
         Err(e) => format!(
             "signal: WARNING: real-time scheduling (SCHED_FIFO) was NOT granted: {e}. The audio \
              thread runs at normal priority and may xrun under load. Grant it with an rtprio \

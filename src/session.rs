@@ -975,9 +975,10 @@ impl<O: AsRef<[u8]> + AsMut<[u8]>> Core<O> {
             // unread behind it, so silence proves nothing. The clock restarts when unblocked.
             self.last_rx = now;
         }
-        // After the end of input silence is expected: the client only reads now.
+        // After the end of input silence is expected: the client only reads now. While
+        // stopping the engine reads nothing, so silence proves nothing either (session.md §3).
         let silent = now >= self.last_rx.saturating_add(self.heartbeat_timeout);
-        if self.state == SessionState::Open && !self.eof && silent {
+        if self.state == SessionState::Open && !self.eof && !self.stopping && silent {
             self.close_with_goodbye(GoodbyeReason::HeartbeatTimeout);
         }
         let stalled = now
@@ -1013,7 +1014,7 @@ impl<O: AsRef<[u8]> + AsMut<[u8]>> Core<O> {
         let mut at = match self.state {
             SessionState::Preface | SessionState::Handshake => Some(self.handshake_deadline),
             // The heartbeat does not apply after the end of input (`check_liveness`).
-            SessionState::Open if !self.eof => {
+            SessionState::Open if !self.eof && !self.stopping => {
                 Some(self.last_rx.saturating_add(self.heartbeat_timeout))
             }
             _ => None,

@@ -138,9 +138,9 @@ mod linux {
     }
 
     /// Asks for `SCHED_FIFO` at `priority` (clamped to the system's range) for the calling
-    /// thread. Returns the priority granted, or the OS error (typically `EPERM` without
-    /// `CAP_SYS_NICE` or an `rtprio` limit).
-    pub fn request_realtime(priority: i32) -> io::Result<i32> {
+    /// thread. Returns what was granted ("SCHED_FIFO at priority N"), or the OS error
+    /// (typically `EPERM` without `CAP_SYS_NICE` or an `rtprio` limit).
+    pub fn request_realtime(priority: i32) -> io::Result<String> {
         // SAFETY: plain queries with a valid policy constant.
         let (min, max) = unsafe {
             (
@@ -156,7 +156,7 @@ mod linux {
         let r =
             unsafe { libc::pthread_setschedparam(libc::pthread_self(), libc::SCHED_FIFO, &param) };
         if r == 0 {
-            Ok(priority)
+            Ok(format!("SCHED_FIFO at priority {priority}"))
         } else {
             Err(io::Error::from_raw_os_error(r))
         }
@@ -205,7 +205,7 @@ mod macos {
 
     /// Asks for the time-constraint (real-time) thread policy: 0.5 ms of computation within a
     /// 2 ms constraint, no fixed period. `priority` has no meaning here; returns it back.
-    pub fn request_realtime(priority: i32) -> io::Result<i32> {
+    pub fn request_realtime(_priority: i32) -> io::Result<String> {
         let (n, d) = timebase();
         let ticks = |ns: u128| u32::try_from(ns * d / n).unwrap_or(u32::MAX);
         let mut policy = thread_time_constraint_policy {
@@ -225,7 +225,7 @@ mod macos {
             )
         };
         if r == 0 {
-            Ok(priority)
+            Ok("the time-constraint thread policy (0.5 ms of computation in 2 ms)".into())
         } else {
             Err(io::Error::other(format!(
                 "thread_policy_set(THREAD_TIME_CONSTRAINT_POLICY) failed: kern_return_t {r}"
@@ -309,18 +309,21 @@ mod imp {
     }
 
     /// Joins the MMCSS "Pro Audio" task (Windows' audio scheduling class); where that is
-    /// refused, `THREAD_PRIORITY_TIME_CRITICAL`. Returns the Win32 priority level granted.
-    pub fn request_realtime(_priority: i32) -> io::Result<i32> {
+    /// refused, `THREAD_PRIORITY_TIME_CRITICAL`. Returns which of the two was granted.
+    pub fn request_realtime(_priority: i32) -> io::Result<String> {
         let task: Vec<u16> = "Pro Audio\0".encode_utf16().collect();
         let mut index = 0u32;
         // SAFETY: `task` is a NUL-terminated UTF-16 string; `index` is writable.
         let h = unsafe { AvSetMmThreadCharacteristicsW(task.as_ptr(), &mut index) };
         if !h.is_null() {
-            return Ok(THREAD_PRIORITY_TIME_CRITICAL);
+            return Ok(format!("in the MMCSS \"Pro Audio\" task (index {index})"));
         }
+        let mmcss = io::Error::last_os_error();
         // SAFETY: the pseudo-handle of the calling thread.
         if unsafe { SetThreadPriority(GetCurrentThread(), THREAD_PRIORITY_TIME_CRITICAL) } != 0 {
-            Ok(THREAD_PRIORITY_TIME_CRITICAL)
+            Ok(format!(
+                "at THREAD_PRIORITY_TIME_CRITICAL (MMCSS \"Pro Audio\" refused: {mmcss})"
+            ))
         } else {
             Err(io::Error::last_os_error())
         }

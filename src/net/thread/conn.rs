@@ -112,7 +112,7 @@ impl Worker {
 }
 
 /// Reads what the session has room for; true when bytes arrived or the peer closed.
-fn read_in(c: &mut Conn) -> bool {
+pub(super) fn read_in(c: &mut Conn) -> bool {
     let mut progress = false;
     while c.readable {
         let space = c.session.rx_space();

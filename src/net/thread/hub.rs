@@ -44,6 +44,9 @@ pub(super) struct Hub {
     pub(super) analysis: Option<crate::net::analysis::AnalysisHub>,
 }
 
+/// Answers made on this thread (no route could take the command) waiting for `pump`.
+pub(super) const IMMEDIATE_CAPACITY: usize = 16;
+
 /// The driver handed to one session's `poll`.
 pub(super) struct Routes<'a> {
     pub(super) hub: &'a mut Hub,
@@ -81,13 +84,16 @@ impl Driver for Routes<'_> {
                 code: crate::ErrorCode::Internal,
                 detail: "command has no real-time route",
             };
-            self.hub.immediate.push_back((self.key, id, a));
-            return Ok(());
+            return self
+                .hub
+                .answer_now(self.key, id, a)
+                .then_some(())
+                .ok_or(RouteFull);
         };
         if self.hub.audio_gone || self.hub.net.is_audio_gone() {
             // Nobody would ever take it: answer now (the next `pump` delivers it).
-            self.hub.immediate.push_back((self.key, id, AUDIO_GONE));
-            return Ok(());
+            let queued = self.hub.answer_now(self.key, id, AUDIO_GONE);
+            return queued.then_some(()).ok_or(RouteFull);
         }
         self.hub
             .net
@@ -108,8 +114,8 @@ impl Driver for Routes<'_> {
                 code: crate::ErrorCode::Internal,
                 detail: "command has no control route",
             };
-            self.hub.immediate.push_back((self.key, id, a));
-            return Ok(());
+            let queued = self.hub.answer_now(self.key, id, a);
+            return queued.then_some(()).ok_or(RouteError::Full);
         };
         if self.hub.control_owners.len() >= self.hub.control_limit {
             return Err(RouteError::Full);
@@ -171,8 +177,54 @@ fn control_op(cmd: &Command) -> Option<ControlOp> {
 }
 
 impl Hub {
+    /// Queues an answer made on this thread for the next `pump`; `false` when
+    /// [`IMMEDIATE_CAPACITY`] are already waiting (the command then waits in its session like
+    /// one facing a full route, so the queue never grows: no allocation).
+    pub(super) fn answer_now(&mut self, key: u64, id: u32, a: Answer) -> bool {
+        if self.immediate.len() >= IMMEDIATE_CAPACITY {
+            return false;
+        }
+        self.immediate.push_back((key, id, a));
+        true
+    }
+
     /// Answers are still to come from a live audio thread.
     pub(super) fn rt_waiting(&self) -> bool {
         !self.audio_gone && self.net.commands_in_flight() > 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::tests::worker;
+    use super::*;
+    use crate::config::ServerConfig;
+
+    /// Issue 9 review: with the audio thread gone, every audio command is answered on this
+    /// thread through `immediate`; a burst of them in one poll grew it past its capacity
+    /// (an allocation on the network thread). Now the 17th waits like one facing a full
+    /// route. Fails on the old code (all 40 taken, the queue grown to 40).
+    #[test]
+    fn the_immediate_queue_never_grows() {
+        let (mut w, _addr, _control, audio) = worker(ServerConfig::default());
+        drop(audio);
+        let capacity = w.hub.immediate.capacity();
+        let mut routes = Routes {
+            hub: &mut w.hub,
+            key: 1,
+        };
+        let taken = (0..40)
+            .take_while(|&id| routes.route_audio(id, &Command::Play).is_ok())
+            .count();
+        assert_eq!(taken, IMMEDIATE_CAPACITY, "the rest wait in the session");
+        assert_eq!(w.hub.immediate.len(), IMMEDIATE_CAPACITY);
+        assert_eq!(w.hub.immediate.capacity(), capacity, "no reallocation");
+        // Control: once drained (as `pump` does), the next command is taken again.
+        w.hub.immediate.clear();
+        let mut routes = Routes {
+            hub: &mut w.hub,
+            key: 1,
+        };
+        assert!(routes.route_audio(99, &Command::Play).is_ok());
     }
 }

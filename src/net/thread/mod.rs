@@ -176,7 +176,7 @@ impl Worker {
                 control_owners: VecDeque::with_capacity(control_limit),
                 control_limit,
                 control_seq: 0,
-                immediate: VecDeque::with_capacity(16),
+                immediate: VecDeque::with_capacity(hub::IMMEDIATE_CAPACITY),
                 held: None,
                 transport: crate::rt::TransportState::default(),
                 peak: [0.0; MAX_METER_CHANNELS],

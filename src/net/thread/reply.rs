@@ -30,20 +30,25 @@ impl Worker {
             bump(&hub.status.answers_discarded);
             return true;
         };
-        let discarded = c.session.answers_discarded();
-        match c.session.answer(id, a) {
-            Ok(()) => {
-                if c.session.answers_discarded() > discarded {
-                    bump(&hub.status.answers_discarded); // after its goodbye: never sent
-                }
-                true
-            }
+        match Self::deliver(c, hub, id, a) {
+            Ok(()) => true,
             Err(a) => {
                 bump(&hub.status.answers_held);
                 hub.held = Some((key, id, a));
                 false
             }
         }
+    }
+
+    /// Gives `a` to its session; one the session discarded (it had sent its `goodbye`: never
+    /// sent) is counted in `answers_discarded`. `Err` gives the answer back: no room.
+    fn deliver(c: &mut Conn, hub: &Hub, id: u32, a: Answer) -> Result<(), Answer> {
+        let discarded = c.session.answers_discarded();
+        c.session.answer(id, a)?;
+        if c.session.answers_discarded() > discarded {
+            bump(&hub.status.answers_discarded);
+        }
+        Ok(())
     }
 
     /// Moves answers from the audio and control threads into their sessions, oldest first,
@@ -56,7 +61,7 @@ impl Worker {
                 bump(&hub.status.answers_discarded);
                 return self.pump();
             };
-            if let Err(a) = c.session.answer(id, a) {
+            if let Err(a) = Self::deliver(c, hub, id, a) {
                 hub.held = Some((k, id, a)); // still no room; not counted again
                 return;
             }
@@ -183,5 +188,60 @@ fn reject_detail(r: crate::rt::RejectReason) -> &'static str {
         R::UnknownParam => "the node has no parameter with that id",
         R::OutOfRange => "value out of range for the engine",
         R::Unsupported => "not supported by this engine",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write as _;
+
+    use super::super::hub::Routes;
+    use super::super::tests::worker;
+    use super::*;
+    use crate::clock;
+    use crate::config::ServerConfig;
+    use crate::message;
+
+    /// Issue 9 review: an answer retried from the holding cell after its session said
+    /// `goodbye` is discarded by the session; it must be counted in `answers_discarded` like
+    /// one offered directly. Fails before `pump` used `deliver` for the held answer (0).
+    #[test]
+    fn a_held_answer_discarded_after_goodbye_is_counted() {
+        let (mut w, addr, _control, _audio) = worker(ServerConfig::default());
+        let mut client = std::net::TcpStream::connect(addr).unwrap();
+        client.write_all(&crate::frame::PREFACE).unwrap();
+        let hello = message::Hello {
+            protocol: message::PROTOCOL_VERSION,
+            client: heapless::String::try_from("test").unwrap(),
+            token: None,
+        };
+        let mut buf = [0u8; 512];
+        let n = message::encode_frame(Some(1), &hello, &mut buf, u32::MAX).unwrap();
+        client.write_all(&buf[..n]).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        w.accept_more = true;
+        w.accept_all(); // read at once: OPEN
+        let key = w.hub.controller.expect("the client holds the session");
+        let now = clock::now_ns();
+        let c = Worker::conn_by_key(&mut w.slots, key).unwrap();
+        c.session.shutdown(now);
+        c.session.poll(
+            now,
+            &mut Routes {
+                hub: &mut w.hub,
+                key,
+            },
+        );
+        let c = Worker::conn_by_key(&mut w.slots, key).unwrap();
+        assert!(c.session.is_closed(), "goodbye queued");
+        let answer = Answer::Ack { sample: Some(1) };
+        w.hub.held = Some((key, 7, answer));
+        w.pump();
+        assert!(w.hub.held.is_none(), "the held answer was taken");
+        let discarded = w.hub.status.answers_discarded.load(Ordering::Relaxed);
+        assert_eq!(discarded, 1, "the answer lost after goodbye is counted");
+        // Control: an answer offered directly after the goodbye is counted too.
+        Worker::offer(&mut w.slots, &mut w.hub, key, 8, answer);
+        assert_eq!(w.hub.status.answers_discarded.load(Ordering::Relaxed), 2);
     }
 }

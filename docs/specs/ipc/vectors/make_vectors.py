@@ -405,7 +405,7 @@ stream("stream.engine_open", E2C,
        [envelope("reply", "welcome", {
            "protocol": 1, "engine": "signal/0.1.0", "instance": "9f86d081884c7d65",
            "sample_rate": 48000, "block_size": 256, "max_frame": 65536,
-           "heartbeat_ms": 1000, "timeout_ms": 5000}, ref=1),
+           "heartbeat_ms": 1000, "timeout_ms": 5000, "attachments": False, "taps": 0}, ref=1),
         envelope("telemetry", "transport.state", {
             "playing": False, "position": 0, "bpm": 120.0, "loop_start": 0,
             "loop_end": 0, "loop_enabled": False}),
