@@ -13,117 +13,16 @@
 //!   where the client reads shows no gap (the gap detector is not trivially true).
 #![cfg(feature = "std")]
 
-#[allow(dead_code)]
-#[path = "../examples/signal/analysis.rs"]
-mod analysis;
+mod analysis_support;
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use loophole_ipc::client::{Client, ClientError, ClientOptions, Received};
-use loophole_ipc::clock;
+use analysis_support::{tone, Rig, RATE};
+use loophole_ipc::client::{Client, Received};
 use loophole_ipc::message::{
     AnalysisMeta, AnalysisStream, ParamSet, ServerMessage, Stream, Subscribe, SubscribeAnalysis,
 };
-use loophole_ipc::net::{Server, ServerBuilder, ServerHandle};
-use loophole_ipc::rt::{bridge, Outcome, RtConfig};
-use loophole_ipc::ErrorCode;
-
-const RATE: u32 = 48_000;
-const BLOCK: usize = 128;
-/// Tap 0: 1 kHz at 0.5. Tap 1: 3 kHz at 1.0 (another tap, another answer).
-const TONES: [(f64, f32); 2] = [(1000.0, 0.5), (3000.0, 1.0)];
-
-/// Sample `i` of tap `tap`: what the simulated audio thread publishes.
-fn tone(tap: usize, i: u64) -> f32 {
-    let (hz, amp) = TONES[tap];
-    amp * (std::f64::consts::TAU * hz * i as f64 / f64::from(RATE)).sin() as f32
-}
-
-struct Rig {
-    server: Option<ServerHandle>,
-    stop: Arc<AtomicBool>,
-    threads: Vec<JoinHandle<()>>,
-    addr: std::net::SocketAddr,
-}
-
-impl Rig {
-    fn start(builder: ServerBuilder) -> Self {
-        let _ = clock::now_ns();
-        let rt = RtConfig::default()
-            .with_sample_rate(RATE)
-            .with_taps(TONES.len(), 1 << 16);
-        let (mut audio, mut net) = bridge(&rt);
-        let taps = net.take_taps().unwrap();
-        let mut builder = builder;
-        let worker = builder.analysis_worker(TONES.len() as u16).unwrap();
-        let (server, control) = builder.spawn(net).unwrap();
-        let stop = Arc::new(AtomicBool::new(false));
-        let s = Arc::clone(&stop);
-        // The audio thread, paced by the clock like a device (128 frames per 2.67 ms).
-        let audio_thread = std::thread::spawn(move || {
-            let _keep = control;
-            let period = Duration::from_nanos(BLOCK as u64 * 1_000_000_000 / u64::from(RATE));
-            let start = Instant::now();
-            let mut block = [0.0f32; BLOCK];
-            let mut n: u64 = 0;
-            while !s.load(Ordering::Relaxed) {
-                audio.begin_callback(clock::now_ns(), BLOCK as u32);
-                audio.drain(|_| Outcome::Applied);
-                for tap in 0..TONES.len() {
-                    for (k, x) in block.iter_mut().enumerate() {
-                        *x = tone(tap, n * BLOCK as u64 + k as u64);
-                    }
-                    audio.publish_tap(tap, &block).unwrap();
-                }
-                audio.publish_meters(&[&block[..], &block[..]]);
-                audio.end_callback(clock::now_ns());
-                n += 1;
-                let due = start + period * n as u32;
-                std::thread::sleep(due.saturating_duration_since(Instant::now()));
-            }
-        });
-        let s = Arc::clone(&stop);
-        let analysis_thread = std::thread::spawn(move || {
-            analysis::Analyzer::new(taps, RATE).run(worker, &s);
-        });
-        Self {
-            addr: server.local_addr(),
-            server: Some(server),
-            stop,
-            threads: vec![audio_thread, analysis_thread],
-        }
-    }
-
-    fn client(&self, attachments: bool) -> Client {
-        let mut opts = ClientOptions::default();
-        opts.attachments = attachments;
-        // The previous test client may still hold the session for a moment after its close.
-        let deadline = Instant::now() + Duration::from_secs(5);
-        loop {
-            match Client::connect(self.addr, &opts) {
-                Err(ClientError::Refused(ErrorCode::SessionBusy)) if Instant::now() < deadline => {
-                    std::thread::sleep(Duration::from_millis(20));
-                }
-                r => return r.unwrap(),
-            }
-        }
-    }
-}
-
-impl Drop for Rig {
-    fn drop(&mut self) {
-        if let Some(s) = self.server.take() {
-            s.shutdown();
-        }
-        self.stop.store(true, Ordering::Relaxed);
-        for t in self.threads.drain(..) {
-            let _ = t.join();
-        }
-    }
-}
+use loophole_ipc::net::Server;
 
 fn subscribe(c: &mut Client, stream: AnalysisStream, tap: u16, size: u16, rate_hz: u16) {
     let mut other = Vec::new();
