@@ -219,40 +219,39 @@ fn largest_gap(log: &[Received]) -> (u64, usize) {
 
 #[test]
 fn a_slow_reader_loses_analysis_before_meters_and_never_an_ack() {
-    // A small kernel send buffer, so the engine's own transmit buffer is what fills.
-    let rig = Rig::start(Server::builder().socket_send_buffer(Some(16 * 1024)));
+    // A 64 KiB transmit buffer and small kernel buffers, so the engine's buffer is what fills;
+    // analysis frames (~5 KB) are shed once less than 32 KiB would stay free, meters (~100 B)
+    // only below 2 KiB: a 3 s stall's 150 meters frames fit in between. With one reserve for
+    // both (the mutant checked in the report) the meters are shed too and the count fails.
+    let rig = Rig::start(
+        Server::builder()
+            .tx_buffer(64 * 1024)
+            .socket_send_buffer(Some(16 * 1024))
+            .slow_consumer_timeout(Duration::from_secs(20))
+            .heartbeat_timeout(Duration::from_secs(20)),
+    );
     let mut c = rig.client(false);
     let stream = c.stream().try_clone().unwrap();
     let _ = socket2::SockRef::from(&stream).set_recv_buffer_size(16 * 1024);
     let mut log = Vec::new();
-    let sub = Subscribe {
-        stream: Stream::Meters,
-        rate_hz: 50,
-    };
     let mut other = Vec::new();
-    assert!(matches!(
-        c.request(&sub, &mut other).unwrap(),
-        ServerMessage::Ack(_)
-    ));
-    let health = Subscribe {
-        stream: Stream::Health,
-        rate_hz: 4,
-    };
-    assert!(matches!(
-        c.request(&health, &mut other).unwrap(),
-        ServerMessage::Ack(_)
-    ));
-    // 4096 bins as JSON: ~40 KB a frame, 30 per second: far more than the client will read.
-    subscribe(&mut c, AnalysisStream::Spectrum, 0, 4096, 30);
+    for (stream, rate_hz) in [(Stream::Meters, 50), (Stream::Health, 4)] {
+        let sub = Subscribe { stream, rate_hz };
+        assert!(matches!(
+            c.request(&sub, &mut other).unwrap(),
+            ServerMessage::Ack(_)
+        ));
+    }
+    subscribe(&mut c, AnalysisStream::Scope, 0, 256, 60);
     // Phase 1, reading: no gap (the negative control of the gap detector).
     let t = Instant::now();
     while t.elapsed() < Duration::from_millis(700) {
         log.push(c.recv().unwrap());
     }
-    let interval = u64::from(RATE) / 30;
+    let interval = u64::from(RATE) / 60;
     let (gap, _) = largest_gap(&log);
     assert!(gap < 3 * interval, "a gap while reading: {gap} samples");
-    // Phase 2: not reading for 1.5 s while sending 40 commands.
+    // Phase 2: not reading for 3 s while sending 40 commands.
     let mut ids = Vec::new();
     for i in 0..40 {
         let p = ParamSet {
@@ -262,7 +261,7 @@ fn a_slow_reader_loses_analysis_before_meters_and_never_an_ack() {
             ramp_ms: None,
         };
         ids.push(c.send(&p).unwrap());
-        std::thread::sleep(Duration::from_millis(37));
+        std::thread::sleep(Duration::from_millis(75));
     }
     // Phase 3: read everything (slowly at first: the buffers drain).
     let mut acks = 0;
