@@ -382,6 +382,29 @@ mod tests {
         assert!(db.iter().all(|v| v.is_finite()));
     }
 
+    /// The history counts exactly what the tap overwrote before it was drained (`missed`), and
+    /// keeps the newest samples in order.
+    #[test]
+    fn the_history_counts_what_the_tap_overwrote() {
+        let (mut w, mut r) = loophole_ipc::rt::tap::tap_bank(1, 64);
+        let mut h = History::new(r.capacity());
+        let mut chunk = [0.0f32; 16];
+        let ramp = |from: u64, n: u64| (from..from + n).map(|i| i as f32).collect::<Vec<_>>();
+        w.publish(0, &ramp(0, 40)).unwrap();
+        h.fill(&mut r, 0, &mut chunk);
+        assert_eq!((h.end, h.overrun), (40, 0));
+        // 200 more before the next drain: the 64-sample ring lost 136 of them.
+        for k in 0..5 {
+            w.publish(0, &ramp(40 + 40 * k, 40)).unwrap();
+        }
+        h.fill(&mut r, 0, &mut chunk);
+        assert_eq!((h.end, h.overrun), (240, 136));
+        let mut last = [0.0f32; 64];
+        assert!(h.latest(&mut last));
+        assert_eq!(last.to_vec(), ramp(176, 64));
+        assert!(!h.latest(&mut [0.0; 65]), "longer than the history");
+    }
+
     #[test]
     fn scope_min_max_bracket_every_sample() {
         let x = sine(440.0, 0.8, 48_000.0, 2000);
