@@ -501,6 +501,16 @@ fn analysis_is_due_at_its_rate_and_poll_at_wakes_for_it() {
         now += MS;
     }
     assert!((20..=30).contains(&frames), "{frames} frames at 25 Hz");
+    // Nothing new to send: skipping the period moves the schedule (and poll_at) on.
+    let due_at = s.poll_at().unwrap();
+    let next = s.analysis_due(now + 100 * MS).next().unwrap();
+    assert!(s.skip_analysis(next, now + 100 * MS));
+    assert_eq!(s.analysis_due(now + 100 * MS).count(), 0);
+    assert!(s.poll_at().unwrap() > due_at.max(now + 100 * MS));
+    assert!(
+        !s.skip_analysis(AnalysisSub { tap: 0, ..next }, now),
+        "not subscribed"
+    );
     // Wrong length: refused, not sent, not counted as shed.
     assert_eq!(
         s.send_analysis(sub, &data(&[0.0; 63]), now),

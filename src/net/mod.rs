@@ -373,7 +373,7 @@ pub struct ServerStats {
     /// discarded.
     pub answers_discarded: u64,
     /// Times an answer found its session's transmit buffer full and waited in the holding cell
-    /// (nothing else was taken from the queues meanwhile).
+    /// (later answers to that session waited behind it; other sessions' went on).
     pub answers_held: u64,
     /// Connections not yet OPEN closed to make room for a newer one (the oldest first, see
     /// `ServerConfig::max_half_open`).

@@ -32,8 +32,10 @@ pub(super) struct Hub {
     pub(super) control_limit: usize,
     /// Answers produced on this thread for a command no route could take.
     pub(super) immediate: VecDeque<(u64, u32, Answer)>,
-    /// One answer the owner's transmit buffer had no room for; nothing else is popped meanwhile.
-    pub(super) held: Option<(u64, u32, Answer)>,
+    /// Answers their owner's transmit buffer had no room for, oldest first: (owner, id, answer).
+    /// Later answers to the same owner wait behind them; other owners' are not held up. Sized
+    /// at spawn for every answer that can be owed at once: it never grows.
+    pub(super) held: VecDeque<(u64, u32, Answer)>,
     pub(super) transport: crate::rt::TransportState,
     pub(super) peak: [f32; MAX_METER_CHANNELS],
     pub(super) rms: [f32; MAX_METER_CHANNELS],

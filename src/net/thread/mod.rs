@@ -151,6 +151,8 @@ impl Worker {
         // The endpoint may come from a stopped server with commands still in flight (see
         // `ServerHandle::shutdown`): their answers come first and belong to nobody here.
         rt_owners.extend((0..net.commands_in_flight()).map(|_| (NOBODY, 0, None)));
+        // Every answer owed at once can wait in the holding cell: audio, control, immediate.
+        let held_capacity = rt_owners.capacity() + control_limit + hub::IMMEDIATE_CAPACITY;
         Ok(Self {
             welcome,
             poll,
@@ -177,7 +179,7 @@ impl Worker {
                 control_limit,
                 control_seq: 0,
                 immediate: VecDeque::with_capacity(hub::IMMEDIATE_CAPACITY),
-                held: None,
+                held: VecDeque::with_capacity(held_capacity),
                 transport: crate::rt::TransportState::default(),
                 peak: [0.0; MAX_METER_CHANNELS],
                 rms: [0.0; MAX_METER_CHANNELS],

@@ -70,7 +70,7 @@ impl Worker {
         if !self.hub.immediate.is_empty() || (self.accept_more && self.listener.is_some()) {
             earlier(now);
         }
-        if self.hub.rt_waiting() || self.hub.held.is_some() {
+        if self.hub.rt_waiting() || !self.hub.held.is_empty() {
             let margin = ns(self.cfg.wake_margin);
             // A prediction older than the safety interval means the audio thread is not being
             // called (stopped device, paused host): then only the safety net polls, instead of
@@ -112,9 +112,7 @@ impl Worker {
         let mut round: u32 = 0;
         loop {
             round = round.wrapping_add(1);
-            if self.hub.held.is_some() || !Self::pump_rt(&mut self.slots, &mut self.hub) {
-                return; // an owner has no room: the rest waits for its socket
-            }
+            Self::pump_rt(&mut self.slots, &mut self.hub);
             if !self.hub.rt_waiting() {
                 return;
             }
