@@ -59,6 +59,10 @@ COMMANDS:
         --count N       Stop after N frames.          --seconds S   Stop after S seconds.
         --rate HZ       Frames per second per stream (1..=120). Default 10.
         --play          Start the transport first.
+        --tap N         Analysis tap for the scope and spectrum lines (when the engine has
+                        taps, welcome.taps > 0). Default 0. signal: 0/1 master L/R, 2 a
+                        1 kHz test tone. The spectrum is one line of 64 columns, 20 Hz to
+                        Nyquist on a log axis, ' .:-=+*#%@' from -96 to 0 dBFS.
     ping                Round-trip times of sequential pings: p50, p99, p99.9, max.
         --count N       Number of pings. Default 1000.
         --rt            Go through the audio thread and back (ping with \"rt\": true).
@@ -152,6 +156,7 @@ fn parse_args(args: Vec<String>) -> Result<Option<Options>, String> {
             "--seconds" => limits.seconds = Some(parse_num(&name, &value()?)?),
             "--rate" => limits.rate_hz = parse_num(&name, &value()?)?,
             "--play" => limits.play = true,
+            "--tap" => limits.tap = parse_num(&name, &value()?)?,
             "--rt" => rt = true,
             s if s.starts_with('-') && s.len() > 1 && !s.starts_with("-{") => {
                 return Err(format!("unknown option `{s}`"))

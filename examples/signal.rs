@@ -10,6 +10,8 @@
 //! Prints exactly one line on stdout — the listen announcement — and everything else on stderr.
 #![deny(unsafe_code)]
 
+#[path = "signal/analysis.rs"]
+mod analysis;
 #[path = "signal/device.rs"]
 mod device;
 #[path = "signal/dsp.rs"]
@@ -30,6 +32,13 @@ use loophole_ipc::control::{ControlEndpoint, ControlError, ControlOp};
 use loophole_ipc::message::Edge;
 use loophole_ipc::net::{FrameLogConfig, Server};
 use loophole_ipc::rt::{bridge, AudioEndpoint, RtConfig, MAX_METER_CHANNELS};
+
+/// Taps: 0 master L, 1 master R, 2 the test tone (see `TAPS` in the help).
+const TAPS: usize = 3;
+/// Samples per tap ring (1.4 s at 48 kHz): the longest scope window, 256 KiB per tap.
+const TAP_CAPACITY: usize = 1 << 16;
+/// The test tone's tap.
+const TAP_TEST_TONE: usize = 2;
 
 /// Clean exit: `engine.shutdown`, SIGINT/SIGTERM, or the supervisor gone.
 const EXIT_OK: i32 = 0;
@@ -86,6 +95,14 @@ GRAPH (fixed; `param.set` addresses it):
     node 2  gain   param 0 = linear gain, 0..=4 (initial 0.5)
     node 3  meter  no parameters; feeds the `meters` stream (all channels carry the same signal)
     `ramp_ms` is honoured: the value moves linearly, sample by sample, over the ramp.
+
+TAPS (the `scope` and `spectrum` streams; welcome.taps = 3):
+    tap 0  master L (the output of node 2, what node 3 meters)
+    tap 1  master R (the same signal: the graph is mono)
+    tap 2  test tone: a 1000 Hz sine at amplitude 0.5 (-6.02 dBFS), always on
+    A worker thread computes the streams off the audio thread (scope: min/max per point over
+    the most recent window; spectrum: Hann window, FFT of 2 x bins samples, dBFS with a
+    full-scale sine at a bin centre = 0 dB, floor -160). Each tap keeps 65536 samples.
     Errors: unknown node -> unknown_node, unknown param -> unknown_param, value outside the
     range -> out_of_range. The oscillator sounds only while the transport plays; the play
     position advances by the block size on every callback while playing (loops honoured).
@@ -281,7 +298,9 @@ fn run() -> i32 {
     let mut rt = RtConfig::default();
     rt.sample_rate = opts.sample_rate;
     rt.meter_channels = opts.channels;
-    let (audio, net) = bridge(&rt);
+    let rt = rt.with_taps(TAPS, TAP_CAPACITY);
+    let (audio, mut net) = bridge(&rt);
+    let taps = net.take_taps().expect("taps configured");
     if let Some(path) = &opts.connection_file {
         if let Err(msg) = check_connection_file(path) {
             eprintln!("signal: cannot start: {msg}");
@@ -290,7 +309,15 @@ fn run() -> i32 {
     }
     let token = token_from_env();
     let has_token = token.is_some();
-    let spawned = Server::builder()
+    let mut builder = Server::builder();
+    let worker = match builder.analysis_worker(TAPS as u16) {
+        Ok(w) => w,
+        Err(e) => {
+            eprintln!("signal: cannot start: {e}");
+            return EXIT_CANNOT_START;
+        }
+    };
+    let spawned = builder
         .bind(opts.host)
         .port(opts.port)
         .token(token)
@@ -329,6 +356,16 @@ fn run() -> i32 {
     );
 
     let stop = Arc::new(AtomicBool::new(false));
+    let analyzer = analysis::Analyzer::new(taps, opts.sample_rate);
+    let analysis_stop = Arc::clone(&stop);
+    let analysis_thread = std::thread::Builder::new()
+        .name("signal-analysis".into())
+        .spawn(move || analyzer.run(worker, &analysis_stop));
+    if let Err(e) = &analysis_thread {
+        eprintln!("signal: cannot start the analysis thread: {e}");
+        server.shutdown();
+        return EXIT_FAILURE;
+    }
     let (rt_status, rt_status_rx) = std::sync::mpsc::channel();
     let audio_thread = match spawn_audio(&opts, audio, Arc::clone(&stop), rt_status) {
         Ok(t) => t,
@@ -351,6 +388,9 @@ fn run() -> i32 {
     // Network first, while the audio thread still answers: owed answers go out before goodbye.
     server.shutdown();
     stop.store(true, Ordering::Relaxed);
+    if let Ok(t) = analysis_thread {
+        let _ = t.join();
+    }
     match audio_thread.join() {
         Ok(stats) => {
             eprintln!(
@@ -393,8 +433,16 @@ fn spawn_audio(
         .spawn(move || {
             let _ = rt_status.send(realtime(&cfg));
             let mut graph = dsp::Graph::new(cfg.sample_rate, cfg.block_size as usize);
+            let mut tone = dsp::TestTone::new(cfg.sample_rate, cfg.block_size as usize);
             device::run(&cfg, &stop, |slot| {
-                callback(&mut audio, &mut graph, cfg.block_size, channels, slot);
+                callback(
+                    &mut audio,
+                    &mut graph,
+                    &mut tone,
+                    cfg.block_size,
+                    channels,
+                    slot,
+                );
             })
         })
 }
@@ -418,6 +466,7 @@ fn realtime(cfg: &device::DeviceConfig) -> String {
 fn callback(
     audio: &mut AudioEndpoint,
     graph: &mut dsp::Graph,
+    tone: &mut dsp::TestTone,
     frames: u32,
     channels: usize,
     slot: device::Slot,
@@ -431,6 +480,13 @@ fn callback(
     for ch in 0..channels {
         audio.publish_levels(ch, levels.peak, levels.sum_sq, u64::from(frames));
     }
+    // Taps: wait-free stores into fixed rings (the analysis worker reads them). Every tap is
+    // published every callback, so a tap's sample index is the engine's sample clock.
+    let block = graph.block(frames as usize);
+    for tap in 0..TAP_TEST_TONE {
+        let _ = audio.publish_tap(tap, block);
+    }
+    let _ = audio.publish_tap(TAP_TEST_TONE, tone.render(frames as usize));
     audio.publish_transport(graph.transport());
     if device::mono_ns() > slot.due_ns {
         audio.report_xrun();

@@ -59,8 +59,51 @@ fn encode_and_decode_of_every_message_allocate_nothing() {
             decoded += 1;
         });
     });
-    assert_eq!(decoded, 25);
+    assert_eq!(decoded, 29);
     assert_eq!(n, 0, "the codec allocated {n} times");
+}
+
+/// Issue 14: a spectrum frame with an attachment and one with JSON arrays, encoded, decoded and
+/// their values read, without one allocation.
+#[test]
+fn analysis_frames_in_both_forms_allocate_nothing() {
+    use loophole_ipc::message::{encode_frame, encode_frame_with_attachment, Spectrum};
+    let mut read = [0.0f32; 1024];
+    let n = allocations_in(|| {
+        let db = [-42.5f32; 1024];
+        let mut out = [0u8; 16_384];
+        for attach in [false, true] {
+            let body = Spectrum {
+                tap: 0,
+                bins: 1024,
+                sample_rate: 48_000,
+                sample: 1,
+                missed: 0,
+                values: (!attach).then_some(&db[..]),
+            };
+            let len = if attach {
+                encode_frame_with_attachment(None, &body, &db, &mut out, 65_536).unwrap()
+            } else {
+                encode_frame(None, &body, &mut out, 65_536).unwrap()
+            };
+            let mut dec = FrameDecoder::without_preface([0u8; 16_400], 16_384).unwrap();
+            dec.set_accept_attachments(true);
+            dec.push(&out[..len]);
+            let frame = dec.next_frame().unwrap().unwrap();
+            let inc = ServerMessage::decode_frame(&frame).unwrap();
+            let ServerMessage::Analysis(meta) = inc.message else {
+                panic!("not analysis")
+            };
+            assert_eq!(
+                meta.read_values(&inc.values.unwrap(), &mut read)
+                    .unwrap()
+                    .len(),
+                1024
+            );
+        }
+    });
+    assert_eq!(read[1023], -42.5);
+    assert_eq!(n, 0, "the analysis codec allocated {n} times");
 }
 
 #[test]
@@ -86,4 +129,96 @@ fn negative_control_the_counter_sees_an_allocation() {
         drop(v);
     });
     assert_eq!(n, 1);
+}
+
+/// Issue 14: the network thread's analysis path allocates nothing once the session exists:
+/// the subscription (decode, table update, ack), `analysis_due`, `analysis_subs` and
+/// `send_analysis` in JSON form and with an attachment.
+#[test]
+fn session_analysis_path_allocates_nothing() {
+    use loophole_ipc::message::*;
+    use loophole_ipc::session::*;
+    struct D;
+    impl Driver for D {
+        fn claim(&mut self) -> bool {
+            true
+        }
+        fn release(&mut self) {}
+        fn route_audio(&mut self, _: u32, _: &Command) -> Result<(), RouteFull> {
+            Ok(())
+        }
+        fn route_control(&mut self, _: u32, _: &Command) -> Result<(), RouteError> {
+            Ok(())
+        }
+        fn snapshot(&mut self) -> (TransportState, Health) {
+            (TransportState::default(), Health::default())
+        }
+    }
+    for attachments in [false, true] {
+        let w = common::welcome();
+        let cfg = SessionConfig {
+            max_frame: 4096,
+            handshake_timeout: u64::MAX / 4,
+            heartbeat_interval: 1_000_000_000,
+            heartbeat_timeout: u64::MAX / 4,
+            slow_consumer_timeout: u64::MAX / 4,
+            token: None,
+            welcome: &w,
+            taps: 1,
+            attachments,
+        };
+        let mut s = Session::new(&cfg, vec![0u8; 4104], vec![0u8; 256 * 1024], 0).unwrap();
+        let mut input = loophole_ipc::frame::PREFACE.to_vec();
+        let mut buf = vec![0u8; 512];
+        let hello = Hello {
+            protocol: 1,
+            client: "t".try_into().unwrap(),
+            token: None,
+            attachments: true,
+        };
+        let n = encode_frame(Some(1), &hello, &mut buf, 4096).unwrap();
+        input.extend_from_slice(&buf[..n]);
+        let sub = SubscribeAnalysis {
+            stream: AnalysisStream::Spectrum,
+            tap: 0,
+            size: 1024,
+            rate_hz: 60,
+        };
+        let n = encode_frame(Some(2), &sub, &mut buf, 4096).unwrap();
+        let subscribe = buf[..n].to_vec();
+        let values = vec![-80.5f32; 1024];
+        let feed = |s: &mut Session<Vec<u8>, Vec<u8>>, b: &[u8], now| {
+            s.rx_space()[..b.len()].copy_from_slice(b);
+            s.rx_commit(b.len());
+            s.poll(now, &mut D);
+        };
+        feed(&mut s, &input, 1);
+        assert_eq!(s.attachments(), attachments);
+        let mut sent = 0;
+        let n = allocations_in(|| {
+            feed(&mut s, &subscribe, 2);
+            for now in [3u64, 20_000_000, 40_000_000] {
+                assert_eq!(s.analysis_subs().count(), 1);
+                let due = s.analysis_due(now).next();
+                if let Some(due) = due {
+                    let d = AnalysisData {
+                        sample: now,
+                        missed: 0,
+                        samples_per_point: 0,
+                        sample_rate: 48_000,
+                        values: &values,
+                    };
+                    s.send_analysis(due, &d, now).unwrap();
+                    sent += 1;
+                }
+                let pending = s.tx_pending().len();
+                s.tx_consumed(pending, now);
+            }
+        });
+        assert_eq!(sent, 3);
+        assert_eq!(
+            n, 0,
+            "attachments={attachments}: the analysis path allocated {n} times"
+        );
+    }
 }

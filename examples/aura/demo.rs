@@ -125,6 +125,7 @@ impl Track {
             } => self.acked(name),
             Incoming::Answer { .. } => {}
             Incoming::Telemetry(msg, at) => self.telemetry(msg, *at),
+            Incoming::Analysis(..) => {} // the demo does not subscribe to analysis streams
             Incoming::Resumed => {
                 // A new engine starts stopped; the state re-sent by the link moves us on.
                 if self.phase != Phase::Setup {

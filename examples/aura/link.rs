@@ -13,8 +13,8 @@ use loophole_ipc::client::{Client, ClientError, ClientOptions, Received};
 use loophole_ipc::config::token_from_env;
 use loophole_ipc::frame::write_frame;
 use loophole_ipc::message::{
-    Goodbye, Health, Message, ParamSet, Ping, Play, ServerMessage, Shutdown, Stop, Stream,
-    Subscribe, Welcome,
+    AnalysisMeta, Goodbye, Health, Message, ParamSet, Ping, Play, ServerMessage, Shutdown, Stop,
+    Stream, Subscribe, SubscribeAnalysis, Welcome,
 };
 use serde_json::json;
 
@@ -93,6 +93,8 @@ pub enum Incoming {
     },
     /// A telemetry frame and when it arrived.
     Telemetry(ServerMessage, Instant),
+    /// A `scope` or `spectrum` frame (its values from JSON or the attachment alike).
+    Analysis(AnalysisMeta, Vec<f32>, Instant),
     /// The engine was restarted (or reconnected) and the session resumed (the new instance id
     /// is in the `session_resumed` event and [`Stats::instances`]).
     Resumed,
@@ -161,6 +163,8 @@ pub struct Link {
     client: Client,
     pending: HashMap<u32, Pending>,
     subs: Vec<(Stream, u16)>,
+    /// `scope`/`spectrum` subscriptions, re-sent on resume like `subs`.
+    analysis_subs: Vec<SubscribeAnalysis>,
     playing: Option<bool>,
     params: BTreeMap<(u32, u32), f32>,
     restarts: VecDeque<Instant>,
@@ -194,6 +198,7 @@ impl Link {
             client,
             pending: HashMap::new(),
             subs: Vec::new(),
+            analysis_subs: Vec::new(),
             playing: None,
             params: BTreeMap::new(),
             restarts: VecDeque::new(),
@@ -303,6 +308,15 @@ impl Link {
         self.subs.retain(|(s, _)| *s != stream);
         self.subs.push((stream, rate_hz));
         self.send(&Subscribe { stream, rate_hz })
+    }
+
+    /// `telemetry.subscribe` of `scope` or `spectrum`, remembered per (stream, tap) like
+    /// [`subscribe`](Self::subscribe).
+    pub fn subscribe_analysis(&mut self, sub: SubscribeAnalysis) -> Result<u32, LinkError> {
+        self.analysis_subs
+            .retain(|s| (s.stream, s.tap) != (sub.stream, sub.tap));
+        self.analysis_subs.push(sub);
+        self.send(&sub)
     }
 
     /// Receives until `until`, appending to `out`; keeps the session alive (heartbeats) and
@@ -428,6 +442,7 @@ impl Link {
                 self.stats.telemetry[1] += 1;
                 out.push(Incoming::Telemetry(r.message, now));
             }
+            ServerMessage::Analysis(m) => out.push(Incoming::Analysis(m, r.values, now)),
             _ => {}
         }
         Ok(())
@@ -611,6 +626,12 @@ impl Link {
             let id = self.client.send(&Subscribe { stream, rate_hz })?;
             self.track(id, Subscribe::NAME.to_owned(), false);
         }
+        let analysis = self.analysis_subs.clone();
+        let taps = self.welcome().taps;
+        for sub in analysis.into_iter().filter(|s| s.tap < taps) {
+            let id = self.client.send(&sub)?;
+            self.track(id, SubscribeAnalysis::NAME.to_owned(), false);
+        }
         let params: Vec<_> = self.params.iter().map(|(k, v)| (*k, *v)).collect();
         for ((node, param), value) in params {
             let body = ParamSet {
@@ -700,6 +721,8 @@ fn connect(
     let mut opts = ClientOptions::default();
     opts.name = concat!("aura-example/", env!("CARGO_PKG_VERSION")).to_owned();
     opts.token = token.map(str::to_owned);
+    // `scope`/`spectrum` values as raw f32 after the envelope (the client decodes both forms).
+    opts.attachments = true;
     let (engine, addr) = match target {
         Target::Spawn(spec) => {
             let engine =

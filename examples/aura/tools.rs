@@ -2,7 +2,9 @@
 
 use std::time::{Duration, Instant};
 
-use loophole_ipc::message::{Ping, Play, ServerMessage, Stream};
+use loophole_ipc::message::{
+    AnalysisMeta, AnalysisStream, Ping, Play, ServerMessage, Stream, SubscribeAnalysis,
+};
 use serde_json::{json, Value};
 
 use crate::link::{Incoming, Link, LinkError};
@@ -54,6 +56,112 @@ pub struct WatchLimits {
     pub play: bool,
     /// Frames per second per stream.
     pub rate_hz: u16,
+    /// The analysis tap shown (scope and spectrum), if the engine has taps.
+    pub tap: u16,
+}
+
+/// Bins of the spectrum `watch` asks for (23.4 Hz per bin at 48 kHz).
+const WATCH_BINS: u16 = 1024;
+/// Points of the scope `watch` asks for.
+const WATCH_POINTS: u16 = 64;
+/// Columns of the one-line spectrum.
+pub const SPECTRUM_COLS: usize = 64;
+/// Lowest frequency of the spectrum line, Hz (the highest is Nyquist).
+const LOWEST_HZ: f64 = 20.0;
+/// Characters from quiet to loud.
+const SHADES: &[u8] = b" .:-=+*#%@";
+/// dB range of the shades: -RANGE_DB (blank) .. 0 dBFS ('@').
+const RANGE_DB: f32 = 96.0;
+
+/// One line of `cols` characters: the spectrum on a log-frequency axis from 20 Hz (or the
+/// first bin) to Nyquist, each column the loudest bin in its band, shaded from -96 to 0 dBFS.
+pub fn spectrum_line(hz_per_bin: f64, db: &[f32], cols: usize) -> String {
+    if db.is_empty() || hz_per_bin <= 0.0 {
+        return " ".repeat(cols);
+    }
+    let top = hz_per_bin * db.len() as f64;
+    let low = LOWEST_HZ.max(hz_per_bin).min(top / 2.0);
+    let ratio = top / low;
+    let bin = |hz: f64| ((hz / hz_per_bin).round() as usize).min(db.len() - 1);
+    (0..cols)
+        .map(|c| {
+            let f0 = low * ratio.powf(c as f64 / cols as f64);
+            let f1 = low * ratio.powf((c + 1) as f64 / cols as f64);
+            let (k0, k1) = (bin(f0), bin(f1).max(bin(f0)));
+            let level = db[k0..=k1].iter().copied().fold(f32::MIN, f32::max);
+            let x = ((level + RANGE_DB) / RANGE_DB).clamp(0.0, 1.0);
+            SHADES[(x * (SHADES.len() - 1) as f32).round() as usize] as char
+        })
+        .collect()
+}
+
+/// The loudest bin: (centre frequency, dBFS).
+fn spectrum_peak(hz_per_bin: f64, db: &[f32]) -> (f64, f32) {
+    db.iter()
+        .copied()
+        .enumerate()
+        .skip(1) // DC
+        .fold((0.0, f32::MIN), |a, (k, v)| {
+            if v > a.1 {
+                (k as f64 * hz_per_bin, v)
+            } else {
+                a
+            }
+        })
+}
+
+fn fmt_hz(hz: f64) -> String {
+    if hz >= 1000.0 {
+        format!("{:.1} kHz", hz / 1000.0)
+    } else {
+        format!("{hz:.0} Hz")
+    }
+}
+
+/// Text and JSON of a `scope`/`spectrum` frame.
+fn describe_analysis(m: &AnalysisMeta, values: &[f32]) -> (Value, String) {
+    let form = if m.attachment {
+        "f32 attachment"
+    } else {
+        "JSON"
+    };
+    match m.stream {
+        AnalysisStream::Spectrum => {
+            let hz = f64::from(m.hz_per_bin);
+            let (peak_hz, peak_db) = spectrum_peak(hz, values);
+            let low = LOWEST_HZ.max(hz);
+            let top = hz * values.len() as f64;
+            (
+                json!({"name": "spectrum", "tap": m.tap, "bins": m.size, "hz_per_bin": m.hz_per_bin,
+                       "sample": m.sample, "missed": m.missed, "peak_hz": peak_hz, "peak_db": peak_db,
+                       "attachment": m.attachment}),
+                format!(
+                    "spectrum   tap {} |{}| {}..{}  peak {} {:.1} dB  ({} bins, {form})",
+                    m.tap,
+                    spectrum_line(hz, values, SPECTRUM_COLS),
+                    fmt_hz(low),
+                    fmt_hz(top),
+                    fmt_hz(peak_hz),
+                    peak_db,
+                    m.size
+                ),
+            )
+        }
+        AnalysisStream::Scope => {
+            let n = usize::from(m.size).min(values.len() / 2);
+            let (min, max) = values.split_at(n);
+            let lo = min.iter().copied().fold(f32::MAX, f32::min);
+            let hi = max.iter().copied().fold(f32::MIN, f32::max);
+            (
+                json!({"name": "scope", "tap": m.tap, "points": m.size, "samples_per_point": m.samples_per_point,
+                       "sample": m.sample, "missed": m.missed, "min": lo, "max": hi, "attachment": m.attachment}),
+                format!(
+                    "scope      tap {}  min {lo:+.3}  max {hi:+.3}  ({} points x {} samples, missed {}, {form})",
+                    m.tap, m.size, m.samples_per_point, m.missed
+                ),
+            )
+        }
+    }
 }
 
 /// `watch`: subscribes to every stream and prints telemetry as it arrives.
@@ -61,6 +169,30 @@ pub fn watch(link: &mut Link, limits: WatchLimits, report: Reporter) -> Result<(
     let rate = limits.rate_hz.clamp(1, 120);
     for stream in Stream::ALL {
         link.subscribe(stream, rate)?;
+    }
+    let taps = link.welcome().taps;
+    if limits.tap < taps {
+        for (stream, size) in [
+            (AnalysisStream::Spectrum, WATCH_BINS),
+            (AnalysisStream::Scope, WATCH_POINTS),
+        ] {
+            link.subscribe_analysis(SubscribeAnalysis {
+                stream,
+                tap: limits.tap,
+                size,
+                rate_hz: rate.min(60),
+            })?;
+        }
+    } else if taps > 0 {
+        report.event(
+            "warning",
+            json!({"message": "no such tap", "tap": limits.tap, "taps": taps}),
+            Some(format!(
+                "--tap {}: the engine has taps 0..={}",
+                limits.tap,
+                taps - 1
+            )),
+        );
     }
     if limits.play {
         link.send(&Play {})?;
@@ -80,15 +212,16 @@ pub fn watch(link: &mut Link, limits: WatchLimits, report: Reporter) -> Result<(
             .min(end.unwrap_or(Instant::now() + Duration::from_secs(1)));
         link.poll(until, &mut inbox)?;
         for inc in inbox.drain(..) {
-            let Incoming::Telemetry(msg, at) = inc else {
-                continue;
+            let ((fields, text), at) = match inc {
+                Incoming::Telemetry(msg, at) => (describe(&msg, sr), at),
+                Incoming::Analysis(m, values, at) => (describe_analysis(&m, &values), at),
+                _ => continue,
             };
             if limits.count.is_some_and(|c| frames >= c) {
                 break;
             }
             frames += 1;
             let t = at.duration_since(started).as_secs_f64();
-            let (fields, text) = describe(&msg, sr);
             report.result(
                 "telemetry",
                 json!({"t": t, "telemetry": fields}),

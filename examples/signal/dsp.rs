@@ -106,6 +106,11 @@ impl Graph {
         }
     }
 
+    /// The samples of the last rendered block (`frames` of [`render`](Self::render)).
+    pub fn block(&self, frames: usize) -> &[f32] {
+        &self.block[..frames.min(self.block.len())]
+    }
+
     /// The transport as of the end of the last rendered block.
     pub fn transport(&self) -> &TransportState {
         &self.transport
@@ -199,5 +204,41 @@ impl Graph {
         if t.loop_enabled && t.loop_end > t.loop_start && t.position >= t.loop_end {
             t.position = t.loop_start + (t.position - t.loop_end) % (t.loop_end - t.loop_start);
         }
+    }
+}
+
+/// Frequency of the test tone on tap 2, Hz.
+pub const TEST_TONE_HZ: f64 = 1000.0;
+/// Amplitude of the test tone on tap 2 (0.5 = −6.02 dBFS).
+pub const TEST_TONE_AMPLITUDE: f32 = 0.5;
+
+/// A fixed sine, always on (whatever the transport), for tap 2: a known signal to check the
+/// analysis streams against. The phase is kept in `f64` cycles so it stays exact for hours.
+#[derive(Debug)]
+pub struct TestTone {
+    step: f64,
+    phase: f64,
+    block: Box<[f32]>,
+}
+
+impl TestTone {
+    /// Allocates the block buffer (`max_block` samples): the only allocation.
+    pub fn new(sample_rate: u32, max_block: usize) -> Self {
+        Self {
+            step: TEST_TONE_HZ / f64::from(sample_rate.max(1)),
+            phase: 0.0,
+            block: vec![0.0; max_block.max(1)].into_boxed_slice(),
+        }
+    }
+
+    /// Renders `frames` samples of the tone. Wait-free; no allocation.
+    pub fn render(&mut self, frames: usize) -> &[f32] {
+        let frames = frames.min(self.block.len());
+        for s in &mut self.block[..frames] {
+            *s = TEST_TONE_AMPLITUDE * (self.phase * std::f64::consts::TAU).sin() as f32;
+            self.phase += self.step;
+            self.phase -= self.phase.floor();
+        }
+        &self.block[..frames]
     }
 }

@@ -37,12 +37,14 @@
 //! safety net. The audio thread makes no system call to wake it, unless the `rt-wake` feature's
 //! waker is configured (`ServerBuilder::audio_waker`).
 
+mod analysis;
 mod announce;
 mod bind;
 mod framelog;
 pub(crate) mod sys;
 mod thread;
 
+pub use analysis::AnalysisWorker;
 pub use announce::{AnnounceError, Announcement, ANNOUNCE_PREFIX};
 pub use bind::BindError;
 pub use framelog::{FrameLogConfig, DEFAULT_BUFFER, DEFAULT_MAX_BYTES, FRAME_LOG_ENV, WRITER_POLL};
@@ -70,6 +72,8 @@ impl Server {
             cfg: ServerConfig::default(),
             poll: None,
             frame_log: None,
+            analysis: None,
+            audio_wake: false,
         }
     }
 }
@@ -83,6 +87,12 @@ pub struct ServerBuilder {
     poll: Option<(mio::Poll, Arc<mio::Waker>)>,
     /// The frame log, if any ([`ServerBuilder::frame_log`]).
     frame_log: Option<FrameLogConfig>,
+    /// The network side of the analysis mailboxes and the tap count for `welcome.taps`
+    /// ([`ServerBuilder::analysis_worker`]).
+    analysis: Option<(crate::rt::analysis::AnalysisReader, u16)>,
+    /// [`ServerBuilder::audio_waker`] was called (not merely the event loop created early).
+    #[cfg_attr(not(feature = "rt-wake"), allow(dead_code))]
+    audio_wake: bool,
 }
 
 macro_rules! setters {
@@ -105,6 +115,8 @@ impl ServerBuilder {
             cfg,
             poll: None,
             frame_log: None,
+            analysis: None,
+            audio_wake: false,
         }
     }
 
@@ -116,6 +128,13 @@ impl ServerBuilder {
     /// event loop (once).
     #[cfg(feature = "rt-wake")]
     pub fn audio_waker(&mut self) -> std::io::Result<Arc<mio::Waker>> {
+        self.audio_wake = true;
+        self.early_poll()
+    }
+
+    /// The event loop and its waker, created once (before [`spawn`](Self::spawn) when a
+    /// handle needs the waker early).
+    fn early_poll(&mut self) -> std::io::Result<Arc<mio::Waker>> {
         if self.poll.is_none() {
             let poll = mio::Poll::new()?;
             let waker = Arc::new(mio::Waker::new(poll.registry(), thread::WAKER)?);
@@ -126,6 +145,23 @@ impl ServerBuilder {
             .as_ref()
             .map(|(_, w)| Arc::clone(w))
             .expect("created above"))
+    }
+
+    /// Turns the analysis streams on: `welcome.taps` will be `taps` (the engine's taps,
+    /// typically [`TapReader::taps`](crate::rt::TapReader::taps) of the reader the worker
+    /// uses), and the returned [`AnalysisWorker`] is how the engine's analysis thread learns
+    /// what the sessions subscribed and hands back the computed values (see
+    /// [`rt::analysis`](crate::rt::analysis)). Without it `welcome.taps` is 0 and no client can
+    /// subscribe to `scope` or `spectrum`.
+    ///
+    /// Allocates the mailboxes (384 KiB) and the event loop (once). One worker per server;
+    /// after the server stopped, [`AnalysisWorker::is_connected`] is false. Calling it again
+    /// replaces the previous worker (which is then disconnected).
+    pub fn analysis_worker(&mut self, taps: u16) -> std::io::Result<AnalysisWorker> {
+        let waker = self.early_poll()?;
+        let (writer, reader) = crate::rt::analysis::analysis_bank();
+        self.analysis = Some((reader, taps));
+        Ok(AnalysisWorker::new(writer, waker))
     }
 
     /// The configuration so far.
@@ -255,7 +291,7 @@ impl ServerBuilder {
                 })?;
         }
         #[cfg(feature = "rt-wake")]
-        let early_waker = self.poll.is_some();
+        let early_waker = self.audio_wake;
         let (poll, waker) = match self.poll {
             Some(early) => early,
             None => {
@@ -291,7 +327,7 @@ impl ServerBuilder {
         );
         let handle_orphaned = Arc::clone(&orphaned);
         let connection_file = cfg.connection_file.clone();
-        let worker = thread::Worker::new(
+        let mut worker = thread::Worker::new(
             cfg,
             poll,
             listener,
@@ -301,6 +337,9 @@ impl ServerBuilder {
             orphaned,
         )
         .map_err(io_err)?;
+        if let Some((reader, taps)) = self.analysis {
+            worker.set_analysis(analysis::AnalysisHub::new(reader), taps);
+        }
         let join = std::thread::Builder::new()
             .name("loophole-net".into())
             .spawn(move || worker.run())

@@ -29,6 +29,10 @@
 //!   signals in fixed rings the audio thread overwrites ([`AudioEndpoint::publish_tap`]); a
 //!   [`TapReader`] (from [`NetEndpoint::take_taps`]) copies them out and learns how many it
 //!   missed — see [`tap`] for the protocol.
+//! * **Analysis mailboxes** ([`analysis`], not touched by the audio thread): the engine's
+//!   analysis worker reads what the sessions subscribed (`scope`, `spectrum`) from a request
+//!   table and hands back computed float arrays through latest-value triple buffers; the
+//!   network thread takes the freshest when a frame is due. Wait-free both ways, fixed buffers.
 //! * **Health** counters are single-writer atomics in a cache-padded block — see
 //!   [`HealthSnapshot`] for what may be stale.
 //! * **Wake-up policy.** The host passes each callback's start time in; the network side reads
@@ -67,6 +71,8 @@ pub use health::LoomHealth;
 #[cfg(feature = "rt-guard")]
 pub mod guard;
 
+#[cfg(feature = "std")]
+pub mod analysis;
 #[cfg(feature = "std")]
 pub mod tap;
 #[cfg(feature = "std")]

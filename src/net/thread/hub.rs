@@ -42,6 +42,8 @@ pub(super) struct Hub {
     pub(super) meter_n: usize,
     pub(super) dsp_load_max: f32,
     pub(super) status: Arc<Status>,
+    /// The analysis mailboxes (`None`: the engine has no analysis worker).
+    pub(super) analysis: Option<crate::net::analysis::AnalysisHub>,
 }
 
 /// Answers made on this thread (no route could take the command) waiting for `pump`.

@@ -39,6 +39,7 @@ use crate::clock;
 use crate::config::ServerConfig;
 use crate::control::ControlLink;
 use crate::message::{self, Welcome};
+use crate::net::analysis::AnalysisHub;
 use crate::net::framelog;
 use crate::net::sys::{self as timer, Timer};
 use crate::rt::{NetEndpoint, MAX_METER_CHANNELS};
@@ -95,6 +96,8 @@ pub(crate) struct Worker {
     buffers: Vec<BufferPair>,
     next_gen: u32,
     hub: Hub,
+    /// `welcome.taps`: the engine's taps when it has an analysis worker, else 0.
+    analysis_taps: u16,
     /// The listener may have connections waiting: the previous pass stopped at
     /// [`admit::ACCEPTS_PER_PASS`] (the listener is edge-triggered, no new event will come for them).
     accept_more: bool,
@@ -141,6 +144,8 @@ impl Worker {
             max_frame: cfg.max_frame,
             heartbeat_ms: 0,
             timeout_ms: 0,
+            attachments: false,
+            taps: 0,
         };
         let control_limit = cfg.control_capacity * 2 + 8;
         let slots = cfg.max_half_open + EXTRA_SLOTS;
@@ -167,6 +172,7 @@ impl Worker {
                 })
                 .collect(),
             next_gen: 1,
+            analysis_taps: 0,
             hub: Hub {
                 net,
                 control,
@@ -185,6 +191,7 @@ impl Worker {
                 meter_n: 0,
                 dsp_load_max: 0.0,
                 status,
+                analysis: None,
             },
             accept_more: false,
             nodelay_inherited,
@@ -200,6 +207,13 @@ impl Worker {
             initial_ppid: timer::parent_pid(),
             cfg,
         })
+    }
+
+    /// Turns the analysis streams on (before [`run`](Self::run)): `welcome.taps` = `taps`, and
+    /// the sessions' `scope`/`spectrum` frames come from `hub`'s mailboxes.
+    pub(crate) fn set_analysis(&mut self, hub: AnalysisHub, taps: u16) {
+        self.hub.analysis = Some(hub);
+        self.analysis_taps = taps;
     }
 
     /// The thread body. Returns when stopped and flushed (or the flush timeout passed), giving
@@ -263,6 +277,7 @@ impl Worker {
         // callback old whatever their rate (one atomic load when nothing completed).
         self.hub.net.collect_meters();
         self.pump();
+        self.reconcile_analysis();
         for slot in 0..self.slots.len() {
             self.service_conn(slot, now);
         }

@@ -223,6 +223,7 @@ mod tests {
             protocol: message::PROTOCOL_VERSION,
             client: heapless::String::try_from("test").unwrap(),
             token: None,
+            attachments: false,
         };
         let mut buf = [0u8; 512];
         let n = message::encode_frame(Some(1), &hello, &mut buf, u32::MAX).unwrap();
@@ -261,6 +262,7 @@ mod tests {
             protocol: message::PROTOCOL_VERSION,
             client: heapless::String::try_from("test").unwrap(),
             token: None,
+            attachments: false,
         };
         let mut buf = [0u8; 512];
         let n = message::encode_frame(Some(1), &hello, &mut buf, u32::MAX).unwrap();

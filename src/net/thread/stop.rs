@@ -118,6 +118,7 @@ mod tests {
             protocol: message::PROTOCOL_VERSION,
             client: heapless::String::try_from("test").unwrap(),
             token: None,
+            attachments: false,
         };
         send(&mut client, 1, &hello);
         std::thread::sleep(std::time::Duration::from_millis(20));

@@ -2,7 +2,9 @@
 
 use super::conn::Conn;
 use super::hub::Hub;
+use super::Worker;
 use crate::message::{Health, Meters, Stream};
+use crate::net::analysis;
 use crate::rt::HealthSnapshot;
 
 fn sat32(v: usize) -> u32 {
@@ -35,7 +37,23 @@ fn health_msg(h: &HealthSnapshot, dsp_load: f32, shed: u64) -> Health {
     }
 }
 
-/// Sends the telemetry frames due on this session (built on the stack: no allocation).
+impl Worker {
+    /// Makes the analysis worker's request table the union of the sessions' analysis
+    /// subscriptions (see `net/analysis.rs`). No store when nothing changed.
+    pub(super) fn reconcile_analysis(&mut self) {
+        let Some(a) = self.hub.analysis.as_mut() else {
+            return;
+        };
+        let mut wanted = analysis::Wanted::default();
+        for c in self.slots.iter().flatten() {
+            analysis::want(&c.session, &mut wanted);
+        }
+        a.reconcile(&wanted);
+    }
+}
+
+/// Sends the telemetry frames due on this session (built on the stack: no allocation), the
+/// analysis frames (`scope`, `spectrum`) included.
 pub(super) fn send_telemetry(c: &mut Conn, hub: &mut Hub, now: u64) {
     let due = c.session.telemetry_due(now);
     for stream in due.iter() {
@@ -60,5 +78,10 @@ pub(super) fn send_telemetry(c: &mut Conn, hub: &mut Hub, now: u64) {
                 c.session.send_telemetry(stream, &h, now);
             }
         }
+    }
+    // After the other streams: under a tight buffer those go first (analysis also keeps a
+    // larger reserve, session.md §5).
+    if let Some(a) = hub.analysis.as_mut() {
+        analysis::send_due(&mut c.session, c.key, a, now);
     }
 }

@@ -37,6 +37,7 @@ pub(super) fn hello_bytes() -> Vec<u8> {
         protocol: message::PROTOCOL_VERSION,
         client: heapless::String::try_from("test").unwrap(),
         token: None,
+        attachments: false,
     };
     let mut buf = [0u8; 512];
     let n = message::encode_frame(Some(1), &hello, &mut buf, u32::MAX).unwrap();
