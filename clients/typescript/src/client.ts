@@ -66,6 +66,8 @@ export interface ClientOptions {
   /**
    * Ask for binary attachments in `hello` (analysis arrays as raw f32 after the JSON). Default
    * true. False: the engine sends JSON arrays; the events carry the same Float32Array types.
+   * An engine older than attachments refuses the field (`invalid_field`, the connection stays in
+   * handshake): the client then sends its hello again without it and stops asking that engine.
    */
   attachments?: boolean;
 }
@@ -140,6 +142,7 @@ export class EngineClient extends EventEmitter<ClientEvents> {
   private readonly waiting: Pending[] = []; // never sent: room, drain or the next session
   private writable = true; // false between a write() that returned false and 'drain'
   private readonly subs = new Map<string, Record<string, unknown>>(); // subKey → subscribe body
+  private askAttachments: boolean; // false after an engine that predates attachments refused the field
   private sessionAttachments = false; // this socket's welcome said attachments: true (set as it is read, before onHello)
   private readerStats: AttachmentStats = { views: 0, copies: 0, joined: 0 }; // of earlier sockets
   private readonly telemetryHandlers = new Map<string, Set<(body: any) => void>>();
@@ -173,6 +176,7 @@ export class EngineClient extends EventEmitter<ClientEvents> {
       random: options.random ?? Math.random,
       attachments: options.attachments ?? true,
     };
+    this.askAttachments = this.opts.attachments;
   }
 
   /** The connection state. */
@@ -517,7 +521,7 @@ export class EngineClient extends EventEmitter<ClientEvents> {
   private openSocket(ep: Endpoint): void {
     const st = this.reader.stats;
     this.readerStats = { views: this.readerStats.views + st.views, copies: this.readerStats.copies + st.copies, joined: this.readerStats.joined + st.joined };
-    this.reader = new FrameReader({ maxFrame: ENGINE_MAX_PAYLOAD, attachments: this.opts.attachments });
+    this.reader = new FrameReader({ maxFrame: ENGINE_MAX_PAYLOAD, attachments: this.askAttachments });
     this.sessionAttachments = false;
     this.maxPayload = PRE_WELCOME_MAX_PAYLOAD;
     this.writable = true;
@@ -533,10 +537,7 @@ export class EngineClient extends EventEmitter<ClientEvents> {
       sock.setNoDelay(true); // small frames: do not let Nagle hold them back
       this.setState("handshaking");
       sock.write(PREFACE);
-      const hello: CommandBodies["hello"] & { attachments?: boolean } = { protocol: 1, client: this.opts.clientName };
-      if (this.opts.token !== undefined) hello.token = this.opts.token;
-      if (this.opts.attachments) hello.attachments = true; // absent = false: byte-identical hello otherwise
-      void this.internalRequest("hello", hello, 0).then((r) => this.onHello(sock, r));
+      this.sendHello(sock);
     });
     sock.on("data", (chunk: Buffer) => {
       if (this.sock !== sock) return;
@@ -569,8 +570,22 @@ export class EngineClient extends EventEmitter<ClientEvents> {
     });
   }
 
-  private onHello(sock: net.Socket, r: ReplyBodies["welcome"] | EngineError): void {
+  private sendHello(sock: net.Socket): void {
+    const asked = this.askAttachments;
+    const hello: CommandBodies["hello"] & { attachments?: boolean } = { protocol: 1, client: this.opts.clientName };
+    if (this.opts.token !== undefined) hello.token = this.opts.token;
+    if (asked) hello.attachments = true; // absent = false: the hello is byte-identical otherwise
+    void this.internalRequest("hello", hello as CommandBodies["hello"], 0).then((r) => this.onHello(sock, r, asked));
+  }
+
+  private onHello(sock: net.Socket, r: ReplyBodies["welcome"] | EngineError, asked: boolean): void {
     if (this.sock !== sock) return;
+    if (r instanceof EngineError && r.fromEngine && r.code === "invalid_field" && asked) {
+      // An engine from before attachments: the session stays in handshake (session.md); ask again
+      // without the field. The reader keeps accepting the flag, harmlessly: welcome decides.
+      this.askAttachments = false;
+      return this.sendHello(sock);
+    }
     if (r instanceof EngineError) {
       // protocol_version and bad_token will not heal by retrying; session_busy may.
       if (r.fromEngine && (r.code === "protocol_version" || r.code === "bad_token")) {
@@ -645,7 +660,7 @@ export class EngineClient extends EventEmitter<ClientEvents> {
         this.pending.delete(env.ref);
         this.cleanup(p);
         // Frames after welcome in the same chunk are read before onHello runs (a microtask later).
-        if (env.type === "reply" && p.name === "hello") this.sessionAttachments = this.opts.attachments && env.body.attachments === true;
+        if (env.type === "reply" && p.name === "hello") this.sessionAttachments = this.askAttachments && this.reader.acceptsAttachments && env.body.attachments === true;
         if (env.type === "reply") p.resolve(env.body);
         else {
           const b = env.body as ErrorBodies["error"];

@@ -84,6 +84,10 @@ export class FrameReader {
   private jsonLen = -1; // -1: the frame has no attachment
   private failed: ProtocolError | null = null;
   private readonly attachments: boolean;
+  /** Whether frames with the ATTACHMENT flag are accepted (the option). */
+  get acceptsAttachments(): boolean {
+    return this.attachments;
+  }
   /** How attachments were produced (views vs copies); see {@link AttachmentStats}. */
   readonly stats: AttachmentStats = { views: 0, copies: 0, joined: 0 };
 
