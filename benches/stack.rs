@@ -1098,6 +1098,8 @@ fn open_session() -> io::Result<BenchSession> {
         max_frame: 65_536,
         heartbeat_ms: 0,
         timeout_ms: 0,
+        attachments: false,
+        taps: 0,
     };
     let scfg = loophole_ipc::session::SessionConfig {
         max_frame: 65_536,
@@ -1107,6 +1109,8 @@ fn open_session() -> io::Result<BenchSession> {
         slow_consumer_timeout: 3_600_000_000_000,
         token: None,
         welcome: &welcome,
+        attachments: false,
+        taps: 0,
     };
     let now = clock::now_ns();
     let mut s = BenchSession::new(&scfg, vec![0u8; 8 + 65_536], vec![0u8; 256 * 1024], now)

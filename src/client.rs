@@ -29,8 +29,8 @@ use std::time::{Duration, Instant};
 use crate::error::{DecodeError, EncodeError, ErrorCode};
 use crate::frame::{FrameDecoder, DEFAULT_MAX_FRAME, PREFACE};
 use crate::message::{
-    encode_frame, GoodbyeReason, Health, Hello, Message, Ping, ServerMessage, TransportState,
-    Welcome, PROTOCOL_VERSION,
+    encode_frame, AnalysisMeta, GoodbyeReason, Health, Hello, Message, Ping, ServerMessage,
+    TransportState, Welcome, PROTOCOL_VERSION,
 };
 
 /// How the client connects.
@@ -49,6 +49,10 @@ pub struct ClientOptions {
     pub io_timeout: Duration,
     /// Largest frame payload accepted from the engine. Default 65 536.
     pub max_frame: u32,
+    /// Ask for binary attachments (`hello.attachments`): `scope`/`spectrum` values then arrive
+    /// as raw `f32` after the envelope when the engine agrees. Default false (JSON arrays).
+    /// Either way [`Received::values`] holds them.
+    pub attachments: bool,
 }
 
 impl Default for ClientOptions {
@@ -60,6 +64,7 @@ impl Default for ClientOptions {
             retry_delay: Duration::from_millis(10),
             io_timeout: Duration::from_secs(5),
             max_frame: DEFAULT_MAX_FRAME,
+            attachments: false,
         }
     }
 }
@@ -123,6 +128,20 @@ pub struct Received {
     pub reference: Option<u32>,
     /// The message.
     pub message: ServerMessage,
+    /// For [`ServerMessage::Analysis`]: its values, from JSON arrays or the attachment alike
+    /// (scope: min[0..n] then max[0..n]; spectrum: dB per bin). Empty otherwise. Allocated
+    /// per analysis frame.
+    pub values: Vec<f32>,
+}
+
+impl Received {
+    /// The scalar fields and values of a `scope` or `spectrum` frame.
+    pub fn analysis(&self) -> Option<(&AnalysisMeta, &[f32])> {
+        match &self.message {
+            ServerMessage::Analysis(m) => Some((m, &self.values)),
+            _ => None,
+        }
+    }
 }
 
 /// A connected, handshaken client.
@@ -150,8 +169,11 @@ impl Client {
     pub fn handshake(stream: TcpStream, opts: &ClientOptions) -> Result<Self, ClientError> {
         stream.set_nodelay(true)?;
         stream.set_read_timeout(Some(opts.io_timeout))?;
-        let dec = FrameDecoder::new(vec![0u8; 8 + opts.max_frame as usize], opts.max_frame)
+        let mut dec = FrameDecoder::new(vec![0u8; 8 + opts.max_frame as usize], opts.max_frame)
             .map_err(ClientError::Decode)?;
+        // An engine sends attachments only after `welcome` says so; accepting them is
+        // narrowed to what `welcome` agreed below.
+        dec.set_accept_attachments(opts.attachments);
         let mut c = Self {
             stream,
             dec,
@@ -169,6 +191,7 @@ impl Client {
                 .token
                 .as_deref()
                 .and_then(|t| heapless::String::try_from(t).ok()),
+            attachments: opts.attachments,
         };
         c.stream.write_all(&PREFACE)?;
         let id = c.send(&hello)?;
@@ -177,6 +200,7 @@ impl Client {
             Received {
                 message: ServerMessage::Welcome(w),
                 reference,
+                ..
             } if reference == Some(id) => c.welcome = w,
             Received {
                 message: ServerMessage::Error(e),
@@ -188,6 +212,8 @@ impl Client {
             }
             _ => return Err(ClientError::Unexpected),
         }
+        c.dec
+            .set_accept_attachments(opts.attachments && c.welcome.attachments);
         for _ in 0..2 {
             match c.recv()?.message {
                 ServerMessage::Transport(t) => c.snapshot.0 = Some(t),
@@ -294,9 +320,18 @@ impl Client {
             None => Ok(None),
             Some(Err(e)) => Err(ClientError::Decode(e)),
             Some(Ok(frame)) => {
-                let (reference, message) =
-                    ServerMessage::decode(frame.payload).map_err(ClientError::Decode)?;
-                Ok(Some(Received { reference, message }))
+                let inc = ServerMessage::decode_frame(&frame).map_err(ClientError::Decode)?;
+                let mut values = Vec::new();
+                if let (ServerMessage::Analysis(meta), Some(v)) = (&inc.message, &inc.values) {
+                    values.resize(meta.value_count(), 0.0);
+                    meta.read_values(v, &mut values)
+                        .map_err(ClientError::Decode)?;
+                }
+                Ok(Some(Received {
+                    reference: inc.reference,
+                    message: inc.message,
+                    values,
+                }))
             }
         }
     }
@@ -402,5 +437,7 @@ fn empty_welcome() -> Welcome {
         max_frame: 0,
         heartbeat_ms: 0,
         timeout_ms: 0,
+        attachments: false,
+        taps: 0,
     }
 }

@@ -283,6 +283,8 @@ error_codes! {
     ControlUnavailable = "control_unavailable",
     /// The audio thread is gone.
     AudioUnavailable = "audio_unavailable",
+    /// A 9th analysis subscription (`scope`/`spectrum`) in one session.
+    TooManySubscriptions = "too_many_subscriptions",
     /// An engine fault.
     Internal = "internal",
 }

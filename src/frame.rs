@@ -27,6 +27,17 @@ pub const MAX_MAX_FRAME: u32 = 16 * 1024 * 1024;
 /// Largest payload a client may send before it has received `welcome`.
 pub const PRE_WELCOME_MAX_FRAME: u32 = 4_096;
 
+/// Header `flags` bit 0: the payload is a space-padded JSON envelope of `json_len` bytes followed
+/// by an attachment of little-endian `f32` values (framing.md §3.1). Only the engine sends it,
+/// only to a client that asked for attachments.
+pub const FLAG_ATTACHMENT: u8 = 0x01;
+
+/// `json_len` is a multiple of this, so an attachment starts 8-aligned in the frame.
+pub const ATTACHMENT_ALIGN: usize = 8;
+
+/// Largest `json_len`: the largest multiple of [`ATTACHMENT_ALIGN`] in a u16.
+pub const MAX_JSON_LEN: usize = 65_528;
+
 /// The payload encodings a frame header can name.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
@@ -52,9 +63,9 @@ pub struct FrameHeader {
     pub len: u32,
     /// Encoding byte (`0x01` = JSON).
     pub encoding: u8,
-    /// Flags byte; must be 0 in version 1.
+    /// Flags byte: 0, or [`FLAG_ATTACHMENT`] in an engine frame with an attachment.
     pub flags: u8,
-    /// Reserved; must be 0 in version 1.
+    /// Bytes 6..7: 0 without [`FLAG_ATTACHMENT`], `json_len` with it.
     pub reserved: u16,
 }
 
@@ -66,6 +77,17 @@ impl FrameHeader {
             encoding: Encoding::Json as u8,
             flags: 0,
             reserved: 0,
+        }
+    }
+
+    /// A header for a frame with an attachment: `len` payload bytes, the first `json_len` of
+    /// them the space-padded JSON envelope.
+    pub const fn with_attachment(len: u32, json_len: u16) -> Self {
+        Self {
+            len,
+            encoding: Encoding::Json as u8,
+            flags: FLAG_ATTACHMENT,
+            reserved: json_len,
         }
     }
 
@@ -95,22 +117,45 @@ impl FrameHeader {
         ]
     }
 
-    /// Checks the header against version 1 and a payload limit.
+    /// Checks the header against version 1 and a payload limit, refusing every flag (what the
+    /// engine does with a client's frames).
     ///
     /// The order matters: an oversize length is reported first because it is fatal (the stream
     /// cannot be resynchronised without reading the declared bytes).
     pub const fn check(self, max_frame: u32) -> Result<Encoding, DecodeError> {
+        self.check_with(max_frame, false)
+    }
+
+    /// [`check`](Self::check), but with `attachments` a header with exactly [`FLAG_ATTACHMENT`]
+    /// and a well-formed `json_len` (a multiple of 8, 8 ..= `len`, leaving a multiple of 4 for
+    /// the attachment) is accepted too: what a client that asked for attachments does.
+    pub const fn check_with(
+        self,
+        max_frame: u32,
+        attachments: bool,
+    ) -> Result<Encoding, DecodeError> {
         if self.len > max_frame {
             return Err(DecodeError::FrameTooLarge {
                 declared: self.len,
                 limit: max_frame,
             });
         }
-        if self.flags != 0 || self.reserved != 0 {
-            return Err(DecodeError::BadHeader {
-                flags: self.flags,
-                reserved: self.reserved,
-            });
+        let bad = DecodeError::BadHeader {
+            flags: self.flags,
+            reserved: self.reserved,
+        };
+        if self.flags == FLAG_ATTACHMENT && attachments {
+            let j = self.reserved as u32;
+            let aligned = j.is_multiple_of(ATTACHMENT_ALIGN as u32);
+            if !aligned
+                || j < ATTACHMENT_ALIGN as u32
+                || j > self.len
+                || !(self.len - j).is_multiple_of(4)
+            {
+                return Err(bad);
+            }
+        } else if self.flags != 0 || self.reserved != 0 {
+            return Err(bad);
         }
         match Encoding::from_byte(self.encoding) {
             Some(_) if self.len == 0 => Err(DecodeError::EmptyPayload),
@@ -129,6 +174,29 @@ pub struct Frame<'a> {
     pub encoding: Encoding,
     /// The payload bytes (exactly `header.len` of them).
     pub payload: &'a [u8],
+    /// The JSON envelope's bytes: the whole payload, or its first `json_len` bytes (trailing
+    /// padding spaces included) in a frame with an attachment.
+    pub json: &'a [u8],
+    /// The attachment (`f32` little-endian values), in a frame with [`FLAG_ATTACHMENT`].
+    pub attachment: Option<&'a [u8]>,
+}
+
+impl<'a> Frame<'a> {
+    /// A frame of `payload` as `header` describes it (`header` passed its check).
+    fn split(encoding: Encoding, header: FrameHeader, payload: &'a [u8]) -> Self {
+        let (json, attachment) = if header.flags == FLAG_ATTACHMENT {
+            let (j, a) = payload.split_at(usize::from(header.reserved).min(payload.len()));
+            (j, Some(a))
+        } else {
+            (payload, None)
+        };
+        Self {
+            encoding,
+            payload,
+            json,
+            attachment,
+        }
+    }
 }
 
 /// Writes one frame (header + payload) into `out`; returns the bytes written.
@@ -158,6 +226,48 @@ where
     Ok(HEADER_LEN + n)
 }
 
+/// Writes one frame with an attachment into `out`; returns the bytes written.
+///
+/// `write_json` writes the JSON envelope (which must carry the `attachment` member, framing.md
+/// §3.1) into the space after the header and returns its length; it is padded with spaces to a
+/// multiple of 8, and `values` follow as little-endian `f32`. Fails with
+/// [`EncodeError::BufferTooSmall`] when `out` is too small, and [`EncodeError::FrameTooLarge`]
+/// when the JSON exceeds [`MAX_JSON_LEN`] or the payload `max_frame`. Allocates nothing.
+pub fn write_frame_with_attachment<F>(
+    out: &mut [u8],
+    max_frame: u32,
+    values: &[f32],
+    write_json: F,
+) -> Result<usize, EncodeError>
+where
+    F: FnOnce(&mut [u8]) -> Result<usize, EncodeError>,
+{
+    let (head, body) = match out.split_at_mut_checked(HEADER_LEN) {
+        Some(parts) => parts,
+        None => return Err(EncodeError::BufferTooSmall),
+    };
+    let n = write_json(body)?;
+    let json_len = n.div_ceil(ATTACHMENT_ALIGN) * ATTACHMENT_ALIGN;
+    if json_len > MAX_JSON_LEN {
+        return Err(EncodeError::FrameTooLarge);
+    }
+    let total = json_len + 4 * values.len();
+    let len = match u32::try_from(total) {
+        Ok(len) if len <= max_frame => len,
+        _ => return Err(EncodeError::FrameTooLarge),
+    };
+    let payload = body.get_mut(..total).ok_or(EncodeError::BufferTooSmall)?;
+    let (json, att) = payload.split_at_mut(json_len);
+    json[n..].fill(b' ');
+    for (dst, v) in att.chunks_exact_mut(4).zip(values) {
+        dst.copy_from_slice(&v.to_le_bytes());
+    }
+    // `json_len` <= MAX_JSON_LEN, so it fits a u16.
+    let json_len = u16::try_from(json_len).unwrap_or(u16::MAX);
+    head.copy_from_slice(&FrameHeader::with_attachment(len, json_len).to_bytes());
+    Ok(HEADER_LEN + total)
+}
+
 /// Where a [`FrameDecoder`] stands in the stream.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Phase {
@@ -185,6 +295,7 @@ pub struct FrameDecoder<B> {
     end: usize,
     max_frame: u32,
     phase: Phase,
+    attachments: bool,
 }
 
 impl<B: AsRef<[u8]> + AsMut<[u8]>> FrameDecoder<B> {
@@ -209,6 +320,7 @@ impl<B: AsRef<[u8]> + AsMut<[u8]>> FrameDecoder<B> {
             end: 0,
             max_frame,
             phase: Phase::Frames,
+            attachments: false,
         })
     }
 
@@ -231,6 +343,12 @@ impl<B: AsRef<[u8]> + AsMut<[u8]>> FrameDecoder<B> {
         }
         self.max_frame = max_frame;
         Ok(())
+    }
+
+    /// Accept frames with [`FLAG_ATTACHMENT`] (a client that asked for attachments) or refuse
+    /// them as `bad_header` (the default, and what the engine always does).
+    pub fn set_accept_attachments(&mut self, yes: bool) {
+        self.attachments = yes;
     }
 
     /// True once the peer's preface has been matched (always true without a preface).
@@ -326,7 +444,7 @@ impl<B: AsRef<[u8]> + AsMut<[u8]>> FrameDecoder<B> {
         let avail = &self.buf.as_ref()[self.start..self.end];
         let head: [u8; HEADER_LEN] = avail.get(..HEADER_LEN)?.try_into().ok()?;
         let header = FrameHeader::from_bytes(head);
-        let checked = header.check(self.max_frame);
+        let checked = header.check_with(self.max_frame, self.attachments);
         if let Err(e) = checked {
             if e.is_fatal() {
                 self.phase = Phase::Failed(e);
@@ -344,9 +462,7 @@ impl<B: AsRef<[u8]> + AsMut<[u8]>> FrameDecoder<B> {
             self.start = 0;
             self.end = 0;
         }
-        Some(checked.map(|encoding| Frame {
-            encoding,
-            payload: &self.buf.as_ref()[from..from + header.len as usize],
-        }))
+        let payload = &self.buf.as_ref()[from..from + header.len as usize];
+        Some(checked.map(|encoding| Frame::split(encoding, header, payload)))
     }
 }

@@ -25,8 +25,9 @@
 use crate::error::{DecodeError, ErrorCode};
 use crate::frame::{FrameDecoder, PREFACE, PRE_WELCOME_MAX_FRAME};
 use crate::message::{
-    self, Ack, Command, GoodbyeNotice, GoodbyeReason, Health, Hello, Message, Pong, Stream,
-    TransportState, Welcome, PROTOCOL_VERSION,
+    self, Ack, AnalysisStream, Command, GoodbyeNotice, GoodbyeReason, Health, Hello, Message, Pong,
+    Scope, Spectrum, Stream, SubscribeAnalysis, TransportState, UnsubscribeAnalysis, Welcome,
+    MAX_ANALYSIS_SUBS, PROTOCOL_VERSION,
 };
 
 /// Monotonic time in nanoseconds since an epoch the driver chooses.
@@ -42,6 +43,11 @@ pub const ANSWER_ROOM: usize = 1024;
 /// Transmit space telemetry may never use: kept for answers, so a slow reader sheds telemetry
 /// before any ack or error is held back.
 pub const TELEMETRY_RESERVE: usize = 2048;
+
+/// Transmit space an analysis frame (`scope`, `spectrum`) must leave free: larger than
+/// [`TELEMETRY_RESERVE`], so under a slow reader analysis is shed before meters and the other
+/// telemetry, which are shed before any answer.
+pub const ANALYSIS_RESERVE: usize = 32 * 1024;
 
 /// Real-time pings in flight whose `t_client_us` the session remembers, for a driver that does
 /// not pass it back in [`Answer::Pong`]. When more are in flight, the oldest memory is dropped
@@ -71,9 +77,15 @@ pub struct SessionConfig<'a> {
     pub slow_consumer_timeout: Nanos,
     /// Session token the client must present (constant-time compare); `None` accepts any.
     pub token: Option<&'a [u8]>,
-    /// Identity sent in `welcome`; `max_frame`, `heartbeat_ms` and `timeout_ms` are overwritten
-    /// from this config.
+    /// Identity sent in `welcome`; `max_frame`, `heartbeat_ms`, `timeout_ms`, `taps` and
+    /// `attachments` are overwritten from this config and the client's `hello`.
     pub welcome: &'a Welcome,
+    /// Analysis taps the engine has (`welcome.taps`; a subscription's `tap` must be below it).
+    /// 0 = no analysis streams.
+    pub taps: u16,
+    /// The engine sends `scope`/`spectrum` values as binary attachments to a client that asks
+    /// (`hello.attachments`). False: always JSON arrays.
+    pub attachments: bool,
 }
 
 /// Where the session stands. States only move forward (the order of the variants).
@@ -188,6 +200,71 @@ struct Subscription {
     next: Nanos,
 }
 
+/// One analysis subscription as the worker must serve it: which stream, which tap, how many
+/// points (scope) or bins (spectrum).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct AnalysisSub {
+    /// `scope` or `spectrum`.
+    pub stream: AnalysisStream,
+    /// The tap, below `welcome.taps`.
+    pub tap: u16,
+    /// `points` (scope) or `bins` (spectrum).
+    pub size: u16,
+}
+
+impl AnalysisSub {
+    /// Values [`Session::send_analysis`] expects: 2 × points (min then max) or bins.
+    pub const fn value_count(&self) -> usize {
+        self.stream.values_for(self.size)
+    }
+}
+
+/// One entry of [`Session::analysis_subs`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AnalysisSubscription {
+    /// What to compute.
+    pub sub: AnalysisSub,
+    /// Frames per second asked for, 1 ..= 60.
+    pub rate_hz: u16,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct AnalysisSlot {
+    sub: AnalysisSub,
+    rate_hz: u16,
+    timer: Subscription,
+}
+
+/// What [`Session::send_analysis`] is given for one frame.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct AnalysisData<'a> {
+    /// Engine sample clock of the window's last sample.
+    pub sample: u64,
+    /// Samples the reader of this tap lost since the previous frame.
+    pub missed: u64,
+    /// Scope: samples each point covers (ignored for a spectrum).
+    pub samples_per_point: u32,
+    /// Spectrum: the sample rate in Hz (ignored for a scope).
+    pub sample_rate: u32,
+    /// Scope: 2 × points values, min[0..n] then max[0..n]. Spectrum: bins values, dBFS
+    /// (the engine applies the -160 dB floor). Non-finite values are sent as the largest f32.
+    pub values: &'a [f32],
+}
+
+/// Why [`Session::send_analysis`] sent nothing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AnalysisSendError {
+    /// The session is not open (or is stopping).
+    NotOpen,
+    /// No subscription with this stream, tap and size (it changed or was removed meanwhile).
+    NotSubscribed,
+    /// `values` does not hold [`AnalysisSub::value_count`] values.
+    WrongLength,
+    /// The transmit buffer is short of room (or the frame exceeds the engine's 64 KiB): shed,
+    /// counted in [`Session::telemetry_shed`].
+    Shed,
+}
+
 /// A bounded transmit buffer.
 #[derive(Debug)]
 struct Tx<O> {
@@ -239,10 +316,20 @@ impl<O: AsRef<[u8]> + AsMut<[u8]>> Tx<O> {
 
     /// Encodes one frame, keeping `keep_free` bytes free after it; false if it does not fit.
     fn put<M: Message>(&mut self, id_or_ref: Option<u32>, body: &M, keep_free: usize) -> bool {
+        self.put_with(keep_free, |out| {
+            message::encode_frame(id_or_ref, body, out, u32::MAX)
+        })
+    }
+
+    /// Runs an encoder on the free space minus `keep_free`; false if it does not fit.
+    fn put_with<F>(&mut self, keep_free: usize, encode: F) -> bool
+    where
+        F: FnOnce(&mut [u8]) -> Result<usize, crate::error::EncodeError>,
+    {
         let room = self.free().saturating_sub(keep_free);
         let tail = self.tail();
         let limit = room.min(tail.len());
-        match message::encode_frame(id_or_ref, body, &mut tail[..limit], u32::MAX) {
+        match encode(&mut tail[..limit]) {
             Ok(n) => {
                 self.end += n;
                 true
@@ -275,6 +362,11 @@ struct Core<O> {
     in_flight: usize,
     rt_pings: heapless::Vec<(u32, u64), RT_PING_SLOTS>,
     subs: [Option<Subscription>; 3],
+    analysis: [Option<AnalysisSlot>; MAX_ANALYSIS_SUBS],
+    taps: u16,
+    allow_attachments: bool,
+    attachments: bool,
+    analysis_shed: u64,
     shed: u64,
     more: bool,
     eof: bool,
@@ -330,6 +422,8 @@ where
         welcome.max_frame = cfg.max_frame;
         welcome.heartbeat_ms = to_ms(cfg.heartbeat_interval);
         welcome.timeout_ms = to_ms(cfg.heartbeat_timeout);
+        welcome.taps = cfg.taps;
+        welcome.attachments = false;
         let core = Core {
             tx: Tx {
                 buf: tx,
@@ -354,6 +448,11 @@ where
             in_flight: 0,
             rt_pings: heapless::Vec::new(),
             subs: [None; 3],
+            analysis: [None; MAX_ANALYSIS_SUBS],
+            taps: cfg.taps,
+            allow_attachments: cfg.attachments,
+            attachments: false,
+            analysis_shed: 0,
             shed: 0,
             more: false,
             eof: false,
@@ -554,9 +653,102 @@ where
         true
     }
 
-    /// Telemetry frames shed in this session.
+    /// Telemetry frames shed in this session (analysis frames included).
     pub fn telemetry_shed(&self) -> u64 {
         self.core.shed
+    }
+
+    /// Analysis frames (`scope`, `spectrum`) shed in this session; also counted in
+    /// [`telemetry_shed`](Self::telemetry_shed).
+    pub fn analysis_shed(&self) -> u64 {
+        self.core.analysis_shed
+    }
+
+    /// True when this session sends `scope`/`spectrum` values as binary attachments (the
+    /// client asked and the engine allows it; `welcome.attachments`).
+    pub fn attachments(&self) -> bool {
+        self.core.attachments
+    }
+
+    /// The analysis subscriptions of this session (at most [`MAX_ANALYSIS_SUBS`]), for the
+    /// network thread to build what the analysis worker must compute. Allocates nothing.
+    pub fn analysis_subs(&self) -> impl Iterator<Item = AnalysisSubscription> + '_ {
+        self.core
+            .analysis
+            .iter()
+            .flatten()
+            .map(|s| AnalysisSubscription {
+                sub: s.sub,
+                rate_hz: s.rate_hz,
+            })
+    }
+
+    /// The analysis subscriptions whose next frame is due at `now` (none unless the session is
+    /// open and not stopping). Allocates nothing.
+    pub fn analysis_due(&self, now: Nanos) -> impl Iterator<Item = AnalysisSub> + '_ {
+        let live = self.core.state == SessionState::Open && !self.core.stopping;
+        self.core
+            .analysis
+            .iter()
+            .flatten()
+            .filter(move |s| live && s.timer.next <= now)
+            .map(|s| s.sub)
+    }
+
+    /// Sends one `scope`/`spectrum` frame for `sub` and schedules its next one: JSON arrays,
+    /// or a binary attachment when [`attachments`](Self::attachments). Analysis frames keep
+    /// [`ANALYSIS_RESERVE`] bytes free, so they are shed before other telemetry, which is shed
+    /// before any answer. Allocates nothing; network thread only.
+    pub fn send_analysis(
+        &mut self,
+        sub: AnalysisSub,
+        data: &AnalysisData<'_>,
+        now: Nanos,
+    ) -> Result<(), AnalysisSendError> {
+        let c = &mut self.core;
+        c.now = now;
+        if c.state != SessionState::Open || c.stopping {
+            return Err(AnalysisSendError::NotOpen);
+        }
+        let Some(slot) = c.analysis.iter_mut().flatten().find(|s| s.sub == sub) else {
+            return Err(AnalysisSendError::NotSubscribed);
+        };
+        slot.timer.next = slot.timer.next.saturating_add(slot.timer.interval).max(now);
+        if data.values.len() != sub.value_count() {
+            return Err(AnalysisSendError::WrongLength);
+        }
+        let values = (!c.attachments).then_some(data.values);
+        let sent = match sub.stream {
+            AnalysisStream::Scope => c.put_analysis(
+                &Scope {
+                    tap: sub.tap,
+                    points: sub.size,
+                    samples_per_point: data.samples_per_point,
+                    sample: data.sample,
+                    missed: data.missed,
+                    values,
+                },
+                data.values,
+            ),
+            AnalysisStream::Spectrum => c.put_analysis(
+                &Spectrum {
+                    tap: sub.tap,
+                    bins: sub.size,
+                    sample_rate: data.sample_rate,
+                    sample: data.sample,
+                    missed: data.missed,
+                    values,
+                },
+                data.values,
+            ),
+        };
+        if sent {
+            Ok(())
+        } else {
+            c.shed += 1;
+            c.analysis_shed += 1;
+            Err(AnalysisSendError::Shed)
+        }
     }
 
     /// Bytes waiting to be written to the socket.
@@ -674,6 +866,79 @@ impl<O: AsRef<[u8]> + AsMut<[u8]>> Core<O> {
         ok
     }
 
+    /// Queues an analysis frame in the negotiated form, keeping [`ANALYSIS_RESERVE`] free. The
+    /// engine's frames never exceed the default 64 KiB payload (framing.md §4).
+    fn put_analysis<M: Message>(&mut self, body: &M, values: &[f32]) -> bool {
+        let was_empty = self.tx.is_empty();
+        let limit = crate::frame::DEFAULT_MAX_FRAME;
+        let ok = if self.attachments {
+            self.tx.put_with(ANALYSIS_RESERVE, |out| {
+                message::encode_frame_with_attachment(None, body, values, out, limit)
+            })
+        } else {
+            self.tx.put_with(ANALYSIS_RESERVE, |out| {
+                message::encode_frame(None, body, out, limit)
+            })
+        };
+        if ok && was_empty {
+            self.last_tx_progress = self.now;
+        }
+        ok
+    }
+
+    fn subscribe_analysis(&mut self, id: u32, s: SubscribeAnalysis) {
+        if s.tap >= self.taps {
+            let taps = self.taps;
+            return self.error(
+                Some(id),
+                ErrorCode::OutOfRange,
+                format_args!("tap {} out of range: this engine has {taps} taps", s.tap),
+            );
+        }
+        let key = |a: &AnalysisSlot| a.sub.stream == s.stream && a.sub.tap == s.tap;
+        let at = match self
+            .analysis
+            .iter()
+            .position(|a| a.as_ref().is_some_and(key))
+        {
+            Some(i) => i,
+            None => match self.analysis.iter().position(Option::is_none) {
+                Some(i) => i,
+                None => {
+                    return self.error(
+                        Some(id),
+                        ErrorCode::TooManySubscriptions,
+                        format_args!("at most {MAX_ANALYSIS_SUBS} analysis subscriptions"),
+                    )
+                }
+            },
+        };
+        self.analysis[at] = Some(AnalysisSlot {
+            sub: AnalysisSub {
+                stream: s.stream,
+                tap: s.tap,
+                size: s.size,
+            },
+            rate_hz: s.rate_hz,
+            timer: Subscription {
+                interval: 1_000_000_000 / u64::from(s.rate_hz.max(1)),
+                next: self.now,
+            },
+        });
+        self.put(Some(id), &Ack { sample: None }, 0);
+    }
+
+    fn unsubscribe_analysis(&mut self, id: u32, u: UnsubscribeAnalysis) {
+        for slot in &mut self.analysis {
+            if slot
+                .is_some_and(|a| a.sub.stream == u.stream && u.tap.is_none_or(|t| t == a.sub.tap))
+            {
+                *slot = None;
+            }
+        }
+        self.put(Some(id), &Ack { sample: None }, 0);
+    }
+
     fn send_preface(&mut self) {
         if !self.sent_preface {
             self.sent_preface = true;
@@ -766,6 +1031,9 @@ impl<O: AsRef<[u8]> + AsMut<[u8]>> Core<O> {
         if self.state == SessionState::Open && !self.stopping {
             for sub in self.subs.iter().flatten() {
                 at = earlier(at, sub.next);
+            }
+            for a in self.analysis.iter().flatten() {
+                at = earlier(at, a.timer.next);
             }
         }
         if self.state < SessionState::Closing && !self.tx.is_empty() {
@@ -896,6 +1164,8 @@ impl<O: AsRef<[u8]> + AsMut<[u8]>> Core<O> {
         self.claimed = true;
         self.state = SessionState::Open;
         self.raise_limit = true;
+        self.attachments = self.allow_attachments && hello.attachments;
+        self.welcome.attachments = self.attachments;
         let welcome = self.welcome.clone();
         self.put(Some(id), &welcome, 0);
         let (transport, health) = d.snapshot();
@@ -961,6 +1231,8 @@ impl<O: AsRef<[u8]> + AsMut<[u8]>> Core<O> {
                 self.subs[u.stream.index()] = None;
                 self.put(Some(id), &Ack { sample: None }, 0);
             }
+            Command::SubscribeAnalysis(s) => self.subscribe_analysis(id, s),
+            Command::UnsubscribeAnalysis(u) => self.unsubscribe_analysis(id, u),
             cmd => self.route(id, cmd, d),
         }
     }

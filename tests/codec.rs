@@ -30,12 +30,14 @@ pub fn all_commands() -> Vec<(Vec<u8>, Command)> {
                     protocol: 1,
                     client: s("aura/0.1"),
                     token: Some(s("t\"ok")),
+                    attachments: false,
                 },
             ),
             Command::Hello(Hello {
                 protocol: 1,
                 client: s("aura/0.1"),
                 token: Some(s("t\"ok")),
+                attachments: false,
             }),
         ),
         (
@@ -179,6 +181,8 @@ fn every_server_message_round_trips() {
                 max_frame: 65_536,
                 heartbeat_ms: 1000,
                 timeout_ms: 5000,
+                attachments: false,
+                taps: 0,
             };
             (payload(Some(1), &w), Some(1), ServerMessage::Welcome(w))
         },

@@ -59,8 +59,51 @@ fn encode_and_decode_of_every_message_allocate_nothing() {
             decoded += 1;
         });
     });
-    assert_eq!(decoded, 25);
+    assert_eq!(decoded, 29);
     assert_eq!(n, 0, "the codec allocated {n} times");
+}
+
+/// Issue 14: a spectrum frame with an attachment and one with JSON arrays, encoded, decoded and
+/// their values read, without one allocation.
+#[test]
+fn analysis_frames_in_both_forms_allocate_nothing() {
+    use loophole_ipc::message::{encode_frame, encode_frame_with_attachment, Spectrum};
+    let mut read = [0.0f32; 1024];
+    let n = allocations_in(|| {
+        let db = [-42.5f32; 1024];
+        let mut out = [0u8; 16_384];
+        for attach in [false, true] {
+            let body = Spectrum {
+                tap: 0,
+                bins: 1024,
+                sample_rate: 48_000,
+                sample: 1,
+                missed: 0,
+                values: (!attach).then_some(&db[..]),
+            };
+            let len = if attach {
+                encode_frame_with_attachment(None, &body, &db, &mut out, 65_536).unwrap()
+            } else {
+                encode_frame(None, &body, &mut out, 65_536).unwrap()
+            };
+            let mut dec = FrameDecoder::without_preface([0u8; 16_400], 16_384).unwrap();
+            dec.set_accept_attachments(true);
+            dec.push(&out[..len]);
+            let frame = dec.next_frame().unwrap().unwrap();
+            let inc = ServerMessage::decode_frame(&frame).unwrap();
+            let ServerMessage::Analysis(meta) = inc.message else {
+                panic!("not analysis")
+            };
+            assert_eq!(
+                meta.read_values(&inc.values.unwrap(), &mut read)
+                    .unwrap()
+                    .len(),
+                1024
+            );
+        }
+    });
+    assert_eq!(read[1023], -42.5);
+    assert_eq!(n, 0, "the analysis codec allocated {n} times");
 }
 
 #[test]

@@ -22,6 +22,8 @@ fn welcome() -> Welcome {
         max_frame: 0,
         heartbeat_ms: 0,
         timeout_ms: 0,
+        attachments: false,
+        taps: 0,
     }
 }
 
@@ -34,6 +36,8 @@ fn config<'a>(w: &'a Welcome, token: Option<&'a [u8]>) -> SessionConfig<'a> {
         slow_consumer_timeout: 300 * MS,
         token,
         welcome: w,
+        attachments: false,
+        taps: 0,
     }
 }
 
@@ -104,6 +108,7 @@ fn hello(token: Option<&str>) -> Hello {
         protocol: 1,
         client: "test".try_into().unwrap(),
         token: token.map(|t| t.try_into().unwrap()),
+        attachments: false,
     }
 }
 

@@ -15,7 +15,7 @@ use serde_json::Value;
 mod common;
 
 /// Every message of protocol version 1, as `<type>.<name>` (envelope.md's catalogue).
-const CATALOGUE: [&str; 25] = [
+const CATALOGUE: [&str; 27] = [
     "command.hello",
     "reply.welcome",
     "command.ping",
@@ -38,6 +38,8 @@ const CATALOGUE: [&str; 25] = [
     "command.telemetry.unsubscribe",
     "telemetry.meters",
     "telemetry.engine.health",
+    "telemetry.scope",
+    "telemetry.spectrum",
     "reply.ack",
     "error.error",
     "error.log",
@@ -333,12 +335,18 @@ fn vector_bytes_match_header_and_json() {
                 let f = frames(&bytes);
                 assert_eq!(f.len(), 1, "{name}: one frame");
                 let (h, payload) = &f[0];
-                assert_eq!(
-                    (h.encoding, h.flags, h.reserved),
-                    (1, 0, 0),
-                    "{name}: header"
-                );
                 assert_eq!(h.len as usize, payload.len(), "{name}: length");
+                let payload = match v["attachment"].as_array() {
+                    None => {
+                        assert_eq!(
+                            (h.encoding, h.flags, h.reserved),
+                            (1, 0, 0),
+                            "{name}: header"
+                        );
+                        &payload[..]
+                    }
+                    Some(values) => check_attachment(h, payload, values, field(&v, "json"), name),
+                };
                 let parsed: Value = serde_json::from_slice(payload).expect("payload is JSON");
                 assert_eq!(&parsed, field(&v, "json"), "{name}: payload");
                 if v["canonical"] == true {
@@ -364,9 +372,58 @@ fn vector_bytes_match_header_and_json() {
     }
 }
 
-/// Compact, ASCII, and the envelope keys in canonical order: type, name, id|ref, body.
+/// framing.md §3.1: flags 0x01, json_len a multiple of 8 padded with spaces, the attachment
+/// 8-aligned in the frame, its f32 LE values those of the vector, and the envelope's
+/// `attachment` member naming its length. Returns the JSON part (padding included).
+fn check_attachment<'p>(
+    h: &Header,
+    payload: &'p [u8],
+    values: &[Value],
+    env: &Value,
+    name: &Value,
+) -> &'p [u8] {
+    assert_eq!((h.encoding, h.flags), (1, 1), "{name}: ATTACHMENT flag");
+    let json_len = usize::from(h.reserved);
+    assert!(
+        json_len.is_multiple_of(8) && json_len >= 8 && json_len <= payload.len(),
+        "{name}: json_len"
+    );
+    assert!(
+        (HEADER_LEN + json_len).is_multiple_of(8),
+        "{name}: attachment 8-aligned"
+    );
+    let (json, att) = payload.split_at(json_len);
+    let text = std::str::from_utf8(json).unwrap();
+    let trimmed = text.trim_end_matches(' ');
+    assert!(
+        json_len - trimmed.len() < 8,
+        "{name}: padding is the fewest spaces"
+    );
+    let got: Vec<f64> = att
+        .chunks_exact(4)
+        .map(|b| f64::from(f32::from_le_bytes(b.try_into().unwrap())))
+        .collect();
+    let want: Vec<f64> = values.iter().map(|x| x.as_f64().unwrap()).collect();
+    assert_eq!(att.len() % 4, 0, "{name}");
+    assert_eq!(got, want, "{name}: attachment values");
+    assert_eq!(env["attachment"]["format"], "f32le", "{name}");
+    assert_eq!(
+        env["attachment"]["bytes"].as_u64(),
+        Some(att.len() as u64),
+        "{name}: bytes"
+    );
+    json
+}
+
+/// Compact, ASCII, and the envelope keys in canonical order: type, name, id|ref, attachment,
+/// body (trailing padding spaces of an attachment frame aside).
 fn assert_canonical(payload: &[u8], env: &Value, name: &Value) {
     let text = std::str::from_utf8(payload).unwrap();
+    let text = if env.get("attachment").is_some() {
+        text.trim_end_matches(' ')
+    } else {
+        text
+    };
     assert!(text.is_ascii(), "{name}: canonical payloads are ASCII");
     assert!(!text.contains(": ") && !text.contains(", ") && !text.contains('\n'));
     let mut prefix = format!(
@@ -378,6 +435,10 @@ fn assert_canonical(payload: &[u8], env: &Value, name: &Value) {
         if let Some(n) = env.get(key) {
             prefix += &format!(r#""{key}":{n},"#);
         }
+    }
+    if let Some(a) = env.get("attachment") {
+        let bytes = &a["bytes"];
+        prefix += &format!(r#""attachment":{{"format":"f32le","bytes":{bytes}}},"#);
     }
     prefix += r#""body":{"#;
     assert!(
@@ -408,7 +469,14 @@ fn check_negative(v: &Value, bytes: &[u8]) {
         assert_eq!(h.len as usize, payload.len(), "{name}: length");
     }
     let code = error.unwrap_or_else(|| panic!("{name}: negative frame without error code"));
+    let code_is = |e: Option<&str>, c: &str| e == Some(c);
     let header_ok = h.flags == 0 && h.reserved == 0 && h.encoding == 1;
+    // A client frame with the ATTACHMENT flag: the payload is still a (padded) JSON command.
+    let payload = if h.flags == 1 && code_is(error, "bad_header") {
+        &payload[..usize::from(h.reserved).min(payload.len())]
+    } else {
+        payload
+    };
     match code {
         "frame_too_large" => {
             assert_eq!(v["max_frame"], MAX_FRAME, "{name}");
@@ -596,7 +664,7 @@ fn every_message_our_encoder_writes_satisfies_its_schema() {
         );
         seen.insert(message_key(&env).unwrap());
     });
-    assert_eq!(seen.len(), 25, "one of every message: {seen:?}");
+    assert_eq!(seen.len(), 27, "one of every message: {seen:?}");
     // Negative control: the same validator rejects an encoded message with a field out of range.
     let mut bad: Value = serde_json::from_str(
         r#"{"type":"command","name":"transport.tempo","id":1,"body":{"bpm":1000.0}}"#,

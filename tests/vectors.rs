@@ -24,9 +24,18 @@ fn hex(v: &Value) -> Vec<u8> {
         .collect()
 }
 
+/// The whole frame (header + payload) our encoder writes for `m`.
 fn enc<M: Message>(id: Option<u32>, m: &M) -> Vec<u8> {
-    let mut buf = vec![0u8; 8192];
-    let n = encode_payload(id, m, &mut buf).unwrap();
+    let mut buf = vec![0u8; 70_000];
+    let n = encode_frame(id, m, &mut buf, 65_536).unwrap();
+    buf.truncate(n);
+    buf
+}
+
+/// The whole frame with an attachment our encoder writes for `m` and `values`.
+fn enc_att<M: Message>(m: &M, values: &[f32]) -> Vec<u8> {
+    let mut buf = vec![0u8; 70_000];
+    let n = encode_frame_with_attachment(None, m, values, &mut buf, 65_536).unwrap();
     buf.truncate(n);
     buf
 }
@@ -50,12 +59,66 @@ fn encode_command(id: u32, c: &Command) -> Vec<u8> {
         Command::Shutdown => enc(id, &Shutdown {}),
         Command::Subscribe(b) => enc(id, b),
         Command::Unsubscribe(b) => enc(id, b),
+        Command::SubscribeAnalysis(b) => enc(id, b),
+        Command::UnsubscribeAnalysis(b) => enc(id, b),
         other => panic!("no encoder for {other:?}"),
     }
 }
 
-fn encode_server(r: Option<u32>, m: &ServerMessage) -> Vec<u8> {
+/// The decoded values of an analysis frame (empty for other messages).
+fn values_of(inc: &Incoming<'_>) -> Vec<f32> {
+    match (&inc.message, &inc.values) {
+        (ServerMessage::Analysis(m), Some(v)) => {
+            let mut out = vec![0.0; m.value_count()];
+            m.read_values(v, &mut out).unwrap().to_vec()
+        }
+        _ => Vec::new(),
+    }
+}
+
+fn encode_server(r: Option<u32>, m: &ServerMessage, values: &[f32]) -> Vec<u8> {
     match m {
+        ServerMessage::Analysis(a) => {
+            let json = (!a.attachment).then_some(values);
+            let frame = match a.stream {
+                AnalysisStream::Scope => {
+                    let body = Scope {
+                        tap: a.tap,
+                        points: a.size,
+                        samples_per_point: a.samples_per_point,
+                        sample: a.sample,
+                        missed: a.missed,
+                        values: json,
+                    };
+                    if a.attachment {
+                        enc_att(&body, values)
+                    } else {
+                        enc(r, &body)
+                    }
+                }
+                AnalysisStream::Spectrum => {
+                    let body = Spectrum {
+                        tap: a.tap,
+                        bins: a.size,
+                        sample_rate: a.sample_rate,
+                        sample: a.sample,
+                        missed: a.missed,
+                        values: json,
+                    };
+                    assert_eq!(
+                        a.hz_per_bin,
+                        body.hz_per_bin(),
+                        "hz_per_bin as the engine writes it"
+                    );
+                    if a.attachment {
+                        enc_att(&body, values)
+                    } else {
+                        enc(r, &body)
+                    }
+                }
+            };
+            frame
+        }
         ServerMessage::Welcome(b) => enc(r, b),
         ServerMessage::Pong(b) => enc(r, b),
         ServerMessage::Ack(b) => enc(r, b),
@@ -69,27 +132,64 @@ fn encode_server(r: Option<u32>, m: &ServerMessage) -> Vec<u8> {
     }
 }
 
-/// Decodes a payload in the vector's direction and re-encodes what it got.
-fn round_trip(dir: &str, payload: &[u8]) -> Result<Vec<u8>, String> {
+/// What a decoder makes of one frame: the re-encoded frame, and the message and values read.
+type Decoded = (Vec<u8>, Option<u32>, String, Vec<f32>);
+
+/// Decodes a whole frame in the vector's direction and re-encodes what it got.
+fn round_trip(dir: &str, frame: &[u8]) -> Result<Decoded, String> {
+    let mut dec = FrameDecoder::without_preface(vec![0u8; 70_000], 65_536).unwrap();
+    // Only a client that asked reads attachments; an engine never does.
+    dec.set_accept_attachments(dir != "client_to_engine");
+    dec.push(frame);
+    let f = dec.next_frame().unwrap().map_err(|e| format!("{e:?}"))?;
     if dir == "client_to_engine" {
-        let (id, c) = Command::decode(payload).map_err(|e| format!("{e:?}"))?;
-        Ok(encode_command(id, &c))
+        let (id, c) = Command::decode(f.payload).map_err(|e| format!("{e:?}"))?;
+        Ok((
+            encode_command(id, &c),
+            Some(id),
+            format!("{c:?}"),
+            Vec::new(),
+        ))
     } else {
-        let (r, m) = ServerMessage::decode(payload).map_err(|e| format!("{e:?}"))?;
-        Ok(encode_server(r, &m))
+        let inc = ServerMessage::decode_frame(&f).map_err(|e| format!("{e:?}"))?;
+        let values = values_of(&inc);
+        let again = encode_server(inc.reference, &inc.message, &values);
+        let mut what = format!("{:?}", inc.message);
+        if let ServerMessage::Analysis(m) = &inc.message {
+            // The twin vectors differ only in the form.
+            what = format!(
+                "{:?}",
+                AnalysisMeta {
+                    attachment: false,
+                    ..*m
+                }
+            );
+        }
+        Ok((again, inc.reference, what, values))
     }
 }
 
+/// The whole frames (header + payload) of a vector's bytes.
 fn frames(bytes: &[u8], preface: bool) -> Vec<Vec<u8>> {
     let mut dec = if preface {
         FrameDecoder::new(vec![0u8; 70_000], 65_536).unwrap()
     } else {
         FrameDecoder::without_preface(vec![0u8; 70_000], 65_536).unwrap()
     };
+    dec.set_accept_attachments(true);
     assert_eq!(dec.push(bytes), bytes.len());
     let mut out = Vec::new();
     while let Some(f) = dec.next_frame() {
-        out.push(f.unwrap().payload.to_vec());
+        let f = f.unwrap();
+        let mut whole = vec![0u8; 8];
+        let flags = if f.attachment.is_some() { 1 } else { 0 };
+        whole[..4].copy_from_slice(&(f.payload.len() as u32).to_be_bytes());
+        whole[4] = 1;
+        whole[5] = flags;
+        whole[6..8]
+            .copy_from_slice(&(if flags == 1 { f.json.len() as u16 } else { 0 }).to_be_bytes());
+        whole.extend_from_slice(f.payload);
+        out.push(whole);
     }
     assert!(!dec.is_mid_frame(), "trailing bytes");
     out
@@ -108,7 +208,12 @@ fn positive_vectors_decode_and_canonical_ones_reencode_byte_for_byte() {
         let bytes = hex(v);
         let payloads = frames(&bytes, v["kind"] == "stream");
         for p in &payloads {
-            let again = round_trip(dir, p).unwrap_or_else(|e| panic!("{name}: {e}"));
+            let (again, _, _, values) =
+                round_trip(dir, p).unwrap_or_else(|e| panic!("{name}: {e}"));
+            if let Some(want) = v["attachment"].as_array() {
+                let want: Vec<f32> = want.iter().map(|x| x.as_f64().unwrap() as f32).collect();
+                assert_eq!(values, want, "{name}: attachment values");
+            }
             if v["canonical"] == true {
                 assert_eq!(
                     String::from_utf8_lossy(&again),
@@ -117,6 +222,18 @@ fn positive_vectors_decode_and_canonical_ones_reencode_byte_for_byte() {
                 );
             }
             checked += 1;
+        }
+        if let Some(twin) = v["same_values_as"].as_str() {
+            let t = all.iter().find(|x| x["name"] == twin).unwrap();
+            let tp = &frames(&hex(t), false)[0];
+            let (_, r1, m1, v1) = round_trip(dir, &payloads[0]).unwrap();
+            let (_, r2, m2, v2) = round_trip(dir, tp).unwrap();
+            assert!(!v2.is_empty(), "{twin}: values read");
+            assert_eq!(
+                (r1, m1, v1),
+                (r2, m2, v2),
+                "{name} vs {twin}: same message, same values"
+            );
         }
         if let Some(twin) = v["same_as"].as_str() {
             let t = all.iter().find(|x| x["name"] == twin).unwrap();
@@ -163,6 +280,8 @@ fn through_session(v: &Value) -> (Option<(String, Option<u32>)>, bool) {
         max_frame: 0,
         heartbeat_ms: 0,
         timeout_ms: 0,
+        attachments: false,
+        taps: 0,
     };
     let max_frame = v["max_frame"].as_u64().unwrap_or(65_536) as u32;
     let cfg = SessionConfig {
@@ -173,6 +292,9 @@ fn through_session(v: &Value) -> (Option<(String, Option<u32>)>, bool) {
         slow_consumer_timeout: 5_000_000_000,
         token: None,
         welcome: &w,
+        attachments: false,
+        // The engine of the vectors has 2 analysis taps unless a vector says otherwise.
+        taps: v["taps"].as_u64().unwrap_or(2) as u16,
     };
     let mut s = Session::new(
         &cfg,
@@ -196,6 +318,7 @@ fn through_session(v: &Value) -> (Option<(String, Option<u32>)>, bool) {
                 protocol: 1,
                 client: "t".try_into().unwrap(),
                 token: None,
+                attachments: false,
             };
             let n = encode_frame(Some(1), &h, &mut hello, 4096).unwrap();
             feed(&mut s, &hello[..n]);

@@ -250,6 +250,7 @@ pub fn hello_payload(id: u32) -> io::Result<Vec<u8>> {
         protocol: PROTOCOL_VERSION,
         client: heapless::String::try_from("loophole-bench").unwrap_or_default(),
         token: None,
+        attachments: false,
     };
     let mut buf = vec![0u8; 512];
     let n = encode_payload(Some(id), &hello, &mut buf).map_err(enc)?;

@@ -341,6 +341,8 @@ pub fn run(data: &[u8]) {
         max_frame: 0,
         heartbeat_ms: 0,
         timeout_ms: 0,
+        attachments: false,
+        taps: 0,
     };
     // Liveness limits far away: the session may only end by the client or the shutdown, so
     // completeness is expected of every run.
@@ -352,6 +354,8 @@ pub fn run(data: &[u8]) {
         slow_consumer_timeout: 1 << 50,
         token: None,
         welcome: &w,
+        attachments: false,
+        taps: 0,
     };
     let tx = ANSWER_ROOM + TELEMETRY_RESERVE + usize::from(data.first().copied().unwrap_or(0)) * 8;
     let mut s = Session::new(&cfg, vec![0u8; 8 + MAX_FRAME as usize], vec![0u8; tx], 0).unwrap();
@@ -384,6 +388,7 @@ pub fn run(data: &[u8]) {
         protocol: 1,
         client: "fuzz".try_into().unwrap(),
         token: None,
+        attachments: false,
     };
     m.push_frame(&hello, Some(1), None);
     let mut ops = 0;

@@ -69,6 +69,8 @@ fn run_session() -> u32 {
         max_frame: 0,
         heartbeat_ms: 0,
         timeout_ms: 0,
+        attachments: false,
+        taps: 0,
     };
     let cfg = session::SessionConfig {
         max_frame: 1024,
@@ -78,6 +80,8 @@ fn run_session() -> u32 {
         slow_consumer_timeout: 5_000_000_000,
         token: None,
         welcome: &welcome,
+        taps: 1,
+        attachments: true,
     };
     let Ok(mut s) = Session::new(&cfg, [0u8; 1032], [0u8; 4096], 0) else {
         return 0;

@@ -80,6 +80,9 @@ pub struct Hello {
         skip_serializing_if = "Option::is_none"
     )]
     pub token: Option<String<MAX_TOKEN>>,
+    /// The client can read binary attachments (framing.md §3.1). Default false.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub attachments: bool,
 }
 message!(Hello, Command, "hello");
 
@@ -102,6 +105,13 @@ pub struct Welcome {
     pub heartbeat_ms: u32,
     /// The engine drops a client silent for this long (ms).
     pub timeout_ms: u32,
+    /// `scope`/`spectrum` values come as binary attachments in this session (the client asked
+    /// and the engine agreed). Absent from an older engine: false.
+    #[serde(default)]
+    pub attachments: bool,
+    /// Number of analysis taps (0 = no analysis streams). Absent from an older engine: 0.
+    #[serde(default)]
+    pub taps: u16,
 }
 message!(Welcome, Reply, "welcome");
 

@@ -51,11 +51,18 @@ const fn opt(key: &'static str, ty: Ty) -> Field {
 use super::catalogue::{MAX_CLIENT_NAME, MAX_NODE_KIND, MAX_TOKEN};
 use Ty::{Bool, Enum, Float, Int, Str};
 
-const STREAMS: &[&str] = &["meters", "transport.state", "engine.health"];
+const STREAMS: &[&str] = &[
+    "meters",
+    "transport.state",
+    "engine.health",
+    "scope",
+    "spectrum",
+];
 const HELLO: &[Field] = &[
     req("protocol", Int),
     req("client", Str(MAX_CLIENT_NAME)),
     opt("token", Str(MAX_TOKEN)),
+    opt("attachments", Bool),
 ];
 const PING: &[Field] = &[req("nonce", Int), opt("t_client_us", Int), opt("rt", Bool)];
 const SEEK: &[Field] = &[req("sample", Int)];
@@ -75,8 +82,29 @@ const EDGE: &[Field] = &[
     req("to", Int),
     req("to_port", Int),
 ];
-const SUBSCRIBE: &[Field] = &[req("stream", Enum(STREAMS)), req("rate_hz", Int)];
-const UNSUBSCRIBE: &[Field] = &[req("stream", Enum(STREAMS))];
+// `tap`, `points`, `bins`: which of them a stream takes is [`per_stream`]'s rule.
+const SUBSCRIBE: &[Field] = &[
+    req("stream", Enum(STREAMS)),
+    req("rate_hz", Int),
+    opt("tap", Int),
+    opt("points", Int),
+    opt("bins", Int),
+];
+const UNSUBSCRIBE: &[Field] = &[req("stream", Enum(STREAMS)), opt("tap", Int)];
+
+/// envelope.md "Analysis streams": the fields `tap` (bit 2), `points` (bit 3) and `bins`
+/// (bit 4) a subscribe (or, `tap` only, unsubscribe) body of stream `stream` must have.
+/// True when `seen` (bits of the table's fields) fits.
+fn per_stream(name: &str, stream: &[u8], seen: u32) -> bool {
+    let extra = seen & 0b11100;
+    match (name, stream) {
+        ("telemetry.subscribe", b"scope") => extra == 0b01100,
+        ("telemetry.subscribe", b"spectrum") => extra == 0b10100,
+        ("telemetry.unsubscribe", b"scope" | b"spectrum") => true,
+        ("telemetry.subscribe" | "telemetry.unsubscribe", _) => extra == 0,
+        _ => true,
+    }
+}
 
 /// The fields of a command body (envelope.md's catalogue), or `None` for an unknown name.
 fn fields_of(name: &str) -> Option<&'static [Field]> {
@@ -142,6 +170,7 @@ pub(super) fn invalid_field(name: &str, body: &[u8]) -> Option<DecodeError> {
     let table = fields_of(name)?;
     let mut seen = 0u32;
     let mut fault = None;
+    let mut stream: &[u8] = b"";
     let walked = scan::walk_object(body, None, |m| {
         if fault.is_some() {
             return Ok(());
@@ -155,6 +184,9 @@ pub(super) fn invalid_field(name: &str, body: &[u8]) -> Option<DecodeError> {
         fault = match table.iter().position(|f| f.key.as_bytes() == key) {
             Some(i) if seen & (1 << i) == 0 => {
                 seen |= 1 << i;
+                if table[i].key == "stream" {
+                    stream = string_inner(&body[m.start..m.end]).unwrap_or_default();
+                }
                 misfit(table[i].ty, &body[m.start..m.end])
             }
             _ => Some(FieldProblem::MissingOrUnknown),
@@ -172,7 +204,7 @@ pub(super) fn invalid_field(name: &str, body: &[u8]) -> Option<DecodeError> {
             .enumerate()
             .any(|(i, f)| f.required && seen & (1 << i) == 0)
     };
-    if fault.is_none() && missing() {
+    if fault.is_none() && (missing() || !per_stream(name, stream, seen)) {
         fault = Some(FieldProblem::MissingOrUnknown);
     }
     fault.map(|problem| DecodeError::InvalidField { problem })

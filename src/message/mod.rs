@@ -5,10 +5,15 @@
 //! body is decoded by name with `serde-json-core` into a fixed-size type. Encoding writes the
 //! envelope around a body serialized straight into the caller's buffer. Nothing allocates.
 
+pub mod analysis;
 mod catalogue;
 mod fields;
 pub mod scan;
 
+pub use analysis::{
+    AnalysisMeta, AnalysisStream, AnalysisValues, Scope, Spectrum, SubscribeAnalysis,
+    UnsubscribeAnalysis, MAX_ANALYSIS_SUBS,
+};
 pub use catalogue::*;
 
 use core::fmt::Write as _;
@@ -83,6 +88,9 @@ pub struct Envelope<'a> {
     pub reference: Option<u32>,
     /// The raw JSON text of `body` (an object).
     pub body: &'a [u8],
+    /// The raw JSON value of the top-level `attachment` member, on engine messages that have
+    /// one (framing.md §3.1). Never read on commands (ignored like an unknown key).
+    pub attachment: Option<&'a [u8]>,
 }
 
 /// What [`Envelope::parse`] collects before it checks: the raw value of each envelope key (the
@@ -94,6 +102,8 @@ struct Fields<'a> {
     id: Option<&'a [u8]>,
     reference: Option<&'a [u8]>,
     body: Option<&'a [u8]>,
+    attachment: Option<&'a [u8]>,
+    attachment_dup: bool,
     duplicate: Option<&'static str>,
 }
 
@@ -115,7 +125,7 @@ const fn invalid(key: &'static str, problem: EnvelopeProblem) -> DecodeError {
 /// Every message name of protocol version 1, both directions. A `name` written with escapes is
 /// decoded and looked up here (the envelope borrows its name, and a decoded name has nowhere
 /// else to live); one not listed is `unknown_message`.
-const NAMES: [&str; 24] = [
+const NAMES: [&str; 26] = [
     "hello",
     "welcome",
     "ping",
@@ -137,6 +147,8 @@ const NAMES: [&str; 24] = [
     "telemetry.unsubscribe",
     "meters",
     "engine.health",
+    "scope",
+    "spectrum",
     "ack",
     "error",
     "log",
@@ -288,6 +300,10 @@ impl<'a> Envelope<'a> {
         if kind == Kind::Reply && reference.is_none() {
             return Err(fail(invalid("ref", EnvelopeProblem::Missing)));
         }
+        let attachment = f.attachment.filter(|_| !is_command);
+        if attachment.is_some() && f.attachment_dup {
+            return Err(fail(invalid("attachment", EnvelopeProblem::Duplicate)));
+        }
         let Some(name) = name else {
             // Escaped, well-formed, and not a name of this version.
             return Err(CommandError {
@@ -301,6 +317,7 @@ impl<'a> Envelope<'a> {
             id,
             reference,
             body,
+            attachment,
         })
     }
 
@@ -356,6 +373,14 @@ impl<'a> Envelope<'a> {
         if kind == Kind::Reply && num.is_none() {
             return None;
         }
+        let (attachment, rest) = match rest.strip_prefix(b",\"attachment\":") {
+            Some(r) if kind != Kind::Command => {
+                let end = scan::value_end(r, 0).ok()?;
+                (Some(&r[..end]), &r[end..])
+            }
+            Some(_) => return None,
+            None => (None, rest),
+        };
         let body = rest.strip_prefix(b",\"body\":")?.strip_suffix(b"}")?;
         // The body decoder is more lenient than JSON (raw control bytes in strings, some number
         // forms), so the grammar is checked here; one fast pass, without the envelope's keys.
@@ -369,6 +394,7 @@ impl<'a> Envelope<'a> {
             id: if is_command { num } else { None },
             reference: if is_command { None } else { num },
             body,
+            attachment,
         })
     }
 
@@ -389,6 +415,9 @@ impl<'a> Envelope<'a> {
                 b"id" => note(&mut f.id, d, "id", v),
                 b"ref" => note(&mut f.reference, d, "ref", v),
                 b"body" => note(&mut f.body, d, "body", v),
+                b"attachment" => {
+                    f.attachment_dup |= f.attachment.replace(v).is_some();
+                }
                 _ => {}
             }
             Ok(())
@@ -491,6 +520,10 @@ pub enum Command {
     Subscribe(Subscribe),
     /// `telemetry.unsubscribe`.
     Unsubscribe(Unsubscribe),
+    /// `telemetry.subscribe` of `scope` or `spectrum`.
+    SubscribeAnalysis(SubscribeAnalysis),
+    /// `telemetry.unsubscribe` of `scope` or `spectrum`.
+    UnsubscribeAnalysis(UnsubscribeAnalysis),
 }
 
 /// A command that failed to decode, with the request id when it could be read.
@@ -559,8 +592,10 @@ impl Command {
             "graph.connect" => Command::Connect(decode_body(b)?),
             "graph.disconnect" => Command::Disconnect(decode_body(b)?),
             "engine.shutdown" => decode_body::<Shutdown>(b).map(|_| Command::Shutdown)?,
-            "telemetry.subscribe" => Command::Subscribe(decode_body(b)?),
-            "telemetry.unsubscribe" => Command::Unsubscribe(decode_body(b)?),
+            "telemetry.subscribe" => decode_body::<analysis::SubscribeWire>(b)?.into_command()?,
+            "telemetry.unsubscribe" => {
+                decode_body::<analysis::UnsubscribeWire>(b)?.into_command()?
+            }
             _ => return Err(DecodeError::UnknownMessage),
         };
         cmd.check_ranges()?;
@@ -583,6 +618,14 @@ impl Command {
                 bad("ramp_ms")
             }
             Command::Subscribe(s) if !(1..=120).contains(&s.rate_hz) => bad("rate_hz"),
+            Command::SubscribeAnalysis(s)
+                if !(1..=analysis::MAX_ANALYSIS_RATE_HZ).contains(&s.rate_hz) =>
+            {
+                bad("rate_hz")
+            }
+            Command::SubscribeAnalysis(s) if !s.stream.size_ok(s.size) => {
+                bad(s.stream.size_field())
+            }
             _ => Ok(()),
         }
     }
@@ -606,6 +649,8 @@ impl Command {
             Command::Shutdown => Shutdown::NAME,
             Command::Subscribe(_) => Subscribe::NAME,
             Command::Unsubscribe(_) => Unsubscribe::NAME,
+            Command::SubscribeAnalysis(_) => SubscribeAnalysis::NAME,
+            Command::UnsubscribeAnalysis(_) => UnsubscribeAnalysis::NAME,
         }
     }
 }
@@ -635,6 +680,20 @@ pub enum ServerMessage {
     Meters(Meters),
     /// `telemetry engine.health`.
     Health(Health),
+    /// `telemetry scope` or `spectrum`: the scalar fields. The values are in the frame; read
+    /// them with [`ServerMessage::decode_frame`].
+    Analysis(AnalysisMeta),
+}
+
+/// One engine frame decoded by [`ServerMessage::decode_frame`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct Incoming<'a> {
+    /// The `ref`, if any.
+    pub reference: Option<u32>,
+    /// The message.
+    pub message: ServerMessage,
+    /// For [`ServerMessage::Analysis`]: the values, borrowed from the frame.
+    pub values: Option<AnalysisValues<'a>>,
 }
 
 impl ServerMessage {
@@ -657,6 +716,53 @@ impl ServerMessage {
         Ok((env.reference, Self::from_envelope(&env)?))
     }
 
+    /// Decodes one engine frame, with or without an attachment (framing.md §3.1), checking
+    /// the envelope's `attachment` member against the frame: present exactly when the frame
+    /// has the flag, `format` `"f32le"`, `bytes` equal to the attachment's length, and only on
+    /// `scope`/`spectrum`. A mismatch is [`DecodeError::InvalidEnvelope`] (key `attachment`): a
+    /// protocol error, the client closes. Borrows the frame; allocates nothing.
+    pub fn decode_frame<'a>(frame: &crate::frame::Frame<'a>) -> Result<Incoming<'a>, DecodeError> {
+        let bad = invalid("attachment", EnvelopeProblem::Invalid);
+        let json = match frame.attachment {
+            // The padding is JSON whitespace; the fast path wants the object's last byte last.
+            Some(_) => trim_spaces(frame.json),
+            None => frame.json,
+        };
+        let env = match Envelope::parse_canonical(json) {
+            Some(env) => env,
+            None => Envelope::parse(json)?,
+        };
+        if env.kind == Kind::Command {
+            return Err(DecodeError::UnexpectedType);
+        }
+        match (frame.attachment, env.attachment) {
+            (None, None) => {}
+            (Some(att), Some(desc)) if attachment_bytes(desc) == Some(att.len()) => {}
+            _ => return Err(bad),
+        }
+        let stream = match (env.kind, env.name) {
+            (Kind::Telemetry, "scope") => Some(AnalysisStream::Scope),
+            (Kind::Telemetry, "spectrum") => Some(AnalysisStream::Spectrum),
+            _ => None,
+        };
+        match stream {
+            Some(stream) => {
+                let (meta, values) = analysis::decode_analysis(stream, env.body, frame.attachment)?;
+                Ok(Incoming {
+                    reference: env.reference,
+                    message: ServerMessage::Analysis(meta),
+                    values: Some(values),
+                })
+            }
+            None if frame.attachment.is_some() => Err(bad),
+            None => Ok(Incoming {
+                reference: env.reference,
+                message: Self::from_envelope(&env)?,
+                values: None,
+            }),
+        }
+    }
+
     /// Decodes the body of a parsed envelope sent by an engine.
     pub fn from_envelope(env: &Envelope<'_>) -> Result<ServerMessage, DecodeError> {
         let b = env.body;
@@ -670,11 +776,42 @@ impl ServerMessage {
             (Kind::Telemetry, "transport.state") => ServerMessage::Transport(decode_body(b)?),
             (Kind::Telemetry, "meters") => ServerMessage::Meters(decode_body(b)?),
             (Kind::Telemetry, "engine.health") => ServerMessage::Health(decode_body(b)?),
+            (Kind::Telemetry, "scope") => ServerMessage::Analysis(
+                analysis::decode_analysis(AnalysisStream::Scope, b, None)?.0,
+            ),
+            (Kind::Telemetry, "spectrum") => ServerMessage::Analysis(
+                analysis::decode_analysis(AnalysisStream::Spectrum, b, None)?.0,
+            ),
             (Kind::Command, _) => return Err(DecodeError::UnexpectedType),
             _ => return Err(DecodeError::UnknownMessage),
         };
         Ok(msg)
     }
+}
+
+/// `payload` without trailing spaces.
+fn trim_spaces(payload: &[u8]) -> &[u8] {
+    let end = payload
+        .iter()
+        .rposition(|&b| b != b' ')
+        .map_or(0, |e| e + 1);
+    &payload[..end]
+}
+
+/// `bytes` of an `attachment` member `{"format":"f32le","bytes":M}` (other keys ignored);
+/// `None` when it is not one.
+fn attachment_bytes(desc: &[u8]) -> Option<usize> {
+    let (mut format, mut bytes) = (false, None);
+    scan::walk_object(desc, None, |m| {
+        match m.key {
+            b"format" => format = &desc[m.start..m.end] == b"\"f32le\"",
+            b"bytes" => bytes = parse_u32(&desc[m.start..m.end]),
+            _ => {}
+        }
+        Ok(())
+    })
+    .ok()?;
+    bytes.filter(|_| format).map(|b| b as usize)
 }
 
 /// A cursor writing bytes into a slice.
@@ -719,6 +856,17 @@ pub fn encode_payload<M: Message>(
     body: &M,
     out: &mut [u8],
 ) -> Result<usize, EncodeError> {
+    encode_envelope(id_or_ref, None, body, out)
+}
+
+/// The envelope, with `"attachment":{"format":"f32le","bytes":N}` after `name` when
+/// `attachment` is `Some(N)`.
+fn encode_envelope<M: Message>(
+    id_or_ref: Option<u32>,
+    attachment: Option<u32>,
+    body: &M,
+    out: &mut [u8],
+) -> Result<usize, EncodeError> {
     let mut o = Out { buf: out, at: 0 };
     o.put(b"{\"type\":\"")?;
     o.put(M::KIND.as_str().as_bytes())?;
@@ -731,10 +879,15 @@ pub fn encode_payload<M: Message>(
             b"\",\"ref\":"
         })?;
         o.put_u32(v)?;
-        o.put(b",\"body\":")?;
     } else {
-        o.put(b"\",\"body\":")?;
+        o.put(b"\"")?;
     }
+    if let Some(n) = attachment {
+        o.put(b",\"attachment\":{\"format\":\"f32le\",\"bytes\":")?;
+        o.put_u32(n)?;
+        o.put(b"}")?;
+    }
+    o.put(b",\"body\":")?;
     let rest = o.buf.get_mut(o.at..).ok_or(EncodeError::BufferTooSmall)?;
     let n = serde_json_core::to_slice(body, rest).map_err(|_| EncodeError::BufferTooSmall)?;
     o.at += n;
@@ -754,6 +907,30 @@ pub fn encode_frame<M: Message>(
     frame::write_frame(out, max_frame, |payload| {
         encode_payload(id_or_ref, body, payload)
     })
+}
+
+/// Writes one frame with an attachment: the envelope of `body` (which must leave its arrays
+/// out, e.g. [`Scope`] with `values: None`) with its `attachment` member, space-padded to a
+/// multiple of 8, then `values` as `f32` little-endian (non-finite ones as
+/// [`analysis::NON_FINITE`], as in the JSON form). Allocates nothing.
+pub fn encode_frame_with_attachment<M: Message>(
+    id_or_ref: Option<u32>,
+    body: &M,
+    values: &[f32],
+    out: &mut [u8],
+    max_frame: u32,
+) -> Result<usize, EncodeError> {
+    let bytes = u32::try_from(values.len() * 4).map_err(|_| EncodeError::FrameTooLarge)?;
+    let n = frame::write_frame_with_attachment(out, max_frame, values, |json| {
+        encode_envelope(id_or_ref, Some(bytes), body, json)
+    })?;
+    if values.iter().any(|v| !v.is_finite()) {
+        let start = n - values.len() * 4;
+        for (dst, v) in out[start..n].chunks_exact_mut(4).zip(values) {
+            dst.copy_from_slice(&analysis::finite(*v).to_le_bytes());
+        }
+    }
+    Ok(n)
 }
 
 /// Builds an `error` body from a code and a formatted message, truncating the text to fit.

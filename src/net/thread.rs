@@ -382,6 +382,8 @@ impl Worker {
             max_frame: cfg.max_frame,
             heartbeat_ms: 0,
             timeout_ms: 0,
+            attachments: false,
+            taps: 0,
         };
         let control_limit = cfg.control_capacity * 2 + 8;
         let slots = cfg.max_half_open + EXTRA_SLOTS;
@@ -702,6 +704,9 @@ impl Worker {
             slow_consumer_timeout: ns(self.cfg.slow_consumer_timeout),
             token: self.cfg.token.as_deref().map(str::as_bytes),
             welcome: &self.welcome,
+            // Issue 14: the engine room wires its taps and the attachment switch in here.
+            taps: 0,
+            attachments: false,
         };
         // A free slot always has a buffer pair: there are as many pairs as slots.
         let Some((rx, tx)) = self.buffers.pop() else {
@@ -1212,6 +1217,7 @@ mod tests {
             protocol: message::PROTOCOL_VERSION,
             client: heapless::String::try_from("test").unwrap(),
             token: None,
+            attachments: false,
         };
         let mut buf = [0u8; 512];
         let n = message::encode_frame(Some(1), &hello, &mut buf, u32::MAX).unwrap();

@@ -27,6 +27,8 @@ pub fn welcome() -> Welcome {
         max_frame: 65_536,
         heartbeat_ms: 1000,
         timeout_ms: 5000,
+        attachments: false,
+        taps: 0,
     }
 }
 
@@ -48,7 +50,7 @@ pub fn for_each_payload(mut f: impl FnMut(&[u8], bool)) {
         to_port: 1,
     };
     each! {
-        Some(1) => Hello { protocol: 1, client: s("aura/0.1"), token: Some(s("tok\"en")) },
+        Some(1) => Hello { protocol: 1, client: s("aura/0.1"), token: Some(s("tok\"en")), attachments: false },
         Some(2) => Ping { nonce: 9, t_client_us: Some(5), rt: true },
         Some(3) => Goodbye {},
         Some(4) => Play {},
@@ -72,9 +74,34 @@ pub fn for_each_payload(mut f: impl FnMut(&[u8], bool)) {
         None => GoodbyeNotice { reason: GoodbyeReason::Shutdown },
         None => TransportState { playing: true, position: 1 << 40, bpm: 128.0, loop_start: 0, loop_end: 10, loop_enabled: false },
         None => meters64(),
+        Some(17) => SubscribeAnalysis { stream: AnalysisStream::Spectrum, tap: 1, size: 1024, rate_hz: 30 },
+        Some(18) => UnsubscribeAnalysis { stream: AnalysisStream::Scope, tap: Some(0) },
+        None => Scope { tap: 0, points: 16, samples_per_point: 8, sample: 1 << 20, missed: 3, values: Some(&SCOPE) },
+        None => Spectrum { tap: 1, bins: 16, sample_rate: 48_000, sample: 1 << 20, missed: 0, values: Some(&SPECTRUM) },
         None => Health { callbacks: 10, xruns: 1, dsp_load: 0.5, cmd_queue_len: 2, cmd_queue_capacity: 256, cmd_queue_high: 9, reply_queue_high: 4, telemetry_dropped: 0, telemetry_shed: 7 },
     }
 }
+
+/// 16 scope points (min then max) and a 16-bin spectrum with awkward floats.
+pub const SCOPE: [f32; 32] = {
+    let mut v = [0.0f32; 32];
+    let mut i = 0;
+    while i < 16 {
+        v[i] = -0.9 / (i as f32 + 1.0);
+        v[16 + i] = 0.7 / (i as f32 + 1.5);
+        i += 1;
+    }
+    v
+};
+pub const SPECTRUM: [f32; 16] = {
+    let mut v = [0.0f32; 16];
+    let mut i = 0;
+    while i < 16 {
+        v[i] = -160.0 + 9.7 * i as f32;
+        i += 1;
+    }
+    v
+};
 
 fn same_kind<M: Message>(_: &M) -> bool {
     M::KIND == Kind::Command

@@ -154,6 +154,7 @@ pub fn hello(protocol: u16, token: Option<&str>) -> Hello {
         protocol,
         client: heapless::String::try_from("net-test").unwrap(),
         token: token.map(|t| heapless::String::try_from(t).unwrap()),
+        attachments: false,
     }
 }
 

@@ -82,11 +82,51 @@ ERROR_CODES = [
     "handshake_timeout", "heartbeat_timeout", "slow_consumer", "shutting_down",
     # command results
     "unknown_node", "unknown_param", "node_exists", "unknown_kind", "unsupported",
-    "control_unavailable", "audio_unavailable", "internal",
+    "control_unavailable", "audio_unavailable", "too_many_subscriptions", "internal",
 ]
 CODE_PATTERN = "^[a-z][a-z0-9_]{0,31}$"
 
-STREAMS = ["meters", "transport.state", "engine.health"]
+STREAMS = ["meters", "transport.state", "engine.health", "scope", "spectrum"]
+BINS = [2**k for k in range(4, 13)]  # 16 … 4096
+
+
+def const_stream(name):
+    return {"properties": {"stream": {"const": name}}, "required": ["stream"]}
+
+
+# envelope.md "Analysis streams": which of tap/points/bins each stream takes, and the lower rate
+# limit of the analysis streams.
+SUBSCRIBE_RULES = {"allOf": [
+    {"if": const_stream("scope"),
+     "then": {"required": ["tap", "points"], "not": {"required": ["bins"]},
+              "properties": {"rate_hz": {"maximum": 60}}}},
+    {"if": const_stream("spectrum"),
+     "then": {"required": ["tap", "bins"], "not": {"required": ["points"]},
+              "properties": {"rate_hz": {"maximum": 60}}}},
+    {"if": {"properties": {"stream": {"enum": ["meters", "transport.state", "engine.health"]}}},
+     "then": {"allOf": [{"not": {"required": [k]}} for k in ["tap", "points", "bins"]]}},
+]}
+UNSUBSCRIBE_RULES = {
+    "if": {"properties": {"stream": {"enum": ["meters", "transport.state", "engine.health"]}}},
+    "then": {"not": {"required": ["tap"]}},
+}
+
+
+def f32_array(desc, max_items):
+    return {"description": desc, "type": "array", "maxItems": max_items, "items": {"type": "number"}}
+
+
+ANALYSIS = {"scope": ["min", "max"], "spectrum": ["db"]}
+ATTACHMENT = {
+    "description": "Present exactly in frames with the ATTACHMENT flag (framing.md 3.1): the "
+                   "attachment's format and length in bytes (payload length minus json_len).",
+    "type": "object",
+    "properties": {
+        "format": {"const": "f32le"},
+        "bytes": {"type": "integer", "minimum": 0, "maximum": U32_MAX},
+    },
+    "required": ["format", "bytes"],
+}
 
 # (type, name, direction, summary, body fields, required field names, extra body keywords)
 # Body fields are in the order of envelope.md's tables, which is also the canonical key order.
@@ -100,6 +140,8 @@ CATALOGUE = [
          "client": string("Client name and version, for logs (e.g. `aura/0.1.0`), at most 64 bytes.", 64),
          "token": string("Session token, at most 128 bytes. Required when the engine was started "
                          "with a session token, otherwise optional and ignored.", 128),
+         "attachments": boolean("True: the client can read binary attachments (framing.md 3.1). "
+                                "Default false."),
      }, ["protocol", "client"], {}),
     ("reply", "welcome", "E→C",
      "Answer to `hello`: the session is established. Followed at once by one `transport.state` "
@@ -115,9 +157,12 @@ CATALOGUE = [
          "max_frame": u32("Largest frame payload, in bytes, the engine accepts from now on"),
          "heartbeat_ms": u32("The client sends `ping` at least this often, in milliseconds"),
          "timeout_ms": u32("The engine ends the session after this many milliseconds without a frame from the client"),
+         "attachments": boolean("True only when the client asked and the engine sends scope and "
+                                "spectrum values as binary attachments in this session"),
+         "taps": u16("Number of analysis taps; 0 = no analysis streams"),
      },
      ["protocol", "engine", "instance", "sample_rate", "block_size", "max_frame",
-      "heartbeat_ms", "timeout_ms"], {}),
+      "heartbeat_ms", "timeout_ms", "attachments", "taps"], {}),
     ("command", "ping", "C→E, route net (audio when `rt` is true)",
      "Liveness and round-trip probe; also the heartbeat. Answered by `pong`.",
      {
@@ -214,14 +259,52 @@ CATALOGUE = [
     # ---- telemetry ----
     ("command", "telemetry.subscribe", "C→E, route net",
      "Subscribes this session to a telemetry stream (subscriptions end with the session). "
-     "Subscribing again changes the rate. Answered by `ack`.",
+     "Subscribing again changes the rate (for scope and spectrum: the key is stream and tap, "
+     "and points/bins are replaced too). Answered by `ack`, or `error` too_many_subscriptions "
+     "(a 9th scope/spectrum key), out_of_range (also tap >= welcome.taps, which the schema "
+     "cannot know).",
      {
          "stream": enum("The telemetry stream.", STREAMS),
-         "rate_hz": u16("Frames per second, 1 … 120", 1, 120),
-     }, ["stream", "rate_hz"], {}),
+         "rate_hz": u16("Frames per second, 1 … 120 (1 … 60 for scope and spectrum)", 1, 120),
+         "tap": u16("scope/spectrum only (required there): the analysis tap, below welcome.taps"),
+         "points": u16("scope only (required there): points, 16 … 1024", 16, 1024),
+         "bins": dict(u16("spectrum only (required there): bins, a power of two 16 … 4096", 16,
+                          4096), enum=BINS),
+     }, ["stream", "rate_hz"], SUBSCRIBE_RULES),
     ("command", "telemetry.unsubscribe", "C→E, route net",
-     "Ends a subscription. Answered by `ack`.",
-     {"stream": enum("The telemetry stream.", STREAMS)}, ["stream"], {}),
+     "Ends a subscription (also when there is none). Answered by `ack`.",
+     {"stream": enum("The telemetry stream.", STREAMS),
+      "tap": u16("scope/spectrum only: that tap; absent, every tap of the stream")},
+     ["stream"], UNSUBSCRIBE_RULES),
+    ("telemetry", "scope", "E→C",
+     "The latest window of an analysis tap, decimated to `points` min/max pairs. Without an "
+     "attachment the body carries `min` and `max` (each `points` long, not expressed by the "
+     "schema); with one, they are absent and the attachment holds min[0..n] then max[0..n].",
+     {
+         "tap": u16("The analysis tap"),
+         "points": u16("Points (n), 16 … 1024", 16, 1024),
+         "samples_per_point": u32("Samples each point covers"),
+         "sample": uint("Engine sample clock of the window's last sample"),
+         "missed": uint("Samples the engine's reader lost since the previous frame"),
+         "min": f32_array("Minimum of the samples of each point", 1024),
+         "max": f32_array("Maximum of the samples of each point", 1024),
+     }, ["tap", "points", "samples_per_point", "sample", "missed"], {}),
+    ("telemetry", "spectrum", "E→C",
+     "Magnitude in dBFS per linear bin (bin k centred at k × hz_per_bin) of a Hann-windowed FFT "
+     "of an analysis tap; a full-scale sine at a bin centre reads 0 dB; floor -160 dB. Without "
+     "an attachment the body carries `db` (`bins` long); with one it is absent and the "
+     "attachment holds the n values.",
+     {
+         "tap": u16("The analysis tap"),
+         "bins": dict(u16("Bins (n), a power of two 16 … 4096", 16, 4096), enum=BINS),
+         "sample_rate": u32("Sample rate in Hz"),
+         "hz_per_bin": num("sample_rate / (2 × bins), Hz", 0),
+         "window": enum("The FFT window.", ["hann"]),
+         "sample": uint("Engine sample clock of the window's last sample"),
+         "missed": uint("Samples the engine's reader lost since the previous frame"),
+         "db": {"description": "dBFS per bin, at least -160", "type": "array", "maxItems": 4096,
+                "items": {"type": "number", "minimum": -160}},
+     }, ["tap", "bins", "sample_rate", "hz_per_bin", "window", "sample", "missed"], {}),
     ("telemetry", "meters", "E→C",
      "Peak and RMS per channel over the whole interval since the previous `meters` frame, so no "
      "peak is missed. `rms` has the same length as `peak` (not expressed by the schema).",
@@ -323,9 +406,17 @@ def message_schema(mtype, name, direction, summary, fields, required, extra):
     elif mtype == "error":
         props["ref"] = dict(REF, description=REF["description"] +
                             " Present only when the frame answers a command whose id could be read.")
+    if name in ANALYSIS:
+        props["attachment"] = ATTACHMENT
     props["body"] = body
     req.append("body")
-    return {
+    top = {}
+    if name in ANALYSIS:
+        arrays = ANALYSIS[name]
+        top["if"] = {"required": ["attachment"]}
+        top["then"] = {"properties": {"body": {"allOf": [{"not": {"required": [a]}} for a in arrays]}}}
+        top["else"] = {"properties": {"body": {"required": arrays}}}
+    return dict({
         "$schema": DRAFT,
         "$id": f"{ID_PREFIX}{mtype}.{name}",
         "title": f"{mtype} {name}",
@@ -334,7 +425,7 @@ def message_schema(mtype, name, direction, summary, fields, required, extra):
         "type": "object",
         "properties": props,
         "required": req,
-    }
+    }, **top)
 
 
 def envelope_schema():
@@ -353,6 +444,7 @@ def envelope_schema():
             "id": ID,
             "ref": REF,
             "body": {"description": "The message's fields; `{}` when it has none.", "type": "object"},
+            "attachment": ATTACHMENT,
         },
         "required": ["type", "name", "body"],
         "allOf": [

@@ -6,7 +6,7 @@ This script is the source; vectors.json is the product. `python3 make_vectors.py
 README.md beside this script; the rules the bytes follow are ../framing.md and ../envelope.md.
 
 Canonical payloads are what an encoder of this protocol emits: compact JSON (no whitespace), keys
-in the order type, name, id|ref, body; body keys in the order of envelope.md's tables; optional
+in the order type, name, id|ref, attachment (frames with an attachment only), body; body keys in the order of envelope.md's tables; optional
 fields omitted when absent; floats in shortest round-trip form with a `.0` on whole numbers (as
 Rust's ryu prints an f32: `1.0`, `0.5`, `120.0`). Strings are plain ASCII, so no escaping question
 arises in canonical bytes.
@@ -67,6 +67,24 @@ def compact(value):
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
 
 
+def with_attachment(env, values):
+    """`env` with the `attachment` member after name (and ref), for `values` f32s."""
+    out = {}
+    for k, v in env.items():
+        if k == "body":
+            out["attachment"] = {"format": "f32le", "bytes": 4 * len(values)}
+        out[k] = v
+    return out
+
+
+def attachment_frame(env, values):
+    """framing.md 3.1: the envelope padded with spaces to a multiple of 8, then f32 LE values."""
+    js = compact(env)
+    js += b" " * (-len(js) % 8)
+    att = struct.pack("<%df" % len(values), *values)
+    return header(len(js) + len(att), flags=1, reserved=len(js)) + js + att
+
+
 def header(length, encoding=1, flags=0, reserved=0):
     return struct.pack(">IBBH", length, encoding, flags, reserved)
 
@@ -90,6 +108,25 @@ def positive(name, direction, env, description):
         "canonical": True,
         "hex": frame(compact(env)).hex(),
         "json": env,
+    })
+
+
+def positive_attachment(name, env, values, same_values_as, description):
+    """An engine frame with a binary attachment: `json` is the envelope without the arrays,
+    `attachment` the f32 values the attachment holds (exact in f32)."""
+    check_canonical_values(env, name)
+    for v in values:
+        assert struct.unpack("<f", struct.pack("<f", v))[0] == v, (name, v)
+    VECTORS.append({
+        "name": name,
+        "description": description,
+        "kind": "frame",
+        "direction": E2C,
+        "canonical": True,
+        "hex": attachment_frame(env, values).hex(),
+        "json": env,
+        "attachment": values,
+        "same_values_as": same_values_as,
     })
 
 
@@ -119,8 +156,20 @@ positive("reply.welcome", E2C,
          envelope("reply", "welcome", {
              "protocol": 1, "engine": "signal/0.1.0", "instance": "9f86d081884c7d65",
              "sample_rate": 48000, "block_size": 256, "max_frame": 65536,
-             "heartbeat_ms": 1000, "timeout_ms": 5000}, ref=1),
-         "welcome answering hello id 1 (the values are examples, not defaults).")
+             "heartbeat_ms": 1000, "timeout_ms": 5000, "attachments": False, "taps": 0}, ref=1),
+         "welcome answering hello id 1 (the values are examples, not defaults): no attachments "
+         "(the hello did not ask), no analysis taps.")
+positive("command.hello.attachments", C2E,
+         envelope("command", "hello", {"protocol": 1, "client": "aura/0.1.0", "attachments": True},
+                  id=1),
+         "hello asking for binary attachments (framing.md section 3.1).")
+positive("reply.welcome.attachments", E2C,
+         envelope("reply", "welcome", {
+             "protocol": 1, "engine": "signal/0.1.0", "instance": "9f86d081884c7d65",
+             "sample_rate": 48000, "block_size": 256, "max_frame": 65536,
+             "heartbeat_ms": 1000, "timeout_ms": 5000, "attachments": True, "taps": 2}, ref=1),
+         "welcome answering command.hello.attachments: the engine agrees and has 2 taps; scope "
+         "and spectrum frames of this session carry their values as attachments.")
 positive("command.ping", C2E,
          envelope("command", "ping", {"nonce": 1}, id=7),
          "The ping of framing.md section 6: payload 58 bytes.")
@@ -199,6 +248,48 @@ positive("command.telemetry.subscribe", C2E,
 positive("command.telemetry.unsubscribe", C2E,
          envelope("command", "telemetry.unsubscribe", {"stream": "meters"}, id=3),
          "End the meters subscription.")
+positive("command.telemetry.subscribe.scope", C2E,
+         envelope("command", "telemetry.subscribe",
+                  {"stream": "scope", "rate_hz": 30, "tap": 0, "points": 256}, id=4),
+         "Subscribe to the scope of tap 0, 256 points (min and max each), 30 frames per second.")
+positive("command.telemetry.subscribe.spectrum", C2E,
+         envelope("command", "telemetry.subscribe",
+                  {"stream": "spectrum", "rate_hz": 60, "tap": 1, "bins": 1024}, id=5),
+         "Subscribe to a 1024-bin spectrum of tap 1 at 60 frames per second (the highest rate "
+         "of an analysis stream).")
+positive("command.telemetry.unsubscribe.scope", C2E,
+         envelope("command", "telemetry.unsubscribe", {"stream": "scope", "tap": 0}, id=6),
+         "End the scope subscription of tap 0 only.")
+positive("command.telemetry.unsubscribe.spectrum", C2E,
+         envelope("command", "telemetry.unsubscribe", {"stream": "spectrum"}, id=9),
+         "End every spectrum subscription (no tap: all taps).")
+SCOPE_MIN = [-0.5, -0.25, -0.125, 0.0, 0.125, 0.25, 0.375, 0.5,
+             -1.0, -0.75, -0.5, -0.25, 0.0, 0.25, 0.5, 0.75]
+SCOPE_MAX = [-0.25, 0.0, 0.125, 0.25, 0.5, 0.5, 0.625, 1.0,
+             -0.5, -0.5, -0.25, 0.0, 0.25, 0.5, 0.75, 1.0]
+SCOPE_BODY = {"tap": 0, "points": 16, "samples_per_point": 8, "sample": 48128, "missed": 0}
+positive("telemetry.scope", E2C,
+         envelope("telemetry", "scope", dict(SCOPE_BODY, min=SCOPE_MIN, max=SCOPE_MAX)),
+         "16 scope points as JSON arrays: min and max of the 8 samples each point covers.")
+positive_attachment("telemetry.scope.attachment",
+                    with_attachment(envelope("telemetry", "scope", SCOPE_BODY),
+                                    SCOPE_MIN + SCOPE_MAX),
+                    SCOPE_MIN + SCOPE_MAX, "telemetry.scope",
+                    "telemetry.scope with an attachment: no min/max in the body; the attachment "
+                    "holds 32 f32 (min[0..16] then max[0..16]), 128 bytes at frame offset 8 + "
+                    "json_len, a multiple of 8.")
+SPECTRUM_DB = [-160.0, -96.5, -48.25, -12.0, -6.0, 0.0, -3.5, -24.0,
+               -60.0, -72.0, -80.0, -90.0, -100.0, -120.0, -140.0, -160.0]
+SPECTRUM_BODY = {"tap": 1, "bins": 16, "sample_rate": 48000, "hz_per_bin": 1500.0,
+                 "window": "hann", "sample": 48128, "missed": 256}
+positive("telemetry.spectrum", E2C,
+         envelope("telemetry", "spectrum", dict(SPECTRUM_BODY, db=SPECTRUM_DB)),
+         "16 linear bins of 1500 Hz at 48 kHz as a JSON array, dBFS with the -160 dB floor; the "
+         "reader lost 256 samples since the previous frame.")
+positive_attachment("telemetry.spectrum.attachment",
+                    with_attachment(envelope("telemetry", "spectrum", SPECTRUM_BODY), SPECTRUM_DB),
+                    SPECTRUM_DB, "telemetry.spectrum",
+                    "telemetry.spectrum with an attachment: no db in the body; 16 f32 (64 bytes).")
 positive("telemetry.meters", E2C,
          envelope("telemetry", "meters", {"peak": [0.5, 0.25], "rms": [0.25, 0.125]}),
          "Two channels.")
@@ -284,7 +375,8 @@ decode_only("decode.nesting_64", C2E,
 decode_only("decode.welcome_unknown_field", E2C,
             b'{"type":"reply","name":"welcome","ref":1,"body":{"protocol":1,"engine":"signal/0.1.0",'
             b'"instance":"9f86d081884c7d65","sample_rate":48000,"block_size":256,"max_frame":65536,'
-            b'"heartbeat_ms":1000,"timeout_ms":5000,"future_field":[1,2]}}',
+            b'"heartbeat_ms":1000,"timeout_ms":5000,"future_field":[1,2],"attachments":false,'
+            b'"taps":0}}',
             "reply.welcome", "Clients ignore body fields they do not know in what the engine sends.")
 
 # ---------------------------------------------------------------- streams
@@ -313,7 +405,7 @@ stream("stream.engine_open", E2C,
        [envelope("reply", "welcome", {
            "protocol": 1, "engine": "signal/0.1.0", "instance": "9f86d081884c7d65",
            "sample_rate": 48000, "block_size": 256, "max_frame": 65536,
-           "heartbeat_ms": 1000, "timeout_ms": 5000}, ref=1),
+           "heartbeat_ms": 1000, "timeout_ms": 5000, "attachments": False, "taps": 0}, ref=1),
         envelope("telemetry", "transport.state", {
             "playing": False, "position": 0, "bpm": 120.0, "loop_start": 0,
             "loop_end": 0, "loop_enabled": False}),
@@ -333,6 +425,7 @@ SCHEMA_BLIND = {
     "neg.duplicate_id", "neg.client_sends_reply", "neg.id_float", "neg.integer_field_float",
     "neg.out_of_range.loop", "neg.hello_required", "neg.protocol_version",
     "neg.already_established", "neg.unknown_type.client_reply_with_id",
+    "neg.bad_header.attachment_from_client", "neg.subscribe.tap_out_of_range",
 }
 
 
@@ -576,6 +669,44 @@ neg_raw("neg.invalid_field_before_out_of_range", "body",
 neg_raw("neg.invalid_field_before_out_of_range.missing", "body",
         b'{"type":"command","name":"transport.tempo","id":59,"body":{"bpm":1000.0,"x":1}}',
         "invalid_field", 59, False, "bpm is out of range and x is unknown: invalid_field.")
+SUB_HEAD = b'{"type":"command","name":"telemetry.subscribe","id":60,"body":'
+for tag, body, error, why in [
+    ("points_out_of_range", b'{"stream":"scope","rate_hz":30,"tap":0,"points":8}', "out_of_range",
+     "scope points below 16"),
+    ("points_too_many", b'{"stream":"scope","rate_hz":30,"tap":0,"points":1025}', "out_of_range",
+     "scope points above 1024"),
+    ("bins_not_power_of_two", b'{"stream":"spectrum","rate_hz":30,"tap":0,"bins":1000}',
+     "out_of_range", "spectrum bins not a power of two"),
+    ("bins_too_many", b'{"stream":"spectrum","rate_hz":30,"tap":0,"bins":8192}', "out_of_range",
+     "spectrum bins above 4096"),
+    ("analysis_rate", b'{"stream":"spectrum","rate_hz":61,"tap":0,"bins":1024}', "out_of_range",
+     "rate_hz 61 for an analysis stream (1 to 60; 120 stays allowed for meters)"),
+    ("scope_without_points", b'{"stream":"scope","rate_hz":30,"tap":0}', "invalid_field",
+     "scope without points"),
+    ("scope_without_tap", b'{"stream":"scope","rate_hz":30,"points":256}', "invalid_field",
+     "scope without tap"),
+    ("scope_with_bins", b'{"stream":"scope","rate_hz":30,"tap":0,"points":256,"bins":256}',
+     "invalid_field", "scope with bins (a spectrum field)"),
+    ("meters_with_tap", b'{"stream":"meters","rate_hz":30,"tap":0}', "invalid_field",
+     "meters with tap (an analysis field)"),
+    ("invalid_field_before_out_of_range", b'{"stream":"scope","rate_hz":30,"tap":0,"points":8,'
+     b'"bins":16}', "invalid_field",
+     "points out of range and bins unknown for scope: invalid_field wins"),
+]:
+    neg_raw("neg.subscribe." + tag, "body", SUB_HEAD + body + b"}", error, 60, False, why + ": " + error + ".")
+negative("neg.subscribe.tap_out_of_range", "body",
+         frame(SUB_HEAD + b'{"stream":"scope","rate_hz":30,"tap":2,"points":256}}'),
+         json.loads(SUB_HEAD + b'{"stream":"scope","rate_hz":30,"tap":2,"points":256}}'),
+         "out_of_range", 60, False,
+         "tap 2 of an engine with welcome.taps = 2 (taps 0 and 1): out_of_range. JSON Schema "
+         "cannot know the engine's taps.", taps=2)
+neg_raw("neg.unsubscribe.meters_with_tap", "body",
+        b'{"type":"command","name":"telemetry.unsubscribe","id":61,"body":{"stream":"meters","tap":0}}',
+        "invalid_field", 61, False, "tap with one of the old streams: invalid_field.")
+_att_ping = attachment_frame(PING, [])
+negative("neg.bad_header.attachment_from_client", "frame", _att_ping, PING, "bad_header", None,
+         False, "A client frame with the ATTACHMENT flag (and a well-formed json_len, no "
+         "attachment): only the engine sends attachments, so bad_header, the frame is skipped.")
 negative("neg.frame_too_large.before_hello", "frame", header(4097), None, "frame_too_large", None,
          True, "Before hello the engine accepts payloads of at most 4 096 bytes: a header declaring "
          "4 097 is fatal.", state="awaiting_hello", max_frame=MAX_FRAME, frame_limit=4096,
