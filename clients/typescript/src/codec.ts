@@ -224,7 +224,7 @@ export class FrameReader {
 
 /** The header's `json_len` (bytes 6..7 with the ATTACHMENT flag), checked against framing.md §3. */
 function checkJsonLen(len: number, jsonLen: number): number {
-  if (jsonLen < 2 || jsonLen > len) throw new ProtocolError("bad_header", `json_len ${jsonLen} outside 2 … length ${len}`);
+  if (jsonLen < ATTACHMENT_ALIGN || jsonLen > len) throw new ProtocolError("bad_header", `json_len ${jsonLen} outside ${ATTACHMENT_ALIGN} … length ${len}`);
   if (jsonLen % ATTACHMENT_ALIGN !== 0) throw new ProtocolError("bad_header", `json_len ${jsonLen} is not a multiple of ${ATTACHMENT_ALIGN}`);
   if ((len - jsonLen) % 4 !== 0) throw new ProtocolError("bad_header", `attachment of ${len - jsonLen} bytes is not a whole number of f32`);
   return jsonLen;

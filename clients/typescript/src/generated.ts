@@ -30,6 +30,7 @@ export const KNOWN_ERROR_CODES = [
   "unsupported",
   "control_unavailable",
   "audio_unavailable",
+  "too_many_subscriptions",
   "internal",
 ] as const;
 /** A code listed by errors.md. */
@@ -40,7 +41,7 @@ export type ErrorCode = KnownErrorCode | (string & {});
 export const ERROR_CODE_PATTERN = /^[a-z][a-z0-9_]{0,31}$/;
 
 /** Telemetry streams a client can subscribe to. */
-export const TELEMETRY_STREAMS = ["meters", "transport.state", "engine.health"] as const;
+export const TELEMETRY_STREAMS = ["meters", "transport.state", "engine.health", "scope", "spectrum"] as const;
 export type TelemetryStream = (typeof TELEMETRY_STREAMS)[number];
 
 /** Command name → body (what the client sends; the engine rejects unknown fields). */
@@ -91,6 +92,8 @@ export interface CommandBodies {
     "client": string;
     /** Session token, at most 128 bytes. Required when the engine was started with a session token, otherwise optional and ignored. The limit is in bytes of UTF-8; JSON Schema's maxLength counts code points, so the schema checks only a weaker bound (the same one for ASCII text). */
     "token"?: string;
+    /** True: the client can read binary attachments (framing.md 3.1). Default false. */
+    "attachments"?: boolean;
   };
   /** Sets a node parameter. Answered by `ack` with `sample`, or `error` (unknown_node, unknown_param, out_of_range) */
   "param.set": {
@@ -112,17 +115,25 @@ export interface CommandBodies {
     /** When true the ping travels through the audio thread and `pong` carries the engine sample clock. Default false. */
     "rt"?: boolean;
   };
-  /** Subscribes this session to a telemetry stream (subscriptions end with the session). Subscribing again changes the rate. Answered by `ack` */
+  /** Subscribes this session to a telemetry stream (subscriptions end with the session). Subscribing again changes the rate (for scope and spectrum: the key is stream and tap, and points/bins are replaced too). Answered by `ack`, or `error` too_many_subscriptions (a 9th scope/spectrum key), out_of_range (also tap >= welcome.taps, which the schema cannot know) */
   "telemetry.subscribe": {
     /** The telemetry stream. */
-    "stream": "meters" | "transport.state" | "engine.health";
-    /** Frames per second, 1 … 120 (u16). */
+    "stream": "meters" | "transport.state" | "engine.health" | "scope" | "spectrum";
+    /** Frames per second, 1 … 120 (1 … 60 for scope and spectrum) (u16). */
     "rate_hz": number;
+    /** scope/spectrum only (required there): the analysis tap, below welcome.taps (u16). */
+    "tap"?: number;
+    /** scope only (required there): points, 16 … 1024 (u16). */
+    "points"?: number;
+    /** spectrum only (required there): bins, a power of two 16 … 4096 (u16). */
+    "bins"?: 16 | 32 | 64 | 128 | 256 | 512 | 1024 | 2048 | 4096;
   };
-  /** Ends a subscription. Answered by `ack` */
+  /** Ends a subscription (also when there is none). Answered by `ack` */
   "telemetry.unsubscribe": {
     /** The telemetry stream. */
-    "stream": "meters" | "transport.state" | "engine.health";
+    "stream": "meters" | "transport.state" | "engine.health" | "scope" | "spectrum";
+    /** scope/spectrum only: that tap; absent, every tap of the stream (u16). */
+    "tap"?: number;
   };
   /** Sets the loop. When `enabled`, `end` must be greater than `start`: the engine answers out_of_range otherwise (this rule spans two fields and is not expressed by the schema). Answered by `ack` with `sample` */
   "transport.loop": {
@@ -228,6 +239,10 @@ export interface ReplyBodies {
     "heartbeat_ms": number;
     /** The engine ends the session after this many milliseconds without a frame from the client (u32). */
     "timeout_ms": number;
+    /** True only when the client asked and the engine sends scope and spectrum values as binary attachments in this session */
+    "attachments": boolean;
+    /** Number of analysis taps; 0 = no analysis streams (u16). */
+    "taps": number;
     /** The engine may add optional fields within version 1: ignore what you do not know. */
     [extra: string]: unknown;
   };
@@ -265,6 +280,46 @@ export interface TelemetryBodies {
     "peak": number[];
     /** RMS linear amplitude per channel (≥ 0), same length as `peak`. */
     "rms": number[];
+    /** The engine may add optional fields within version 1: ignore what you do not know. */
+    [extra: string]: unknown;
+  };
+  /** The latest window of an analysis tap, decimated to `points` min/max pairs. Without an attachment the body carries `min` and `max` (each `points` long, not expressed by the schema); with one, they are absent and the attachment holds min[0..n] then max[0..n] */
+  "scope": {
+    /** The analysis tap (u16). */
+    "tap": number;
+    /** Points (n), 16 … 1024 (u16). */
+    "points": number;
+    /** Samples each point covers (u32). */
+    "samples_per_point": number;
+    /** Engine sample clock of the window's last sample (integer 0 … 2^53-1). */
+    "sample": number;
+    /** Samples the engine's reader lost since the previous frame (integer 0 … 2^53-1). */
+    "missed": number;
+    /** Minimum of the samples of each point */
+    "min"?: number[];
+    /** Maximum of the samples of each point */
+    "max"?: number[];
+    /** The engine may add optional fields within version 1: ignore what you do not know. */
+    [extra: string]: unknown;
+  };
+  /** Magnitude in dBFS per linear bin (bin k centred at k × hz_per_bin) of a Hann-windowed FFT of an analysis tap; a full-scale sine at a bin centre reads 0 dB; floor -160 dB. Without an attachment the body carries `db` (`bins` long); with one it is absent and the attachment holds the n values */
+  "spectrum": {
+    /** The analysis tap (u16). */
+    "tap": number;
+    /** Bins (n), a power of two 16 … 4096 (u16). */
+    "bins": 16 | 32 | 64 | 128 | 256 | 512 | 1024 | 2048 | 4096;
+    /** Sample rate in Hz (u32). */
+    "sample_rate": number;
+    /** sample_rate / (2 × bins), Hz */
+    "hz_per_bin": number;
+    /** The FFT window. */
+    "window": "hann";
+    /** Engine sample clock of the window's last sample (integer 0 … 2^53-1). */
+    "sample": number;
+    /** Samples the engine's reader lost since the previous frame (integer 0 … 2^53-1). */
+    "missed": number;
+    /** dBFS per bin, at least -160 */
+    "db"?: number[];
     /** The engine may add optional fields within version 1: ignore what you do not know. */
     [extra: string]: unknown;
   };
@@ -332,11 +387,11 @@ export const COMMAND_FIELDS: { readonly [N in CommandName]: { readonly order: re
   "graph.connect": { order: ["from", "from_port", "to", "to_port"], floats: [] },
   "graph.disconnect": { order: ["from", "from_port", "to", "to_port"], floats: [] },
   "graph.remove_node": { order: ["node"], floats: [] },
-  "hello": { order: ["protocol", "client", "token"], floats: [] },
+  "hello": { order: ["protocol", "client", "token", "attachments"], floats: [] },
   "param.set": { order: ["node", "param", "value", "ramp_ms"], floats: ["value", "ramp_ms"] },
   "ping": { order: ["nonce", "t_client_us", "rt"], floats: [] },
-  "telemetry.subscribe": { order: ["stream", "rate_hz"], floats: [] },
-  "telemetry.unsubscribe": { order: ["stream"], floats: [] },
+  "telemetry.subscribe": { order: ["stream", "rate_hz", "tap", "points", "bins"], floats: [] },
+  "telemetry.unsubscribe": { order: ["stream", "tap"], floats: [] },
   "transport.loop": { order: ["start", "end", "enabled"], floats: [] },
   "transport.play": { order: [], floats: [] },
   "transport.seek": { order: ["sample"], floats: [] },

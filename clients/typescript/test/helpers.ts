@@ -38,6 +38,12 @@ export interface Vector {
   partial?: boolean;
   max_frame?: number;
   frame_limit?: number;
+  /** Frames with an attachment: its f32 values, in order. */
+  attachment?: number[];
+  /** Frames with an attachment: the JSON-array vector with the same values. */
+  same_values_as?: string;
+  /** The engine's welcome.taps a negative vector assumes. */
+  taps?: number;
 }
 
 export function vectors(): Vector[] {
