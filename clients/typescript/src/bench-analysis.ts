@@ -44,18 +44,24 @@ export function spectrumFrames(db: Float32Array): { json: Buffer; attachment: Bu
   return { json, attachment };
 }
 
-/** µs per call of fn, median of `rounds` rounds of `n` calls (after a warm-up). */
-function usPer(fn: () => unknown, n: number, rounds = 7): number {
-  for (let i = 0; i < n; i++) fn();
-  const per: number[] = [];
+/**
+ * µs per call of each fn: `rounds` rounds, each timing every fn for `n[i]` calls in turn
+ * (interleaved, so a load change on the shared machine hits all of them alike), after a warm-up.
+ * Returns the median µs of each, and the median over rounds of each one's ratio to fns[1].
+ */
+function usPer(fns: (() => unknown)[], n: number[], rounds = 9): { us: number[]; ratio: number[] } {
+  const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[xs.length >> 1]!;
   let sink = 0;
-  for (let r = 0; r < rounds; r++) {
+  const time = (fn: () => unknown, k: number) => {
     const t0 = process.hrtime.bigint();
-    for (let i = 0; i < n; i++) sink ^= (fn() as { bins?: number } | null)?.bins ?? 1;
-    per.push(Number(process.hrtime.bigint() - t0) / 1000 / n);
-  }
+    for (let i = 0; i < k; i++) sink ^= (fn() as { bins?: number } | null)?.bins ?? 1;
+    return Number(process.hrtime.bigint() - t0) / 1000 / k;
+  };
+  fns.forEach((fn, i) => time(fn, n[i]!));
+  const per: number[][] = fns.map(() => []);
+  for (let r = 0; r < rounds; r++) fns.forEach((fn, i) => per[i]!.push(time(fn, n[i]!)));
   if (sink === 0x7fffffff) console.log(""); // keeps the results alive
-  return per.sort((a, b) => a - b)[rounds >> 1]!;
+  return { us: per.map(median), ratio: per.map((xs) => median(xs.map((x, r) => x / per[1]![r]!))) };
 }
 
 export function runSpectrumBench(n = 20_000): void {
@@ -78,15 +84,22 @@ export function runSpectrumBench(n = 20_000): void {
   const j = decodeSpectrum(reader().push(json)[0]!);
   if (a.db.some((v, i) => v !== j.db[i])) throw new Error("the two encodings disagree");
 
-  const tJson = usPer(() => decodeSpectrum(rj.push(json)[0]!), n / 4);
-  const tAtt = usPer(() => decodeSpectrum(ra.push(attachment)[0]!), n);
-  const tUnal = usPer(() => decodeSpectrum(ru.push(unaligned)[0]!), n);
-  const tParse = usPer(() => JSON.parse(jsonText), n / 4);
-  const tView = usPer(() => new Float32Array(attachment.buffer, attachment.byteOffset + HEADER_LEN + jl, BINS), n * 5);
+  const m = usPer(
+    [
+      () => decodeSpectrum(rj.push(json)[0]!),
+      () => decodeSpectrum(ra.push(attachment)[0]!),
+      () => decodeSpectrum(ru.push(unaligned)[0]!),
+      () => JSON.parse(jsonText),
+      () => new Float32Array(attachment.buffer, attachment.byteOffset + HEADER_LEN + jl, BINS),
+    ],
+    [n / 8, n, n, n / 8, n * 4],
+  );
+  const [tJson, tAtt, tUnal, tParse, tView] = m.us as [number, number, number, number, number];
+  const parseVsView = m.ratio[3]! / m.ratio[4]!;
   const f = (x: number) => x.toFixed(2);
   console.log(`spectrum frame, ${BINS} bins, on the wire: JSON ${json.length} B, attachment ${attachment.length} B (${(json.length / attachment.length).toFixed(2)}× smaller; target ≤ 4 200 B)`);
-  console.log(`decode to a SpectrumFrame (FrameReader + decodeSpectrum): JSON ${f(tJson)} µs, attachment ${f(tAtt)} µs → ${(tJson / tAtt).toFixed(1)}× (target ≥ 10×); unaligned attachment (one copy) ${f(tUnal)} µs`);
-  console.log(`floors: JSON.parse of the JSON payload alone ${f(tParse)} µs vs a Float32Array view alone ${f(tView)} µs → ${(tParse / tView).toFixed(0)}×`);
+  console.log(`decode to a SpectrumFrame (FrameReader + decodeSpectrum): JSON ${f(tJson)} µs, attachment ${f(tAtt)} µs → ${m.ratio[0]!.toFixed(1)}× (median of per-round ratios; target ≥ 10×); unaligned attachment (one copy) ${f(tUnal)} µs (${m.ratio[2]!.toFixed(2)}× the aligned one)`);
+  console.log(`floors: JSON.parse of the JSON payload alone ${f(tParse)} µs vs a Float32Array view alone ${f(tView)} µs → ${parseVsView.toFixed(0)}×`);
   console.log(`reader stats: aligned ${JSON.stringify(ra.stats)}, unaligned ${JSON.stringify(ru.stats)}`);
 }
 
