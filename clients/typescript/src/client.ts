@@ -108,7 +108,13 @@ export interface ClientEvents {
   engineRestarted: [instance: string, previous: string];
   /** Every telemetry frame: the body as sent, except `scope`/`spectrum`, given as {@link ScopeFrame}/{@link SpectrumFrame}. */
   telemetry: [name: string, body: Record<string, unknown> | ScopeFrame | SpectrumFrame];
-  /** Analysis frames (the same objects `onTelemetry("scope")` gets). */
+  /**
+   * Analysis frames (the same objects `onTelemetry("scope")` gets). Called on the event loop,
+   * synchronously while the socket's bytes are read, in arrival order. The Float32Arrays may be
+   * views of the received bytes: valid for as long as they are held (Node never reuses a read's
+   * memory), keeping that read's buffer alive meanwhile. A frame that breaks the spec never
+   * reaches a listener: the connection is closed instead (see `disconnected`).
+   */
   scope: [frame: ScopeFrame];
   spectrum: [frame: SpectrumFrame];
   /**
