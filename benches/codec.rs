@@ -1,13 +1,23 @@
 //! Encode and decode cost of three messages with our no-heap codec and with `serde_json` on the
 //! same structs, in the same run. Prints the ratio ours / serde_json (target ≤ 1.0).
 //!
+//! Issue 14, same run: a 1024-bin `spectrum` frame as JSON arrays vs with a binary attachment:
+//! engine-side encode per frame, bytes on the wire, and client-side decode per frame (frame
+//! decoder + `ServerMessage::decode_frame` + reading the 1024 values into a buffer, what the
+//! Rust client does). Targets: attachment frame ≤ 4.2 KB (4 200 bytes, header included), decode
+//! ≥ 10× faster than JSON; printed MET/MISSED.
+//!
 //! Run: `cargo bench --bench codec`
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use loophole_ipc::message::{encode_frame, Ack, Command, Message, Meters, ParamSet, ServerMessage};
+use loophole_ipc::frame::FrameDecoder;
+use loophole_ipc::message::{
+    encode_frame, encode_frame_with_attachment, Ack, Command, Message, Meters, ParamSet,
+    ServerMessage, Spectrum,
+};
 use serde::{Deserialize, Serialize};
 
 /// The envelope as a `serde_json` user would write it when the body type is known.
@@ -30,6 +40,44 @@ fn meters64() -> Meters {
         m.rms.push(0.3 / (ch as f32 + 1.5)).unwrap();
     }
     m
+}
+
+/// 1024 dB values with full f32 precision, as an FFT gives them (the expensive case for JSON).
+fn spectrum_db() -> Vec<f32> {
+    (0..1024)
+        .map(|k| -20.0 - 60.0 * ((k as f32 * 0.37).sin().abs()) - k as f32 / 37.0)
+        .collect()
+}
+
+fn spectrum_body(values: Option<&[f32]>) -> Spectrum<'_> {
+    Spectrum {
+        tap: 0,
+        bins: 1024,
+        sample_rate: 48_000,
+        sample: 123_456_789,
+        missed: 0,
+        values,
+    }
+}
+
+/// Engine side: one spectrum frame, JSON or attachment form; returns its length on the wire.
+fn encode_spectrum(db: &[f32], attach: bool, buf: &mut [u8]) -> usize {
+    if attach {
+        encode_frame_with_attachment(None, &spectrum_body(None), db, buf, 65_536).unwrap()
+    } else {
+        encode_frame(None, &spectrum_body(Some(db)), buf, 65_536).unwrap()
+    }
+}
+
+/// Client side: one frame through the decoder into `out` (the values); returns how many.
+fn decode_spectrum(dec: &mut FrameDecoder<Vec<u8>>, frame: &[u8], out: &mut [f32]) -> usize {
+    dec.push(frame);
+    let f = dec.next_frame().unwrap().unwrap();
+    let inc = ServerMessage::decode_frame(&f).unwrap();
+    let ServerMessage::Analysis(meta) = inc.message else {
+        panic!("not a spectrum")
+    };
+    meta.read_values(&inc.values.unwrap(), out).unwrap().len()
 }
 
 fn ours_encode<M: Message>(id: Option<u32>, m: &M, buf: &mut [u8]) -> usize {
@@ -124,9 +172,31 @@ fn codec(c: &mut Criterion) {
     g.bench_function("decode/ack/serde_json", |b| {
         b.iter(|| serde_json::from_slice::<Env<Ack>>(black_box(&ack_bytes)).unwrap())
     });
+    let db = spectrum_db();
+    let mut sbuf = vec![0u8; 70_000];
+    let n = encode_spectrum(&db, false, &mut sbuf);
+    let spec_json = sbuf[..n].to_vec();
+    let n = encode_spectrum(&db, true, &mut sbuf);
+    let spec_att = sbuf[..n].to_vec();
+    let mut dec = FrameDecoder::without_preface(vec![0u8; 70_000], 65_536).unwrap();
+    dec.set_accept_attachments(true);
+    let mut vals = vec![0.0f32; 1024];
+    g.bench_function("encode/spectrum1024/json", |b| {
+        b.iter(|| encode_spectrum(black_box(&db), false, &mut sbuf))
+    });
+    g.bench_function("encode/spectrum1024/attachment", |b| {
+        b.iter(|| encode_spectrum(black_box(&db), true, &mut sbuf))
+    });
+    g.bench_function("decode/spectrum1024/json", |b| {
+        b.iter(|| decode_spectrum(&mut dec, black_box(&spec_json), &mut vals))
+    });
+    g.bench_function("decode/spectrum1024/attachment", |b| {
+        b.iter(|| decode_spectrum(&mut dec, black_box(&spec_att), &mut vals))
+    });
     g.finish();
 
     if std::env::args().any(|a| a == "--bench") {
+        analysis_table(&db, &spec_json, &spec_att);
         ratio_table(
             &param,
             &meters,
@@ -138,6 +208,81 @@ fn codec(c: &mut Criterion) {
     }
 }
 
+/// Median of 5 interleaved runs of each (A, B, A, B, ...), ns/op.
+fn medians(a: &mut dyn FnMut(), b: &mut dyn FnMut()) -> (f64, f64) {
+    let (mut ta, mut tb) = (Vec::new(), Vec::new());
+    for _ in 0..5 {
+        ta.push(ns_per_op(&mut *a));
+        tb.push(ns_per_op(&mut *b));
+    }
+    ta.sort_by(f64::total_cmp);
+    tb.sort_by(f64::total_cmp);
+    (ta[2], tb[2])
+}
+
+/// Issue 14's figures: 1024-bin spectrum, JSON arrays vs binary attachment.
+fn analysis_table(db: &[f32], json: &[u8], att: &[u8]) {
+    let mut buf = vec![0u8; 70_000];
+    let mut dec = FrameDecoder::without_preface(vec![0u8; 70_000], 65_536).unwrap();
+    dec.set_accept_attachments(true);
+    let mut vals = vec![0.0f32; 1024];
+    decode_spectrum(&mut dec, att, &mut vals);
+    let from_attachment = vals.clone();
+    decode_spectrum(&mut dec, json, &mut vals);
+    assert_eq!(
+        vals, from_attachment,
+        "both forms decode to the same values"
+    );
+    let mut buf2 = vec![0u8; 70_000];
+    let (enc_json, enc_att) = medians(
+        &mut || {
+            black_box(encode_spectrum(black_box(db), false, &mut buf));
+        },
+        &mut || {
+            black_box(encode_spectrum(black_box(db), true, &mut buf2));
+        },
+    );
+    let mut dec2 = FrameDecoder::without_preface(vec![0u8; 70_000], 65_536).unwrap();
+    dec2.set_accept_attachments(true);
+    let mut vals2 = vec![0.0f32; 1024];
+    let (dec_json, dec_att) = medians(
+        &mut || {
+            black_box(decode_spectrum(&mut dec, black_box(json), &mut vals));
+        },
+        &mut || {
+            black_box(decode_spectrum(&mut dec2, black_box(att), &mut vals2));
+        },
+    );
+    let verdict = |ok: bool| if ok { "MET" } else { "MISSED" };
+    println!("\n### 1024-bin spectrum frame: JSON arrays vs binary attachment (same run)\n");
+    println!("| | JSON | attachment | ratio JSON/attachment |");
+    println!("|---|---:|---:|---:|");
+    println!(
+        "| bytes on the wire (header included) | {} | {} | {:.2} |",
+        json.len(),
+        att.len(),
+        json.len() as f64 / att.len() as f64
+    );
+    println!(
+        "| engine encode, ns/frame | {enc_json:.0} | {enc_att:.0} | {:.1} |",
+        enc_json / enc_att
+    );
+    println!(
+        "| client decode (frame + envelope + 1024 values), ns/frame | {dec_json:.0} | {dec_att:.0} | {:.1} |",
+        dec_json / dec_att
+    );
+    println!(
+        "\ntarget attachment frame <= 4200 B: {} ({} B)",
+        verdict(att.len() <= 4200),
+        att.len()
+    );
+    println!(
+        "target decode >= 10x faster than JSON: {} ({:.1}x)",
+        verdict(dec_json / dec_att >= 10.0),
+        dec_json / dec_att
+    );
+}
+
 /// Interleaves ours and serde_json (A, B, A, B, ...) so drift hits both, and prints ratios.
 fn ratio_table(param: &ParamSet, meters: &Meters, ack: &Ack, pb: &[u8], mb: &[u8], ab: &[u8]) {
     let mut buf = [0u8; 4096];
@@ -145,14 +290,7 @@ fn ratio_table(param: &ParamSet, meters: &Meters, ack: &Ack, pb: &[u8], mb: &[u8
     println!("\n| operation | ours ns/op | serde_json ns/op | ratio ours/serde_json |");
     println!("|---|---:|---:|---:|");
     let row = |name: &str, a: &mut dyn FnMut(), b: &mut dyn FnMut()| {
-        let (mut ta, mut tb) = (Vec::new(), Vec::new());
-        for _ in 0..5 {
-            ta.push(ns_per_op(&mut *a));
-            tb.push(ns_per_op(&mut *b));
-        }
-        ta.sort_by(f64::total_cmp);
-        tb.sort_by(f64::total_cmp);
-        let (ma, mb) = (ta[2], tb[2]);
+        let (ma, mb) = medians(a, b);
         println!("| {name} | {ma:.0} | {mb:.0} | {:.2} |", ma / mb);
     };
     row(

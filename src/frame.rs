@@ -199,6 +199,12 @@ impl<'a> Frame<'a> {
     }
 }
 
+/// `out` cut into the header's 8 bytes and the space after them.
+fn split_header(out: &mut [u8]) -> Result<(&mut [u8], &mut [u8]), EncodeError> {
+    out.split_at_mut_checked(HEADER_LEN)
+        .ok_or(EncodeError::BufferTooSmall)
+}
+
 /// Writes one frame (header + payload) into `out`; returns the bytes written.
 ///
 /// `write_payload` gets the space after the header and returns how many bytes it wrote. Fails
@@ -213,10 +219,7 @@ pub fn write_frame<F>(
 where
     F: FnOnce(&mut [u8]) -> Result<usize, EncodeError>,
 {
-    let (head, body) = match out.split_at_mut_checked(HEADER_LEN) {
-        Some(parts) => parts,
-        None => return Err(EncodeError::BufferTooSmall),
-    };
+    let (head, body) = split_header(out)?;
     let n = write_payload(body)?;
     let len = match u32::try_from(n) {
         Ok(len) if len <= max_frame => len,
@@ -242,10 +245,7 @@ pub fn write_frame_with_attachment<F>(
 where
     F: FnOnce(&mut [u8]) -> Result<usize, EncodeError>,
 {
-    let (head, body) = match out.split_at_mut_checked(HEADER_LEN) {
-        Some(parts) => parts,
-        None => return Err(EncodeError::BufferTooSmall),
-    };
+    let (head, body) = split_header(out)?;
     let n = write_json(body)?;
     let json_len = n.div_ceil(ATTACHMENT_ALIGN) * ATTACHMENT_ALIGN;
     if json_len > MAX_JSON_LEN {

@@ -571,3 +571,47 @@ fn engine_integers_are_clamped_to_2_pow_53_minus_1_never_wrapped() {
     // Negative control: a value below the limit is written as it is.
     assert!(text.contains("\"loop_end\":9007199254740990,"), "{text}");
 }
+
+/// Issue 14: the per-stream field rules of `telemetry.subscribe` read `stream` with its escapes
+/// decoded, so an escaped `scope` with an out-of-range `points` is `out_of_range`, and a real
+/// misplaced field is still `invalid_field` (errors.md §2 step 10).
+#[test]
+fn analysis_subscribe_field_rules_see_escaped_streams() {
+    let code = |body: &str| {
+        let p =
+            format!(r#"{{"type":"command","name":"telemetry.subscribe","id":5,"body":{body}}}"#);
+        Command::decode(p.as_bytes())
+            .unwrap_err()
+            .error
+            .code()
+            .as_str()
+    };
+    assert_eq!(
+        code(r#"{"stream":"sc\u006fpe","rate_hz":30,"tap":0,"points":8}"#),
+        "out_of_range"
+    );
+    assert_eq!(
+        code(r#"{"stream":"scope","rate_hz":30,"tap":0,"points":8}"#),
+        "out_of_range"
+    );
+    assert_eq!(
+        code(r#"{"stream":"sc\u006fpe","rate_hz":30,"tap":0,"points":8,"bins":16}"#),
+        "invalid_field"
+    );
+    assert_eq!(
+        code(r#"{"stream":"meters","rate_hz":500,"tap":0}"#),
+        "invalid_field"
+    );
+    assert_eq!(code(r#"{"stream":"meters","rate_hz":500}"#), "out_of_range");
+    // Decoded: the escaped form is the same command as the plain one.
+    let p = br#"{"type":"command","name":"telemetry.subscribe","id":5,"body":{"stream":"sp\u0065ctrum","rate_hz":30,"tap":1,"bins":64}}"#;
+    assert_eq!(
+        Command::decode(p).unwrap().1,
+        Command::SubscribeAnalysis(SubscribeAnalysis {
+            stream: AnalysisStream::Spectrum,
+            tap: 1,
+            size: 64,
+            rate_hz: 30
+        })
+    );
+}

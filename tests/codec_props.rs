@@ -4,7 +4,9 @@
 mod common;
 
 use loophole_ipc::frame::{FrameDecoder, FrameHeader, PREFACE};
-use loophole_ipc::message::{Command, Envelope, ServerMessage};
+use loophole_ipc::message::{
+    encode_frame, encode_frame_with_attachment, Command, Envelope, Scope, ServerMessage, Spectrum,
+};
 use proptest::prelude::*;
 
 fn all_payloads() -> Vec<Vec<u8>> {
@@ -27,7 +29,7 @@ proptest! {
 
     #[test]
     fn any_chunking_yields_the_same_frames(
-        picks in prop::collection::vec(0usize..25, 1..40),
+        picks in prop::collection::vec(0usize..29, 1..40),
         cuts in prop::collection::vec(1usize..200, 1..200),
     ) {
         let all = all_payloads();
@@ -148,12 +150,59 @@ proptest! {
     /// error, including for near-canonical mutations of real payloads.
     #[test]
     fn fast_path_agrees_with_generic_parser(
-        pick in 0usize..25,
+        pick in 0usize..29,
         edits in prop::collection::vec((any::<usize>(), prop::sample::select(b"{}[]\",:0123456789 .e-abxyz\\\x00\xff".to_vec())), 0..3),
     ) {
         let all = all_payloads();
         let p = mutate(&all[pick], &edits);
         prop_assert_eq!(Command::decode(&p), Command::decode_generic(&p));
         prop_assert_eq!(ServerMessage::decode(&p), ServerMessage::decode_generic(&p));
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    /// Issue 14: analysis frames in both forms, with random values and near-canonical mutations
+    /// of their bytes: the fast path and the generic parser agree (same message and values, or
+    /// the same error), and an unmutated frame gives back exactly the values sent.
+    #[test]
+    fn analysis_frames_fast_path_agrees_and_values_survive(
+        values in prop::collection::vec(any::<f32>(), 16),
+        scope in any::<bool>(),
+        attach in any::<bool>(),
+        edits in prop::collection::vec((any::<usize>(), prop::sample::select(b"{}[]\",:0123456789 .e-abxyz\\\x00\xff".to_vec())), 0..3),
+    ) {
+        let mut buf = vec![0u8; 8192];
+        let n = match (scope, attach) {
+            (true, true) => encode_frame_with_attachment(None, &Scope { tap: 0, points: 8, samples_per_point: 2, sample: 9, missed: 1, values: None }, &values, &mut buf, 65_536),
+            (true, false) => encode_frame(None, &Scope { tap: 0, points: 8, samples_per_point: 2, sample: 9, missed: 1, values: Some(&values) }, &mut buf, 65_536),
+            (false, true) => encode_frame_with_attachment(None, &Spectrum { tap: 3, bins: 16, sample_rate: 44_100, sample: 9, missed: 0, values: None }, &values, &mut buf, 65_536),
+            (false, false) => encode_frame(None, &Spectrum { tap: 3, bins: 16, sample_rate: 44_100, sample: 9, missed: 0, values: Some(&values) }, &mut buf, 65_536),
+        }.unwrap();
+        let clean = buf[..n].to_vec();
+        for (bytes, mutated) in [(clean.clone(), false), ({
+            let mut m = clean.clone();
+            let body = mutate(&m[8..], &edits);
+            m[8..].copy_from_slice(&body);
+            m
+        }, true)] {
+            let mut dec = FrameDecoder::without_preface(vec![0u8; 8200], 8192).unwrap();
+            dec.set_accept_attachments(true);
+            dec.push(&bytes);
+            let Some(Ok(f)) = dec.next_frame() else { continue };
+            let fast = ServerMessage::decode_frame(&f);
+            prop_assert_eq!(&fast, &ServerMessage::decode_frame_generic(&f));
+            if !mutated {
+                let inc = fast.unwrap();
+                let ServerMessage::Analysis(m) = inc.message else { panic!() };
+                prop_assert_eq!(m.attachment, attach);
+                let mut out = [0.0f32; 16];
+                m.read_values(&inc.values.unwrap(), &mut out).unwrap();
+                let want: Vec<u32> = values.iter().map(|v| loophole_ipc::message::analysis::finite(*v).to_bits()).collect();
+                let got: Vec<u32> = out.iter().map(|v| v.to_bits()).collect();
+                prop_assert_eq!(got, want);
+            }
+        }
     }
 }

@@ -1,5 +1,7 @@
 //! Feeds arbitrary bytes, split at an arbitrary point, through the frame decoder and the
-//! envelope and body decoders. Any panic is a bug: the core promises errors, never panics.
+//! envelope and body decoders, and (when the split byte is odd) as a client that accepts binary
+//! attachments, through `ServerMessage::decode_frame` and the analysis value reader. Any panic
+//! is a bug: the core promises errors, never panics.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -14,6 +16,8 @@ fuzz_target!(|data: &[u8]| {
         Ok(d) => d,
         Err(_) => return,
     };
+    dec.set_accept_attachments(split & 1 == 1);
+    let mut values = [0.0f32; 4096];
     let cut = usize::from(split).min(data.len());
     for piece in [&data[..cut], &data[cut..]] {
         let mut rest = piece;
@@ -26,6 +30,12 @@ fuzz_target!(|data: &[u8]| {
                     Ok(f) => {
                         let _ = Command::decode(f.payload);
                         let _ = ServerMessage::decode(f.payload);
+                        if let Ok(inc) = ServerMessage::decode_frame(&f) {
+                            if let (ServerMessage::Analysis(m), Some(v)) = (inc.message, inc.values) {
+                                let _ = m.read_values(&v, &mut values);
+                                let _ = v.copy_to(&mut values[..16]);
+                            }
+                        }
                         progressed = true;
                     }
                     Err(e) if e.is_fatal() => return,

@@ -8,6 +8,7 @@
 use serde::ser::{SerializeSeq, SerializeStruct};
 use serde::{Deserialize, Serialize, Serializer};
 
+use super::catalogue::present;
 use super::{scan, Kind, Message, MAX_SAFE_INTEGER};
 use crate::error::{DecodeError, FieldProblem};
 
@@ -100,14 +101,6 @@ impl AnyStream {
             Self::Spectrum => Err(AnalysisStream::Spectrum),
         }
     }
-}
-
-fn present<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
-where
-    D: serde::Deserializer<'de>,
-    T: Deserialize<'de>,
-{
-    T::deserialize(d).map(Some)
 }
 
 /// The body of `telemetry.subscribe` as the wire has it (every stream), before the per-stream

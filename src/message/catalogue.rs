@@ -28,7 +28,7 @@ fn is_false(b: &bool) -> bool {
 
 /// An optional command field: absent is `None`, but a JSON `null` is not a value of the field
 /// (envelope.md: `null` is never a value), so it goes through `T`'s own decoder and fails there.
-fn present<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+pub(super) fn present<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
 where
     D: serde::Deserializer<'de>,
     T: Deserialize<'de>,

@@ -204,6 +204,12 @@ pub(super) fn invalid_field(name: &str, body: &[u8]) -> Option<DecodeError> {
             .enumerate()
             .any(|(i, f)| f.required && seen & (1 << i) == 0)
     };
+    let mut sb = [0u8; 32];
+    let stream = if stream.contains(&b'\\') {
+        unescape(stream, &mut sb).unwrap_or_default()
+    } else {
+        stream
+    };
     if fault.is_none() && (missing() || !per_stream(name, stream, seen)) {
         fault = Some(FieldProblem::MissingOrUnknown);
     }

@@ -722,16 +722,34 @@ impl ServerMessage {
     /// `scope`/`spectrum`. A mismatch is [`DecodeError::InvalidEnvelope`] (key `attachment`): a
     /// protocol error, the client closes. Borrows the frame; allocates nothing.
     pub fn decode_frame<'a>(frame: &crate::frame::Frame<'a>) -> Result<Incoming<'a>, DecodeError> {
-        let bad = invalid("attachment", EnvelopeProblem::Invalid);
+        // The padding is JSON whitespace; the fast path wants the object's last byte last.
         let json = match frame.attachment {
-            // The padding is JSON whitespace; the fast path wants the object's last byte last.
             Some(_) => trim_spaces(frame.json),
             None => frame.json,
         };
-        let env = match Envelope::parse_canonical(json) {
-            Some(env) => env,
-            None => Envelope::parse(json)?,
-        };
+        if let Some(env) = Envelope::parse_canonical(json) {
+            if let Ok(inc) = Self::from_frame_envelope(frame, &env) {
+                return Ok(inc);
+            }
+        }
+        Self::decode_frame_generic(frame)
+    }
+
+    /// [`decode_frame`](Self::decode_frame) without the canonical fast path. Public for
+    /// differential tests.
+    #[doc(hidden)]
+    pub fn decode_frame_generic<'a>(
+        frame: &crate::frame::Frame<'a>,
+    ) -> Result<Incoming<'a>, DecodeError> {
+        let env = Envelope::parse(frame.json)?;
+        Self::from_frame_envelope(frame, &env)
+    }
+
+    fn from_frame_envelope<'a>(
+        frame: &crate::frame::Frame<'a>,
+        env: &Envelope<'a>,
+    ) -> Result<Incoming<'a>, DecodeError> {
+        let bad = invalid("attachment", EnvelopeProblem::Invalid);
         if env.kind == Kind::Command {
             return Err(DecodeError::UnexpectedType);
         }
@@ -757,7 +775,7 @@ impl ServerMessage {
             None if frame.attachment.is_some() => Err(bad),
             None => Ok(Incoming {
                 reference: env.reference,
-                message: Self::from_envelope(&env)?,
+                message: Self::from_envelope(env)?,
                 values: None,
             }),
         }
