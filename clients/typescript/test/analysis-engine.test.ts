@@ -70,13 +70,13 @@ async function analyse(c: EngineClient) {
   return { sp, sc };
 }
 
-test("welcome: taps and attachments as negotiated", { skip }, (t) => {
+test("welcome: taps and attachments as negotiated", { skip, timeout: 20_000 }, (t) => {
   if (needAnalysis(t)) return;
   assert.ok(client.taps >= 3, `signal documents 3 taps, welcome says ${client.taps}`);
   assert.equal(client.attachments, true, "asked by default, and signal uses them");
 });
 
-test("attachments and JSON arrays give the same Float32Array frames: the tone's bin ±1, its level ±1 dB, the scope brackets ±0.5", { skip }, async (t) => {
+test("attachments and JSON arrays give the same Float32Array frames: the tone's bin ±1, its level ±1 dB, the scope brackets ±0.5", { skip, timeout: 20_000 }, async (t) => {
   if (needAnalysis(t)) return;
   const before = client.attachmentStats;
   const a = await analyse(client);
@@ -117,7 +117,7 @@ test("attachments and JSON arrays give the same Float32Array frames: the tone's 
   assert.ok(Math.abs(peak(a.sp).db - peak(j.sp).db) <= 1);
 });
 
-test("rate: 20 Hz spectrum gives 20 ± 20 % frames a second", { skip }, async (t) => {
+test("rate: 20 Hz spectrum gives 20 ± 20 % frames a second", { skip, timeout: 20_000 }, async (t) => {
   if (needAnalysis(t)) return;
   let n = 0;
   const count = () => n++;
@@ -130,7 +130,7 @@ test("rate: 20 Hz spectrum gives 20 ± 20 % frames a second", { skip }, async (t
   assert.ok(n >= 24 && n <= 36, `${n} frames in 1.5 s at 20 Hz`);
 });
 
-test("engine checks: tap ≥ taps and bins not a power of two are out_of_range; refused ones are not kept", { skip }, async (t) => {
+test("engine checks: tap ≥ taps and bins not a power of two are out_of_range; refused ones are not kept", { skip, timeout: 20_000 }, async (t) => {
   if (needAnalysis(t)) return;
   await client.subscribe("scope", { tap: 0, points: 16, rateHz: 1 });
   await assert.rejects(client.subscribe("scope", { tap: client.taps, points: 64, rateHz: 10 }), (e: unknown) => e instanceof EngineError && e.code === "out_of_range" && e.fromEngine);
@@ -142,7 +142,7 @@ test("engine checks: tap ≥ taps and bins not a power of two are out_of_range; 
   await client.unsubscribe("scope");
 });
 
-test("re-subscribed after a reconnect: analysis frames of the same keys come back", { skip }, async (t) => {
+test("re-subscribed after a reconnect: analysis frames of the same keys come back", { skip, timeout: 20_000 }, async (t) => {
   if (needAnalysis(t)) return;
   await client.subscribe("scope", { tap: TONE_TAP, points: 64, rateHz: 30 });
   await frames<ScopeFrame>(client, "scope", 2);

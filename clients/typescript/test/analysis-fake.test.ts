@@ -65,10 +65,13 @@ const engine = (opts: { grant?: boolean; taps?: number; instance?: string; onCmd
   else c.sock.write(reply(e.id!));
 };
 
+/** Per test: a broken client fails its test instead of hanging the run. */
+const T = 10_000;
+
 const next = <T>(client: EngineClient, ev: "scope" | "spectrum") => new Promise<T>((r) => client.once(ev, (f: any) => r(f)));
 const disconnected = (client: EngineClient) => new Promise<string>((r) => client.once("disconnected", r));
 
-test("hello asks for attachments by default; attachments: false sends the old hello byte for byte", async () => {
+test("hello asks for attachments by default; attachments: false sends the old hello byte for byte", { timeout: T }, async () => {
   const fake = await fakeEngine(engine());
   const on = new EngineClient({ port: fake.port }, { reconnect: false, heartbeat: false });
   await on.start();
@@ -87,7 +90,7 @@ test("hello asks for attachments by default; attachments: false sends the old he
   await fake.close();
 });
 
-test("an engine that refuses the attachments field (invalid_field) gets the hello again without it, same socket", async () => {
+test("an engine that refuses the attachments field (invalid_field) gets the hello again without it, same socket", { timeout: T }, async () => {
   const fake = await fakeEngine((e, c) => {
     if (e.name === "hello" && "attachments" in e.body) return void c.sock.write(Buffer.concat([PREFACE, errorFrame(e.id!, "invalid_field")]));
     if (e.name === "hello") return void c.sock.write(welcomeFrame(e.id!, "bbbbbbbbbbbbbbbb", {}));
@@ -103,7 +106,7 @@ test("an engine that refuses the attachments field (invalid_field) gets the hell
   await fake.close();
 });
 
-test("scope and spectrum arrive as typed events with Float32Array, from an attachment and from JSON arrays alike", async () => {
+test("scope and spectrum arrive as typed events with Float32Array, from an attachment and from JSON arrays alike", { timeout: T }, async () => {
   for (const asked of [true, false]) {
     const fake = await fakeEngine(engine({
       onCmd: (e) => {
@@ -144,7 +147,7 @@ test("scope and spectrum arrive as typed events with Float32Array, from an attac
   }
 });
 
-test("subscriptions are keyed by (stream, tap), re-sent in every session, removed by (stream, tap) or by stream", async () => {
+test("subscriptions are keyed by (stream, tap), re-sent in every session, removed by (stream, tap) or by stream", { timeout: T }, async () => {
   const fake = await fakeEngine(engine());
   const client = new EngineClient({ port: fake.port }, { reconnect: { initialMs: 1, maxMs: 5 }, heartbeat: false });
   await client.start();
@@ -184,7 +187,7 @@ test("subscriptions are keyed by (stream, tap), re-sent in every session, remove
   await fake.close();
 });
 
-test("a subscription the engine refuses is forgotten; one refused on re-subscribe emits subscriptionFailed", async () => {
+test("a subscription the engine refuses is forgotten; one refused on re-subscribe emits subscriptionFailed", { timeout: T }, async () => {
   let taps = 2;
   const fake = await fakeEngine((e, c) => {
     if (e.name === "hello") return void c.sock.write(Buffer.concat([PREFACE, welcomeFrame(e.id!, "cccccccccccccccc", { attachments: true, taps })]));
@@ -217,7 +220,7 @@ const faults: [string, (e: Envelope) => Buffer][] = [
   ["an attachment on a reply", (e) => attachmentFrame({ type: "reply", name: "ack", ref: e.id!, body: {} }, f32(2, 1))],
 ];
 for (const [what, frame] of faults) {
-  test(`fault: ${what} → clean close with a precise reason, pending settles, reconnects`, async () => {
+  test(`fault: ${what} → clean close with a precise reason, pending settles, reconnects`, { timeout: T }, async () => {
     const fake = await fakeEngine(engine({ onCmd: (e, _c, i) => (i === 0 && e.name === "transport.play" ? frame(e) : null) }));
     const client = new EngineClient({ port: fake.port }, { reconnect: { initialMs: 1, maxMs: 5 }, heartbeat: false });
     await client.start();
@@ -231,7 +234,7 @@ for (const [what, frame] of faults) {
   });
 }
 
-test("fault: an attachment in a session whose welcome said attachments: false → bad_attachment close (control: granted, accepted)", async () => {
+test("fault: an attachment in a session whose welcome said attachments: false → bad_attachment close (control: granted, accepted)", { timeout: T }, async () => {
   for (const grant of [false, true]) {
     const fake = await fakeEngine(engine({ grant, onCmd: (e) => (e.name === "transport.play" ? Buffer.concat([attachmentFrame({ type: "telemetry", name: "scope", body: scopeBody(4) }, f32(8, 1)), reply(e.id!)]) : null) }));
     const client = new EngineClient({ port: fake.port }, { reconnect: false, heartbeat: false });
@@ -254,7 +257,7 @@ test("fault: an attachment in a session whose welcome said attachments: false �
   }
 });
 
-test("attachment frames right behind welcome in the same write are accepted (welcome's flag is read before they are)", async () => {
+test("attachment frames right behind welcome in the same write are accepted (welcome's flag is read before they are)", { timeout: T }, async () => {
   const fake = await fakeEngine((e, c) => {
     if (e.name !== "hello") return void c.sock.write(reply(e.id!));
     c.sock.write(Buffer.concat([PREFACE, welcomeFrame(e.id!, "dddddddddddddddd", { attachments: true, taps: 1 }), attachmentFrame({ type: "telemetry", name: "spectrum", body: spectrumBody(4) }, f32(4, 1))]));
