@@ -35,6 +35,7 @@ before(async () => {
   const c = await established();
   engineTaps = typeof c.welcome.body.taps === "number" ? c.welcome.body.taps : undefined;
   c.sock.destroy();
+  if (engineTaps === undefined && process.env.LOOPHOLE_REQUIRE_ANALYSIS === "1") throw new Error("LOOPHOLE_REQUIRE_ANALYSIS=1 but this signal has no taps in its welcome");
 });
 // (An older engine answers every scope/spectrum subscribe invalid_field: an unknown enum value.)
 const needsTaps = (v: Vector) => v.taps !== undefined || ((v.json?.body?.stream === "scope" || v.json?.body?.stream === "spectrum") && v.error !== "invalid_field");
