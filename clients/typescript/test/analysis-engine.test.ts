@@ -2,7 +2,7 @@
 // is a 1000 Hz sine of amplitude 0.5, -6.02 dBFS, always on). Two clients in turn: one with
 // attachments (the default), one with `attachments: false` (JSON arrays): same types, same values.
 // Skipped when the binary is missing (unless LOOPHOLE_REQUIRE_SIGNAL=1), and, saying so, when
-// the binary predates analysis streams (no `taps` in welcome) unless LOOPHOLE_REQUIRE_ANALYSIS=1.
+// the binary has no analysis taps (welcome.taps absent or 0) unless LOOPHOLE_REQUIRE_ANALYSIS=1.
 import "./helpers";
 import { test, before, after, type TestContext } from "node:test";
 import assert from "node:assert/strict";
@@ -24,9 +24,10 @@ before(async () => {
   if (skip) return;
   sup = new EngineSupervisor({ spawn: { binary: bin!, args: ["--no-rt"] }, client: { reconnect: { initialMs: 20, maxMs: 200 } } });
   client = await sup.start();
-  if (typeof client.welcome!.taps !== "number") {
-    if (process.env.LOOPHOLE_REQUIRE_ANALYSIS === "1") throw new Error("LOOPHOLE_REQUIRE_ANALYSIS=1 but this signal has no taps in its welcome");
-    noAnalysis = "this signal predates analysis streams (its welcome has no `taps`): build the engine of issue 14";
+  const taps = client.welcome!.taps;
+  if (!(typeof taps === "number" && taps > 0)) {
+    if (process.env.LOOPHOLE_REQUIRE_ANALYSIS === "1") throw new Error(`LOOPHOLE_REQUIRE_ANALYSIS=1 but this signal's welcome has taps ${taps}`);
+    noAnalysis = `this signal has no analysis taps (welcome.taps ${taps}): build the engine of issue 14`;
   }
 });
 after(async () => {

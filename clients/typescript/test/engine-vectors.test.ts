@@ -16,7 +16,7 @@ let child: ChildProcess;
 let port = 0;
 // The analysis vectors (issue 14) need an engine that has taps. A `signal` built before issue 14
 // has no `taps` in its welcome: those vectors are skipped, saying so; any engine that announces
-// taps runs them all. A vector written for `taps` = N is re-encoded for the engine's own count.
+// taps (0 included: it still checks the bodies) runs them all. A vector written for `taps` = N is re-encoded for the engine's own count.
 let engineTaps: number | undefined;
 before(async () => {
   if (skip) return;
