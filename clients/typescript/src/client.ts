@@ -651,7 +651,8 @@ export class EngineClient extends EventEmitter<ClientEvents> {
    */
   private bodyOf(env: Envelope): Record<string, unknown> | ScopeFrame | SpectrumFrame {
     if (attachmentOf(env) && !(env.type === "telemetry" && this.sessionAttachments)) {
-      throw new ProtocolError("bad_attachment", `${env.type} ${env.name} has an attachment, but this session's welcome did not allow attachments`);
+      const why = env.type !== "telemetry" ? "only telemetry may carry one" : "this session's welcome did not allow attachments";
+      throw new ProtocolError("bad_attachment", `${env.type} ${env.name} has an attachment, but ${why}`);
     }
     if (env.type !== "telemetry") return env.body;
     if (env.name === "scope") return decodeScope(env);
