@@ -6,11 +6,14 @@
 //  2. pipelined commands/s (param.set, bounded by maxInFlight 256).
 //  3. µs to decode a 64-channel and a 512-channel meters frame (FrameReader, in one chunk).
 //  4. heap before and after 100 000 commands (after gc), and the pending map size.
+//  5. a 1024-bin spectrum frame: JSON arrays vs attachment, decode µs and bytes (bench-analysis.ts;
+//     `-- --analysis-only` runs only this part, without the engine).
 import { spawn } from "node:child_process";
 import * as net from "node:net";
 import { EngineSupervisor } from "./supervisor";
 import { FrameReader, encodeCommand, encodeFrame } from "./codec";
 import { argNum, percentiles, signalPath } from "./engine-path";
+import { runSpectrumBench } from "./bench-analysis";
 
 const ECHO = `const net=require("net");net.createServer(s=>{s.setNoDelay(true);s.on("data",d=>s.write(d));s.on("error",()=>{})}).listen(0,"127.0.0.1",function(){console.log(this.address().port)});`;
 
@@ -65,6 +68,7 @@ const heapMb = () => {
 
 async function main(): Promise<void> {
   const argv = process.argv.slice(2);
+  if (argv.includes("--analysis-only")) return runSpectrumBench();
   const pings = argNum(argv, "--pings", 5000);
   const sup = new EngineSupervisor({ spawn: { binary: signalPath(argv), args: ["--no-rt"] } });
   const client = await sup.start();
@@ -104,6 +108,9 @@ async function main(): Promise<void> {
   const after = heapMb();
   console.log(`heap: ${f(before)} MB before, ${f(after)} MB after 100 000 commands${gc ? "" : " (run with --expose-gc for a gc'd figure)"}; pending ${client.inFlight}, queued ${client.queued}`);
   await sup.stop();
+
+  // 5. analysis frames.
+  runSpectrumBench();
 }
 
 main().catch((e) => {

@@ -4,9 +4,19 @@
 // record and one Buffer per request; the reader allocates per frame (see codec.ts).
 import { EventEmitter } from "node:events";
 import * as net from "node:net";
-import { FrameReader, PREFACE, PRE_WELCOME_MAX_PAYLOAD, ENGINE_MAX_PAYLOAD, encodeCommand, EncodeError, isU32, type Envelope } from "./codec";
+import { FrameReader, PREFACE, PRE_WELCOME_MAX_PAYLOAD, ENGINE_MAX_PAYLOAD, encodeCommand, EncodeError, isU32, attachmentOf, type AttachmentStats, type Envelope } from "./codec";
+import { decodeScope, decodeSpectrum, isAnalysisStream, type AnalysisStream, type ScopeFrame, type ScopeParams, type SpectrumFrame, type SpectrumParams } from "./analysis";
 import { EngineError, ProtocolError, type ClientErrorCode } from "./errors";
 import type { CommandBodies, CommandName, ErrorBodies, ReplyBodies, ReplyOf, TelemetryBodies, TelemetryName, TelemetryStream } from "./generated";
+
+/** The streams subscribed with a rate alone (meters, transport.state, engine.health). */
+export type PlainStream = Exclude<TelemetryStream, AnalysisStream>;
+/** Every stream `subscribe` takes (the schemas' list; the analysis ones named here as well until every schema has them). */
+export type AnyStream = TelemetryStream | AnalysisStream;
+/** Every telemetry name a listener can ask for. */
+export type StreamName = TelemetryName | AnalysisStream;
+/** What a listener of `S` receives: analysis frames normalised to Float32Array, other bodies as sent. */
+export type TelemetryOf<S extends StreamName> = S extends "scope" ? ScopeFrame : S extends "spectrum" ? SpectrumFrame : S extends TelemetryName ? TelemetryBodies[S] : never;
 
 /** Connection state. Engine health (telemetry `engine.health`) is kept apart: see {@link EngineClient.health}. */
 export type ClientState = "connecting" | "handshaking" | "ready" | "reconnecting" | "closed" | "failed";
@@ -53,6 +63,13 @@ export interface ClientOptions {
   heartbeat?: boolean;
   /** Random source in [0, 1) for backoff jitter (tests). Default Math.random. */
   random?: () => number;
+  /**
+   * Ask for binary attachments in `hello` (analysis arrays as raw f32 after the JSON). Default
+   * true. False: the engine sends JSON arrays; the events carry the same Float32Array types.
+   * An engine older than attachments refuses the field (`invalid_field`, the connection stays in
+   * handshake): the client then sends its hello again without it and stops asking that engine.
+   */
+  attachments?: boolean;
 }
 
 export interface RequestOptions {
@@ -82,14 +99,29 @@ interface Pending {
   internal: boolean;
 }
 
-type TelemetryHandler<S extends TelemetryName> = (body: TelemetryBodies[S]) => void;
+type TelemetryHandler<S extends StreamName> = (body: TelemetryOf<S>) => void;
 
 export interface ClientEvents {
   state: [state: ClientState, previous: ClientState];
   welcome: [body: ReplyBodies["welcome"]];
   /** A session opened on an engine process other than the previous one: push the project state again. */
   engineRestarted: [instance: string, previous: string];
-  telemetry: [name: string, body: Record<string, unknown>];
+  /** Every telemetry frame: the body as sent, except `scope`/`spectrum`, given as {@link ScopeFrame}/{@link SpectrumFrame}. */
+  telemetry: [name: string, body: Record<string, unknown> | ScopeFrame | SpectrumFrame];
+  /**
+   * Analysis frames (the same objects `onTelemetry("scope")` gets). Called on the event loop,
+   * synchronously while the socket's bytes are read, in arrival order. The Float32Arrays may be
+   * views of the received bytes: valid for as long as they are held (Node never reuses a read's
+   * memory), keeping that read's buffer alive meanwhile. A frame that breaks the spec never
+   * reaches a listener: the connection is closed instead (see `disconnected`).
+   */
+  scope: [frame: ScopeFrame];
+  spectrum: [frame: SpectrumFrame];
+  /**
+   * A subscription the client re-sent in a new session was refused (e.g. the restarted engine
+   * has fewer taps: `out_of_range`). A refusal by the engine also forgets the subscription.
+   */
+  subscriptionFailed: [stream: AnyStream, tap: number | undefined, error: EngineError];
   /** The engine's `error` frames without `ref` (diagnostics), `log` frames, and `goodbye`. */
   engineError: [body: ErrorBodies["error"]];
   log: [body: ErrorBodies["log"]];
@@ -115,7 +147,10 @@ export class EngineClient extends EventEmitter<ClientEvents> {
   private readonly pending = new Map<number, Pending>();
   private readonly waiting: Pending[] = []; // never sent: room, drain or the next session
   private writable = true; // false between a write() that returned false and 'drain'
-  private readonly subs = new Map<TelemetryStream, number>();
+  private readonly subs = new Map<string, Record<string, unknown>>(); // subKey → subscribe body
+  private askAttachments: boolean; // false after an engine that predates attachments refused the field
+  private sessionAttachments = false; // this socket's welcome said attachments: true (set as it is read, before onHello)
+  private readerStats: AttachmentStats = { views: 0, copies: 0, joined: 0 }; // of earlier sockets
   private readonly telemetryHandlers = new Map<string, Set<(body: any) => void>>();
   private instance: string | null = null;
   private welcomeBody: ReplyBodies["welcome"] | null = null;
@@ -145,7 +180,9 @@ export class EngineClient extends EventEmitter<ClientEvents> {
       reconnect: options.reconnect ?? {},
       heartbeat: options.heartbeat ?? true,
       random: options.random ?? Math.random,
+      attachments: options.attachments ?? true,
     };
+    this.askAttachments = this.opts.attachments;
   }
 
   /** The connection state. */
@@ -155,6 +192,20 @@ export class EngineClient extends EventEmitter<ClientEvents> {
   /** The current session's `welcome` body, or null when not ready. */
   get welcome(): ReplyBodies["welcome"] | null {
     return this._state === "ready" ? this.welcomeBody : null;
+  }
+  /** Whether this session's frames may carry attachments (asked, and `welcome.attachments`); false when not ready. */
+  get attachments(): boolean {
+    return this._state === "ready" && this.sessionAttachments;
+  }
+  /** Taps the engine has (`welcome.taps`; 0 = no analysis streams); 0 when not ready. */
+  get taps(): number {
+    const t = this.welcome?.taps;
+    return typeof t === "number" ? t : 0;
+  }
+  /** Attachments received so far on every socket of this client: views (no copy) vs copies. */
+  get attachmentStats(): AttachmentStats {
+    const r = this.reader.stats;
+    return { views: this.readerStats.views + r.views, copies: this.readerStats.copies + r.copies, joined: this.readerStats.joined + r.joined };
   }
   /** The latest `engine.health` (snapshot or subscribed), across reconnects; null before any. */
   get health(): TelemetryBodies["engine.health"] | null {
@@ -217,20 +268,49 @@ export class EngineClient extends EventEmitter<ClientEvents> {
     });
   }
 
-  /** Subscribes `stream` at `rateHz` now and in every later session (subscriptions are per session). */
-  async subscribe(stream: TelemetryStream, rateHz: number, options: RequestOptions = {}): Promise<void> {
-    this.subs.set(stream, rateHz);
-    await this.request("telemetry.subscribe", { stream, rate_hz: rateHz }, options);
+  /**
+   * Subscribes now and in every later session (subscriptions are per session): a plain stream at
+   * `rateHz` (1 … 120), or an analysis stream of one tap (`scope`: points 16 … 1024; `spectrum`:
+   * bins a power of two 16 … 4096; rateHz 1 … 60; at most 8 analysis subscriptions). Keyed by
+   * (stream, tap): subscribing the same key again replaces its parameters. The engine checks
+   * the values (`out_of_range`, and its code for a 9th); a refusal by the engine also forgets
+   * the subscription, so it is not re-sent. Rejects like {@link request}.
+   */
+  subscribe(stream: PlainStream, rateHz: number, options?: RequestOptions): Promise<void>;
+  subscribe(stream: "scope", params: ScopeParams, options?: RequestOptions): Promise<void>;
+  subscribe(stream: "spectrum", params: SpectrumParams, options?: RequestOptions): Promise<void>;
+  async subscribe(stream: AnyStream, p: number | ScopeParams | SpectrumParams, options: RequestOptions = {}): Promise<void> {
+    let body: Record<string, unknown>;
+    if (typeof p === "number") body = { stream, rate_hz: p };
+    else if (stream === "scope") body = { stream, rate_hz: p.rateHz, tap: p.tap, points: (p as ScopeParams).points };
+    else body = { stream, rate_hz: p.rateHz, tap: p.tap, bins: (p as SpectrumParams).bins };
+    const key = subKey(stream, typeof p === "number" ? undefined : p.tap);
+    this.subs.set(key, body);
+    try {
+      await this.request("telemetry.subscribe", body as CommandBodies["telemetry.subscribe"], options);
+    } catch (e) {
+      if (e instanceof EngineError && e.fromEngine && this.subs.get(key) === body) this.subs.delete(key);
+      throw e;
+    }
   }
 
-  /** Stops `stream` now and in later sessions. */
-  async unsubscribe(stream: TelemetryStream, options: RequestOptions = {}): Promise<void> {
-    this.subs.delete(stream);
-    await this.request("telemetry.unsubscribe", { stream }, options);
+  /**
+   * Stops a stream now and in later sessions: `tap` given, that (stream, tap) key; omitted,
+   * every tap of the stream. Unsubscribing what is not subscribed is still `ack`.
+   */
+  unsubscribe(stream: AnyStream, options?: RequestOptions): Promise<void>;
+  unsubscribe(stream: AnalysisStream, tap: number, options?: RequestOptions): Promise<void>;
+  async unsubscribe(stream: AnyStream, tapOrOptions?: number | RequestOptions, options: RequestOptions = {}): Promise<void> {
+    const tap = typeof tapOrOptions === "number" ? tapOrOptions : undefined;
+    const opts = typeof tapOrOptions === "object" ? tapOrOptions : options;
+    if (tap !== undefined) this.subs.delete(subKey(stream, tap));
+    else for (const [k, b] of this.subs) if (b.stream === stream) this.subs.delete(k);
+    const body: Record<string, unknown> = tap === undefined ? { stream } : { stream, tap };
+    await this.request("telemetry.unsubscribe", body as CommandBodies["telemetry.unsubscribe"], opts);
   }
 
   /** Calls `fn` with every `name` telemetry frame's body. Returns a function that removes it. */
-  onTelemetry<S extends TelemetryName>(name: S, fn: TelemetryHandler<S>): () => void {
+  onTelemetry<S extends StreamName>(name: S, fn: TelemetryHandler<S>): () => void {
     let set = this.telemetryHandlers.get(name);
     if (!set) this.telemetryHandlers.set(name, (set = new Set()));
     set.add(fn);
@@ -242,8 +322,8 @@ export class EngineClient extends EventEmitter<ClientEvents> {
    * sees the newest frame when it asks again, never a backlog (memory stays one frame). Ends when
    * `signal` aborts, on `return()`/`break`, or when the client closes.
    */
-  telemetry<S extends TelemetryName>(name: S, options: { signal?: AbortSignal } = {}): AsyncIterableIterator<TelemetryBodies[S]> {
-    type B = TelemetryBodies[S];
+  telemetry<S extends StreamName>(name: S, options: { signal?: AbortSignal } = {}): AsyncIterableIterator<TelemetryOf<S>> {
+    type B = TelemetryOf<S>;
     let latest: B | undefined;
     let has = false;
     let done = false;
@@ -445,7 +525,10 @@ export class EngineClient extends EventEmitter<ClientEvents> {
   }
 
   private openSocket(ep: Endpoint): void {
-    this.reader = new FrameReader({ maxFrame: ENGINE_MAX_PAYLOAD });
+    const st = this.reader.stats;
+    this.readerStats = { views: this.readerStats.views + st.views, copies: this.readerStats.copies + st.copies, joined: this.readerStats.joined + st.joined };
+    this.reader = new FrameReader({ maxFrame: ENGINE_MAX_PAYLOAD, attachments: this.askAttachments });
+    this.sessionAttachments = false;
     this.maxPayload = PRE_WELCOME_MAX_PAYLOAD;
     this.writable = true;
     const sock = net.createConnection({ host: ep.host ?? "127.0.0.1", port: ep.port, noDelay: true });
@@ -460,9 +543,7 @@ export class EngineClient extends EventEmitter<ClientEvents> {
       sock.setNoDelay(true); // small frames: do not let Nagle hold them back
       this.setState("handshaking");
       sock.write(PREFACE);
-      const hello: CommandBodies["hello"] = { protocol: 1, client: this.opts.clientName };
-      if (this.opts.token !== undefined) hello.token = this.opts.token;
-      void this.internalRequest("hello", hello, 0).then((r) => this.onHello(sock, r));
+      this.sendHello(sock);
     });
     sock.on("data", (chunk: Buffer) => {
       if (this.sock !== sock) return;
@@ -475,7 +556,13 @@ export class EngineClient extends EventEmitter<ClientEvents> {
       this.pingOutstandingSince = 0; // any byte from the engine proves it alive
       for (const env of envs) {
         if (this.sock !== sock) return;
-        this.dispatch(env);
+        let body: Record<string, unknown> | ScopeFrame | SpectrumFrame;
+        try {
+          body = this.bodyOf(env);
+        } catch (e) {
+          return this.drop(sock, e instanceof ProtocolError ? e.message : String(e));
+        }
+        this.dispatch(env, body);
       }
     });
     sock.on("drain", () => {
@@ -489,8 +576,22 @@ export class EngineClient extends EventEmitter<ClientEvents> {
     });
   }
 
-  private onHello(sock: net.Socket, r: ReplyBodies["welcome"] | EngineError): void {
+  private sendHello(sock: net.Socket): void {
+    const asked = this.askAttachments;
+    const hello: CommandBodies["hello"] & { attachments?: boolean } = { protocol: 1, client: this.opts.clientName };
+    if (this.opts.token !== undefined) hello.token = this.opts.token;
+    if (asked) hello.attachments = true; // absent = false: the hello is byte-identical otherwise
+    void this.internalRequest("hello", hello as CommandBodies["hello"], 0).then((r) => this.onHello(sock, r, asked));
+  }
+
+  private onHello(sock: net.Socket, r: ReplyBodies["welcome"] | EngineError, asked: boolean): void {
     if (this.sock !== sock) return;
+    if (r instanceof EngineError && r.fromEngine && r.code === "invalid_field" && asked) {
+      // An engine from before attachments: the session stays in handshake (session.md); ask again
+      // without the field. The reader keeps accepting the flag, harmlessly: welcome decides.
+      this.askAttachments = false;
+      return this.sendHello(sock);
+    }
     if (r instanceof EngineError) {
       // protocol_version and bad_token will not heal by retrying; session_busy may.
       if (r.fromEngine && (r.code === "protocol_version" || r.code === "bad_token")) {
@@ -508,7 +609,7 @@ export class EngineClient extends EventEmitter<ClientEvents> {
     this.maxPayload = isU32(r.max_frame) ? r.max_frame : ENGINE_MAX_PAYLOAD;
     const previous = this.instance;
     this.instance = r.instance;
-    for (const [stream, rate] of this.subs) void this.internalRequest("telemetry.subscribe", { stream, rate_hz: rate }, this.opts.requestTimeoutMs);
+    for (const [key, body] of this.subs) void this.internalRequest("telemetry.subscribe", body as CommandBodies["telemetry.subscribe"], this.opts.requestTimeoutMs).then((res) => this.onResubscribed(key, body, res));
     this.startHeartbeat(r.heartbeat_ms, r.timeout_ms);
     this.setState("ready");
     this.emit("welcome", r);
@@ -538,12 +639,35 @@ export class EngineClient extends EventEmitter<ClientEvents> {
     if (this.unrefd) this.hbTimer.unref();
   }
 
-  private dispatch(env: Envelope): void {
+  private onResubscribed(key: string, body: Record<string, unknown>, res: unknown): void {
+    if (!(res instanceof EngineError)) return;
+    if (res.fromEngine && this.subs.get(key) === body) this.subs.delete(key);
+    this.emit("subscriptionFailed", body.stream as AnyStream, typeof body.tap === "number" ? body.tap : undefined, res);
+  }
+
+  /**
+   * The body listeners get; checks what the spec asks a client to check (throws ProtocolError):
+   * an attachment only when this session's welcome allowed it, analysis bodies well-formed.
+   */
+  private bodyOf(env: Envelope): Record<string, unknown> | ScopeFrame | SpectrumFrame {
+    if (attachmentOf(env) && !(env.type === "telemetry" && this.sessionAttachments)) {
+      const why = env.type !== "telemetry" ? "only telemetry may carry one" : "this session's welcome did not allow attachments";
+      throw new ProtocolError("bad_attachment", `${env.type} ${env.name} has an attachment, but ${why}`);
+    }
+    if (env.type !== "telemetry") return env.body;
+    if (env.name === "scope") return decodeScope(env);
+    if (env.name === "spectrum") return decodeSpectrum(env);
+    return env.body;
+  }
+
+  private dispatch(env: Envelope, body: Record<string, unknown> | ScopeFrame | SpectrumFrame): void {
     if ((env.type === "reply" || env.type === "error") && env.ref !== undefined) {
       const p = this.pending.get(env.ref);
       if (p) {
         this.pending.delete(env.ref);
         this.cleanup(p);
+        // Frames after welcome in the same chunk are read before onHello runs (a microtask later).
+        if (env.type === "reply" && p.name === "hello") this.sessionAttachments = this.askAttachments && this.reader.acceptsAttachments && env.body.attachments === true;
         if (env.type === "reply") p.resolve(env.body);
         else {
           const b = env.body as ErrorBodies["error"];
@@ -559,8 +683,10 @@ export class EngineClient extends EventEmitter<ClientEvents> {
       if (env.name === "engine.health") this.lastHealth = env.body as TelemetryBodies["engine.health"];
       else if (env.name === "transport.state") this.lastTransport = env.body as TelemetryBodies["transport.state"];
       const set = this.telemetryHandlers.get(env.name);
-      if (set) for (const fn of set) fn(env.body);
-      this.emit("telemetry", env.name, env.body);
+      if (set) for (const fn of set) fn(body);
+      if (env.name === "scope") this.emit("scope", body as ScopeFrame);
+      else if (env.name === "spectrum") this.emit("spectrum", body as SpectrumFrame);
+      this.emit("telemetry", env.name, body);
     } else if (env.type === "error") {
       if (env.name === "goodbye") this.emit("goodbye", env.body as ErrorBodies["goodbye"]);
       else if (env.name === "log") this.emit("log", env.body as ErrorBodies["log"]);
@@ -622,4 +748,9 @@ export class EngineClient extends EventEmitter<ClientEvents> {
     if (this.reconnectTimer) clearTimeout(this.reconnectTimer);
     this.reconnectTimer = null;
   }
+}
+
+/** Subscriptions are keyed by (stream, tap); plain streams have no tap. */
+function subKey(stream: string, tap: number | undefined): string {
+  return tap === undefined || !isAnalysisStream(stream) ? stream : `${stream}#${tap}`;
 }

@@ -41,7 +41,9 @@ export type ProtocolErrorCode =
   | "unsupported_encoding"
   | "invalid_json"
   | "invalid_utf8"
-  | "invalid_envelope";
+  | "invalid_envelope"
+  /** ATTACHMENT flag and `attachment` member disagree, or the member's format/bytes are wrong. */
+  | "bad_attachment";
 
 /** The peer broke the framing or envelope rules; the connection must be closed. */
 export class ProtocolError extends Error {

@@ -1,5 +1,6 @@
 export * from "./generated";
 export * from "./errors";
 export * from "./codec";
+export * from "./analysis";
 export * from "./client";
 export * from "./supervisor";

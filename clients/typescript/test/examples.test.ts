@@ -9,6 +9,7 @@ import { EngineSupervisor } from "../src/index";
 import { repoRoot, signalBinary } from "./helpers";
 import { main } from "../examples/spawn-and-control";
 import { connect } from "../examples/connect-only";
+import { analysis } from "../examples/analysis";
 
 const pkgDir = resolve(__dirname, "..", "..");
 const example = (f: string) => readFileSync(join(pkgDir, "examples", f), "utf8").trim();
@@ -55,4 +56,21 @@ test("examples/connect-only.ts runs against the real engine", { skip }, async ()
   }
   assert.ok(log.includes("connection ready"));
   assert.ok(log.some((l) => /^stopped \d+$/.test(l)), log.join("\n"));
+});
+
+test("the package README quotes examples/analysis.ts verbatim", () => {
+  assert.ok(blocks(readFileSync(join(pkgDir, "README.md"), "utf8")).includes(example("analysis.ts")));
+});
+
+test("examples/analysis.ts runs against the real engine (when it has analysis taps)", { skip }, async (t) => {
+  const probe = new EngineSupervisor({ spawn: { binary: bin! } });
+  const taps = (await probe.start()).welcome!.taps;
+  await probe.stop();
+  const has = typeof taps === "number" && taps > 0;
+  if (!has && process.env.LOOPHOLE_REQUIRE_ANALYSIS === "1") throw new Error(`LOOPHOLE_REQUIRE_ANALYSIS=1 but this signal's welcome has taps ${taps}`);
+  if (!has) return t.skip(`this signal has no analysis taps (welcome.taps ${taps})`);
+  const seen = await analysis(bin!);
+  assert.equal(seen[0], "taps 3, attachments true");
+  assert.match(seen.find((l) => l.startsWith("peak"))!, /^peak (98\d|10[01]\d) Hz -[67]\.\d dB$/);
+  assert.match(seen.find((l) => l.startsWith("scope"))!, /^scope -0\.(49|50) \.\. 0\.(49|50)$/);
 });

@@ -22,7 +22,33 @@ async function typed(c: EngineClient): Promise<void> {
   // @ts-expect-error a command the catalogue does not define
   await c.request("transport.rewind", {});
   // @ts-expect-error a stream outside the enumeration
+  await c.subscribe("waveform", 30);
+  // @ts-expect-error an analysis stream needs its tap and size, not a rate alone
   await c.subscribe("spectrum", 30);
+  await c.subscribe("spectrum", { tap: 0, bins: 1024, rateHz: 30 });
+  await c.subscribe("scope", { tap: 0, points: 256, rateHz: 30 });
+  // @ts-expect-error scope takes points, not bins
+  await c.subscribe("scope", { tap: 0, bins: 256, rateHz: 30 });
+  // @ts-expect-error a plain stream has no tap
+  await c.unsubscribe("meters", 0);
+  await c.unsubscribe("scope", 1);
+  c.onTelemetry("spectrum", (s) => {
+    const db: Float32Array = s.db; // the same type from an attachment or from JSON arrays
+    const hz: number = s.hzPerBin;
+    // @ts-expect-error the wire's snake_case `hz_per_bin` is not on the decoded frame
+    const raw: number = s.hz_per_bin;
+    void db, hz, raw;
+  });
+  c.on("scope", (s) => {
+    const lo: Float32Array = s.min;
+    // @ts-expect-error min is a Float32Array, not number[]
+    const arr: number[] = s.max;
+    void lo, arr;
+  });
+  for await (const s of c.telemetry("scope")) {
+    const spp: number = s.samplesPerPoint;
+    void spp;
+  }
   // @ts-expect-error pong has no field `sample_rate`
   const bad: number = pong.sample_rate;
   c.onTelemetry("meters", (m) => {

@@ -3,17 +3,17 @@
 import "./helpers";
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { FrameReader, PREFACE, commandJson, encodeCommand, encodeFrame, ProtocolError, type Envelope } from "../src/index";
+import { FrameReader, PREFACE, attachmentOf, commandJson, decodeScope, decodeSpectrum, encodeCommand, encodeFrame, ProtocolError, type Envelope } from "../src/index";
 import { vectors } from "./helpers";
 
 const all = vectors();
 const bytes = (hex: string) => Buffer.from(hex, "hex");
 
-function readWhole(buf: Buffer, preface = true): Envelope[] {
-  return new FrameReader({ preface }).push(buf);
+function readWhole(buf: Buffer, preface = true, attachments = false): Envelope[] {
+  return new FrameReader({ preface, attachments }).push(buf);
 }
-function readByteByByte(buf: Buffer, preface = true): Envelope[] {
-  const r = new FrameReader({ preface });
+function readByteByByte(buf: Buffer, preface = true, attachments = false): Envelope[] {
+  const r = new FrameReader({ preface, attachments });
   const out: Envelope[] = [];
   for (let i = 0; i < buf.length; i++) out.push(...r.push(buf.subarray(i, i + 1)));
   assert.equal(r.buffered, 0);
@@ -30,8 +30,33 @@ for (const v of all.filter((v) => v.direction === "engine_to_client" && v.kind !
   test(`reader: ${v.name} in one chunk and byte by byte`, () => {
     const wire = v.kind === "frame" ? Buffer.concat([PREFACE, bytes(v.hex)]) : bytes(v.hex);
     const want = v.kind === "frame" ? [v.json] : v.json;
-    assert.deepEqual(readWhole(wire), want);
-    assert.deepEqual(readByteByByte(wire), want);
+    const asked = v.attachment !== undefined; // a client that asked for attachments
+    for (const got of [readWhole(wire, true, asked), readByteByByte(wire, true, asked)]) {
+      assert.deepEqual(got, want);
+      if (asked) assert.deepEqual(Array.from(attachmentOf(got[0]!)!), v.attachment);
+      else for (const e of got) assert.equal(attachmentOf(e), null);
+    }
+  });
+}
+
+// framing.md §3.1: the spec's attachment frames, as a client that asked and one that did not.
+const attached = all.filter((v) => v.attachment !== undefined);
+test("the vector file has attachment frames for scope and spectrum", () => {
+  assert.deepEqual(attached.map((v) => v.json.name).sort(), ["scope", "spectrum"]);
+});
+for (const v of attached) {
+  test(`${v.name}: the same frame as ${v.same_values_as} through decodeScope/decodeSpectrum; refused by a client that did not ask`, () => {
+    const twin = all.find((x) => x.name === v.same_values_as)!;
+    assert.ok(twin, `same_values_as ${v.same_values_as} exists`);
+    const decode = v.json.name === "scope" ? decodeScope : decodeSpectrum;
+    const a = decode(readWhole(bytes(v.hex), false, true)[0]!);
+    const j = decode(readWhole(bytes(twin.hex), false, true)[0]!);
+    assert.deepEqual(a, j);
+    // The attachment starts at frame offset 8 + json_len, a multiple of 8 (framing.md §3.1).
+    const jsonLen = bytes(v.hex).readUInt16BE(6);
+    assert.equal(jsonLen % 8, 0);
+    assert.equal(bytes(v.hex).length - 8 - jsonLen, v.attachment!.length * 4);
+    assert.throws(() => readWhole(bytes(v.hex), false, false), (e: unknown) => e instanceof ProtocolError && e.code === "bad_header");
   });
 }
 
