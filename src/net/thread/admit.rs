@@ -162,6 +162,10 @@ impl Worker {
             slow_consumer_timeout: ns(self.cfg.slow_consumer_timeout),
             token: self.cfg.token.as_deref().map(str::as_bytes),
             welcome: &self.welcome,
+            // Analysis streams exist only with the engine's worker (`analysis_worker`); a client
+            // that asks for attachments then gets them.
+            taps: self.analysis_taps,
+            attachments: self.analysis_taps > 0,
         };
         // A free slot always has a buffer pair: there are as many pairs as slots.
         let Some((rx, tx)) = self.buffers.pop() else {
