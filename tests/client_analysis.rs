@@ -151,7 +151,7 @@ fn the_client_decodes_both_forms_into_the_same_values() {
                 AnalysisStream::Scope => assert_eq!(meta.samples_per_point, 3),
                 AnalysisStream::Spectrum => {
                     assert_eq!(meta.sample_rate, 48_000);
-                    assert_eq!(meta.hz_per_bin, 375.0);
+                    assert_eq!(meta.hz_per_bin(), 375.0);
                 }
             }
         }
