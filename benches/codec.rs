@@ -271,10 +271,13 @@ fn analysis_table(db: &[f32], json: &[u8], att: &[u8]) {
         "| client decode (frame + envelope + 1024 values), ns/frame | {dec_json:.0} | {dec_att:.0} | {:.1} |",
         dec_json / dec_att
     );
+    let json_len = usize::from(u16::from_be_bytes([att[6], att[7]]));
     println!(
-        "\ntarget attachment frame <= 4200 B: {} ({} B)",
+        "\ntarget attachment frame <= 4200 B: {} ({} B = 8 header + {json_len} envelope \
+         (space-padded to a multiple of 8) + {} values)",
         verdict(att.len() <= 4200),
-        att.len()
+        att.len(),
+        att.len() - 8 - json_len
     );
     println!(
         "target decode >= 10x faster than JSON: {} ({:.1}x)",

@@ -46,7 +46,9 @@ pub const TELEMETRY_RESERVE: usize = 2048;
 
 /// Transmit space an analysis frame (`scope`, `spectrum`) must leave free: larger than
 /// [`TELEMETRY_RESERVE`], so under a slow reader analysis is shed before meters and the other
-/// telemetry, which are shed before any answer.
+/// telemetry, which are shed before any answer. A transmit buffer smaller than this plus one
+/// analysis frame (about 4.3 KB for a 1024-bin spectrum with an attachment, 11 KB as JSON)
+/// never sends analysis; the network thread's default (256 KiB) holds dozens.
 pub const ANALYSIS_RESERVE: usize = 32 * 1024;
 
 /// Real-time pings in flight whose `t_client_us` the session remembers, for a driver that does
@@ -695,6 +697,13 @@ where
             .map(|s| s.sub)
     }
 
+    /// Skips this period of `sub` (e.g. the worker has no new window yet): schedules its next
+    /// frame one interval on, as if one had been sent, so [`poll_at`](Self::poll_at) does not
+    /// ask to be polled again at once. False when `sub` is not subscribed. Allocates nothing.
+    pub fn skip_analysis(&mut self, sub: AnalysisSub, now: Nanos) -> bool {
+        self.core.reschedule_analysis(sub, now)
+    }
+
     /// Sends one `scope`/`spectrum` frame for `sub` and schedules its next one: JSON arrays,
     /// or a binary attachment when [`attachments`](Self::attachments). Analysis frames keep
     /// [`ANALYSIS_RESERVE`] bytes free, so they are shed before other telemetry, which is shed
@@ -710,12 +719,11 @@ where
         if c.state != SessionState::Open || c.stopping {
             return Err(AnalysisSendError::NotOpen);
         }
-        let Some(slot) = c.analysis.iter_mut().flatten().find(|s| s.sub == sub) else {
-            return Err(AnalysisSendError::NotSubscribed);
-        };
-        slot.timer.next = slot.timer.next.saturating_add(slot.timer.interval).max(now);
         if data.values.len() != sub.value_count() {
             return Err(AnalysisSendError::WrongLength);
+        }
+        if !c.reschedule_analysis(sub, now) {
+            return Err(AnalysisSendError::NotSubscribed);
         }
         let values = (!c.attachments).then_some(data.values);
         let sent = match sub.stream {
@@ -884,6 +892,25 @@ impl<O: AsRef<[u8]> + AsMut<[u8]>> Core<O> {
             self.last_tx_progress = self.now;
         }
         ok
+    }
+
+    /// Moves `sub`'s next frame one interval on, or one interval after `now` when it fell
+    /// behind (no burst to catch up: a late window is stale anyway); false when it is not
+    /// subscribed.
+    fn reschedule_analysis(&mut self, sub: AnalysisSub, now: Nanos) -> bool {
+        match self.analysis.iter_mut().flatten().find(|s| s.sub == sub) {
+            Some(slot) => {
+                let t = &mut slot.timer;
+                let next = t.next.saturating_add(t.interval);
+                t.next = if next > now {
+                    next
+                } else {
+                    now.saturating_add(t.interval)
+                };
+                true
+            }
+            None => false,
+        }
     }
 
     fn subscribe_analysis(&mut self, id: u32, s: SubscribeAnalysis) {

@@ -130,3 +130,80 @@ fn negative_control_the_counter_sees_an_allocation() {
     });
     assert_eq!(n, 1);
 }
+
+/// Issue 14: the network thread's analysis path allocates nothing once the session exists:
+/// the subscription (decode, table update, ack), `analysis_due`, `analysis_subs` and
+/// `send_analysis` in JSON form and with an attachment.
+#[test]
+fn session_analysis_path_allocates_nothing() {
+    use common::AcceptAll as D;
+    use loophole_ipc::message::*;
+    use loophole_ipc::session::*;
+    for attachments in [false, true] {
+        let w = common::welcome();
+        let cfg = SessionConfig {
+            max_frame: 4096,
+            handshake_timeout: u64::MAX / 4,
+            heartbeat_interval: 1_000_000_000,
+            heartbeat_timeout: u64::MAX / 4,
+            slow_consumer_timeout: u64::MAX / 4,
+            token: None,
+            welcome: &w,
+            taps: 1,
+            attachments,
+        };
+        let mut s = Session::new(&cfg, vec![0u8; 4104], vec![0u8; 256 * 1024], 0).unwrap();
+        let mut input = loophole_ipc::frame::PREFACE.to_vec();
+        let mut buf = vec![0u8; 512];
+        let hello = Hello {
+            protocol: 1,
+            client: "t".try_into().unwrap(),
+            token: None,
+            attachments: true,
+        };
+        let n = encode_frame(Some(1), &hello, &mut buf, 4096).unwrap();
+        input.extend_from_slice(&buf[..n]);
+        let sub = SubscribeAnalysis {
+            stream: AnalysisStream::Spectrum,
+            tap: 0,
+            size: 1024,
+            rate_hz: 60,
+        };
+        let n = encode_frame(Some(2), &sub, &mut buf, 4096).unwrap();
+        let subscribe = buf[..n].to_vec();
+        let values = vec![-80.5f32; 1024];
+        let feed = |s: &mut Session<Vec<u8>, Vec<u8>>, b: &[u8], now| {
+            s.rx_space()[..b.len()].copy_from_slice(b);
+            s.rx_commit(b.len());
+            s.poll(now, &mut D);
+        };
+        feed(&mut s, &input, 1);
+        assert_eq!(s.attachments(), attachments);
+        let mut sent = 0;
+        let n = allocations_in(|| {
+            feed(&mut s, &subscribe, 2);
+            for now in [3u64, 20_000_000, 40_000_000] {
+                assert_eq!(s.analysis_subs().count(), 1);
+                let due = s.analysis_due(now).next();
+                if let Some(due) = due {
+                    let d = AnalysisData {
+                        sample: now,
+                        missed: 0,
+                        samples_per_point: 0,
+                        sample_rate: 48_000,
+                        values: &values,
+                    };
+                    s.send_analysis(due, &d, now).unwrap();
+                    sent += 1;
+                }
+                let pending = s.tx_pending().len();
+                s.tx_consumed(pending, now);
+            }
+        });
+        assert_eq!(sent, 3);
+        assert_eq!(
+            n, 0,
+            "attachments={attachments}: the analysis path allocated {n} times"
+        );
+    }
+}

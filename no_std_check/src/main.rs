@@ -27,7 +27,12 @@ impl Driver for NoRoutes {
     fn route_control(&mut self, _: u32, _: &Command) -> Result<(), RouteError> {
         Err(RouteError::Unavailable)
     }
-    fn snapshot(&mut self) -> (loophole_ipc::message::TransportState, loophole_ipc::message::Health) {
+    fn snapshot(
+        &mut self,
+    ) -> (
+        loophole_ipc::message::TransportState,
+        loophole_ipc::message::Health,
+    ) {
         let t = loophole_ipc::message::TransportState::default();
         (t, Default::default())
     }
@@ -38,7 +43,12 @@ impl Driver for NoRoutes {
 pub extern "C" fn loophole_no_std_roundtrip() -> u32 {
     let mut wire = [0u8; 512];
     wire[..8].copy_from_slice(&PREFACE);
-    let cmd = ParamSet { node: 1, param: 2, value: 0.5, ramp_ms: None };
+    let cmd = ParamSet {
+        node: 1,
+        param: 2,
+        value: 0.5,
+        ramp_ms: None,
+    };
     let Ok(n) = encode_frame(Some(7), &cmd, &mut wire[8..], 4096) else {
         return 0;
     };
@@ -56,7 +66,41 @@ pub extern "C" fn loophole_no_std_roundtrip() -> u32 {
             ok += 1;
         }
     }
-    ok + run_session()
+    ok + run_session() + attachment_roundtrip()
+}
+
+/// Issue 14: a spectrum frame with a binary attachment, written and read back without a heap.
+fn attachment_roundtrip() -> u32 {
+    use loophole_ipc::message::{encode_frame_with_attachment, Spectrum};
+    let db = [-60.0f32; 16];
+    let body = Spectrum {
+        tap: 0,
+        bins: 16,
+        sample_rate: 48_000,
+        sample: 1,
+        missed: 0,
+        values: None,
+    };
+    let mut out = [0u8; 512];
+    let Ok(n) = encode_frame_with_attachment(None, &body, &db, &mut out, 4096) else {
+        return 0;
+    };
+    let mut dec = FrameDecoder::without_preface([0u8; 520], 512).unwrap_or_else(|_| loop {});
+    dec.set_accept_attachments(true);
+    dec.push(&out[..n]);
+    let mut values = [0.0f32; 16];
+    match dec.next_frame() {
+        Some(Ok(f)) => match ServerMessage::decode_frame(&f) {
+            Ok(inc) => match (inc.message, inc.values) {
+                (ServerMessage::Analysis(m), Some(v)) => {
+                    m.read_values(&v, &mut values).map_or(0, |v| v.len() as u32)
+                }
+                _ => 0,
+            },
+            Err(_) => 0,
+        },
+        _ => 0,
+    }
 }
 
 fn run_session() -> u32 {

@@ -505,6 +505,12 @@ pub fn decode_analysis<'a>(
         missed: 0,
         attachment: attachment.is_some(),
     };
+    // The canonical fast path does not check UTF-8 (the serde body decoders of the other
+    // messages do); this reader skips what it does not need, so it checks here.
+    if let Err(e) = core::str::from_utf8(body) {
+        let offset = u32::try_from(e.valid_up_to()).unwrap_or(u32::MAX);
+        return Err(DecodeError::InvalidUtf8 { offset });
+    }
     let (mut first, mut second) = (None, None);
     let mut seen = 0u8;
     let size_key = stream.size_field().as_bytes();
