@@ -26,7 +26,7 @@ export function spectrumValues(n = BINS): Float32Array {
   return Float32Array.from({ length: n }, (_, k) => Math.max(-160, -6.6 - 12 * Math.abs(k - 43) ** 0.7 - 30 * rnd()));
 }
 
-const body = (n: number) => `"tap":2,"bins":${n},"sample_rate":48000,"hz_per_bin":${f32Text(48000 / (2 * n))},"window":"hann","sample":4800000,"missed":0`;
+const body = (n: number) => `"tap":2,"bins":${n},"sample_rate":48000,"sample":4800000,"missed":0`;
 
 export function spectrumFrames(db: Float32Array): { json: Buffer; attachment: Buffer } {
   const n = db.length;
