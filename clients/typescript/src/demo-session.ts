@@ -194,7 +194,9 @@ export async function runDemoSession(client: EngineClient, options: DemoOptions 
     sampleRate,
     instances: instances.size,
     restarts,
-    commands: { sent: st.sent, acks: st.acks, errors: st.errors, lost: st.lost, unanswered: client.inFlight },
+    // The demo's own commands still owed an answer (client.inFlight also counts the client's
+    // heartbeat pings, one of which may be on its way at any moment under load).
+    commands: { sent: st.sent, acks: st.acks, errors: st.errors, lost: st.lost, unanswered: st.sent - st.acks - st.errors - st.lost },
     latencyUs: percentiles(st.lat),
     telemetry: { meters: st.meters, transport: st.transport, health: st.health, dropped: h?.telemetry_dropped ?? 0, shed: h?.telemetry_shed ?? 0 },
     meters: { ...m, playPeakMin: m.playFrames ? m.playPeakMin : NaN },

@@ -20,7 +20,7 @@ const reply = (ref: number, name = "ack", body: Record<string, unknown> = {}) =>
 const errorFrame = (ref: number, code: string) => encodeFrame(JSON.stringify({ type: "error", name: "error", ref, body: { code, message: code } }));
 
 const scopeBody = (n: number) => ({ tap: 1, points: n, samples_per_point: 3, sample: 4800, missed: 0 });
-const spectrumBody = (n: number) => ({ tap: 0, bins: n, sample_rate: 48000, hz_per_bin: 48000 / (2 * n), window: "hann", sample: 4800, missed: 0 });
+const spectrumBody = (n: number) => ({ tap: 0, bins: n, sample_rate: 48000, sample: 4800, missed: 0 });
 const f32 = (n: number, k: number) => Float32Array.from({ length: n }, (_, i) => (i + 1) * k * 0.0625);
 
 interface Conn {
