@@ -561,7 +561,7 @@ neg_env("neg.out_of_range.loop", "body",
         "Enabled loop with end not greater than start: a rule across two fields, which the "
         "schema does not express (the schema accepts this message).")
 neg_env("neg.bad_enum", "body",
-        envelope("command", "telemetry.subscribe", {"stream": "spectrum", "rate_hz": 30}, id=57),
+        envelope("command", "telemetry.subscribe", {"stream": "waveform", "rate_hz": 30}, id=57),
         "invalid_field", 57, False, "stream outside its enumeration.")
 neg_env("neg.hello_required", "session", PING, "hello_required", 7, False,
         "A command before hello: refused, the client may still send hello.", state="awaiting_hello")
