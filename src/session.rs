@@ -46,7 +46,9 @@ pub const TELEMETRY_RESERVE: usize = 2048;
 
 /// Transmit space an analysis frame (`scope`, `spectrum`) must leave free: larger than
 /// [`TELEMETRY_RESERVE`], so under a slow reader analysis is shed before meters and the other
-/// telemetry, which are shed before any answer.
+/// telemetry, which are shed before any answer. A transmit buffer smaller than this plus one
+/// analysis frame (about 4.3 KB for a 1024-bin spectrum with an attachment, 11 KB as JSON)
+/// never sends analysis; the network thread's default (256 KiB) holds dozens.
 pub const ANALYSIS_RESERVE: usize = 32 * 1024;
 
 /// Real-time pings in flight whose `t_client_us` the session remembers, for a driver that does

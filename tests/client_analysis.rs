@@ -10,23 +10,9 @@ use loophole_ipc::client::{Client, ClientOptions, Received};
 use loophole_ipc::message::*;
 use loophole_ipc::session::*;
 
-struct Engine;
+mod common;
 
-impl Driver for Engine {
-    fn claim(&mut self) -> bool {
-        true
-    }
-    fn release(&mut self) {}
-    fn route_audio(&mut self, _: u32, _: &Command) -> Result<(), RouteFull> {
-        Ok(())
-    }
-    fn route_control(&mut self, _: u32, _: &Command) -> Result<(), RouteError> {
-        Err(RouteError::Unavailable)
-    }
-    fn snapshot(&mut self) -> (TransportState, Health) {
-        (TransportState::default(), Health::default())
-    }
-}
+use common::AcceptAll as Engine;
 
 /// What the fake engine's analysis worker "computes": fixed, recognisable values.
 fn values_for(sub: &AnalysisSub) -> Vec<f32> {
@@ -165,7 +151,7 @@ fn the_client_decodes_both_forms_into_the_same_values() {
                 AnalysisStream::Scope => assert_eq!(meta.samples_per_point, 3),
                 AnalysisStream::Spectrum => {
                     assert_eq!(meta.sample_rate, 48_000);
-                    assert_eq!(meta.hz_per_bin, 375.0);
+                    assert_eq!(meta.hz_per_bin(), 375.0);
                 }
             }
         }

@@ -615,3 +615,105 @@ fn analysis_subscribe_field_rules_see_escaped_streams() {
         })
     );
 }
+
+/// Issue 14 ("How it must be shown": the attachment frame <= 4.2 KB for 1024 bins): a 1024-bin
+/// `spectrum` frame with an attachment is at most 4 296 B, under 4.2 KiB (4 300 B), even in the
+/// worst case this engine writes (tap `MAX_TAPS - 1`, `sample_rate` u32::MAX, `sample` and
+/// `missed` clamped at 2^53 - 1); the body carries neither `window` nor `hz_per_bin`. Negative
+/// control: the body as it was before (those two fields added, nothing else) breaks the budget
+/// already in the common case, so the bound bites exactly where the trim matters.
+#[test]
+fn spectrum_attachment_frame_of_1024_bins_fits_4_2_kib() {
+    const BUDGET: usize = 4300;
+    #[derive(serde::Serialize)]
+    struct OldSpectrum {
+        tap: u16,
+        bins: u16,
+        sample_rate: u32,
+        hz_per_bin: f32,
+        window: &'static str,
+        sample: u64,
+        missed: u64,
+    }
+    impl Message for OldSpectrum {
+        const KIND: Kind = Kind::Telemetry;
+        const NAME: &'static str = "spectrum";
+    }
+    let db = vec![-160.0f32; 1024];
+    let frame = |m: &dyn Fn(&mut [u8]) -> usize| {
+        let mut buf = vec![0u8; 8192];
+        let n = m(&mut buf);
+        buf.truncate(n);
+        buf
+    };
+    let spectrum = |tap, sample_rate, sample, missed| {
+        let s = Spectrum {
+            tap,
+            bins: 1024,
+            sample_rate,
+            sample,
+            missed,
+            values: None,
+        };
+        frame(&|b| encode_frame_with_attachment(None, &s, &db, b, 65_536).unwrap())
+    };
+    let common = spectrum(0, 48_000, 4096, 0);
+    let max_tap = (loophole_ipc::rt::MAX_TAPS - 1) as u16;
+    let worst = spectrum(max_tap, u32::MAX, u64::MAX, u64::MAX);
+    let text = String::from_utf8_lossy(&worst[HEADER_LEN..worst.len() - 4096]).into_owned();
+    assert!(text.contains("\"sample\":9007199254740991,"), "{text}");
+    assert!(text.contains("\"missed\":9007199254740991}"), "{text}");
+    for f in [&common, &worst] {
+        let t = String::from_utf8_lossy(f);
+        assert!(!t.contains("hz_per_bin") && !t.contains("window"), "{t}");
+    }
+    assert_eq!(common.len(), 4264, "common case");
+    assert_eq!(
+        worst.len(),
+        4296,
+        "worst case: 8 + 192 (padded JSON) + 4096"
+    );
+    assert!(worst.len() <= BUDGET);
+    // Negative control: the previous body, common case.
+    let old = OldSpectrum {
+        tap: 0,
+        bins: 1024,
+        sample_rate: 48_000,
+        hz_per_bin: 23.4375,
+        window: "hann",
+        sample: 4096,
+        missed: 0,
+    };
+    let old = frame(&|b| encode_frame_with_attachment(None, &old, &db, b, 65_536).unwrap());
+    assert_eq!(old.len(), 4304, "the body before the trim");
+    assert!(old.len() > BUDGET);
+}
+
+/// Issue 14: the client computes the bin width (`sample_rate / (2 bins)`) instead of reading
+/// it; a body that still carries `hz_per_bin`/`window` (unknown fields from an engine's point of
+/// view) decodes to the same meta, and a wrong `hz_per_bin` there is not believed. Negative
+/// control: a different `sample_rate` gives a different bin width.
+#[test]
+fn spectrum_bin_width_is_computed_by_the_client() {
+    let meta = |body: &str| {
+        let json = format!(r#"{{"type":"telemetry","name":"spectrum","body":{body}}}"#);
+        match ServerMessage::decode(json.as_bytes()).unwrap().1 {
+            ServerMessage::Analysis(m) => m,
+            other => panic!("{other:?}"),
+        }
+    };
+    let db = format!("[{}]", vec!["-160.0"; 16].join(","));
+    let now = meta(&format!(
+        r#"{{"tap":1,"bins":16,"sample_rate":48000,"sample":48128,"missed":256,"db":{db}}}"#
+    ));
+    assert_eq!(now.hz_per_bin(), 1500.0);
+    let old = meta(&format!(
+        r#"{{"tap":1,"bins":16,"sample_rate":48000,"hz_per_bin":7.0,"window":"hann","sample":48128,"missed":256,"db":{db}}}"#
+    ));
+    assert_eq!(old, now);
+    assert_eq!(old.hz_per_bin(), 1500.0);
+    let other = meta(&format!(
+        r#"{{"tap":1,"bins":16,"sample_rate":44100,"sample":48128,"missed":256,"db":{db}}}"#
+    ));
+    assert_eq!(other.hz_per_bin(), 1378.125);
+}

@@ -136,24 +136,9 @@ fn negative_control_the_counter_sees_an_allocation() {
 /// `send_analysis` in JSON form and with an attachment.
 #[test]
 fn session_analysis_path_allocates_nothing() {
+    use common::AcceptAll as D;
     use loophole_ipc::message::*;
     use loophole_ipc::session::*;
-    struct D;
-    impl Driver for D {
-        fn claim(&mut self) -> bool {
-            true
-        }
-        fn release(&mut self) {}
-        fn route_audio(&mut self, _: u32, _: &Command) -> Result<(), RouteFull> {
-            Ok(())
-        }
-        fn route_control(&mut self, _: u32, _: &Command) -> Result<(), RouteError> {
-            Ok(())
-        }
-        fn snapshot(&mut self) -> (TransportState, Health) {
-            (TransportState::default(), Health::default())
-        }
-    }
     for attachments in [false, true] {
         let w = common::welcome();
         let cfg = SessionConfig {

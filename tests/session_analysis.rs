@@ -306,41 +306,17 @@ fn subscribe_checks_tap_points_bins_and_rate() {
         id += 1;
         subscribe(s, &mut d, &mut wire, id, sub)
     };
-    assert_eq!(
-        code(&ask(&mut s, scope(2, 256, 30))),
-        "out_of_range",
-        "tap = taps"
-    );
-    assert_eq!(
-        code(&ask(&mut s, scope(0, 8, 30))),
-        "out_of_range",
-        "points < 16"
-    );
-    assert_eq!(
-        code(&ask(&mut s, scope(0, 1025, 30))),
-        "out_of_range",
-        "points > 1024"
-    );
-    assert_eq!(
-        code(&ask(&mut s, spectrum(0, 1000, 30))),
-        "out_of_range",
-        "bins not 2^k"
-    );
-    assert_eq!(
-        code(&ask(&mut s, spectrum(0, 8192, 30))),
-        "out_of_range",
-        "bins > 4096"
-    );
-    assert_eq!(
-        code(&ask(&mut s, spectrum(0, 1024, 61))),
-        "out_of_range",
-        "rate > 60"
-    );
-    assert_eq!(
-        code(&ask(&mut s, spectrum(0, 1024, 0))),
-        "out_of_range",
-        "rate 0"
-    );
+    for (sub, why) in [
+        (scope(2, 256, 30), "tap = taps"),
+        (scope(0, 8, 30), "points < 16"),
+        (scope(0, 1025, 30), "points > 1024"),
+        (spectrum(0, 1000, 30), "bins not 2^k"),
+        (spectrum(0, 8192, 30), "bins > 4096"),
+        (spectrum(0, 1024, 61), "rate > 60"),
+        (spectrum(0, 1024, 0), "rate 0"),
+    ] {
+        assert_eq!(code(&ask(&mut s, sub)), "out_of_range", "{why}");
+    }
     assert_eq!(
         s.analysis_subs().count(),
         0,

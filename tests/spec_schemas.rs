@@ -707,3 +707,53 @@ fn protocol_only_faults_are_recognised() {
     let ok = format!("{{\"a\":{}{}}}", "[".repeat(64), "]".repeat(64));
     assert!(!protocol_only_fault(ok.as_bytes()));
 }
+
+/// Issue 14: what our encoder writes with an attachment satisfies the schemas too (the JSON part,
+/// padding included, with its `attachment` member and without the arrays), and the schemas see
+/// the difference between the forms: the same envelope with the arrays and an `attachment`
+/// member, or with neither, is rejected.
+#[test]
+fn attachment_frames_our_encoder_writes_satisfy_their_schemas() {
+    use loophole_ipc::message::{encode_frame_with_attachment, Scope, Spectrum};
+    let validators = Validators::new();
+    let scope = Scope {
+        tap: 0,
+        points: 16,
+        samples_per_point: 8,
+        sample: 1,
+        missed: 0,
+        values: None,
+    };
+    let spectrum = Spectrum {
+        tap: 1,
+        bins: 1024,
+        sample_rate: 48_000,
+        sample: 1,
+        missed: 0,
+        values: None,
+    };
+    for i in 0..2 {
+        let mut b = vec![0u8; 16_384];
+        if i == 0 {
+            encode_frame_with_attachment(None, &scope, &common::SCOPE, &mut b, 65_536).unwrap();
+        } else {
+            encode_frame_with_attachment(None, &spectrum, &[-70.0; 1024], &mut b, 65_536).unwrap();
+        }
+        let h = header(&b);
+        assert_eq!(h.flags, 1);
+        let json = &b[HEADER_LEN..HEADER_LEN + usize::from(h.reserved)];
+        let env: Value = serde_json::from_slice(json).expect("JSON part");
+        assert!(validators.accepts(&env), "{}", validators.explain(&env));
+        // Negative controls: both forms at once, or neither, fail the schema.
+        let mut both = env.clone();
+        let key = if i == 0 { "min" } else { "db" };
+        both["body"][key] = Value::from(vec![0.0; 4]);
+        if i == 0 {
+            both["body"]["max"] = Value::from(vec![0.0; 4]);
+        }
+        assert!(!validators.accepts(&both), "arrays and attachment together");
+        let mut neither = env.clone();
+        neither.as_object_mut().unwrap().remove("attachment");
+        assert!(!validators.accepts(&neither), "no arrays and no attachment");
+    }
+}

@@ -80,7 +80,7 @@ fn encode_server(r: Option<u32>, m: &ServerMessage, values: &[f32]) -> Vec<u8> {
     match m {
         ServerMessage::Analysis(a) => {
             let json = (!a.attachment).then_some(values);
-            let frame = match a.stream {
+            match a.stream {
                 AnalysisStream::Scope => {
                     let body = Scope {
                         tap: a.tap,
@@ -105,19 +105,13 @@ fn encode_server(r: Option<u32>, m: &ServerMessage, values: &[f32]) -> Vec<u8> {
                         missed: a.missed,
                         values: json,
                     };
-                    assert_eq!(
-                        a.hz_per_bin,
-                        body.hz_per_bin(),
-                        "hz_per_bin as the engine writes it"
-                    );
                     if a.attachment {
                         enc_att(&body, values)
                     } else {
                         enc(r, &body)
                     }
                 }
-            };
-            frame
+            }
         }
         ServerMessage::Welcome(b) => enc(r, b),
         ServerMessage::Pong(b) => enc(r, b),

@@ -307,13 +307,14 @@ pub struct Spectrum<'a> {
 }
 
 impl Spectrum<'_> {
-    /// `sample_rate / (2 * bins)`.
+    /// `sample_rate / (2 * bins)`: the bin width, not sent (envelope.md: the client computes it).
     pub fn hz_per_bin(&self) -> f32 {
         hz_per_bin(self.sample_rate, self.bins)
     }
 }
 
-/// `sample_rate / (2 * bins)` as the engine writes it.
+/// `sample_rate / (2 * bins)` in Hz: bin k of a spectrum is centred at k times this. Not on the
+/// wire (envelope.md "Analysis streams": a client computes it from `sample_rate` and `bins`).
 pub fn hz_per_bin(sample_rate: u32, bins: u16) -> f32 {
     (f64::from(sample_rate) / (2.0 * f64::from(bins.max(1)))) as f32
 }
@@ -325,12 +326,11 @@ impl Message for Spectrum<'_> {
 
 impl Serialize for Spectrum<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut st = s.serialize_struct("Spectrum", 8)?;
+        // The window (always Hann) and the bin width (sample_rate / (2 bins)) are not sent.
+        let mut st = s.serialize_struct("Spectrum", 6)?;
         st.serialize_field("tap", &self.tap)?;
         st.serialize_field("bins", &self.bins)?;
         st.serialize_field("sample_rate", &self.sample_rate)?;
-        st.serialize_field("hz_per_bin", &self.hz_per_bin())?;
-        st.serialize_field("window", "hann")?;
         st.serialize_field("sample", &self.sample.min(MAX_SAFE_INTEGER))?;
         st.serialize_field("missed", &self.missed.min(MAX_SAFE_INTEGER))?;
         if let Some(v) = self.values {
@@ -353,8 +353,6 @@ pub struct AnalysisMeta {
     pub samples_per_point: u32,
     /// Spectrum: sample rate in Hz (0 for a scope).
     pub sample_rate: u32,
-    /// Spectrum: Hz per bin (0 for a scope).
-    pub hz_per_bin: f32,
     /// Engine sample clock of the window's last sample.
     pub sample: u64,
     /// Samples the engine's reader lost since the previous frame.
@@ -367,6 +365,15 @@ impl AnalysisMeta {
     /// How many values the frame carries (scope: 2 × points; spectrum: bins).
     pub const fn value_count(&self) -> usize {
         self.stream.values_for(self.size)
+    }
+
+    /// Spectrum: the bin width in Hz, `sample_rate / (2 * bins)`, computed here (the wire does
+    /// not carry it); 0 for a scope. Allocates nothing.
+    pub fn hz_per_bin(&self) -> f32 {
+        match self.stream {
+            AnalysisStream::Spectrum => hz_per_bin(self.sample_rate, self.size),
+            AnalysisStream::Scope => 0.0,
+        }
     }
 }
 
@@ -500,7 +507,6 @@ pub fn decode_analysis<'a>(
         size: 0,
         samples_per_point: 0,
         sample_rate: 0,
-        hz_per_bin: 0.0,
         sample: 0,
         missed: 0,
         attachment: attachment.is_some(),
@@ -530,12 +536,6 @@ pub fn decode_analysis<'a>(
             (AnalysisStream::Spectrum, b"sample_rate") => {
                 m.sample_rate = u32::try_from(big(v)?).map_err(|_| WRONG)?;
                 seen |= 16;
-            }
-            (AnalysisStream::Spectrum, b"hz_per_bin") => {
-                m.hz_per_bin = core::str::from_utf8(v)
-                    .ok()
-                    .and_then(|s| s.parse().ok())
-                    .ok_or(WRONG)?;
             }
             (AnalysisStream::Scope, b"min") | (AnalysisStream::Spectrum, b"db") => {
                 first = Some(v);

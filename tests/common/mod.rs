@@ -2,6 +2,27 @@
 #![allow(dead_code)]
 
 use loophole_ipc::message::*;
+use loophole_ipc::session::{Driver, RouteError, RouteFull};
+
+/// A driver that takes every command and has no control thread (tests that only need a
+/// session to run).
+pub struct AcceptAll;
+
+impl Driver for AcceptAll {
+    fn claim(&mut self) -> bool {
+        true
+    }
+    fn release(&mut self) {}
+    fn route_audio(&mut self, _: u32, _: &Command) -> Result<(), RouteFull> {
+        Ok(())
+    }
+    fn route_control(&mut self, _: u32, _: &Command) -> Result<(), RouteError> {
+        Err(RouteError::Unavailable)
+    }
+    fn snapshot(&mut self) -> (TransportState, Health) {
+        (TransportState::default(), Health::default())
+    }
+}
 
 fn s<const N: usize>(v: &str) -> heapless::String<N> {
     heapless::String::try_from(v).unwrap()

@@ -302,7 +302,7 @@ export interface TelemetryBodies {
     /** The engine may add optional fields within version 1: ignore what you do not know. */
     [extra: string]: unknown;
   };
-  /** Magnitude in dBFS per linear bin (bin k centred at k × hz_per_bin) of a Hann-windowed FFT of an analysis tap; a full-scale sine at a bin centre reads 0 dB; floor -160 dB. Without an attachment the body carries `db` (`bins` long); with one it is absent and the attachment holds the n values */
+  /** Magnitude in dBFS per linear bin (bin k centred at k × sample_rate / (2 × bins) Hz: the client computes the bin width) of a Hann-windowed FFT (always Hann, so not sent) of an analysis tap; a full-scale sine at a bin centre reads 0 dB; floor -160 dB. Without an attachment the body carries `db` (`bins` long); with one it is absent and the attachment holds the n values */
   "spectrum": {
     /** The analysis tap (u16). */
     "tap": number;
@@ -310,10 +310,6 @@ export interface TelemetryBodies {
     "bins": 16 | 32 | 64 | 128 | 256 | 512 | 1024 | 2048 | 4096;
     /** Sample rate in Hz (u32). */
     "sample_rate": number;
-    /** sample_rate / (2 × bins), Hz */
-    "hz_per_bin": number;
-    /** The FFT window. */
-    "window": "hann";
     /** Engine sample clock of the window's last sample (integer 0 … 2^53-1). */
     "sample": number;
     /** Samples the engine's reader lost since the previous frame (integer 0 … 2^53-1). */

@@ -290,21 +290,20 @@ CATALOGUE = [
          "max": f32_array("Maximum of the samples of each point", 1024),
      }, ["tap", "points", "samples_per_point", "sample", "missed"], {}),
     ("telemetry", "spectrum", "E→C",
-     "Magnitude in dBFS per linear bin (bin k centred at k × hz_per_bin) of a Hann-windowed FFT "
-     "of an analysis tap; a full-scale sine at a bin centre reads 0 dB; floor -160 dB. Without "
+     "Magnitude in dBFS per linear bin (bin k centred at k × sample_rate / (2 × bins) Hz: the "
+     "client computes the bin width) of a Hann-windowed FFT (always Hann, so not sent) of an "
+     "analysis tap; a full-scale sine at a bin centre reads 0 dB; floor -160 dB. Without "
      "an attachment the body carries `db` (`bins` long); with one it is absent and the "
      "attachment holds the n values.",
      {
          "tap": u16("The analysis tap"),
          "bins": dict(u16("Bins (n), a power of two 16 … 4096", 16, 4096), enum=BINS),
          "sample_rate": u32("Sample rate in Hz"),
-         "hz_per_bin": num("sample_rate / (2 × bins), Hz", 0),
-         "window": enum("The FFT window.", ["hann"]),
          "sample": uint("Engine sample clock of the window's last sample"),
          "missed": uint("Samples the engine's reader lost since the previous frame"),
          "db": {"description": "dBFS per bin, at least -160", "type": "array", "maxItems": 4096,
                 "items": {"type": "number", "minimum": -160}},
-     }, ["tap", "bins", "sample_rate", "hz_per_bin", "window", "sample", "missed"], {}),
+     }, ["tap", "bins", "sample_rate", "sample", "missed"], {}),
     ("telemetry", "meters", "E→C",
      "Peak and RMS per channel over the whole interval since the previous `meters` frame, so no "
      "peak is missed. `rms` has the same length as `peak` (not expressed by the schema).",

@@ -280,8 +280,7 @@ positive_attachment("telemetry.scope.attachment",
                     "json_len, a multiple of 8.")
 SPECTRUM_DB = [-160.0, -96.5, -48.25, -12.0, -6.0, 0.0, -3.5, -24.0,
                -60.0, -72.0, -80.0, -90.0, -100.0, -120.0, -140.0, -160.0]
-SPECTRUM_BODY = {"tap": 1, "bins": 16, "sample_rate": 48000, "hz_per_bin": 1500.0,
-                 "window": "hann", "sample": 48128, "missed": 256}
+SPECTRUM_BODY = {"tap": 1, "bins": 16, "sample_rate": 48000, "sample": 48128, "missed": 256}
 positive("telemetry.spectrum", E2C,
          envelope("telemetry", "spectrum", dict(SPECTRUM_BODY, db=SPECTRUM_DB)),
          "16 linear bins of 1500 Hz at 48 kHz as a JSON array, dBFS with the -160 dB floor; the "
