@@ -60,7 +60,7 @@ fn check_peak(m: &AnalysisMeta, db: &[f32], hz: f64, level: f32) -> Result<(), S
         .copied()
         .enumerate()
         .fold((0, f32::MIN), |a, (k, v)| if v > a.1 { (k, v) } else { a });
-    let want_bin = hz / f64::from(m.hz_per_bin);
+    let want_bin = hz / f64::from(m.hz_per_bin());
     if (k as f64 - want_bin).abs() > 1.0 {
         return Err(format!("peak at bin {k}, want {want_bin:.2}"));
     }

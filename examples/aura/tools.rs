@@ -127,12 +127,12 @@ fn describe_analysis(m: &AnalysisMeta, values: &[f32]) -> (Value, String) {
     };
     match m.stream {
         AnalysisStream::Spectrum => {
-            let hz = f64::from(m.hz_per_bin);
+            let hz = f64::from(m.hz_per_bin());
             let (peak_hz, peak_db) = spectrum_peak(hz, values);
             let low = LOWEST_HZ.max(hz);
             let top = hz * values.len() as f64;
             (
-                json!({"name": "spectrum", "tap": m.tap, "bins": m.size, "hz_per_bin": m.hz_per_bin,
+                json!({"name": "spectrum", "tap": m.tap, "bins": m.size, "hz_per_bin": m.hz_per_bin(),
                        "sample": m.sample, "missed": m.missed, "peak_hz": peak_hz, "peak_db": peak_db,
                        "attachment": m.attachment}),
                 format!(
