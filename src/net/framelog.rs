@@ -22,7 +22,8 @@
 //!   maps it to wall-clock time.
 //! - `conn`: the connection id (unique per server); `dir`: `in` (client to engine) or `out`.
 //! - A frame whose payload is a valid envelope has `type`, `name`, `id`/`ref` and the payload
-//!   itself under `payload`; otherwise `decode_error` (the error code the engine would send)
+//!   itself under `payload`; an engine frame with a binary attachment logs only its JSON
+//!   envelope there (trailing padding included) and the attachment's size as `attachment_bytes`; otherwise `decode_error` (the error code the engine would send)
 //!   and the payload as `payload_text` (a JSON string) or `payload_hex`.
 //! - Other events: `preface`; `not_protocol` (the first bytes were not the preface: nothing
 //!   more is logged for that direction); `oversize` (a header above `max_frame`: the engine
@@ -522,9 +523,21 @@ impl Writer {
     fn frame(&mut self, t_us: u64, key: u64, dir: usize, p: &mut Parser) {
         let h = p.header;
         self.header_fields(t_us, key, dir, &h);
-        let payload = &p.payload[..];
+        let mut payload = &p.payload[..];
+        // An engine frame may carry an attachment (framing.md section 3.1): the envelope is its
+        // first `json_len` bytes; the `f32` values after it are counted, not logged.
+        let header = crate::frame::FrameHeader::from_bytes(h);
+        let attachment = dir == 1
+            && header.flags == crate::frame::FLAG_ATTACHMENT
+            && header.check_with(u32::MAX, true).is_ok();
+        let mut attachment_bytes = 0;
+        if attachment {
+            let json_len = usize::from(header.reserved).min(payload.len());
+            attachment_bytes = payload.len() - json_len;
+            payload = &payload[..json_len];
+        }
         // The engine's order of checks (errors.md section 2).
-        let decoded = if h[5] != 0 || h[6] != 0 || h[7] != 0 {
+        let decoded = if !attachment && (h[5] != 0 || h[6] != 0 || h[7] != 0) {
             Err("bad_header")
         } else if h[4] != 1 {
             Err("unsupported_encoding")
@@ -546,6 +559,9 @@ impl Writer {
                 }
                 if let Some(r) = env.reference {
                     let _ = write!(self.line, ",\"ref\":{r}");
+                }
+                if attachment {
+                    let _ = write!(self.line, ",\"attachment_bytes\":{attachment_bytes}");
                 }
                 // Valid JSON: control bytes can only be whitespace, kept off the line.
                 self.line.extend_from_slice(b",\"payload\":");

@@ -4,7 +4,9 @@
 --
 -- Each direction of a connection is an 8-byte preface (89 4c 50 48 0d 0a 1a 0a) and then
 -- frames: an 8-byte header (u32 big-endian payload length, u8 encoding, u8 flags, u16
--- reserved) and the payload (encoding 1: one JSON object, the envelope).
+-- reserved) and the payload (encoding 1: one JSON object, the envelope). With flag bit 0
+-- (ATTACHMENT, engine -> client, framing.md section 3.1) the u16 is `json_len`: the envelope is
+-- the first json_len bytes (space-padded to a multiple of 8), raw little-endian f32 values follow.
 --
 -- Registered as a heuristic TCP dissector (a segment starting with the preface claims the
 -- conversation) and for "Decode As" on a TCP port (`-d tcp.port==PORT,loophole`, or the
@@ -25,6 +27,9 @@ local pf = {
     encoding = ProtoField.uint8("loophole.encoding", "Encoding", base.HEX, encodings),
     flags = ProtoField.uint8("loophole.flags", "Flags", base.HEX),
     reserved = ProtoField.uint16("loophole.reserved", "Reserved", base.HEX),
+    json_len = ProtoField.uint16("loophole.json_len", "JSON length (ATTACHMENT)", base.DEC),
+    attachment = ProtoField.bytes("loophole.attachment", "Attachment (f32 little-endian)"),
+    values = ProtoField.uint32("loophole.attachment.values", "Attachment values (f32)", base.DEC),
     payload = ProtoField.bytes("loophole.payload", "Payload"),
     type = ProtoField.string("loophole.type", "Type"),
     name = ProtoField.string("loophole.name", "Name"),
@@ -50,6 +55,12 @@ local ex = {
         expert.group.PROTOCOL, expert.severity.WARN),
     reserved = ProtoExpert.new("loophole.reserved.nonzero", "Non-zero reserved field (bad_header)",
         expert.group.PROTOCOL, expert.severity.WARN),
+    json_len = ProtoExpert.new("loophole.json_len.invalid",
+        "Malformed json_len (not a multiple of 8, below 8, beyond the payload, or a ragged f32 tail)",
+        expert.group.MALFORMED, expert.severity.WARN),
+    attachment = ProtoExpert.new("loophole.attachment.mismatch",
+        "The envelope's attachment member does not match the frame's attachment",
+        expert.group.MALFORMED, expert.severity.WARN),
     envelope = ProtoExpert.new("loophole.envelope.invalid", "Payload is not a valid envelope",
         expert.group.MALFORMED, expert.severity.WARN),
     unanswered = ProtoExpert.new("loophole.ref.unmatched", "Answer to a command not in the capture",
@@ -57,8 +68,10 @@ local ex = {
     error = ProtoExpert.new("loophole.error", "Error frame",
         expert.group.RESPONSE_CODE, expert.severity.NOTE),
 }
-proto.experts = { ex.oversize, ex.zero, ex.encoding, ex.flags, ex.reserved, ex.envelope,
-    ex.unanswered, ex.error }
+proto.experts = { ex.oversize, ex.zero, ex.encoding, ex.flags, ex.reserved, ex.json_len,
+    ex.attachment, ex.envelope, ex.unanswered, ex.error }
+
+local FLAG_ATTACHMENT = 0x01
 
 proto.prefs.max_frame = Pref.uint("Maximum frame size", 65536,
     "Largest payload length the engine accepts (its max_frame, 64 .. 16777216). A longer " ..
@@ -237,8 +250,10 @@ local function dissect_frame(tvb, pinfo, tree, offset, avail, index, truncated)
     local lt = subtree:add(pf.length, tvb(offset, 4))
     local enc = tvb(offset + 4, 1):uint()
     local et = subtree:add(pf.encoding, tvb(offset + 4, 1))
+    local flags = tvb(offset + 5, 1):uint()
     local ft = subtree:add(pf.flags, tvb(offset + 5, 1))
-    local rt = subtree:add(pf.reserved, tvb(offset + 6, 2))
+    local with_attachment = flags == FLAG_ATTACHMENT
+    local rt = subtree:add(with_attachment and pf.json_len or pf.reserved, tvb(offset + 6, 2))
     if truncated then
         lt:add_proto_expert_info(ex.oversize, string.format(
             "Payload length %d exceeds max_frame %d (frame_too_large): not reassembled",
@@ -246,8 +261,10 @@ local function dissect_frame(tvb, pinfo, tree, offset, avail, index, truncated)
     elseif plen == 0 then
         lt:add_proto_expert_info(ex.zero)
     end
-    if tvb(offset + 5, 1):uint() ~= 0 then ft:add_proto_expert_info(ex.flags) end
-    if tvb(offset + 6, 2):uint() ~= 0 then rt:add_proto_expert_info(ex.reserved) end
+    if flags ~= 0 and not with_attachment then ft:add_proto_expert_info(ex.flags) end
+    if not with_attachment and tvb(offset + 6, 2):uint() ~= 0 then
+        rt:add_proto_expert_info(ex.reserved)
+    end
     if enc ~= 1 then et:add_proto_expert_info(ex.encoding) end
     local body_len = total - HEADER_LEN
     if body_len <= 0 then
@@ -258,11 +275,36 @@ local function dissect_frame(tvb, pinfo, tree, offset, avail, index, truncated)
     if enc ~= 1 or truncated then
         return truncated and "oversize frame" or string.format("encoding 0x%02x", enc)
     end
-    json_dissector:call(body:tvb(), pinfo, subtree)
-    local env, why = read_envelope(body:raw())
+    local json, att_len = body, 0
+    if with_attachment then
+        local json_len = tvb(offset + 6, 2):uint()
+        att_len = body_len - json_len
+        if json_len < 8 or json_len % 8 ~= 0 or att_len < 0 or att_len % 4 ~= 0 then
+            rt:add_proto_expert_info(ex.json_len)
+            return "malformed json_len"
+        end
+        json = tvb(offset + HEADER_LEN, json_len)
+        if att_len > 0 then
+            local at = subtree:add(pf.attachment, tvb(offset + HEADER_LEN + json_len, att_len))
+            at:set_text(string.format("Attachment: %d f32 little-endian values (%d bytes)",
+                att_len / 4, att_len))
+            subtree:add(pf.values, tvb(offset + HEADER_LEN + json_len, att_len), att_len / 4)
+                :set_generated()
+        end
+    end
+    json_dissector:call(json:tvb(), pinfo, subtree)
+    local env, why = read_envelope(json:raw())
     if not env then
         subtree:add_proto_expert_info(ex.envelope, "Payload is not a valid envelope: " .. why)
         return "invalid envelope"
+    end
+    if with_attachment then
+        local a = env.attachment
+        if type(a) ~= "table" or u32_of(a.bytes) ~= att_len or a.format ~= "f32le" then
+            subtree:add_proto_expert_info(ex.attachment)
+        end
+    elseif env.attachment ~= nil then
+        subtree:add_proto_expert_info(ex.attachment)
     end
     subtree:add(pf.type, body, env.type)
     subtree:add(pf.name, body, env.name)
@@ -283,6 +325,7 @@ local function dissect_frame(tvb, pinfo, tree, offset, avail, index, truncated)
         subtree:add_proto_expert_info(ex.error, "Error: " .. env.body.code)
         info = info .. " " .. env.body.code
     end
+    if att_len > 0 then info = info .. string.format(" +%d f32", att_len / 4) end
     subtree:append_text(": " .. info)
     track(pinfo, env, frame_key(pinfo, index), id, ref, subtree)
     return info
