@@ -4,10 +4,13 @@
  *
  * Threads, CLAP-style: [audio-thread] = the host's audio callback (one thread at a time per
  * handle; wait-free: never blocks, never allocates, no system call); [control-thread] = the
- * engine's non-real-time thread(s) (may block and allocate as stated); [any-thread] = any.
+ * engine's non-real-time thread(s) (may block and allocate as stated); [analysis-thread] = the
+ * engine's analysis worker (non-real-time; computes scope/spectrum from the taps; submit makes
+ * one system call, so never the audio thread); [any-thread] = any.
  *
  * Handles: loophole_create makes three, one per role: LoopholeServer (the network thread),
- * LoopholeAudio (the audio callback), LoopholeControl (graph edits, engine.shutdown). Each is
+ * LoopholeAudio (the audio callback), LoopholeControl (graph edits, engine.shutdown); with
+ * analysis_taps > 0 a fourth, LoopholeAnalysis, is taken with loophole_server_take_analysis. Each is
  * owned by the caller and freed with its own *_free, in ANY order (the shared state lives
  * until the last one is gone); a handle is never used after its *_free nor by two threads at
  * once. Free LoopholeAudio outside the audio callback (it frees memory).
@@ -85,6 +88,61 @@
  * The handle was poisoned by an earlier panic; free it.
  */
 #define LOOPHOLE_ERR_POISONED -10
+
+/**
+ * An analysis request changed or ended since it was read: the value was dropped (normal; read
+ * the requests again).
+ */
+#define LOOPHOLE_ERR_STALE -11
+
+/**
+ * The number of values is not what the request needs (`LoopholeAnalysisRequest::values`).
+ */
+#define LOOPHOLE_ERR_WRONG_LENGTH -12
+
+/**
+ * The operation needs something the config did not ask for (e.g. analysis with
+ * `analysis_taps` 0), or it was already taken.
+ */
+#define LOOPHOLE_ERR_NOT_CONFIGURED -13
+
+/**
+ * `LoopholeAnalysisRequest::stream`: `scope`, the latest window as min/max per point
+ * (`values` = 2 × `size`: all minima, then all maxima).
+ */
+#define LOOPHOLE_ANALYSIS_SCOPE 1
+
+/**
+ * `LoopholeAnalysisRequest::stream`: `spectrum`, dBFS per linear bin (`values` = `size`).
+ */
+#define LOOPHOLE_ANALYSIS_SPECTRUM 2
+
+/**
+ * `loophole_analysis_read_tap` mode: the most recent `n` samples (may repeat earlier ones;
+ * for a scope).
+ */
+#define LOOPHOLE_TAP_LATEST 0
+
+/**
+ * `loophole_analysis_read_tap` mode: the samples not read yet, oldest first (contiguous
+ * processing, e.g. FFT blocks).
+ */
+#define LOOPHOLE_TAP_NEXT 1
+
+/**
+ * Most analysis taps (`LoopholeConfig::analysis_taps`).
+ */
+#define LOOPHOLE_MAX_TAPS 64
+
+/**
+ * Most analysis requests active at once (size of the array for `loophole_analysis_requests`).
+ */
+#define LOOPHOLE_MAX_ANALYSIS_REQUESTS 8
+
+/**
+ * Most values one analysis submission carries.
+ */
+#define LOOPHOLE_MAX_ANALYSIS_VALUES 4096
 
 /**
  * `LoopholeCommand::op`: start the transport.
@@ -228,6 +286,12 @@
 #define LOOPHOLE_NODE_KIND_CAPACITY 33
 
 /**
+ * The engine's analysis thread: reads the taps, the active requests, and submits computed
+ * values. Opaque. Used by one thread at a time.
+ */
+typedef struct LoopholeAnalysis LoopholeAnalysis;
+
+/**
  * The audio thread's endpoint. Opaque. Used by one thread at a time.
  */
 typedef struct LoopholeAudio LoopholeAudio;
@@ -316,6 +380,18 @@ typedef struct LoopholeConfig {
    * Exit watch: the supervising process id (0 = none).
    */
   uint32_t supervisor_pid;
+  /**
+   * Analysis taps (`scope`/`spectrum` sources), `0..=LOOPHOLE_MAX_TAPS`. Default 0 (no
+   * analysis). Non-zero: `welcome` announces this many taps, the audio thread publishes
+   * blocks with `loophole_audio_publish_tap`, and the engine's analysis thread takes its
+   * handle with `loophole_server_take_analysis`. Added in ABI 1 after its first release: a
+   * caller built with the earlier header (`struct_size` without this field) gets 0.
+   */
+  uint32_t analysis_taps;
+  /**
+   * Samples each tap's ring holds (rounded up to a power of two in 16..=2^20). Default 4096.
+   */
+  uint32_t tap_capacity;
 } LoopholeConfig;
 
 /**
@@ -506,6 +582,69 @@ typedef struct LoopholeAudioStats {
   uint8_t net_gone;
 } LoopholeAudioStats;
 
+/**
+ * One analysis request (the union of the clients' `scope`/`spectrum` subscriptions, one per
+ * stream, tap and size), filled by `loophole_analysis_requests`; passed back unchanged to
+ * `loophole_analysis_submit`.
+ */
+typedef struct LoopholeAnalysisRequest {
+  /**
+   * `sizeof(LoopholeAnalysisRequest)`, set by the library.
+   */
+  uint32_t struct_size;
+  /**
+   * The request's slot, `0..LOOPHOLE_MAX_ANALYSIS_REQUESTS`.
+   */
+  uint32_t slot;
+  /**
+   * `LOOPHOLE_ANALYSIS_SCOPE` or `LOOPHOLE_ANALYSIS_SPECTRUM`.
+   */
+  uint32_t stream;
+  /**
+   * The tap to analyse, `0..analysis_taps`.
+   */
+  uint32_t tap;
+  /**
+   * Points (scope, 16..=1024) or bins (spectrum, a power of two 16..=4096).
+   */
+  uint32_t size;
+  /**
+   * Frames per second the fastest subscriber wants (an upper bound).
+   */
+  uint32_t rate_hz;
+  /**
+   * Changes whenever this slot's request changes (key per-slot state on it).
+   */
+  uint32_t generation;
+  /**
+   * Floats a submission must carry: 2 × `size` (scope) or `size` (spectrum).
+   */
+  uint32_t values;
+} LoopholeAnalysisRequest;
+
+/**
+ * What `loophole_analysis_read_tap` copied. The caller sets `struct_size`.
+ */
+typedef struct LoopholeTapRead {
+  /**
+   * `sizeof(LoopholeTapRead)`, set by the caller.
+   */
+  uint32_t struct_size;
+  /**
+   * Index (in the tap's stream since create) of the first sample copied.
+   */
+  uint64_t first;
+  /**
+   * Samples copied to `out[0..samples]`, oldest first, contiguous from `first`.
+   */
+  uint64_t samples;
+  /**
+   * Samples between the previous read's end and `first` this reader never got (overwritten,
+   * or skipped by `LOOPHOLE_TAP_LATEST`).
+   */
+  uint64_t missed;
+} LoopholeTapRead;
+
 #ifdef __cplusplus
 extern "C" {
 #endif // __cplusplus
@@ -555,7 +694,8 @@ int32_t loophole_transport_init(struct LoopholeTransport *t);
  * is not NULL, a NUL-terminated reason (truncated to `err_cap` bytes) is copied into `err`.
  *
  * Checks `cfg->abi_version == LOOPHOLE_IPC_ABI_VERSION` and `cfg->struct_size ==
- * sizeof(LoopholeConfig)` (`LOOPHOLE_ERR_ABI_MISMATCH`), then every field
+ * sizeof(LoopholeConfig)` or the earlier header's size, without `analysis_taps` and
+ * `tap_capacity`, which then take their defaults (`LOOPHOLE_ERR_ABI_MISMATCH`), then every field
  * (`LOOPHOLE_ERR_INVALID_ARGUMENT`); `LOOPHOLE_ERR_CANNOT_START` when binding fails.
  *
  * Print the announcement (`loophole_server_announcement`) on stdout yourself: the library
@@ -748,6 +888,84 @@ int32_t loophole_audio_stats(struct LoopholeAudio *audio, struct LoopholeAudioSt
  * [control-thread] Never blocks; frees memory (deallocates), so never inside an audio callback.
  */
 void loophole_audio_free(struct LoopholeAudio *audio);
+
+/**
+ * Appends one block of a tapped signal (`n_frames` floats of one channel) to tap `tap`'s
+ * ring, overwriting its oldest samples (the analysis reader counts what it missed).
+ * `LOOPHOLE_ERR_INVALID_ARGUMENT` (nothing published) when `tap >= analysis_taps`;
+ * `LOOPHOLE_ERR_NULL` for a NULL `block` with `n_frames > 0`.
+ *
+ * [audio-thread] Wait-free: never blocks, never allocates, no system call (at most
+ * `tap_capacity` atomic stores plus three).
+ */
+int32_t loophole_audio_publish_tap(struct LoopholeAudio *audio, uint32_t tap, const float *block, uint32_t n_frames);
+
+/**
+ * Moves the analysis handle out of the server into `*out_analysis` (owned by the caller: free
+ * it with `loophole_analysis_free`, in any order with the other handles). Once only:
+ * `LOOPHOLE_ERR_NOT_CONFIGURED` (and `*out_analysis` NULL) when `analysis_taps` was 0 or the
+ * handle was taken already.
+ *
+ * [control-thread] Never blocks; allocates the handle.
+ */
+int32_t loophole_server_take_analysis(struct LoopholeServer *server, struct LoopholeAnalysis **out_analysis);
+
+/**
+ * Copies the active analysis requests into `out[0..*out_count]` (at most `cap`; pass an array
+ * of `LOOPHOLE_MAX_ANALYSIS_REQUESTS` to get them all). `elem_size` is
+ * `sizeof(LoopholeAnalysisRequest)` (`LOOPHOLE_ERR_ABI_MISMATCH` otherwise). Requests are
+ * stale as soon as read: a value for one that changed is refused by `loophole_analysis_submit`
+ * with `LOOPHOLE_ERR_STALE`. `LOOPHOLE_ERR_BUFFER_TOO_SMALL` when more were active than `cap`
+ * (the first `cap` are copied).
+ *
+ * [analysis-thread] (the engine's non-real-time worker, never the audio thread). Never
+ * blocks, never allocates, no system call (one atomic load per slot).
+ */
+int32_t loophole_analysis_requests(struct LoopholeAnalysis *analysis, struct LoopholeAnalysisRequest *out, size_t cap, size_t elem_size, size_t *out_count);
+
+/**
+ * Copies samples of tap `tap` into `out[0..n]`: `mode` `LOOPHOLE_TAP_LATEST` (the most recent
+ * `min(n, tap_capacity)` samples) or `LOOPHOLE_TAP_NEXT` (the unread ones, oldest first).
+ * `*info` (its `struct_size` set by the caller; NULL allowed) says what was copied. Never
+ * returns torn samples. `LOOPHOLE_ERR_INVALID_ARGUMENT` for an unknown `mode` or
+ * `tap >= analysis_taps`; `LOOPHOLE_ERR_ABI_MISMATCH` when `info->struct_size` is smaller than
+ * this ABI's.
+ *
+ * [analysis-thread] Never blocks, never allocates, no system call.
+ */
+int32_t loophole_analysis_read_tap(struct LoopholeAnalysis *analysis, uint32_t tap, uint32_t mode, float *out, size_t n, struct LoopholeTapRead *info);
+
+/**
+ * Submits a computed value for `req` (as filled by `loophole_analysis_requests`): `values`
+ * holds `req->values` floats (scope: minima then maxima; spectrum: dBFS per bin); `sample` is
+ * the tap sample index of the window's last sample, `missed` the tap samples no value of this
+ * request covered since the previous one, `param` the samples per point (scope) or the sample
+ * rate in Hz (spectrum). Replaces a value the network thread has not taken yet, then wakes it.
+ *
+ * Status: `LOOPHOLE_ERR_INVALID_ARGUMENT` for an unknown `req->stream` or a field out of
+ * range (nothing submitted); `LOOPHOLE_ERR_WRONG_LENGTH` when `n_values != req->values`;
+ * `LOOPHOLE_ERR_STALE` when the request changed or ended (dropped; normal);
+ * `LOOPHOLE_ERR_SERVER_GONE` when the network thread is gone.
+ *
+ * [analysis-thread] Never blocks, never allocates; makes ONE system call (the wake-up of the
+ * network thread, an eventfd write on Linux), so never call it from the audio thread.
+ */
+int32_t loophole_analysis_submit(struct LoopholeAnalysis *analysis, const struct LoopholeAnalysisRequest *req, uint64_t sample, uint64_t missed, uint32_t param, const float *values, size_t n_values);
+
+/**
+ * Whether the network thread still exists (false after shutdown, for NULL or poisoned): the
+ * analysis thread's loop condition.
+ *
+ * [analysis-thread] Never blocks, never allocates.
+ */
+bool loophole_analysis_is_connected(struct LoopholeAnalysis *analysis);
+
+/**
+ * Frees the analysis handle. NULL is ignored; works on a poisoned handle.
+ *
+ * [analysis-thread] [control-thread] Never blocks; frees memory.
+ */
+void loophole_analysis_free(struct LoopholeAnalysis *analysis);
 
 #ifdef __cplusplus
 }  // extern "C"

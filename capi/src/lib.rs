@@ -37,10 +37,14 @@ use std::time::{Duration, Instant};
 use loophole_ipc::clock;
 use loophole_ipc::config::{token_from_env, PortPolicy};
 use loophole_ipc::control::{ControlEndpoint, ControlError, ControlOp, ControlTicket};
-use loophole_ipc::net::{Server, ServerHandle};
+use loophole_ipc::net::{AnalysisWorker, Server, ServerHandle};
+use loophole_ipc::rt::analysis::{
+    AnalysisFrame, AnalysisRequest, AnalysisStream, SubmitError, MAX_ANALYSIS_SLOTS,
+    MAX_ANALYSIS_VALUES,
+};
 use loophole_ipc::rt::{
-    bridge, AudioEndpoint, Outcome, RejectReason, RtCommand, RtConfig, RtOp, TransportState,
-    MAX_METER_CHANNELS,
+    bridge, AudioEndpoint, Outcome, RejectReason, RtCommand, RtConfig, RtOp, TapReader,
+    TransportState, MAX_METER_CHANNELS, MAX_TAPS,
 };
 
 /// The ABI version of this header. [`loophole_create`] refuses a config whose `abi_version`
@@ -69,6 +73,34 @@ pub const LOOPHOLE_ERR_UNKNOWN_TICKET: i32 = -8;
 pub const LOOPHOLE_ERR_PANIC: i32 = -9;
 /// The handle was poisoned by an earlier panic; free it.
 pub const LOOPHOLE_ERR_POISONED: i32 = -10;
+/// An analysis request changed or ended since it was read: the value was dropped (normal; read
+/// the requests again).
+pub const LOOPHOLE_ERR_STALE: i32 = -11;
+/// The number of values is not what the request needs (`LoopholeAnalysisRequest::values`).
+pub const LOOPHOLE_ERR_WRONG_LENGTH: i32 = -12;
+/// The operation needs something the config did not ask for (e.g. analysis with
+/// `analysis_taps` 0), or it was already taken.
+pub const LOOPHOLE_ERR_NOT_CONFIGURED: i32 = -13;
+
+/// `LoopholeAnalysisRequest::stream`: `scope`, the latest window as min/max per point
+/// (`values` = 2 × `size`: all minima, then all maxima).
+pub const LOOPHOLE_ANALYSIS_SCOPE: u32 = 1;
+/// `LoopholeAnalysisRequest::stream`: `spectrum`, dBFS per linear bin (`values` = `size`).
+pub const LOOPHOLE_ANALYSIS_SPECTRUM: u32 = 2;
+
+/// `loophole_analysis_read_tap` mode: the most recent `n` samples (may repeat earlier ones;
+/// for a scope).
+pub const LOOPHOLE_TAP_LATEST: u32 = 0;
+/// `loophole_analysis_read_tap` mode: the samples not read yet, oldest first (contiguous
+/// processing, e.g. FFT blocks).
+pub const LOOPHOLE_TAP_NEXT: u32 = 1;
+
+/// Most analysis taps (`LoopholeConfig::analysis_taps`).
+pub const LOOPHOLE_MAX_TAPS: u32 = 64;
+/// Most analysis requests active at once (size of the array for `loophole_analysis_requests`).
+pub const LOOPHOLE_MAX_ANALYSIS_REQUESTS: u32 = 8;
+/// Most values one analysis submission carries.
+pub const LOOPHOLE_MAX_ANALYSIS_VALUES: u32 = 4096;
 
 /// `LoopholeCommand::op`: start the transport.
 pub const LOOPHOLE_OP_PLAY: u32 = 1;
@@ -138,6 +170,9 @@ pub const LOOPHOLE_NODE_KIND_CAPACITY: usize = 33;
 const _: () = assert!(LOOPHOLE_MAX_METER_CHANNELS as usize == MAX_METER_CHANNELS);
 const _: () = assert!(LOOPHOLE_MAX_NODE_KIND == loophole_ipc::message::MAX_NODE_KIND);
 const _: () = assert!(LOOPHOLE_NODE_KIND_CAPACITY == LOOPHOLE_MAX_NODE_KIND + 1);
+const _: () = assert!(LOOPHOLE_MAX_TAPS as usize == MAX_TAPS);
+const _: () = assert!(LOOPHOLE_MAX_ANALYSIS_REQUESTS as usize == MAX_ANALYSIS_SLOTS);
+const _: () = assert!(LOOPHOLE_MAX_ANALYSIS_VALUES as usize == MAX_ANALYSIS_VALUES);
 
 /// Everything [`loophole_create`] needs. Fill it with [`loophole_config_init`] first, then
 /// change fields. Strings are NUL-terminated UTF-8, read during `loophole_create` only.
@@ -179,6 +214,59 @@ pub struct LoopholeConfig {
     pub control_capacity: u32,
     /// Exit watch: the supervising process id (0 = none).
     pub supervisor_pid: u32,
+    /// Analysis taps (`scope`/`spectrum` sources), `0..=LOOPHOLE_MAX_TAPS`. Default 0 (no
+    /// analysis). Non-zero: `welcome` announces this many taps, the audio thread publishes
+    /// blocks with `loophole_audio_publish_tap`, and the engine's analysis thread takes its
+    /// handle with `loophole_server_take_analysis`. Added in ABI 1 after its first release: a
+    /// caller built with the earlier header (`struct_size` without this field) gets 0.
+    pub analysis_taps: u32,
+    /// Samples each tap's ring holds (rounded up to a power of two in 16..=2^20). Default 4096.
+    pub tap_capacity: u32,
+}
+
+/// `struct_size` of a [`LoopholeConfig`] from the header before `analysis_taps` was added
+/// (its fields up to `supervisor_pid`, padded to the struct's alignment). Accepted by
+/// `loophole_create`: only those fields are read, the later ones take their defaults.
+const CONFIG_V1_FIELDS: usize = std::mem::offset_of!(LoopholeConfig, analysis_taps);
+const CONFIG_V1_SIZE: usize = CONFIG_V1_FIELDS.next_multiple_of(align_of::<LoopholeConfig>());
+
+/// One analysis request (the union of the clients' `scope`/`spectrum` subscriptions, one per
+/// stream, tap and size), filled by `loophole_analysis_requests`; passed back unchanged to
+/// `loophole_analysis_submit`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LoopholeAnalysisRequest {
+    /// `sizeof(LoopholeAnalysisRequest)`, set by the library.
+    pub struct_size: u32,
+    /// The request's slot, `0..LOOPHOLE_MAX_ANALYSIS_REQUESTS`.
+    pub slot: u32,
+    /// `LOOPHOLE_ANALYSIS_SCOPE` or `LOOPHOLE_ANALYSIS_SPECTRUM`.
+    pub stream: u32,
+    /// The tap to analyse, `0..analysis_taps`.
+    pub tap: u32,
+    /// Points (scope, 16..=1024) or bins (spectrum, a power of two 16..=4096).
+    pub size: u32,
+    /// Frames per second the fastest subscriber wants (an upper bound).
+    pub rate_hz: u32,
+    /// Changes whenever this slot's request changes (key per-slot state on it).
+    pub generation: u32,
+    /// Floats a submission must carry: 2 × `size` (scope) or `size` (spectrum).
+    pub values: u32,
+}
+
+/// What `loophole_analysis_read_tap` copied. The caller sets `struct_size`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LoopholeTapRead {
+    /// `sizeof(LoopholeTapRead)`, set by the caller.
+    pub struct_size: u32,
+    /// Index (in the tap's stream since create) of the first sample copied.
+    pub first: u64,
+    /// Samples copied to `out[0..samples]`, oldest first, contiguous from `first`.
+    pub samples: u64,
+    /// Samples between the previous read's end and `first` this reader never got (overwritten,
+    /// or skipped by `LOOPHOLE_TAP_LATEST`).
+    pub missed: u64,
 }
 
 /// One command for the engine, given to the drain callback. Filled by the library; valid only
@@ -299,6 +387,16 @@ pub struct LoopholeServer {
     handle: Option<ServerHandle>,
     announcement: Vec<u8>,
     port: u16,
+    /// The analysis worker and the tap reader, until `loophole_server_take_analysis`.
+    analysis: Option<(AnalysisWorker, TapReader)>,
+    poisoned: AtomicBool,
+}
+
+/// The engine's analysis thread: reads the taps, the active requests, and submits computed
+/// values. Opaque. Used by one thread at a time.
+pub struct LoopholeAnalysis {
+    worker: AnalysisWorker,
+    taps: TapReader,
     poisoned: AtomicBool,
 }
 
@@ -379,6 +477,11 @@ impl Poison for LoopholeAudio {
         &self.poisoned
     }
 }
+impl Poison for LoopholeAnalysis {
+    fn flag(&self) -> &AtomicBool {
+        &self.poisoned
+    }
+}
 impl Poison for LoopholeControl {
     fn flag(&self) -> &AtomicBool {
         &self.poisoned
@@ -426,6 +529,9 @@ pub extern "C" fn loophole_status_str(status: i32) -> *const c_char {
         LOOPHOLE_ERR_UNKNOWN_TICKET => c"no request awaits a reply with this ticket",
         LOOPHOLE_ERR_PANIC => c"internal panic; the handle is poisoned",
         LOOPHOLE_ERR_POISONED => c"the handle is poisoned by an earlier panic",
+        LOOPHOLE_ERR_STALE => c"the analysis request changed or ended; value dropped",
+        LOOPHOLE_ERR_WRONG_LENGTH => c"wrong number of values for this analysis request",
+        LOOPHOLE_ERR_NOT_CONFIGURED => c"not configured at create (or already taken)",
         _ => c"unknown status",
     };
     s.as_ptr()
@@ -467,6 +573,8 @@ pub unsafe extern "C" fn loophole_config_init(cfg: *mut LoopholeConfig) -> i32 {
         drain_budget: 32,
         control_capacity: 64,
         supervisor_pid: 0,
+        analysis_taps: 0,
+        tap_capacity: 4096,
     };
     // SAFETY: `cfg` is non-NULL and points to a writable LoopholeConfig (caller contract).
     unsafe { cfg.write(d) };
@@ -562,7 +670,15 @@ fn create(cfg: &LoopholeConfig) -> Result<Created, (i32, String)> {
     if drain_budget > command_capacity {
         return Err(invalid("drain_budget > command_capacity".into()));
     }
+    if cfg.analysis_taps > LOOPHOLE_MAX_TAPS {
+        return Err(invalid(format!(
+            "analysis_taps {} is outside 0..={LOOPHOLE_MAX_TAPS}",
+            cfg.analysis_taps
+        )));
+    }
+    let taps = cfg.analysis_taps as usize;
     let rt = RtConfig::default()
+        .with_taps(taps, cfg.tap_capacity as usize)
         .with_command_capacity(command_capacity)
         .with_reply_capacity(nonzero(cfg.reply_capacity, "reply_capacity").map_err(invalid)?)
         .with_drain_budget(drain_budget)
@@ -573,8 +689,18 @@ fn create(cfg: &LoopholeConfig) -> Result<Created, (i32, String)> {
     let control_capacity = nonzero(cfg.control_capacity, "control_capacity").map_err(invalid)?;
 
     let _ = clock::now_ns(); // fix the clock's epoch outside any audio callback
-    let (audio, net) = bridge(&rt);
-    let (handle, control) = Server::builder()
+    let (audio, mut net) = bridge(&rt);
+    let mut builder = Server::builder();
+    let analysis = match net.take_taps() {
+        Some(reader) => {
+            let worker = builder
+                .analysis_worker(cfg.analysis_taps as u16)
+                .map_err(|e| (LOOPHOLE_ERR_CANNOT_START, e.to_string()))?;
+            Some((worker, reader))
+        }
+        None => None,
+    };
+    let (handle, control) = builder
         .bind(host)
         .port(port)
         .token(token)
@@ -593,6 +719,7 @@ fn create(cfg: &LoopholeConfig) -> Result<Created, (i32, String)> {
             handle: Some(handle),
             announcement,
             port,
+            analysis,
             poisoned: AtomicBool::new(false),
         },
         audio: LoopholeAudio {
@@ -611,13 +738,35 @@ fn create(cfg: &LoopholeConfig) -> Result<Created, (i32, String)> {
     })
 }
 
+/// Copies the caller's config: the whole struct when `struct_size` is this header's, only the
+/// fields before `analysis_taps` (the rest from [`loophole_config_init`]) when it is the
+/// earlier header's; `None` for any other size.
+fn read_config(cfg: *const LoopholeConfig, struct_size: usize) -> Option<LoopholeConfig> {
+    let n = match struct_size {
+        s if s == size_of::<LoopholeConfig>() => s,
+        CONFIG_V1_SIZE => CONFIG_V1_FIELDS,
+        _ => return None,
+    };
+    let mut out = std::mem::MaybeUninit::<LoopholeConfig>::uninit();
+    // SAFETY: `out` is writable; defaults fill every field.
+    unsafe { loophole_config_init(out.as_mut_ptr()) };
+    // SAFETY: the caller's struct has `struct_size >= n` readable bytes, and `out` has
+    // `size_of::<LoopholeConfig>() >= n`; the first `n` bytes are whole fields of the same
+    // layout (the earlier header's struct is a prefix of this one).
+    unsafe {
+        std::ptr::copy_nonoverlapping(cfg.cast::<u8>(), out.as_mut_ptr().cast::<u8>(), n);
+        Some(out.assume_init())
+    }
+}
+
 /// Creates the bridge, binds the port and starts the network thread. On success the three
 /// handles are written to `*out_server`, `*out_audio`, `*out_control` (each owned by the caller:
 /// free each with its `*_free`, in any order); on failure they are set to NULL and, when `err`
 /// is not NULL, a NUL-terminated reason (truncated to `err_cap` bytes) is copied into `err`.
 ///
 /// Checks `cfg->abi_version == LOOPHOLE_IPC_ABI_VERSION` and `cfg->struct_size ==
-/// sizeof(LoopholeConfig)` (`LOOPHOLE_ERR_ABI_MISMATCH`), then every field
+/// sizeof(LoopholeConfig)` or the earlier header's size, without `analysis_taps` and
+/// `tap_capacity`, which then take their defaults (`LOOPHOLE_ERR_ABI_MISMATCH`), then every field
 /// (`LOOPHOLE_ERR_INVALID_ARGUMENT`); `LOOPHOLE_ERR_CANNOT_START` when binding fails.
 ///
 /// Print the announcement (`loophole_server_announcement`) on stdout yourself: the library
@@ -647,13 +796,30 @@ pub unsafe extern "C" fn loophole_create(
         }
         // SAFETY: NULL or a readable LoopholeConfig (caller contract). Only the version fields
         // are read before the size is known to match.
-        let Some(cfg) = (unsafe { cfg.as_ref() }) else {
+        if cfg.is_null() {
             write_detail(err, err_cap, "cfg is NULL");
             return LOOPHOLE_ERR_NULL;
+        }
+        // SAFETY: non-NULL and readable for at least the two leading u32 fields (every layout).
+        let (struct_size, abi_version) = unsafe {
+            let head = cfg.cast::<u32>();
+            (head.read() as usize, head.add(1).read())
         };
-        if cfg.abi_version != LOOPHOLE_IPC_ABI_VERSION
-            || cfg.struct_size as usize != size_of::<LoopholeConfig>()
-        {
+        let Some(cfg) = read_config(cfg, struct_size) else {
+            write_detail(
+                err,
+                err_cap,
+                &format!(
+                    "header ABI {abi_version} (config size {struct_size}), library ABI {} \
+                     (config size {} or {CONFIG_V1_SIZE})",
+                    LOOPHOLE_IPC_ABI_VERSION,
+                    size_of::<LoopholeConfig>()
+                ),
+            );
+            return LOOPHOLE_ERR_ABI_MISMATCH;
+        };
+        let cfg = &cfg;
+        if cfg.abi_version != LOOPHOLE_IPC_ABI_VERSION {
             write_detail(
                 err,
                 err_cap,
@@ -1222,6 +1388,277 @@ pub unsafe extern "C" fn loophole_audio_stats(
 #[no_mangle]
 pub unsafe extern "C" fn loophole_audio_free(audio: *mut LoopholeAudio) {
     free_box(audio);
+}
+
+/// Appends one block of a tapped signal (`n_frames` floats of one channel) to tap `tap`'s
+/// ring, overwriting its oldest samples (the analysis reader counts what it missed).
+/// `LOOPHOLE_ERR_INVALID_ARGUMENT` (nothing published) when `tap >= analysis_taps`;
+/// `LOOPHOLE_ERR_NULL` for a NULL `block` with `n_frames > 0`.
+///
+/// [audio-thread] Wait-free: never blocks, never allocates, no system call (at most
+/// `tap_capacity` atomic stores plus three).
+#[no_mangle]
+pub unsafe extern "C" fn loophole_audio_publish_tap(
+    audio: *mut LoopholeAudio,
+    tap: u32,
+    block: *const f32,
+    n_frames: u32,
+) -> i32 {
+    status(audio, |a| {
+        let block = match (block.is_null(), n_frames) {
+            (_, 0) => &[][..],
+            (true, _) => return LOOPHOLE_ERR_NULL,
+            // SAFETY: non-NULL, points to `n_frames` readable floats (caller contract).
+            (false, n) => unsafe { std::slice::from_raw_parts(block, n as usize) },
+        };
+        match a.ep.publish_tap(tap as usize, block) {
+            Ok(()) => LOOPHOLE_OK,
+            Err(_) => LOOPHOLE_ERR_INVALID_ARGUMENT,
+        }
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// Analysis (scope, spectrum): the engine's analysis thread.
+
+/// Moves the analysis handle out of the server into `*out_analysis` (owned by the caller: free
+/// it with `loophole_analysis_free`, in any order with the other handles). Once only:
+/// `LOOPHOLE_ERR_NOT_CONFIGURED` (and `*out_analysis` NULL) when `analysis_taps` was 0 or the
+/// handle was taken already.
+///
+/// [control-thread] Never blocks; allocates the handle.
+#[no_mangle]
+pub unsafe extern "C" fn loophole_server_take_analysis(
+    server: *mut LoopholeServer,
+    out_analysis: *mut *mut LoopholeAnalysis,
+) -> i32 {
+    if out_analysis.is_null() {
+        return LOOPHOLE_ERR_NULL;
+    }
+    // SAFETY: non-NULL and writable (caller contract).
+    unsafe { *out_analysis = std::ptr::null_mut() };
+    status(server, |s| {
+        let Some((worker, taps)) = s.analysis.take() else {
+            return LOOPHOLE_ERR_NOT_CONFIGURED;
+        };
+        let h = Box::new(LoopholeAnalysis {
+            worker,
+            taps,
+            poisoned: AtomicBool::new(false),
+        });
+        // SAFETY: checked non-NULL above.
+        unsafe { *out_analysis = Box::into_raw(h) };
+        LOOPHOLE_OK
+    })
+}
+
+fn stream_to_c(s: AnalysisStream) -> u32 {
+    match s {
+        AnalysisStream::Scope => LOOPHOLE_ANALYSIS_SCOPE,
+        AnalysisStream::Spectrum => LOOPHOLE_ANALYSIS_SPECTRUM,
+    }
+}
+
+fn stream_from_c(v: u32) -> Option<AnalysisStream> {
+    match v {
+        LOOPHOLE_ANALYSIS_SCOPE => Some(AnalysisStream::Scope),
+        LOOPHOLE_ANALYSIS_SPECTRUM => Some(AnalysisStream::Spectrum),
+        _ => None,
+    }
+}
+
+fn request_to_c(r: &AnalysisRequest) -> LoopholeAnalysisRequest {
+    LoopholeAnalysisRequest {
+        struct_size: size_of::<LoopholeAnalysisRequest>() as u32,
+        slot: r.slot as u32,
+        stream: stream_to_c(r.stream),
+        tap: u32::from(r.tap),
+        size: u32::from(r.size),
+        rate_hz: u32::from(r.rate_hz),
+        generation: r.generation,
+        values: r.values() as u32,
+    }
+}
+
+/// Validates a request handed back from C (every field, every enum).
+fn request_from_c(r: &LoopholeAnalysisRequest) -> Option<AnalysisRequest> {
+    Some(AnalysisRequest {
+        slot: r.slot as usize,
+        stream: stream_from_c(r.stream)?,
+        tap: u16::try_from(r.tap).ok()?,
+        size: u16::try_from(r.size).ok()?,
+        rate_hz: u8::try_from(r.rate_hz).ok()?,
+        generation: r.generation,
+    })
+}
+
+/// Copies the active analysis requests into `out[0..*out_count]` (at most `cap`; pass an array
+/// of `LOOPHOLE_MAX_ANALYSIS_REQUESTS` to get them all). `elem_size` is
+/// `sizeof(LoopholeAnalysisRequest)` (`LOOPHOLE_ERR_ABI_MISMATCH` otherwise). Requests are
+/// stale as soon as read: a value for one that changed is refused by `loophole_analysis_submit`
+/// with `LOOPHOLE_ERR_STALE`. `LOOPHOLE_ERR_BUFFER_TOO_SMALL` when more were active than `cap`
+/// (the first `cap` are copied).
+///
+/// [analysis-thread] (the engine's non-real-time worker, never the audio thread). Never
+/// blocks, never allocates, no system call (one atomic load per slot).
+#[no_mangle]
+pub unsafe extern "C" fn loophole_analysis_requests(
+    analysis: *mut LoopholeAnalysis,
+    out: *mut LoopholeAnalysisRequest,
+    cap: usize,
+    elem_size: usize,
+    out_count: *mut usize,
+) -> i32 {
+    status(analysis, |an| {
+        if out_count.is_null() || (out.is_null() && cap > 0) {
+            return LOOPHOLE_ERR_NULL;
+        }
+        if elem_size != size_of::<LoopholeAnalysisRequest>() {
+            return LOOPHOLE_ERR_ABI_MISMATCH;
+        }
+        let mut n = 0usize;
+        let mut more = false;
+        for r in an.worker.requests() {
+            if n == cap {
+                more = true;
+                break;
+            }
+            // SAFETY: `out` has `cap > n` writable elements (caller contract).
+            unsafe { out.add(n).write(request_to_c(&r)) };
+            n += 1;
+        }
+        // SAFETY: non-NULL and writable (caller contract).
+        unsafe { *out_count = n };
+        if more {
+            LOOPHOLE_ERR_BUFFER_TOO_SMALL
+        } else {
+            LOOPHOLE_OK
+        }
+    })
+}
+
+/// Copies samples of tap `tap` into `out[0..n]`: `mode` `LOOPHOLE_TAP_LATEST` (the most recent
+/// `min(n, tap_capacity)` samples) or `LOOPHOLE_TAP_NEXT` (the unread ones, oldest first).
+/// `*info` (its `struct_size` set by the caller; NULL allowed) says what was copied. Never
+/// returns torn samples. `LOOPHOLE_ERR_INVALID_ARGUMENT` for an unknown `mode` or
+/// `tap >= analysis_taps`; `LOOPHOLE_ERR_ABI_MISMATCH` when `info->struct_size` is smaller than
+/// this ABI's.
+///
+/// [analysis-thread] Never blocks, never allocates, no system call.
+#[no_mangle]
+pub unsafe extern "C" fn loophole_analysis_read_tap(
+    analysis: *mut LoopholeAnalysis,
+    tap: u32,
+    mode: u32,
+    out: *mut f32,
+    n: usize,
+    info: *mut LoopholeTapRead,
+) -> i32 {
+    status(analysis, |an| {
+        // SAFETY: NULL or a writable LoopholeTapRead (caller contract).
+        let info = unsafe { info.as_mut() };
+        if info
+            .as_ref()
+            .is_some_and(|i| (i.struct_size as usize) < size_of::<LoopholeTapRead>())
+        {
+            return LOOPHOLE_ERR_ABI_MISMATCH;
+        }
+        let out = match (out.is_null(), n) {
+            (_, 0) => &mut [][..],
+            (true, _) => return LOOPHOLE_ERR_NULL,
+            // SAFETY: non-NULL, `n` writable floats (caller contract).
+            (false, n) => unsafe { std::slice::from_raw_parts_mut(out, n) },
+        };
+        let got = match mode {
+            LOOPHOLE_TAP_LATEST => an.taps.latest(tap as usize, out),
+            LOOPHOLE_TAP_NEXT => an.taps.read(tap as usize, out),
+            _ => return LOOPHOLE_ERR_INVALID_ARGUMENT,
+        };
+        let Ok(got) = got else {
+            return LOOPHOLE_ERR_INVALID_ARGUMENT;
+        };
+        if let Some(i) = info {
+            i.first = got.first;
+            i.samples = got.samples as u64;
+            i.missed = got.missed;
+        }
+        LOOPHOLE_OK
+    })
+}
+
+/// Submits a computed value for `req` (as filled by `loophole_analysis_requests`): `values`
+/// holds `req->values` floats (scope: minima then maxima; spectrum: dBFS per bin); `sample` is
+/// the tap sample index of the window's last sample, `missed` the tap samples no value of this
+/// request covered since the previous one, `param` the samples per point (scope) or the sample
+/// rate in Hz (spectrum). Replaces a value the network thread has not taken yet, then wakes it.
+///
+/// Status: `LOOPHOLE_ERR_INVALID_ARGUMENT` for an unknown `req->stream` or a field out of
+/// range (nothing submitted); `LOOPHOLE_ERR_WRONG_LENGTH` when `n_values != req->values`;
+/// `LOOPHOLE_ERR_STALE` when the request changed or ended (dropped; normal);
+/// `LOOPHOLE_ERR_SERVER_GONE` when the network thread is gone.
+///
+/// [analysis-thread] Never blocks, never allocates; makes ONE system call (the wake-up of the
+/// network thread, an eventfd write on Linux), so never call it from the audio thread.
+#[no_mangle]
+pub unsafe extern "C" fn loophole_analysis_submit(
+    analysis: *mut LoopholeAnalysis,
+    req: *const LoopholeAnalysisRequest,
+    sample: u64,
+    missed: u64,
+    param: u32,
+    values: *const f32,
+    n_values: usize,
+) -> i32 {
+    status(analysis, |an| {
+        // SAFETY: NULL or a readable LoopholeAnalysisRequest (caller contract).
+        let Some(creq) = (unsafe { req.as_ref() }) else {
+            return LOOPHOLE_ERR_NULL;
+        };
+        if (creq.struct_size as usize) < size_of::<LoopholeAnalysisRequest>() {
+            return LOOPHOLE_ERR_ABI_MISMATCH;
+        }
+        let Some(r) = request_from_c(creq) else {
+            return LOOPHOLE_ERR_INVALID_ARGUMENT;
+        };
+        if n_values != r.values() {
+            return LOOPHOLE_ERR_WRONG_LENGTH;
+        }
+        if values.is_null() {
+            return LOOPHOLE_ERR_NULL;
+        }
+        // SAFETY: non-NULL, `n_values` readable floats (caller contract).
+        let values = unsafe { std::slice::from_raw_parts(values, n_values) };
+        let frame = AnalysisFrame {
+            sample,
+            missed,
+            param,
+            values,
+        };
+        match an.worker.submit(&r, &frame) {
+            Ok(()) => LOOPHOLE_OK,
+            Err(SubmitError::Stale) => LOOPHOLE_ERR_STALE,
+            Err(SubmitError::WrongLength) => LOOPHOLE_ERR_WRONG_LENGTH,
+            Err(SubmitError::Closed) => LOOPHOLE_ERR_SERVER_GONE,
+            Err(_) => LOOPHOLE_ERR_INVALID_ARGUMENT,
+        }
+    })
+}
+
+/// Whether the network thread still exists (false after shutdown, for NULL or poisoned): the
+/// analysis thread's loop condition.
+///
+/// [analysis-thread] Never blocks, never allocates.
+#[no_mangle]
+pub unsafe extern "C" fn loophole_analysis_is_connected(analysis: *mut LoopholeAnalysis) -> bool {
+    with(analysis, false, false, false, |an| an.worker.is_connected())
+}
+
+/// Frees the analysis handle. NULL is ignored; works on a poisoned handle.
+///
+/// [analysis-thread] [control-thread] Never blocks; frees memory.
+#[no_mangle]
+pub unsafe extern "C" fn loophole_analysis_free(analysis: *mut LoopholeAnalysis) {
+    free_box(analysis);
 }
 
 /// Hooks for this crate's own tests (not part of the C ABI; no symbol is exported).

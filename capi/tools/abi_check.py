@@ -7,7 +7,7 @@ usage: abi_check.py HEADER EXPORTED_SYMBOLS_FILE
   exactly the functions declared in HEADER: nothing undocumented exported, nothing declared
   missing.
 - Every declared function must be documented with its thread, CLAP-style ([audio-thread],
-  [control-thread] or [any-thread]), and say whether it may block or allocate.
+  [control-thread], [analysis-thread] or [any-thread]), and say whether it may block or allocate.
 Exits 1 with the differences otherwise.
 """
 import re
@@ -31,8 +31,8 @@ if set(decls) - exported:
     print("in the header but not exported:", sorted(set(decls) - exported))
     ok = False
 for name, doc in sorted(decls.items()):
-    if not re.search(r"\[(audio|control|any)-thread\]", doc):
-        print(f"{name}: no [audio-thread]/[control-thread]/[any-thread] tag")
+    if not re.search(r"\[(audio|control|analysis|any)-thread\]", doc):
+        print(f"{name}: no [audio-thread]/[control-thread]/[analysis-thread]/[any-thread] tag")
         ok = False
     if not re.search(r"block|allocat|wait-free", doc, re.I):
         print(f"{name}: does not say whether it may block or allocate")
