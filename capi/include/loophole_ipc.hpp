@@ -10,7 +10,8 @@
 // - Nothing on the audio path allocates: the callable is passed by address, never copied into
 //   a std::function.
 // Thread rules are those of loophole_ipc.h: [audio-thread] for AudioEndpoint and
-// ScopedCallback, [control-thread] for Server, Control and create().
+// ScopedCallback, [control-thread] for Server, Control and create(), [analysis-thread] for
+// Analysis (the engine's scope/spectrum worker; submit() makes one system call).
 #ifndef LOOPHOLE_IPC_HPP
 #define LOOPHOLE_IPC_HPP
 
@@ -38,6 +39,21 @@ enum class Status : std::int32_t {
     UnknownTicket = LOOPHOLE_ERR_UNKNOWN_TICKET,
     Panic = LOOPHOLE_ERR_PANIC,
     Poisoned = LOOPHOLE_ERR_POISONED,
+    Stale = LOOPHOLE_ERR_STALE,
+    WrongLength = LOOPHOLE_ERR_WRONG_LENGTH,
+    NotConfigured = LOOPHOLE_ERR_NOT_CONFIGURED,
+};
+
+/// An analysis stream (LoopholeAnalysisRequest::stream).
+enum class Stream : std::uint32_t {
+    Scope = LOOPHOLE_ANALYSIS_SCOPE,
+    Spectrum = LOOPHOLE_ANALYSIS_SPECTRUM,
+};
+
+/// How Analysis::readTap picks samples.
+enum class TapMode : std::uint32_t {
+    Latest = LOOPHOLE_TAP_LATEST,  ///< the most recent n samples (scope)
+    Next = LOOPHOLE_TAP_NEXT,      ///< the unread ones, oldest first (FFT blocks)
 };
 
 /// The static English name of a status. [any-thread]
@@ -157,6 +173,10 @@ public:
     bool publishTransport(const LoopholeTransport& t) noexcept {
         return loophole_audio_publish_transport(h_, &t);
     }
+    /// Appends one block of a tapped channel to tap `tap`. InvalidArgument if no such tap.
+    Status publishTap(std::uint32_t tap, const float* block, std::uint32_t n_frames) noexcept {
+        return static_cast<Status>(loophole_audio_publish_tap(h_, tap, block, n_frames));
+    }
     void reportXrun() noexcept { loophole_audio_report_xrun(h_); }
     void end(std::uint64_t now_ns) noexcept { loophole_audio_end(h_, now_ns); }
     void setSampleRate(std::uint32_t hz) noexcept { loophole_audio_set_sample_rate(h_, hz); }
@@ -224,6 +244,44 @@ public:
         return static_cast<Status>(loophole_server_shutdown(h_));
     }
 };
+
+/// The analysis worker's handle (from Server::takeAnalysis). [analysis-thread]: never the
+/// audio thread. Nothing here allocates or blocks; submit() makes one system call (wake-up).
+class Analysis : public detail::Owner<LoopholeAnalysis, loophole_analysis_free> {
+public:
+    using Owner::Owner;
+
+    /// Copies up to `cap` active requests into `out`; `count` gets how many.
+    [[nodiscard]] Status requests(LoopholeAnalysisRequest* out, std::size_t cap,
+                                  std::size_t& count) noexcept {
+        return static_cast<Status>(
+            loophole_analysis_requests(h_, out, cap, sizeof(LoopholeAnalysisRequest), &count));
+    }
+    /// Copies samples of `tap` into `out[0..n]`; `info` says which.
+    [[nodiscard]] Status readTap(std::uint32_t tap, TapMode mode, float* out, std::size_t n,
+                                 LoopholeTapRead& info) noexcept {
+        info.struct_size = sizeof(LoopholeTapRead);
+        return static_cast<Status>(loophole_analysis_read_tap(
+            h_, tap, static_cast<std::uint32_t>(mode), out, n, &info));
+    }
+    /// Submits `n` values for `req` (Stale is normal: the request changed).
+    [[nodiscard]] Status submit(const LoopholeAnalysisRequest& req, std::uint64_t sample,
+                                std::uint64_t missed, std::uint32_t param, const float* values,
+                                std::size_t n) noexcept {
+        return static_cast<Status>(
+            loophole_analysis_submit(h_, &req, sample, missed, param, values, n));
+    }
+    [[nodiscard]] bool isConnected() const noexcept { return loophole_analysis_is_connected(h_); }
+};
+
+/// Takes the analysis handle out of `server` (config analysis_taps > 0; once).
+/// [control-thread] Allocates the handle.
+[[nodiscard]] inline Status takeAnalysis(Server& server, Analysis& out) noexcept {
+    LoopholeAnalysis* a = nullptr;
+    auto rc = static_cast<Status>(loophole_server_take_analysis(server.get(), &a));
+    out = Analysis(a);
+    return rc;
+}
 
 /// The control route. [control-thread]
 class Control : public detail::Owner<LoopholeControl, loophole_control_free> {
