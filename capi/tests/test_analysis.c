@@ -6,7 +6,7 @@
  * printed on stdout as `SUBMIT <sample> <n> <v0> ... <vn-1>` (%.9g: exact f32 round trip) so
  * the Rust client test (capi/tests/analysis_c.rs) can check that the frames it receives carry
  * exactly the values submitted. `scope` requests are deliberately never served (the negative
- * control: a request never submitted must produce no frame); the first one is printed as
+ * control: a request never submitted must produce no frame); each new one is printed as
  * `SCOPE_REQUESTED` so the client knows it reached the engine.
  *
  * Before serving, the refusals are checked (exit 1 on any surprise): analysis_taps out of
@@ -14,7 +14,9 @@
  * twice, publish to a missing tap, an unknown read mode / tap, wrong struct sizes, an unknown
  * stream enum, a field out of range, the wrong value count, a request never issued (stale).
  *
- * usage: test_analysis SECONDS      (prints the announcement line first, like an engine) */
+ * usage: test_analysis SECONDS [serve-scope|misreport]   (prints the announcement line first)
+ * The optional modes are the client test's negative controls: `serve-scope` also submits
+ * scope values (min/max), `misreport` prints v0 + 1 dB instead of the value submitted. */
 #define _POSIX_C_SOURCE 200809L /* clock_nanosleep, CLOCK_MONOTONIC under -std=c11 */
 #include <math.h>
 #include <pthread.h>
@@ -140,6 +142,8 @@ static void check_refusals(void) {
 
 int main(int argc, char **argv) {
     const int seconds = argc > 1 ? atoi(argv[1]) : 3;
+    const int serve_scope = argc > 2 && strcmp(argv[2], "serve-scope") == 0;
+    const int misreport = argc > 2 && strcmp(argv[2], "misreport") == 0;
     setvbuf(stdout, NULL, _IOLBF, 0);
     check_refusals();
 
@@ -232,6 +236,8 @@ int main(int argc, char **argv) {
     static float window[2 * 4096];
     static float out[4096];
     int scope_seen = 0, wrong_checked = 0;
+    int64_t scope_gen[LOOPHOLE_MAX_ANALYSIS_REQUESTS]; /* last generation announced, per slot */
+    for (size_t i = 0; i < LOOPHOLE_MAX_ANALYSIS_REQUESTS; ++i) scope_gen[i] = -1;
     unsigned submitted = 0;
     struct timespec t0, now;
     clock_gettime(CLOCK_MONOTONIC, &t0);
@@ -244,9 +250,23 @@ int main(int argc, char **argv) {
         for (size_t r = 0; r < count; ++r) {
             const LoopholeAnalysisRequest *q = &reqs[r];
             if (q->stream == LOOPHOLE_ANALYSIS_SCOPE) {
-                if (!scope_seen) printf("SCOPE_REQUESTED %u\n", q->size);
+                EXPECT(q->slot < LOOPHOLE_MAX_ANALYSIS_REQUESTS, "slot");
+                if (scope_gen[q->slot] != (int64_t)q->generation) /* once per subscription */
+                    printf("SCOPE_REQUESTED %u\n", q->size);
+                scope_gen[q->slot] = (int64_t)q->generation;
                 scope_seen = 1;
-                continue; /* never served: the negative control */
+                if (!serve_scope) continue; /* never served: the negative control */
+                rc = loophole_analysis_read_tap(an, q->tap, LOOPHOLE_TAP_LATEST, window,
+                                                q->size, &info);
+                EXPECT(rc == LOOPHOLE_OK, "read_tap");
+                for (uint32_t k = 0; k < q->size; ++k) { /* one sample per point */
+                    out[k] = k < info.samples ? window[k] : 0.0f;
+                    out[q->size + k] = out[k];
+                }
+                rc = loophole_analysis_submit(an, q, info.first + info.samples, 0, 1, out,
+                                              q->values);
+                EXPECT(rc == LOOPHOLE_OK || rc == LOOPHOLE_ERR_STALE, loophole_status_str(rc));
+                continue;
             }
             EXPECT(q->stream == LOOPHOLE_ANALYSIS_SPECTRUM && q->values == q->size, "request");
             const size_t n = 2u * q->size;
@@ -271,7 +291,8 @@ int main(int argc, char **argv) {
             EXPECT(rc == LOOPHOLE_OK, loophole_status_str(rc));
             ++submitted;
             printf("SUBMIT %llu %u", (unsigned long long)last, q->size);
-            for (uint32_t k = 0; k < q->size; ++k) printf(" %.9g", out[k]);
+            for (uint32_t k = 0; k < q->size; ++k)
+                printf(" %.9g", (double)out[k] + (misreport && k == 0 ? 1.0 : 0.0));
             printf("\n");
         }
         struct timespec nap = {0, 10 * 1000 * 1000};
