@@ -67,6 +67,13 @@ gcc -std=c11 $CWARN -Icapi/include capi/tests/test_abi.c -L"$TARGET/debug" -lloo
 "$OUT/test_wrapper"
 "$OUT/test_abi_so"
 
+step "capi: analysis (scope/spectrum) through the ABI: a C11 engine, the Rust client, both encodings"
+t=$SECONDS
+gcc -std=c11 -pedantic $CWARN -Icapi/include capi/tests/test_analysis.c "$LIB" $NATIVE -o "$OUT/test_analysis"
+LOOPHOLE_C_ANALYSIS_ENGINE="$PWD/$OUT/test_analysis" \
+  cargo test -q -p loophole-ipc-capi --test analysis_c -- --ignored
+echo "analysis through the ABI: $((SECONDS - t)) s"
+
 step "capi: the C++ engine example, warnings as errors, then ASan+UBSan"
 ENGINE_SRC="-Icapi/include -Icapi/examples/juce_stub capi/examples/signal_cpp/main.cpp"
 g++ -std=c++17 -O2 $CWARN $ENGINE_SRC "$LIB" $NATIVE -o "$OUT/signal_cpp"
