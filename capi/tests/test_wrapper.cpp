@@ -105,6 +105,60 @@ void testThrowingCallableTerminates(loophole::AudioEndpoint& audio) {
     CHECK(WIFSIGNALED(st) && WTERMSIG(st) == SIGABRT);
 }
 
+// The analysis surface: Analysis (RAII), takeAnalysis, publishTap, readTap, requests, submit,
+// each refusal with its status; the audio side's publishTap allocates nothing.
+void testAnalysis(loophole::Server& plain) {
+    loophole::Analysis none;
+    CHECK(loophole::takeAnalysis(plain, none) == loophole::Status::NotConfigured && !none);
+
+    loophole::Config cfg;
+    cfg.analysis_taps = 1;
+    loophole::Server server;
+    loophole::AudioEndpoint audio;
+    loophole::Control control;
+    CHECK(loophole::create(cfg, server, audio, control) == loophole::Status::Ok);
+    loophole::Analysis an;
+    CHECK(loophole::takeAnalysis(server, an) == loophole::Status::Ok && an);
+    loophole::Analysis twice;
+    CHECK(loophole::takeAnalysis(server, twice) == loophole::Status::NotConfigured && !twice);
+    static_assert(!std::is_copy_constructible_v<loophole::Analysis>, "move-only");
+
+    float block[64];
+    for (int i = 0; i < 64; ++i) block[i] = static_cast<float>(i) / 64.0f;
+    const long news = g_news.load();
+    CHECK(audio.publishTap(0, block, 64) == loophole::Status::Ok);
+    CHECK(audio.publishTap(1, block, 64) == loophole::Status::InvalidArgument);
+    CHECK(g_news.load() == news);  // the audio side allocated nothing
+
+    float window[128] = {};
+    LoopholeTapRead info{};
+    CHECK(an.readTap(0, loophole::TapMode::Latest, window, 128, info) == loophole::Status::Ok);
+    CHECK(info.samples == 64 && info.first == 0 && window[63] == block[63]);
+    CHECK(an.readTap(0, static_cast<loophole::TapMode>(7), window, 128, info) ==
+          loophole::Status::InvalidArgument);
+    CHECK(an.readTap(3, loophole::TapMode::Next, window, 128, info) ==
+          loophole::Status::InvalidArgument);
+
+    LoopholeAnalysisRequest reqs[LOOPHOLE_MAX_ANALYSIS_REQUESTS];
+    std::size_t count = 99;
+    CHECK(an.requests(reqs, LOOPHOLE_MAX_ANALYSIS_REQUESTS, count) == loophole::Status::Ok);
+    CHECK(count == 0);  // no client, no subscription
+    LoopholeAnalysisRequest forged{sizeof(LoopholeAnalysisRequest), 0, LOOPHOLE_ANALYSIS_SPECTRUM,
+                                   0, 16, 30, 1, 16};
+    float values[16] = {};
+    CHECK(an.submit(forged, 0, 0, 48000, values, 16) == loophole::Status::Stale);
+    CHECK(an.submit(forged, 0, 0, 48000, values, 15) == loophole::Status::WrongLength);
+    forged.stream = 3;
+    CHECK(an.submit(forged, 0, 0, 48000, values, 16) == loophole::Status::InvalidArgument);
+    CHECK(an.isConnected());
+    CHECK(server.shutdown() == loophole::Status::Ok);
+    CHECK(!an.isConnected());
+    // Destruction in any order: the server first here, the analysis handle last.
+    server = loophole::Server();
+    audio = loophole::AudioEndpoint();
+    control = loophole::Control();
+}
+
 }  // namespace
 
 int main() {
@@ -232,6 +286,7 @@ int main() {
     }
     CHECK(mc->answers[10].kind == 'a');
 
+    testAnalysis(server);
     CHECK(server.shutdown() == loophole::Status::Ok);
     CHECK(!server.isRunning());
     LoopholeControlRequest req{};
