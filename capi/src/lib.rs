@@ -398,6 +398,8 @@ pub struct LoopholeAnalysis {
     worker: AnalysisWorker,
     taps: TapReader,
     poisoned: AtomicBool,
+    /// Test hook: the next `loophole_analysis_requests` panics (see [`testing`]).
+    panic_armed: bool,
 }
 
 /// The audio thread's endpoint. Opaque. Used by one thread at a time.
@@ -1445,6 +1447,7 @@ pub unsafe extern "C" fn loophole_server_take_analysis(
             worker,
             taps,
             poisoned: AtomicBool::new(false),
+            panic_armed: false,
         });
         // SAFETY: checked non-NULL above.
         unsafe { *out_analysis = Box::into_raw(h) };
@@ -1515,6 +1518,9 @@ pub unsafe extern "C" fn loophole_analysis_requests(
         }
         if elem_size != size_of::<LoopholeAnalysisRequest>() {
             return LOOPHOLE_ERR_ABI_MISMATCH;
+        }
+        if std::mem::take(&mut an.panic_armed) {
+            panic!("injected panic (testing::arm_analysis_panic)");
         }
         let mut n = 0usize;
         let mut more = false;
@@ -1664,7 +1670,7 @@ pub unsafe extern "C" fn loophole_analysis_free(analysis: *mut LoopholeAnalysis)
 /// Hooks for this crate's own tests (not part of the C ABI; no symbol is exported).
 #[doc(hidden)]
 pub mod testing {
-    use super::{AtomicBool, AudioEndpoint, LoopholeAudio, LoopholeControl};
+    use super::{AtomicBool, AudioEndpoint, LoopholeAnalysis, LoopholeAudio, LoopholeControl};
 
     /// Wraps a Rust [`AudioEndpoint`] (from `rt::bridge`) in an ABI handle, for benchmarks that
     /// drive the same bridge through the C ABI and directly. Free it with `loophole_audio_free`.
@@ -1693,5 +1699,14 @@ pub mod testing {
     pub unsafe fn arm_control_panic(control: *mut LoopholeControl) {
         // SAFETY: caller contract.
         unsafe { (*control).panic_armed = true };
+    }
+
+    /// Makes the next `loophole_analysis_requests` on `analysis` panic inside the library.
+    ///
+    /// # Safety
+    /// `analysis` is a live handle not in use by another thread.
+    pub unsafe fn arm_analysis_panic(analysis: *mut LoopholeAnalysis) {
+        // SAFETY: caller contract.
+        unsafe { (*analysis).panic_armed = true };
     }
 }

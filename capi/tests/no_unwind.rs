@@ -121,3 +121,53 @@ fn a_panic_in_control_recv_returns_the_panic_status_then_poisoned() {
         loophole_audio_free(h.audio);
     }
 }
+
+#[test]
+fn a_panic_in_analysis_requests_poisons_only_the_analysis_handle() {
+    let mut cfg = std::mem::MaybeUninit::<LoopholeConfig>::uninit();
+    // SAFETY: writable config and valid out pointers; handles used from this thread only and
+    // freed once.
+    unsafe {
+        assert_eq!(loophole_config_init(cfg.as_mut_ptr()), LOOPHOLE_OK);
+        let mut cfg = cfg.assume_init();
+        cfg.analysis_taps = 1;
+        let (mut s, mut a, mut c) = (ptr::null_mut(), ptr::null_mut(), ptr::null_mut());
+        let rc = loophole_create(&cfg, &mut s, &mut a, &mut c, ptr::null_mut(), 0);
+        assert_eq!(rc, LOOPHOLE_OK);
+        let mut an = ptr::null_mut();
+        assert_eq!(loophole_server_take_analysis(s, &mut an), LOOPHOLE_OK);
+        let mut reqs = [LoopholeAnalysisRequest::default(); 8];
+        let mut n = 0usize;
+        let size = size_of::<LoopholeAnalysisRequest>();
+        // Negative control: without the armed panic the same call works.
+        assert_eq!(
+            loophole_analysis_requests(an, reqs.as_mut_ptr(), 8, size, &mut n),
+            LOOPHOLE_OK
+        );
+        testing::arm_analysis_panic(an);
+        assert_eq!(
+            loophole_analysis_requests(an, reqs.as_mut_ptr(), 8, size, &mut n),
+            LOOPHOLE_ERR_PANIC
+        );
+        assert_eq!(
+            loophole_analysis_requests(an, reqs.as_mut_ptr(), 8, size, &mut n),
+            LOOPHOLE_ERR_POISONED
+        );
+        let v = [0.0f32; 16];
+        assert_eq!(
+            loophole_analysis_submit(an, &reqs[0], 0, 0, 0, v.as_ptr(), 16),
+            LOOPHOLE_ERR_POISONED
+        );
+        assert!(!loophole_analysis_is_connected(an));
+        // The audio side still publishes to the tap; the server still runs.
+        assert_eq!(
+            loophole_audio_publish_tap(a, 0, v.as_ptr(), 16),
+            LOOPHOLE_OK
+        );
+        assert!(loophole_server_is_running(s));
+        loophole_analysis_free(an);
+        loophole_server_free(s);
+        loophole_audio_free(a);
+        loophole_control_free(c);
+    }
+}
