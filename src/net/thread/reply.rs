@@ -205,7 +205,7 @@ mod tests {
     use std::io::Write as _;
 
     use super::super::hub::Routes;
-    use super::super::tests::worker;
+    use super::super::tests::{hello_bytes, worker};
     use super::*;
     use crate::clock;
     use crate::config::ServerConfig;
@@ -218,16 +218,7 @@ mod tests {
     fn a_held_answer_discarded_after_goodbye_is_counted() {
         let (mut w, addr, _control, _audio) = worker(ServerConfig::default());
         let mut client = std::net::TcpStream::connect(addr).unwrap();
-        client.write_all(&crate::frame::PREFACE).unwrap();
-        let hello = message::Hello {
-            protocol: message::PROTOCOL_VERSION,
-            client: heapless::String::try_from("test").unwrap(),
-            token: None,
-            attachments: false,
-        };
-        let mut buf = [0u8; 512];
-        let n = message::encode_frame(Some(1), &hello, &mut buf, u32::MAX).unwrap();
-        client.write_all(&buf[..n]).unwrap();
+        client.write_all(&hello_bytes()).unwrap();
         std::thread::sleep(std::time::Duration::from_millis(20));
         w.accept_more = true;
         w.accept_all(); // read at once: OPEN
@@ -257,16 +248,7 @@ mod tests {
     /// A client's preface and `hello`, then admitted and read: its session's key.
     fn open_client(w: &mut Worker, addr: std::net::SocketAddr) -> (std::net::TcpStream, u64) {
         let mut client = std::net::TcpStream::connect(addr).unwrap();
-        client.write_all(&crate::frame::PREFACE).unwrap();
-        let hello = message::Hello {
-            protocol: message::PROTOCOL_VERSION,
-            client: heapless::String::try_from("test").unwrap(),
-            token: None,
-            attachments: false,
-        };
-        let mut buf = [0u8; 512];
-        let n = message::encode_frame(Some(1), &hello, &mut buf, u32::MAX).unwrap();
-        client.write_all(&buf[..n]).unwrap();
+        client.write_all(&hello_bytes()).unwrap();
         std::thread::sleep(std::time::Duration::from_millis(20));
         w.accept_more = true;
         w.accept_all();

@@ -113,14 +113,9 @@ mod tests {
     fn commands_in_the_kernel_buffer_at_the_stop_are_answered() {
         let (mut w, addr, _control, _audio) = worker(ServerConfig::default());
         let mut client = std::net::TcpStream::connect(addr).unwrap();
-        client.write_all(&crate::frame::PREFACE).unwrap();
-        let hello = message::Hello {
-            protocol: message::PROTOCOL_VERSION,
-            client: heapless::String::try_from("test").unwrap(),
-            token: None,
-            attachments: false,
-        };
-        send(&mut client, 1, &hello);
+        client
+            .write_all(&super::super::tests::hello_bytes())
+            .unwrap();
         std::thread::sleep(std::time::Duration::from_millis(20));
         w.accept_more = true;
         w.accept_all(); // read at once: OPEN
