@@ -19,6 +19,10 @@ use mio::unix::SourceFd;
 pub(crate) struct Timer {
     fd: OwnedFd,
     armed: Option<u64>,
+    /// `CLOCK_MONOTONIC` minus the crate clock (ns), read once: deadlines are set as absolute
+    /// `CLOCK_MONOTONIC` times, so the time between choosing a deadline and the system call
+    /// that sets it does not make the wake-up late.
+    offset_ns: u64,
 }
 
 impl Timer {
@@ -36,7 +40,25 @@ impl Timer {
         }
         // SAFETY: `fd` is a fresh descriptor we own and nothing else closes.
         let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-        Ok(Self { fd, armed: None })
+        // The crate clock first, then CLOCK_MONOTONIC: the offset errs by the gap between the
+        // two reads (tens of ns) on the late side, never early.
+        let crate_ns = crate::clock::now_ns();
+        let mut mono = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: `mono` is a valid timespec on our stack; CLOCK_MONOTONIC always exists.
+        if unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut mono) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let mono_ns = (mono.tv_sec as u64)
+            .saturating_mul(1_000_000_000)
+            .saturating_add(mono.tv_nsec as u64);
+        Ok(Self {
+            fd,
+            armed: None,
+            offset_ns: mono_ns.saturating_sub(crate_ns),
+        })
     }
 
     fn raw_fd(&self) -> RawFd {
@@ -58,26 +80,35 @@ impl Timer {
 
     /// Arms the timer to fire `at_ns` (crate clock); `None` disarms. A no-op when unchanged or
     /// when an earlier pending deadline is kept (see `keep_earlier`). `now_ns` is the current
-    /// crate clock time (the timer is set relative to it). One `timerfd_settime` at most.
+    /// crate clock time (only for `keep_earlier`: the timer is set to the absolute time
+    /// `at_ns`). One `timerfd_settime` at most.
     pub(crate) fn set(&mut self, at_ns: Option<u64>, now_ns: u64) -> io::Result<()> {
         if at_ns == self.armed || super::keep_earlier(self.armed, at_ns, now_ns) {
             return Ok(());
         }
         self.armed = at_ns;
-        // A zero it_value disarms, so a deadline already due is set 1 ns ahead.
-        let rel = at_ns.map_or(0, |at| at.saturating_sub(now_ns).max(1));
+        // An absolute CLOCK_MONOTONIC time (`TFD_TIMER_ABSTIME`): one already passed fires at
+        // once. A zero it_value disarms, so an armed deadline is kept at 1 ns or later.
+        let abs = at_ns.map_or(0, |at| at.saturating_add(self.offset_ns).max(1));
         let spec = libc::itimerspec {
             it_interval: libc::timespec {
                 tv_sec: 0,
                 tv_nsec: 0,
             },
             it_value: libc::timespec {
-                tv_sec: (rel / 1_000_000_000) as libc::time_t,
-                tv_nsec: (rel % 1_000_000_000) as libc::c_long,
+                tv_sec: (abs / 1_000_000_000) as libc::time_t,
+                tv_nsec: (abs % 1_000_000_000) as libc::c_long,
             },
         };
         // SAFETY: `spec` is a valid itimerspec on our stack; the old-value pointer may be null.
-        let r = unsafe { libc::timerfd_settime(self.raw_fd(), 0, &spec, std::ptr::null_mut()) };
+        let r = unsafe {
+            libc::timerfd_settime(
+                self.raw_fd(),
+                libc::TFD_TIMER_ABSTIME,
+                &spec,
+                std::ptr::null_mut(),
+            )
+        };
         if r < 0 {
             self.armed = None;
             return Err(io::Error::last_os_error());
@@ -85,11 +116,12 @@ impl Timer {
         Ok(())
     }
 
-    /// Clears a fired timer's readiness (reads the expiration count). Forgets the deadline.
+    /// Forgets a fired deadline. No system call: the expiry count is left unread, because
+    /// mio registers the timer edge-triggered (`EPOLLET`), so every later expiry is a new wake-up
+    /// of the poll whatever the count, and a count left unread makes no event by itself (tests:
+    /// `an_unread_timer_fires_again_and_only_when_armed`). This takes one `read` off the path
+    /// between the wake-up after the audio callback and the ack's `sendto`.
     pub(crate) fn acknowledge(&mut self) {
-        let mut buf = [0u8; 8];
-        // SAFETY: `buf` is 8 writable bytes, as timerfd's read requires; EAGAIN is fine.
-        let _ = unsafe { libc::read(self.raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
         self.armed = None;
     }
 

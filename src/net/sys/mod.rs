@@ -16,7 +16,8 @@
 //!   `Timer::set(&mut self, Option<u64>, now) -> io::Result<()>`, `Timer::acknowledge`,
 //!   `Timer::poll_timeout(&self, now) -> Option<Duration>`. Network thread only. `new` and
 //!   `register` allocate (the Windows helper thread and its sockets); `set` is one system call
-//!   at most, `acknowledge` one read (Windows: until `WouldBlock`).
+//!   at most, `acknowledge` at most one read (Linux: none, the timer is edge-triggered; Windows:
+//!   until `WouldBlock`).
 //! - free functions below: any thread; each is one or two system calls, no allocation (except
 //!   Windows' [`parent_pid`], which takes one process snapshot the first time it is called).
 //!
@@ -186,6 +187,34 @@ mod tests {
         t.set(None, crate::clock::now_ns()).unwrap();
         let (fired, _) = wait_for_timer(&mut poll, &t, Duration::from_millis(30));
         assert!(!fired, "a disarmed timer fired");
+    }
+
+    /// Linux: `acknowledge` reads nothing, so the timer's expiry count stays unread. The next
+    /// deadline still wakes the poll (fails if the edge-triggered registration missed a second
+    /// expiry), and the unread count alone wakes nothing (fails if the registration were
+    /// level-triggered: the loop would then spin with timeout 0).
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn an_unread_timer_fires_again_and_only_when_armed() {
+        let mut poll = mio::Poll::new().unwrap();
+        let mut t = Timer::new().unwrap();
+        t.register(poll.registry(), TIMER).unwrap();
+        for round in 0..3 {
+            let now = crate::clock::now_ns();
+            let at = now + 200_000;
+            t.set(Some(at), now).unwrap();
+            let (fired, _) = wait_for_timer(&mut poll, &t, Duration::from_secs(5));
+            assert!(fired, "round {round}: an armed timer did not wake the poll");
+            // Set as an absolute time: never before the deadline on the crate clock.
+            let woke = crate::clock::now_ns();
+            assert!(woke >= at, "round {round}: woke {} ns early", at - woke);
+            t.acknowledge();
+            let (again, _) = wait_for_timer(&mut poll, &t, Duration::from_millis(30));
+            assert!(
+                !again,
+                "round {round}: the unread expiry woke the poll again"
+            );
+        }
     }
 
     #[test]
