@@ -23,12 +23,13 @@ impl Worker {
     /// was reached (the next pass comes at once and goes on); it is cleared once the backlog is
     /// empty (`WouldBlock`) or accepting fails.
     ///
-    /// The controlling client's bytes are served first when they came in the same wake-up: a
-    /// flood of connections to refuse then delays a command by at most the accepts of the
-    /// pass already under way, not by the accepts of its own pass.
+    /// The controlling client comes first: its bytes are read and answered before each
+    /// accept (one non-blocking read when nothing came), so a flood of connections to refuse
+    /// delays its command by at most the one admission under way when it arrived, not by the
+    /// rest of the pass.
     pub(super) fn accept_all(&mut self) {
-        self.service_controller_first();
         for _ in 0..ACCEPTS_PER_PASS {
+            self.serve_controller_now();
             let Some(listener) = &self.listener else {
                 self.accept_more = false;
                 return;
@@ -44,17 +45,24 @@ impl Worker {
         }
     }
 
-    /// Services the controlling connection now if it has bytes to read (the pass services it
-    /// again later; with nothing new that costs no system call).
-    fn service_controller_first(&mut self) {
+    /// Reads the controlling connection now, whether or not an event said it is readable, and
+    /// serves what came: bytes that arrived after this pass's poll are answered before the
+    /// next piece of admission work (an accept, a refused client's read, a close), not after
+    /// the whole pass. One non-blocking `recv` when nothing came; no allocation. Without a
+    /// controlling client (or one that is closing), nothing.
+    pub(super) fn serve_controller_now(&mut self) {
         let Some(key) = self.hub.controller else {
             return;
         };
         let slot = (key & 0xffff_ffff) as usize;
-        let ready = self.slots.get(slot).and_then(Option::as_ref);
-        if ready.is_some_and(|c| c.key == key && c.readable && !c.dead) {
-            self.service_conn(slot, clock::now_ns());
+        let Some(c) = self.slots.get_mut(slot).and_then(Option::as_mut) else {
+            return;
+        };
+        if c.key != key || c.dead || c.session.state() >= SessionState::Closing {
+            return;
         }
+        c.readable = true;
+        self.service_conn(slot, clock::now_ns());
     }
 
     /// The connection to evict for a new one: the oldest that ended before OPEN and is only
@@ -439,12 +447,14 @@ mod tests {
         let _ = sender.join();
     }
 
-    /// The controlling client's bytes that came in the same wake-up as new connections are
-    /// served before those are accepted: its pong is on the wire when `accept_all` returns.
-    /// Negative control: the same ping without a readiness event for it (`readable` off) is
-    /// not served by `accept_all`, so the check sees what the accept pass did.
+    /// The controlling client's bytes are served before the accepts of the pass, whether an
+    /// event for them came in the same wake-up or not (bytes that arrived after the pass's poll):
+    /// its pong is written before the first newcomer is accepted. Fails on the code before
+    /// `serve_controller_now` for the case without an event (no pong after `accept_all`), and
+    /// if the controller were served after the accepts (the order check). Negative control: with
+    /// nothing sent, nothing is written and no pong is seen, so the pong check can fail.
     #[test]
-    fn the_controlling_client_is_served_before_the_accepts_of_its_pass() {
+    fn the_controlling_client_is_served_before_the_accepts_with_or_without_its_event() {
         use std::io::{Read as _, Write as _};
         let (mut w, addr, mut legit) = worker_with_controller();
         let ping = |id: u32| {
@@ -457,30 +467,51 @@ mod tests {
             let n = message::encode_frame(Some(id), &body, &mut buf, u32::MAX).unwrap();
             buf[..n].to_vec()
         };
-        let slot = (w.hub.controller.unwrap() & 0xffff_ffff) as usize;
+        let key = w.hub.controller.unwrap();
+        let slot = (key & 0xffff_ffff) as usize;
         let mut got = [0u8; 4096];
         legit.set_nonblocking(true).unwrap();
         while legit.read(&mut got).is_ok() {} // the snapshot, whatever is left of it
-        for (event, id) in [(false, 7), (true, 8)] {
-            legit.write_all(&ping(id)).unwrap();
+        for (send, event, id) in [(true, false, 7), (true, true, 8), (false, false, 9)] {
+            if send {
+                legit.write_all(&ping(id)).unwrap();
+            }
             let idle: Vec<_> = (0..4)
                 .map(|_| std::net::TcpStream::connect(addr).unwrap())
                 .collect();
             std::thread::sleep(std::time::Duration::from_millis(20));
             w.slots[slot].as_mut().unwrap().readable = event;
+            let wrote_before = w.slots[slot].as_ref().unwrap().last_write;
+            let present: Vec<u64> = w.slots.iter().flatten().map(|c| c.key).collect();
             w.accept_more = true;
             w.accept_all();
             let n = legit.read(&mut got).unwrap_or(0);
-            assert_eq!(
-                has(&got[..n], "pong"),
-                event,
-                "event {event}: {}",
+            let what = format!(
+                "send {send} event {event}: {}",
                 String::from_utf8_lossy(&got[..n])
             );
-            w.slots[slot].as_mut().unwrap().readable = true;
-            w.service(clock::now_ns()); // the control's ping is answered by the pass
+            assert_eq!(has(&got[..n], "pong"), send, "{what}");
+            let wrote = w.slots[slot].as_ref().unwrap().last_write;
+            let first_accept = w
+                .slots
+                .iter()
+                .flatten()
+                .filter(|c| !present.contains(&c.key))
+                .map(|c| c.accepted_at)
+                .min()
+                .unwrap();
+            if send {
+                assert!(
+                    wrote > wrote_before && wrote < first_accept,
+                    "{what}: served after an accept"
+                );
+            } else {
+                assert_eq!(wrote, wrote_before, "{what}: wrote with nothing asked");
+            }
+            w.service(clock::now_ns());
             drop(idle);
             std::thread::sleep(std::time::Duration::from_millis(5));
+            w.service(clock::now_ns());
             while legit.read(&mut got).is_ok() {}
         }
     }

@@ -268,6 +268,13 @@ impl Worker {
         self.hub.net
     }
 
+    /// Whether `slot` holds a connection other than the controlling one with bytes to read.
+    fn is_other_readable(&self, slot: usize) -> bool {
+        self.slots[slot]
+            .as_ref()
+            .is_some_and(|c| c.readable && Some(c.key) != self.hub.controller)
+    }
+
     fn live_conns(&self) -> usize {
         self.slots.iter().flatten().count()
     }
@@ -279,14 +286,24 @@ impl Worker {
         self.pump();
         self.reconcile_analysis();
         for slot in 0..self.slots.len() {
+            let other_read = self.is_other_readable(slot);
             self.service_conn(slot, now);
+            if other_read {
+                // Another connection's read (a refused client's `hello`, garbage) may have
+                // taken a while: the controlling client's bytes first, before the next one.
+                self.serve_controller_now();
+            }
         }
         self.pump();
         for slot in 0..self.slots.len() {
             if let Some(c) = self.slots[slot].as_mut() {
                 write_out(c, now);
             }
+            let present = self.slots[slot].is_some();
             self.reap(slot, now);
+            if present && self.slots[slot].is_none() {
+                self.serve_controller_now(); // after a close, as after an admission
+            }
         }
         if self.hub.controller.is_some() {
             self.hub.last_controller_ns = now;
