@@ -27,18 +27,7 @@ fn values_for(sub: &AnalysisSub) -> Vec<f32> {
 /// Serves one connection for up to 3 s with a session that allows attachments.
 fn serve(mut sock: TcpStream) {
     sock.set_nonblocking(true).unwrap();
-    let w = Welcome {
-        protocol: 1,
-        engine: "fake/0".try_into().unwrap(),
-        instance: "0123456789abcdef".try_into().unwrap(),
-        sample_rate: 48_000,
-        block_size: 128,
-        max_frame: 0,
-        heartbeat_ms: 0,
-        timeout_ms: 0,
-        attachments: false,
-        taps: 0,
-    };
+    let w = common::test_welcome();
     let cfg = SessionConfig {
         max_frame: 65_536,
         handshake_timeout: 2_000_000_000,

@@ -2,6 +2,8 @@
 //! test, no sockets, no sleeps. Plus a seeded simulation with partial reads/writes, resets and
 //! delays that checks every accepted command is answered exactly once.
 
+mod common;
+
 use std::collections::{BTreeMap, VecDeque};
 
 use loophole_ipc::frame::{FrameDecoder, FrameHeader, HEADER_LEN, PREFACE};
@@ -13,18 +15,7 @@ const MS: Nanos = 1_000_000;
 const MAX_FRAME: u32 = 4096;
 
 fn welcome() -> Welcome {
-    Welcome {
-        protocol: 1,
-        engine: "signal/test".try_into().unwrap(),
-        instance: "00000000000000aa".try_into().unwrap(),
-        sample_rate: 48_000,
-        block_size: 128,
-        max_frame: 0,
-        heartbeat_ms: 0,
-        timeout_ms: 0,
-        attachments: false,
-        taps: 0,
-    }
+    common::test_welcome()
 }
 
 fn config<'a>(w: &'a Welcome, token: Option<&'a [u8]>) -> SessionConfig<'a> {

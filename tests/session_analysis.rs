@@ -2,6 +2,8 @@
 //! replace, unsubscribe), their schedule, both encodings, and the shedding order under a slow
 //! reader (analysis before meters, never an answer). Deterministic: no sockets, time by hand.
 
+mod common;
+
 use std::collections::VecDeque;
 
 use loophole_ipc::frame::{FrameDecoder, HEADER_LEN, PREFACE};
@@ -13,17 +15,10 @@ const MAX_FRAME: u32 = 4096;
 
 fn welcome() -> Welcome {
     Welcome {
-        protocol: 1,
-        engine: "signal/test".try_into().unwrap(),
-        instance: "00000000000000aa".try_into().unwrap(),
-        sample_rate: 48_000,
-        block_size: 128,
-        max_frame: 0,
-        heartbeat_ms: 0,
-        timeout_ms: 0,
         // Overwritten by the session: a test below checks that these never leak through.
         attachments: true,
         taps: 99,
+        ..common::test_welcome()
     }
 }
 

@@ -24,6 +24,23 @@ impl Driver for AcceptAll {
     }
 }
 
+/// The `welcome` a test session is built with: a 48 kHz / 128-frame engine, no attachments, no
+/// taps (the session overwrites `max_frame`, the heartbeat fields, `attachments` and `taps`).
+pub fn test_welcome() -> Welcome {
+    Welcome {
+        protocol: 1,
+        engine: s("signal/test"),
+        instance: s("00000000000000aa"),
+        sample_rate: 48_000,
+        block_size: 128,
+        max_frame: 0,
+        heartbeat_ms: 0,
+        timeout_ms: 0,
+        attachments: false,
+        taps: 0,
+    }
+}
+
 fn s<const N: usize>(v: &str) -> heapless::String<N> {
     heapless::String::try_from(v).unwrap()
 }
