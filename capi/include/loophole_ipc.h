@@ -307,12 +307,12 @@ typedef struct LoopholeControl LoopholeControl;
 typedef struct LoopholeServer LoopholeServer;
 
 /**
- * Everything [`loophole_create`] needs. Fill it with [`loophole_config_init`] first, then
- * change fields. Strings are NUL-terminated UTF-8, read during `loophole_create` only.
+ * Everything [`loophole_create`] needs. Fill it with
+ * `loophole_config_init_sized(&cfg, sizeof cfg)` first, then change fields. Strings are NUL-terminated UTF-8, read during `loophole_create` only.
  */
 typedef struct LoopholeConfig {
   /**
-   * `sizeof(LoopholeConfig)`, set by `loophole_config_init`.
+   * `sizeof(LoopholeConfig)` of the caller's header, set by `loophole_config_init_sized`.
    */
   uint32_t struct_size;
   /**
@@ -674,7 +674,23 @@ const char *loophole_status_str(int32_t status);
 uint64_t loophole_now_ns(void);
 
 /**
- * Fills `cfg` with the defaults, `struct_size` and `abi_version`.
+ * Fills the caller's config with the defaults, its `struct_size` (= `size`) and
+ * `abi_version`. `size` is `sizeof(LoopholeConfig)` as the caller's header declares it: this
+ * header's size, or the first ABI 1 header's (the fields up to `supervisor_pid`, padded), of
+ * which only those fields are written. Exactly `size` bytes or fewer are written.
+ *
+ * [any-thread] Never blocks, never allocates. `LOOPHOLE_ERR_NULL` for NULL,
+ * `LOOPHOLE_ERR_ABI_MISMATCH` (nothing written) for any other size.
+ */
+int32_t loophole_config_init_sized(struct LoopholeConfig *cfg, size_t size);
+
+/**
+ * The first ABI 1 header's initialiser, kept for programs built against that header: the
+ * same as `loophole_config_init_sized(cfg, <that header's sizeof(LoopholeConfig)>)`. It writes
+ * only the fields up to `supervisor_pid`, and the `struct_size` it sets makes
+ * `loophole_create` read no later field: `analysis_taps` stays 0 whatever is stored there
+ * (`loophole_server_take_analysis` then returns `LOOPHOLE_ERR_NOT_CONFIGURED`). New code calls
+ * `loophole_config_init_sized(&cfg, sizeof cfg)`.
  *
  * [any-thread] Never blocks, never allocates. Returns `LOOPHOLE_ERR_NULL` for NULL.
  */
@@ -942,9 +958,11 @@ int32_t loophole_analysis_read_tap(struct LoopholeAnalysis *analysis, uint32_t t
  * request covered since the previous one, `param` the samples per point (scope) or the sample
  * rate in Hz (spectrum). Replaces a value the network thread has not taken yet, then wakes it.
  *
- * Status: `LOOPHOLE_ERR_INVALID_ARGUMENT` for an unknown `req->stream` or a field out of
- * range (nothing submitted); `LOOPHOLE_ERR_WRONG_LENGTH` when `n_values != req->values`;
- * `LOOPHOLE_ERR_STALE` when the request changed or ended (dropped; normal);
+ * Status: `LOOPHOLE_ERR_INVALID_ARGUMENT` for an unknown `req->stream`, a `slot` of
+ * `LOOPHOLE_MAX_ANALYSIS_REQUESTS` or more, or a `tap`, `size` or `rate_hz` beyond the range of
+ * its type (nothing submitted); `LOOPHOLE_ERR_WRONG_LENGTH` when `n_values != req->values`;
+ * `LOOPHOLE_ERR_STALE` when the request changed or ended, or its fields are not those of the
+ * active request in its slot (dropped; normal for a request read just before it changed);
  * `LOOPHOLE_ERR_SERVER_GONE` when the network thread is gone.
  *
  * [analysis-thread] Never blocks, never allocates; makes ONE system call (the wake-up of the

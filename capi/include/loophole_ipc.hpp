@@ -100,7 +100,7 @@ struct LibraryClock {
 
 /// A LoopholeConfig with the defaults filled in.
 struct Config : LoopholeConfig {
-    Config() noexcept : LoopholeConfig() { (void)loophole_config_init(this); }
+    Config() noexcept : LoopholeConfig() { (void)loophole_config_init_sized(this, sizeof(LoopholeConfig)); }
 };
 
 /// A LoopholeTransport: stopped at 0, 120 bpm, no loop.
@@ -245,7 +245,7 @@ public:
     }
 };
 
-/// The analysis worker's handle (from Server::takeAnalysis). [analysis-thread]: never the
+/// The analysis worker's handle (from loophole::takeAnalysis). [analysis-thread]: never the
 /// audio thread. Nothing here allocates or blocks; submit() makes one system call (wake-up).
 class Analysis : public detail::Owner<LoopholeAnalysis, loophole_analysis_free> {
 public:

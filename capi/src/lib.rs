@@ -174,12 +174,12 @@ const _: () = assert!(LOOPHOLE_MAX_TAPS as usize == MAX_TAPS);
 const _: () = assert!(LOOPHOLE_MAX_ANALYSIS_REQUESTS as usize == MAX_ANALYSIS_SLOTS);
 const _: () = assert!(LOOPHOLE_MAX_ANALYSIS_VALUES as usize == MAX_ANALYSIS_VALUES);
 
-/// Everything [`loophole_create`] needs. Fill it with [`loophole_config_init`] first, then
-/// change fields. Strings are NUL-terminated UTF-8, read during `loophole_create` only.
+/// Everything [`loophole_create`] needs. Fill it with
+/// `loophole_config_init_sized(&cfg, sizeof cfg)` first, then change fields. Strings are NUL-terminated UTF-8, read during `loophole_create` only.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct LoopholeConfig {
-    /// `sizeof(LoopholeConfig)`, set by `loophole_config_init`.
+    /// `sizeof(LoopholeConfig)` of the caller's header, set by `loophole_config_init_sized`.
     pub struct_size: u32,
     /// [`LOOPHOLE_IPC_ABI_VERSION`] of the header the caller was compiled with.
     pub abi_version: u32,
@@ -549,15 +549,52 @@ pub extern "C" fn loophole_now_ns() -> u64 {
     catch_unwind(clock::now_ns).unwrap_or(0)
 }
 
-/// Fills `cfg` with the defaults, `struct_size` and `abi_version`.
+/// Fills the caller's config with the defaults, its `struct_size` (= `size`) and
+/// `abi_version`. `size` is `sizeof(LoopholeConfig)` as the caller's header declares it: this
+/// header's size, or the first ABI 1 header's (the fields up to `supervisor_pid`, padded), of
+/// which only those fields are written. Exactly `size` bytes or fewer are written.
+///
+/// [any-thread] Never blocks, never allocates. `LOOPHOLE_ERR_NULL` for NULL,
+/// `LOOPHOLE_ERR_ABI_MISMATCH` (nothing written) for any other size.
+#[no_mangle]
+pub unsafe extern "C" fn loophole_config_init_sized(cfg: *mut LoopholeConfig, size: usize) -> i32 {
+    if cfg.is_null() {
+        return LOOPHOLE_ERR_NULL;
+    }
+    let n = match size {
+        s if s == size_of::<LoopholeConfig>() => s,
+        CONFIG_V1_SIZE => CONFIG_V1_FIELDS,
+        _ => return LOOPHOLE_ERR_ABI_MISMATCH,
+    };
+    let d = LoopholeConfig {
+        struct_size: size as u32,
+        ..config_defaults()
+    };
+    // SAFETY: `cfg` is non-NULL and has `size >= n` writable bytes (caller contract); the first
+    // `n` bytes of `d` are whole fields of the same layout (the earlier struct is a prefix).
+    unsafe {
+        std::ptr::copy_nonoverlapping((&raw const d).cast::<u8>(), cfg.cast::<u8>(), n);
+    }
+    LOOPHOLE_OK
+}
+
+/// The first ABI 1 header's initialiser, kept for programs built against that header: the
+/// same as `loophole_config_init_sized(cfg, <that header's sizeof(LoopholeConfig)>)`. It writes
+/// only the fields up to `supervisor_pid`, and the `struct_size` it sets makes
+/// `loophole_create` read no later field: `analysis_taps` stays 0 whatever is stored there
+/// (`loophole_server_take_analysis` then returns `LOOPHOLE_ERR_NOT_CONFIGURED`). New code calls
+/// `loophole_config_init_sized(&cfg, sizeof cfg)`.
 ///
 /// [any-thread] Never blocks, never allocates. Returns `LOOPHOLE_ERR_NULL` for NULL.
 #[no_mangle]
 pub unsafe extern "C" fn loophole_config_init(cfg: *mut LoopholeConfig) -> i32 {
-    if cfg.is_null() {
-        return LOOPHOLE_ERR_NULL;
-    }
-    let d = LoopholeConfig {
+    // SAFETY: the caller's struct is at least the first header's size (caller contract).
+    unsafe { loophole_config_init_sized(cfg, CONFIG_V1_SIZE) }
+}
+
+/// Every field's default; `struct_size` = this header's size.
+fn config_defaults() -> LoopholeConfig {
+    LoopholeConfig {
         struct_size: size_of::<LoopholeConfig>() as u32,
         abi_version: LOOPHOLE_IPC_ABI_VERSION,
         host: std::ptr::null(),
@@ -577,10 +614,7 @@ pub unsafe extern "C" fn loophole_config_init(cfg: *mut LoopholeConfig) -> i32 {
         supervisor_pid: 0,
         analysis_taps: 0,
         tap_capacity: 4096,
-    };
-    // SAFETY: `cfg` is non-NULL and points to a writable LoopholeConfig (caller contract).
-    unsafe { cfg.write(d) };
-    LOOPHOLE_OK
+    }
 }
 
 /// Fills `t` with a stopped transport at sample 0, 120 bpm, no loop, and its `struct_size`.
@@ -741,17 +775,15 @@ fn create(cfg: &LoopholeConfig) -> Result<Created, (i32, String)> {
 }
 
 /// Copies the caller's config: the whole struct when `struct_size` is this header's, only the
-/// fields before `analysis_taps` (the rest from [`loophole_config_init`]) when it is the
-/// earlier header's; `None` for any other size.
+/// fields before `analysis_taps` (the rest take their defaults) when it is the earlier
+/// header's; `None` for any other size.
 fn read_config(cfg: *const LoopholeConfig, struct_size: usize) -> Option<LoopholeConfig> {
     let n = match struct_size {
         s if s == size_of::<LoopholeConfig>() => s,
         CONFIG_V1_SIZE => CONFIG_V1_FIELDS,
         _ => return None,
     };
-    let mut out = std::mem::MaybeUninit::<LoopholeConfig>::uninit();
-    // SAFETY: `out` is writable; defaults fill every field.
-    unsafe { loophole_config_init(out.as_mut_ptr()) };
+    let mut out = std::mem::MaybeUninit::new(config_defaults());
     // SAFETY: the caller's struct has `struct_size >= n` readable bytes, and `out` has
     // `size_of::<LoopholeConfig>() >= n`; the first `n` bytes are whole fields of the same
     // layout (the earlier header's struct is a prefix of this one).
@@ -1485,6 +1517,9 @@ fn request_to_c(r: &AnalysisRequest) -> LoopholeAnalysisRequest {
 
 /// Validates a request handed back from C (every field, every enum).
 fn request_from_c(r: &LoopholeAnalysisRequest) -> Option<AnalysisRequest> {
+    if r.slot >= LOOPHOLE_MAX_ANALYSIS_REQUESTS {
+        return None;
+    }
     Some(AnalysisRequest {
         slot: r.slot as usize,
         stream: stream_from_c(r.stream)?,
@@ -1598,9 +1633,11 @@ pub unsafe extern "C" fn loophole_analysis_read_tap(
 /// request covered since the previous one, `param` the samples per point (scope) or the sample
 /// rate in Hz (spectrum). Replaces a value the network thread has not taken yet, then wakes it.
 ///
-/// Status: `LOOPHOLE_ERR_INVALID_ARGUMENT` for an unknown `req->stream` or a field out of
-/// range (nothing submitted); `LOOPHOLE_ERR_WRONG_LENGTH` when `n_values != req->values`;
-/// `LOOPHOLE_ERR_STALE` when the request changed or ended (dropped; normal);
+/// Status: `LOOPHOLE_ERR_INVALID_ARGUMENT` for an unknown `req->stream`, a `slot` of
+/// `LOOPHOLE_MAX_ANALYSIS_REQUESTS` or more, or a `tap`, `size` or `rate_hz` beyond the range of
+/// its type (nothing submitted); `LOOPHOLE_ERR_WRONG_LENGTH` when `n_values != req->values`;
+/// `LOOPHOLE_ERR_STALE` when the request changed or ended, or its fields are not those of the
+/// active request in its slot (dropped; normal for a request read just before it changed);
 /// `LOOPHOLE_ERR_SERVER_GONE` when the network thread is gone.
 ///
 /// [analysis-thread] Never blocks, never allocates; makes ONE system call (the wake-up of the

@@ -24,7 +24,10 @@ fn create() -> Handles {
     let mut cfg = std::mem::MaybeUninit::<LoopholeConfig>::uninit();
     // SAFETY: writable config; the out pointers are valid locals.
     unsafe {
-        assert_eq!(loophole_config_init(cfg.as_mut_ptr()), LOOPHOLE_OK);
+        assert_eq!(
+            loophole_config_init_sized(cfg.as_mut_ptr(), size_of::<LoopholeConfig>()),
+            LOOPHOLE_OK
+        );
         let cfg = cfg.assume_init();
         let mut h = Handles {
             server: ptr::null_mut(),
@@ -128,7 +131,10 @@ fn a_panic_in_analysis_requests_poisons_only_the_analysis_handle() {
     // SAFETY: writable config and valid out pointers; handles used from this thread only and
     // freed once.
     unsafe {
-        assert_eq!(loophole_config_init(cfg.as_mut_ptr()), LOOPHOLE_OK);
+        assert_eq!(
+            loophole_config_init_sized(cfg.as_mut_ptr(), size_of::<LoopholeConfig>()),
+            LOOPHOLE_OK
+        );
         let mut cfg = cfg.assume_init();
         cfg.analysis_taps = 1;
         let (mut s, mut a, mut c) = (ptr::null_mut(), ptr::null_mut(), ptr::null_mut());

@@ -175,48 +175,57 @@ static void test_errors(void) {
     }
     CHECK(loophole_config_init(NULL) == LOOPHOLE_ERR_NULL);
     CHECK(loophole_transport_init(NULL) == LOOPHOLE_ERR_NULL);
+    CHECK(loophole_config_init_sized(NULL, sizeof cfg) == LOOPHOLE_ERR_NULL);
+    /* An unknown size writes nothing; the first header's initialiser writes only its fields. */
+    memset(&cfg, 0x5a, sizeof cfg);
+    CHECK(loophole_config_init_sized(&cfg, sizeof cfg + 8) == LOOPHOLE_ERR_ABI_MISMATCH);
+    CHECK(cfg.struct_size == 0x5a5a5a5au && cfg.tap_capacity == 0x5a5a5a5au);
     CHECK(loophole_config_init(&cfg) == LOOPHOLE_OK);
+    CHECK(cfg.struct_size < sizeof cfg && cfg.struct_size >= offsetof(LoopholeConfig, analysis_taps));
+    CHECK(cfg.sample_rate == 48000 && cfg.analysis_taps == 0x5a5a5a5au && cfg.tap_capacity == 0x5a5a5a5au);
+    CHECK(loophole_config_init_sized(&cfg, sizeof cfg) == LOOPHOLE_OK);
     CHECK(cfg.struct_size == sizeof cfg && cfg.abi_version == LOOPHOLE_IPC_ABI_VERSION);
+    CHECK(cfg.analysis_taps == 0 && cfg.tap_capacity == 4096);
 
     /* The runtime ABI check at create. */
     cfg.abi_version = LOOPHOLE_IPC_ABI_VERSION + 1;
     err[0] = 0;
     CHECK(loophole_create(&cfg, &s, &a, &c, err, sizeof err) == LOOPHOLE_ERR_ABI_MISMATCH);
     CHECK(s == NULL && a == NULL && c == NULL && strstr(err, "ABI") != NULL);
-    loophole_config_init(&cfg);
+    loophole_config_init_sized(&cfg, sizeof cfg);
     cfg.struct_size = 8;
     CHECK(loophole_create(&cfg, &s, &a, &c, NULL, 0) == LOOPHOLE_ERR_ABI_MISMATCH);
 
-    loophole_config_init(&cfg);
+    loophole_config_init_sized(&cfg, sizeof cfg);
     cfg.meter_channels = 0;
     CHECK(loophole_create(&cfg, &s, &a, &c, err, sizeof err) == LOOPHOLE_ERR_INVALID_ARGUMENT);
     CHECK(strstr(err, "meter_channels") != NULL);
-    loophole_config_init(&cfg);
+    loophole_config_init_sized(&cfg, sizeof cfg);
     cfg.meter_channels = LOOPHOLE_MAX_METER_CHANNELS + 1;
     CHECK(loophole_create(&cfg, &s, &a, &c, err, sizeof err) == LOOPHOLE_ERR_INVALID_ARGUMENT);
-    loophole_config_init(&cfg);
+    loophole_config_init_sized(&cfg, sizeof cfg);
     cfg.host = "not-an-ip";
     CHECK(loophole_create(&cfg, &s, &a, &c, err, 4) == LOOPHOLE_ERR_INVALID_ARGUMENT);
     CHECK(strlen(err) == 3); /* truncated to the caller's buffer, NUL-terminated */
-    loophole_config_init(&cfg);
+    loophole_config_init_sized(&cfg, sizeof cfg);
     cfg.port = 5000;
     cfg.port_range_last = 4000;
     CHECK(loophole_create(&cfg, &s, &a, &c, err, sizeof err) == LOOPHOLE_ERR_INVALID_ARGUMENT);
-    loophole_config_init(&cfg);
+    loophole_config_init_sized(&cfg, sizeof cfg);
     cfg.drain_budget = 0;
     CHECK(loophole_create(&cfg, &s, &a, &c, err, sizeof err) == LOOPHOLE_ERR_INVALID_ARGUMENT);
     CHECK(loophole_create(NULL, &s, &a, &c, err, sizeof err) == LOOPHOLE_ERR_NULL);
     CHECK(loophole_create(&cfg, NULL, &a, &c, err, sizeof err) == LOOPHOLE_ERR_NULL);
 
     /* A taken port: LOOPHOLE_ERR_CANNOT_START with a reason. */
-    loophole_config_init(&cfg);
+    loophole_config_init_sized(&cfg, sizeof cfg);
     CHECK(loophole_create(&cfg, &s, &a, &c, err, sizeof err) == LOOPHOLE_OK);
     {
         LoopholeServer *s2;
         LoopholeAudio *a2;
         LoopholeControl *c2;
         LoopholeConfig cfg2;
-        loophole_config_init(&cfg2);
+        loophole_config_init_sized(&cfg2, sizeof cfg2);
         cfg2.port = loophole_server_port(s);
         err[0] = 0;
         CHECK(loophole_create(&cfg2, &s2, &a2, &c2, err, sizeof err) == LOOPHOLE_ERR_CANNOT_START);
@@ -267,7 +276,7 @@ static void test_session(void) {
     int seen_add = 0, shutdown_done = 0, i, all;
 
     memset(&e, 0, sizeof e);
-    loophole_config_init(&cfg);
+    loophole_config_init_sized(&cfg, sizeof cfg);
     cfg.engine_name = "capi-c-test";
     cfg.drain_budget = 4;
     cfg.block_size = 64;

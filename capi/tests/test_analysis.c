@@ -110,7 +110,7 @@ static void check_refusals(void) {
     LoopholeControl *c = NULL;
     LoopholeAnalysis *an = NULL;
     LoopholeConfig cfg;
-    EXPECT(loophole_config_init(&cfg) == LOOPHOLE_OK, "config_init");
+    EXPECT(loophole_config_init_sized(&cfg, sizeof cfg) == LOOPHOLE_OK, "config_init");
     EXPECT(cfg.analysis_taps == 0 && cfg.tap_capacity == 4096, "defaults");
 
     cfg.analysis_taps = LOOPHOLE_MAX_TAPS + 1;
@@ -118,12 +118,11 @@ static void check_refusals(void) {
            "analysis_taps > LOOPHOLE_MAX_TAPS refused");
     EXPECT(s == NULL && strstr(err, "analysis_taps") != NULL, "with its reason");
 
-    /* The earlier header's size: accepted, the new fields are not read (analysis off). */
+    /* The first header's initialiser (kept for programs built against it) sets that header's
+     * size: accepted, and the fields after it are not read (analysis stays off). */
+    EXPECT(loophole_config_init(&cfg) == LOOPHOLE_OK, "the first header's config_init");
     cfg.analysis_taps = 1;
-    const size_t v1 = (offsetof(LoopholeConfig, analysis_taps) + _Alignof(LoopholeConfig) - 1) /
-                      _Alignof(LoopholeConfig) * _Alignof(LoopholeConfig);
-    cfg.struct_size = (uint32_t)v1;
-    EXPECT(loophole_create(&cfg, &s, &a, &c, err, sizeof err) == LOOPHOLE_OK, "v1 size accepted");
+    EXPECT(loophole_create(&cfg, &s, &a, &c, err, sizeof err) == LOOPHOLE_OK, "the first header's size accepted");
     EXPECT(loophole_server_take_analysis(s, &an) == LOOPHOLE_ERR_NOT_CONFIGURED && an == NULL,
            "v1 config: analysis_taps not read, no analysis");
     EXPECT(loophole_audio_publish_tap(a, 0, NULL, 0) == LOOPHOLE_ERR_INVALID_ARGUMENT,
@@ -132,6 +131,7 @@ static void check_refusals(void) {
     loophole_control_free(c);
     loophole_audio_free(a);
 
+    (void)loophole_config_init_sized(&cfg, sizeof cfg);
     cfg.struct_size = (uint32_t)sizeof cfg + 8;
     EXPECT(loophole_create(&cfg, &s, &a, &c, err, sizeof err) == LOOPHOLE_ERR_ABI_MISMATCH,
            "unknown config size refused");
@@ -149,7 +149,7 @@ int main(int argc, char **argv) {
 
     char err[256] = {0};
     LoopholeConfig cfg;
-    (void)loophole_config_init(&cfg);
+    (void)loophole_config_init_sized(&cfg, sizeof cfg);
     cfg.analysis_taps = 1;
     cfg.meter_channels = 1;
     cfg.sample_rate = RATE;
@@ -212,6 +212,11 @@ int main(int argc, char **argv) {
     EXPECT(loophole_analysis_submit(an, &bad, 0, 0, RATE, buf, SPECTRUM_BINS) ==
                LOOPHOLE_ERR_INVALID_ARGUMENT,
            "tap out of range");
+    bad = fake;
+    bad.slot = LOOPHOLE_MAX_ANALYSIS_REQUESTS;
+    EXPECT(loophole_analysis_submit(an, &bad, 0, 0, RATE, buf, SPECTRUM_BINS) ==
+               LOOPHOLE_ERR_INVALID_ARGUMENT,
+           "slot out of range");
     EXPECT(loophole_analysis_submit(an, &fake, 0, 0, RATE, buf, SPECTRUM_BINS - 1) ==
                LOOPHOLE_ERR_WRONG_LENGTH,
            "wrong value count");

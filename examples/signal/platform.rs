@@ -204,7 +204,7 @@ mod macos {
     }
 
     /// Asks for the time-constraint (real-time) thread policy: 0.5 ms of computation within a
-    /// 2 ms constraint, no fixed period. `priority` has no meaning here; returns it back.
+    /// 2 ms constraint, no fixed period. `priority` has no meaning here; returns a description of the policy granted.
     pub fn request_realtime(_priority: i32) -> io::Result<String> {
         let (n, d) = timebase();
         let ticks = |ns: u128| u32::try_from(ns * d / n).unwrap_or(u32::MAX);

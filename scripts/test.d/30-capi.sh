@@ -62,6 +62,9 @@ g++ -std=c++17 $CWARN -Icapi/include capi/tests/test_wrapper.cpp "$LIB" $NATIVE 
 # The shared library too: the C test linked against the .so.
 gcc -std=c11 $CWARN -Icapi/include capi/tests/test_abi.c -L"$TARGET/debug" -lloophole_ipc_capi -lm \
   -Wl,-rpath,"$PWD/$TARGET/debug" -o "$OUT/test_abi_so"
+# A program built against the first ABI 1 header (frozen copy), linked against today's library.
+gcc -std=c11 -pedantic $CWARN -Icapi/tests/abi1 capi/tests/test_abi1.c "$LIB" $NATIVE -o "$OUT/test_abi1"
+"$OUT/test_abi1"
 "$OUT/test_abi_c"
 "$OUT/test_abi_cxx"
 "$OUT/test_wrapper"

@@ -111,7 +111,10 @@ pub fn run(callbacks: u64, mode: Mode, use_seccomp: bool) -> Report {
     // SAFETY: plain ABI calls with valid pointers; the handles are freed once below.
     let (server, audio, control) = unsafe {
         let mut cfg = std::mem::MaybeUninit::<LoopholeConfig>::uninit();
-        assert_eq!(loophole_config_init(cfg.as_mut_ptr()), LOOPHOLE_OK);
+        assert_eq!(
+            loophole_config_init_sized(cfg.as_mut_ptr(), size_of::<LoopholeConfig>()),
+            LOOPHOLE_OK
+        );
         let mut cfg = cfg.assume_init();
         cfg.meter_channels = 64;
         cfg.command_capacity = 64;
