@@ -239,10 +239,10 @@ export interface ReplyBodies {
     "heartbeat_ms": number;
     /** The engine ends the session after this many milliseconds without a frame from the client (u32). */
     "timeout_ms": number;
-    /** True only when the client asked and the engine sends scope and spectrum values as binary attachments in this session */
-    "attachments": boolean;
-    /** Number of analysis taps; 0 = no analysis streams (u16). */
-    "taps": number;
+    /** True only when the client asked and the engine sends scope and spectrum values as binary attachments in this session; absent (= false) from engines older than analysis streams */
+    "attachments"?: boolean;
+    /** Number of analysis taps; 0 = no analysis streams; absent (= 0) from engines older than analysis streams (u16). */
+    "taps"?: number;
     /** The engine may add optional fields within version 1: ignore what you do not know. */
     [extra: string]: unknown;
   };

@@ -158,11 +158,13 @@ CATALOGUE = [
          "heartbeat_ms": u32("The client sends `ping` at least this often, in milliseconds"),
          "timeout_ms": u32("The engine ends the session after this many milliseconds without a frame from the client"),
          "attachments": boolean("True only when the client asked and the engine sends scope and "
-                                "spectrum values as binary attachments in this session"),
-         "taps": u16("Number of analysis taps; 0 = no analysis streams"),
+                                "spectrum values as binary attachments in this session; absent (= false) from engines "
+                                "older than analysis streams"),
+         "taps": u16("Number of analysis taps; 0 = no analysis streams; absent (= 0) from engines "
+                     "older than analysis streams"),
      },
      ["protocol", "engine", "instance", "sample_rate", "block_size", "max_frame",
-      "heartbeat_ms", "timeout_ms", "attachments", "taps"], {}),
+      "heartbeat_ms", "timeout_ms"], {}),
     ("command", "ping", "C→E, route net (audio when `rt` is true)",
      "Liveness and round-trip probe; also the heartbeat. Answered by `pong`.",
      {
@@ -283,7 +285,7 @@ CATALOGUE = [
      {
          "tap": u16("The analysis tap"),
          "points": u16("Points (n), 16 … 1024", 16, 1024),
-         "samples_per_point": u32("Samples each point covers"),
+         "samples_per_point": {**u32("Samples each point covers"), "minimum": 1},
          "sample": uint("Engine sample clock of the window's last sample"),
          "missed": uint("Samples the engine's reader lost since the previous frame"),
          "min": f32_array("Minimum of the samples of each point", 1024),
