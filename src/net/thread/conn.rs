@@ -110,12 +110,15 @@ impl Worker {
             let _ = self.poll.registry().deregister(&mut c.stream);
         }
         // Dropping the stream closes it: a FIN after the bytes already written, like
-        // `shutdown(Write)`, when nothing is left unread. When bytes may be unread (`readable`:
-        // the session stopped reading, or the socket was not drained), `close` would send a
-        // reset instead, so the FIN goes first: the client reads what it was sent, then the end
-        // of the stream. Skipping the `shutdown` otherwise saves a system call per refused
-        // connection (docs/benchmarks.md, third session).
-        if c.readable {
+        // `shutdown(Write)`, when nothing is left unread. When bytes may be unread, `close`
+        // would send a reset instead, so the FIN goes first: the client reads what it was sent,
+        // then the end of the stream. Bytes may be unread when `readable` (the session stopped
+        // reading, or the socket was not drained) and whenever the socket is registered: its
+        // `readable` may be stale (cleared after a short read, bytes arriving since). Only a
+        // connection closed at its first read, never registered, is known to have nothing
+        // unread; skipping the `shutdown` there saves a system call per refused connection
+        // (docs/benchmarks.md, third session).
+        if c.readable || c.registered {
             let _ = c.stream.shutdown(Shutdown::Write);
         }
         self.buffers.push(c.session.into_buffers());
