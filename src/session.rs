@@ -688,13 +688,19 @@ where
     /// The analysis subscriptions whose next frame is due at `now` (none unless the session is
     /// open and not stopping). Allocates nothing.
     pub fn analysis_due(&self, now: Nanos) -> impl Iterator<Item = AnalysisSub> + '_ {
-        let live = self.core.state == SessionState::Open && !self.core.stopping;
+        let live = self.analysis_served();
         self.core
             .analysis
             .iter()
             .flatten()
             .filter(move |s| live && s.timer.next <= now)
             .map(|s| s.sub)
+    }
+
+    /// Whether this session's analysis subscriptions are served: OPEN and not stopping (a
+    /// closing session keeps its subscriptions listed but is sent no more analysis frames).
+    pub fn analysis_served(&self) -> bool {
+        self.core.state == SessionState::Open && !self.core.stopping
     }
 
     /// Skips this period of `sub` (e.g. the worker has no new window yet): schedules its next

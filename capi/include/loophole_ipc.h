@@ -5,8 +5,9 @@
  * Threads, CLAP-style: [audio-thread] = the host's audio callback (one thread at a time per
  * handle; wait-free: never blocks, never allocates, no system call); [control-thread] = the
  * engine's non-real-time thread(s) (may block and allocate as stated); [analysis-thread] = the
- * engine's analysis worker (non-real-time; computes scope/spectrum from the taps; submit makes
- * one system call, so never the audio thread); [any-thread] = any.
+ * engine's analysis worker (non-real-time; computes scope/spectrum from the taps and submits
+ * them: no system call, but copies of up to 4096 floats, so never the audio thread);
+ * [any-thread] = any.
  *
  * Handles: loophole_create makes three, one per role: LoopholeServer (the network thread),
  * LoopholeAudio (the audio callback), LoopholeControl (graph edits, engine.shutdown); with
@@ -965,8 +966,9 @@ int32_t loophole_analysis_read_tap(struct LoopholeAnalysis *analysis, uint32_t t
  * active request in its slot (dropped; normal for a request read just before it changed);
  * `LOOPHOLE_ERR_SERVER_GONE` when the network thread is gone.
  *
- * [analysis-thread] Never blocks, never allocates; makes ONE system call (the wake-up of the
- * network thread, an eventfd write on Linux), so never call it from the audio thread.
+ * [analysis-thread] Never blocks, never allocates, no system call (the network thread takes
+ * the value when the frame is due); it copies up to `LOOPHOLE_MAX_ANALYSIS_VALUES` floats, so
+ * not from the audio thread.
  */
 int32_t loophole_analysis_submit(struct LoopholeAnalysis *analysis, const struct LoopholeAnalysisRequest *req, uint64_t sample, uint64_t missed, uint32_t param, const float *values, size_t n_values);
 

@@ -246,7 +246,7 @@ public:
 };
 
 /// The analysis worker's handle (from loophole::takeAnalysis). [analysis-thread]: never the
-/// audio thread. Nothing here allocates or blocks; submit() makes one system call (wake-up).
+/// audio thread. Nothing here allocates, blocks or makes a system call; submit() copies up to 4096 floats.
 class Analysis : public detail::Owner<LoopholeAnalysis, loophole_analysis_free> {
 public:
     using Owner::Owner;

@@ -1640,8 +1640,9 @@ pub unsafe extern "C" fn loophole_analysis_read_tap(
 /// active request in its slot (dropped; normal for a request read just before it changed);
 /// `LOOPHOLE_ERR_SERVER_GONE` when the network thread is gone.
 ///
-/// [analysis-thread] Never blocks, never allocates; makes ONE system call (the wake-up of the
-/// network thread, an eventfd write on Linux), so never call it from the audio thread.
+/// [analysis-thread] Never blocks, never allocates, no system call (the network thread takes
+/// the value when the frame is due); it copies up to `LOOPHOLE_MAX_ANALYSIS_VALUES` floats, so
+/// not from the audio thread.
 #[no_mangle]
 pub unsafe extern "C" fn loophole_analysis_submit(
     analysis: *mut LoopholeAnalysis,

@@ -7,8 +7,6 @@
 //! buffers, no queue. The worker never blocks the network thread and the network thread never
 //! blocks the worker; the audio thread is not involved (it only fills the taps).
 
-use std::sync::Arc;
-
 use crate::message::MAX_ANALYSIS_SUBS;
 use crate::rt::analysis::{
     AnalysisFrame, AnalysisKey, AnalysisReader, AnalysisRequest, AnalysisWriter, SubmitError,
@@ -20,9 +18,11 @@ use crate::session::{AnalysisData, AnalysisSendError, AnalysisSub, Session};
 /// [`ServerBuilder::analysis_worker`](super::ServerBuilder::analysis_worker)): tells what to
 /// compute, takes what was computed.
 ///
-/// Belongs to one non-real-time thread (`Send`, not `Sync`). Never blocks. [`submit`](Self::submit)
-/// makes one system call (it wakes the network thread: an eventfd write on Linux), so it must
-/// not be called from the audio thread (which has no business computing an FFT anyway).
+/// For one non-real-time thread (its methods that change it take `&mut self`). Never blocks,
+/// no system call, no allocation: [`submit`](Self::submit) only replaces a mailbox's value, and
+/// the network thread takes it when the frame is due (it does not need waking: a due frame
+/// without a value is looked at again a quarter of its interval later). Not for the audio
+/// thread all the same: `submit` copies up to 4 096 floats.
 ///
 /// A worker loop, in outline (the complete one is `examples/signal/analysis.rs`):
 ///
@@ -48,12 +48,11 @@ use crate::session::{AnalysisData, AnalysisSendError, AnalysisSub, Session};
 #[derive(Debug)]
 pub struct AnalysisWorker {
     writer: AnalysisWriter,
-    waker: Arc<mio::Waker>,
 }
 
 impl AnalysisWorker {
-    pub(super) fn new(writer: AnalysisWriter, waker: Arc<mio::Waker>) -> Self {
-        Self { writer, waker }
+    pub(super) fn new(writer: AnalysisWriter) -> Self {
+        Self { writer }
     }
 
     /// The requests to serve now: the union of the open sessions' `scope`/`spectrum`
@@ -68,26 +67,23 @@ impl AnalysisWorker {
         self.writer.is_connected()
     }
 
-    /// Replaces the value of `req`'s slot and wakes the network thread. Wait-free apart from
-    /// the wake-up (one non-blocking system call); no allocation.
+    /// Replaces the value of `req`'s slot (the network thread sends it with the next due frame
+    /// of every session subscribed to it). Wait-free; no system call, no allocation.
     pub fn submit(
         &mut self,
         req: &AnalysisRequest,
         frame: &AnalysisFrame<'_>,
     ) -> Result<(), SubmitError> {
-        self.writer.submit(req, frame)?;
-        // A failed wake-up only delays the frame to the network thread's next pass.
-        let _ = self.waker.wake();
-        Ok(())
+        self.writer.submit(req, frame)
     }
 }
 
 /// Keys wanted in one pass, with the fastest rate asked for each.
 #[derive(Debug, Default)]
 pub(crate) struct Wanted {
+    /// Keys beyond the table's slots are not served (one controlling session holds at most
+    /// `MAX_ANALYSIS_SUBS` = the slot count; only sessions that stopped being served add more).
     keys: [Option<(AnalysisKey, u8)>; MAX_ANALYSIS_SLOTS],
-    /// Keys beyond the table's slots (more sessions than one at once): not served, counted.
-    overflow: u64,
 }
 
 impl Wanted {
@@ -106,7 +102,6 @@ impl Wanted {
                 Some(_) => {}
             }
         }
-        self.overflow += 1;
     }
 
     fn rate_of(&self, key: AnalysisKey) -> Option<u8> {
@@ -126,8 +121,6 @@ pub(crate) struct AnalysisHub {
     /// Per slot: the value last sent, by (connection key, seq), so a session is not sent the
     /// same value twice.
     sent: [(u64, u64); MAX_ANALYSIS_SLOTS],
-    /// Keys that found no slot (see [`Wanted`]), over the thread's life.
-    pub(crate) unserved: u64,
 }
 
 impl AnalysisHub {
@@ -135,14 +128,12 @@ impl AnalysisHub {
         Self {
             reader,
             sent: [(u64::MAX, 0); MAX_ANALYSIS_SLOTS],
-            unserved: 0,
         }
     }
 
     /// Makes the request table the union `wanted`: keys kept keep their slot (and their values),
     /// keys gone free theirs, new keys take free slots. Bounded: slots × slots comparisons.
     pub(crate) fn reconcile(&mut self, wanted: &Wanted) {
-        self.unserved += wanted.overflow;
         // Keep or drop what is there.
         for slot in 0..MAX_ANALYSIS_SLOTS {
             if let Some(r) = self.reader.request(slot) {
@@ -156,12 +147,10 @@ impl AnalysisHub {
             if self.reader.slot_of(key).is_some() {
                 continue;
             }
-            match (0..MAX_ANALYSIS_SLOTS).find(|&s| self.reader.request(s).is_none()) {
-                Some(slot) => {
-                    self.reader.set(slot, Some((key, rate)));
-                    self.sent[slot] = (u64::MAX, 0);
-                }
-                None => self.unserved += 1,
+            if let Some(slot) = (0..MAX_ANALYSIS_SLOTS).find(|&s| self.reader.request(s).is_none())
+            {
+                self.reader.set(slot, Some((key, rate)));
+                self.sent[slot] = (u64::MAX, 0);
             }
         }
     }
@@ -203,15 +192,23 @@ pub(crate) struct Fresh<'a> {
     pub(crate) frame: AnalysisFrame<'a>,
 }
 
-/// Shortest wait before a due frame whose value is not there yet is looked at again (ns).
-const RETRY_MIN_NS: u64 = 5_000_000;
+/// How long a due frame whose value is not there yet waits before it is looked at again (ns):
+/// a quarter of its interval (envelope.md, "Rate and freshness"); at most 60 Hz, so ≥ 4.1 ms.
+fn retry_ns(rate_hz: u16) -> u64 {
+    1_000_000_000 / 4 / u64::from(rate_hz.max(1))
+}
 
-/// Adds the analysis subscriptions of `session` to `wanted`.
+/// Adds the analysis subscriptions of `session` to `wanted`, if it is still served (OPEN and
+/// not stopping): a closing session lingering for its flush must not hold slots a new
+/// controller needs, nor keep the worker computing for it.
 pub(crate) fn want<I, O>(session: &Session<I, O>, wanted: &mut Wanted)
 where
     I: AsRef<[u8]> + AsMut<[u8]>,
     O: AsRef<[u8]> + AsMut<[u8]>,
 {
+    if !session.analysis_served() {
+        return;
+    }
     for s in session.analysis_subs() {
         let rate = u8::try_from(s.rate_hz).unwrap_or(u8::MAX);
         wanted.add(key_of_sub(s.sub), rate);
@@ -219,8 +216,8 @@ where
 }
 
 /// Sends `session` (connection `conn`) every analysis frame that is due and has a value it was
-/// not sent yet; a due frame without one is put off by a quarter of its interval (at least
-/// [`RETRY_MIN_NS`]), so the thread never polls in a loop for it. Allocates nothing.
+/// not sent yet; a due frame without one is put off by a quarter of its interval
+/// ([`retry_ns`]), so the thread never polls in a loop for it. Allocates nothing.
 pub(crate) fn send_due<I, O>(
     session: &mut Session<I, O>,
     conn: u64,
@@ -233,8 +230,7 @@ pub(crate) fn send_due<I, O>(
     let mut due = [None::<(AnalysisSub, u64)>; MAX_ANALYSIS_SUBS];
     let subs = session.analysis_subs().map(|s| (s.sub, s.rate_hz));
     for (entry, (sub, rate)) in due.iter_mut().zip(subs) {
-        let retry = (1_000_000_000 / 4 / u64::from(rate.max(1))).max(RETRY_MIN_NS);
-        *entry = Some((sub, retry));
+        *entry = Some((sub, retry_ns(rate)));
     }
     for (sub, retry) in due.into_iter().flatten() {
         if !session.analysis_due(now).any(|d| d == sub) {
@@ -316,7 +312,7 @@ mod tests {
     }
 
     #[test]
-    fn more_keys_than_slots_are_counted_not_served() {
+    fn more_keys_than_slots_are_not_served() {
         let (w, r) = analysis_bank();
         let mut hub = AnalysisHub::new(r);
         let mut wanted = Wanted::default();
@@ -325,7 +321,6 @@ mod tests {
         }
         hub.reconcile(&wanted);
         assert_eq!(w.requests().count(), MAX_ANALYSIS_SLOTS);
-        assert_eq!(hub.unserved, 2);
     }
 
     struct NoRoutes;
@@ -407,6 +402,27 @@ mod tests {
         s
     }
 
+    /// A session that stopped being served (here: the server's stop, `Session::shutdown`)
+    /// wants no slot any more, so a closing session lingering for its flush cannot hold the
+    /// table's slots against a new controller. Negative control: the same session before.
+    #[test]
+    fn a_session_no_longer_served_wants_no_slot() {
+        let (w, r) = analysis_bank();
+        let mut hub = AnalysisHub::new(r);
+        let mut s = subscribed_session();
+        let mut wanted = Wanted::default();
+        want(&s, &mut wanted);
+        hub.reconcile(&wanted);
+        assert_eq!(w.requests().count(), 1, "an open session's key is served");
+        s.shutdown(2);
+        assert!(!s.analysis_served());
+        assert_eq!(s.analysis_subs().count(), 1, "still listed");
+        let mut wanted = Wanted::default();
+        want(&s, &mut wanted);
+        hub.reconcile(&wanted);
+        assert_eq!(w.requests().count(), 0, "its slot is freed");
+    }
+
     /// A due frame whose value the worker has not computed yet is put off: the session's next
     /// deadline moves into the future, so the network thread does not poll in a loop. Before
     /// the deferral (`Session::defer_analysis`), `poll_at` stayed at the due time, in the past.
@@ -424,7 +440,7 @@ mod tests {
         assert!(s.poll_at().unwrap() <= now);
         send_due(&mut s, 7, &mut hub, now);
         assert!(s.tx_pending().is_empty(), "nothing to send yet");
-        assert!(s.poll_at().unwrap() >= now + RETRY_MIN_NS, "would spin");
+        assert!(s.poll_at().unwrap() >= now + retry_ns(30), "would spin");
         assert_eq!(s.analysis_due(now).count(), 0);
         // Once the worker has a value, the next due frame carries it, once.
         let req = w.requests().next().unwrap();

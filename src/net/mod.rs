@@ -134,6 +134,7 @@ impl ServerBuilder {
 
     /// The event loop and its waker, created once (before [`spawn`](Self::spawn) when a
     /// handle needs the waker early).
+    #[cfg(feature = "rt-wake")]
     fn early_poll(&mut self) -> std::io::Result<Arc<mio::Waker>> {
         if self.poll.is_none() {
             let poll = mio::Poll::new()?;
@@ -154,14 +155,14 @@ impl ServerBuilder {
     /// [`rt::analysis`](crate::rt::analysis)). Without it `welcome.taps` is 0 and no client can
     /// subscribe to `scope` or `spectrum`.
     ///
-    /// Allocates the mailboxes (384 KiB) and the event loop (once). One worker per server;
+    /// Allocates the mailboxes (384 KiB, once); does not fail today (the `Result` leaves room
+    /// for a worker that needs the event loop). One worker per server;
     /// after the server stopped, [`AnalysisWorker::is_connected`] is false. Calling it again
     /// replaces the previous worker (which is then disconnected).
     pub fn analysis_worker(&mut self, taps: u16) -> std::io::Result<AnalysisWorker> {
-        let waker = self.early_poll()?;
         let (writer, reader) = crate::rt::analysis::analysis_bank();
         self.analysis = Some((reader, taps));
-        Ok(AnalysisWorker::new(writer, waker))
+        Ok(AnalysisWorker::new(writer))
     }
 
     /// The configuration so far.

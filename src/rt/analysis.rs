@@ -21,7 +21,8 @@
 //! slot, 384 KiB in all, plus a scratch copy of one value for the reader); nothing else here
 //! allocates. Every method is wait-free and bounded (no lock, no system call, no loop that
 //! depends on the other side). [`AnalysisWriter`] belongs to one worker thread,
-//! [`AnalysisReader`] to the network thread; both are `Send`, neither is `Sync` or `Clone`.
+//! [`AnalysisReader`] to the network thread; both are `Send` and neither is `Clone` (what changes
+//! them takes `&mut self`, so each is used by one thread at a time).
 //! The audio thread never touches this module.
 //!
 //! # Protocol
@@ -223,7 +224,7 @@ struct Shared {
     slots: Box<[Slot]>,
 }
 
-/// The worker's half: reads the requests, submits values. `Send`, not `Sync`: one worker.
+/// The worker's half: reads the requests, submits values. One worker (`&mut self` to submit).
 #[derive(Debug)]
 pub struct AnalysisWriter {
     shared: Arc<Shared>,
@@ -233,7 +234,7 @@ pub struct AnalysisWriter {
     seq: [u64; MAX_ANALYSIS_SLOTS],
 }
 
-/// The network thread's half: sets the requests, takes values. `Send`, not `Sync`.
+/// The network thread's half: sets the requests, takes values (`&mut self`).
 #[derive(Debug)]
 pub struct AnalysisReader {
     shared: Arc<Shared>,

@@ -34,7 +34,9 @@ pub(super) struct Hub {
     pub(super) immediate: VecDeque<(u64, u32, Answer)>,
     /// Answers their owner's transmit buffer had no room for, oldest first: (owner, id, answer).
     /// Later answers to the same owner wait behind them; other owners' are not held up. Sized
-    /// at spawn for every answer that can be owed at once: it never grows.
+    /// at spawn for every answer one session can be owed at once; it can grow (on this thread,
+    /// never the audio thread) only when a closing session's held answers and a new session's
+    /// owed ones add up beyond that, or the reply queue is larger than the default.
     pub(super) held: VecDeque<(u64, u32, Answer)>,
     pub(super) transport: crate::rt::TransportState,
     pub(super) peak: [f32; MAX_METER_CHANNELS],

@@ -41,8 +41,7 @@ impl Worker {
             }
         };
         bump(&hub.status.answers_held);
-        // Never beyond its capacity: it holds only answers owed, and at most
-        // `Hub::held`'s capacity of them can be owed at once (see `Worker::new`).
+        // Within its capacity in every normal case (see `Hub::held` for when it can grow).
         hub.held.push_back((key, id, a));
     }
 
