@@ -1,7 +1,8 @@
 // loophole_ipc.hpp: header-only C++17 wrapper over the C ABI in loophole_ipc.h.
 //
 // - Move-only RAII owners, one per role: loophole::Server, loophole::AudioEndpoint,
-//   loophole::Control, all made by loophole::create(). They may be destroyed in any order.
+//   loophole::Control, all made by loophole::create(); with analysis_taps > 0 a fourth,
+//   loophole::Analysis, taken once with loophole::takeAnalysis(). Destroy them in any order.
 // - loophole::ScopedCallback calls begin() in its constructor and end() in its destructor,
 //   like juce::AbstractFifo::ScopedRead: one object per audio callback.
 // - drain() takes any callable `LoopholeOutcome(const LoopholeCommand&)` through a noexcept
