@@ -647,13 +647,15 @@ export class EngineClient extends EventEmitter<ClientEvents> {
 
   /**
    * The body listeners get; checks what the spec asks a client to check (throws ProtocolError):
-   * an attachment only when this session's welcome allowed it, analysis bodies well-formed.
+   * an attachment only when this session's welcome allowed it, analysis bodies well-formed, and
+   * the welcome fields the client computes with of the JSON type the schema gives them.
    */
   private bodyOf(env: Envelope): Record<string, unknown> | ScopeFrame | SpectrumFrame {
     if (attachmentOf(env) && !(env.type === "telemetry" && this.sessionAttachments)) {
       const why = env.type !== "telemetry" ? "only telemetry may carry one" : "this session's welcome did not allow attachments";
       throw new ProtocolError("bad_attachment", `${env.type} ${env.name} has an attachment, but ${why}`);
     }
+    if (env.type === "reply" && env.ref !== undefined && this.pending.get(env.ref)?.name === "hello") checkWelcome(env.body);
     if (env.type !== "telemetry") return env.body;
     if (env.name === "scope") return decodeScope(env);
     if (env.name === "spectrum") return decodeSpectrum(env);
@@ -671,7 +673,9 @@ export class EngineClient extends EventEmitter<ClientEvents> {
         if (env.type === "reply") p.resolve(env.body);
         else {
           const b = env.body as ErrorBodies["error"];
-          p.reject(new EngineError(typeof b.code === "string" ? b.code : "internal", String(b.message ?? ""), { fromEngine: true, command: p.name }));
+          // Both read as sent only when they are strings: String() of an object such as
+          // {"toString":1} throws, and this runs in the socket's data handler.
+          p.reject(new EngineError(typeof b.code === "string" ? b.code : "internal", typeof b.message === "string" ? b.message : "", { fromEngine: true, command: p.name }));
         }
         this.pump();
         return;
@@ -747,6 +751,18 @@ export class EngineClient extends EventEmitter<ClientEvents> {
   private clearReconnect(): void {
     if (this.reconnectTimer) clearTimeout(this.reconnectTimer);
     this.reconnectTimer = null;
+  }
+}
+
+/**
+ * The welcome fields the client uses beyond `max_frame` (which falls back to the default) and the
+ * optional `attachments`/`taps` (anything but true / a number reads as false / 0). A wrong type
+ * here would throw later, in onHello or the heartbeat timer, instead of closing the connection.
+ */
+function checkWelcome(b: Record<string, unknown>): void {
+  if (typeof b.instance !== "string") throw new ProtocolError("invalid_envelope", `welcome.instance must be a string, got ${typeof b.instance}`);
+  for (const k of ["heartbeat_ms", "timeout_ms"] as const) {
+    if (!isU32(b[k])) throw new ProtocolError("invalid_envelope", `welcome.${k} must be a u32, got ${typeof b[k] === "number" ? b[k] : typeof b[k]}`);
   }
 }
 
