@@ -118,8 +118,10 @@ export interface ClientEvents {
   scope: [frame: ScopeFrame];
   spectrum: [frame: SpectrumFrame];
   /**
-   * A subscription the client re-sent in a new session was refused (e.g. the restarted engine
-   * has fewer taps: `out_of_range`). A refusal by the engine also forgets the subscription.
+   * A subscription the client re-sent in a new session was refused by the engine (e.g. the
+   * restarted engine has fewer taps: `out_of_range`; `error.fromEngine` is always true), which
+   * also forgets the subscription. Not emitted when the re-sent subscribe was lost with its
+   * connection or to close(): the subscription is kept and sent again in the next session.
    */
   subscriptionFailed: [stream: AnyStream, tap: number | undefined, error: EngineError];
   /** The engine's `error` frames without `ref` (diagnostics), `log` frames, and `goodbye`. */
@@ -640,9 +642,13 @@ export class EngineClient extends EventEmitter<ClientEvents> {
   }
 
   private onResubscribed(key: string, body: Record<string, unknown>, res: unknown): void {
-    if (!(res instanceof EngineError)) return;
-    if (res.fromEngine && this.subs.get(key) === body) this.subs.delete(key);
-    this.emit("subscriptionFailed", body.stream as AnyStream, typeof body.tap === "number" ? body.tap : undefined, res);
+    // Only the engine's refusal: a local outcome (the connection dropped, close(), a timeout) says
+    // nothing about the subscription, which stays remembered and is re-sent in the next session.
+    if (!(res instanceof EngineError && res.fromEngine)) return;
+    if (this.subs.get(key) === body) this.subs.delete(key);
+    // Out of the promise chain this runs in: a listener that throws is an uncaught exception, as
+    // from the events emitted by the socket's handlers, never an unhandled rejection.
+    queueMicrotask(() => this.emit("subscriptionFailed", body.stream as AnyStream, typeof body.tap === "number" ? body.tap : undefined, res));
   }
 
   /**

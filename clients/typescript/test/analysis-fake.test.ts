@@ -272,3 +272,49 @@ test("attachment frames right behind welcome in the same write are accepted (wel
   await client.close();
   await fake.close();
 });
+
+test("subscriptionFailed only for the engine's refusal: a re-sent subscribe lost with its connection or to close() emits nothing and stays remembered", { timeout: T }, async () => {
+  // Connection 0 acks; 1 and 2 never answer a subscribe (the connection drops, then close() is called, with it in flight).
+  const fake = await fakeEngine(engine({ onCmd: (e, c, i) => (i > 0 && e.name === "telemetry.subscribe" ? Buffer.alloc(0) : null) }));
+  const client = new EngineClient({ port: fake.port }, { reconnect: { initialMs: 1, maxMs: 5 }, heartbeat: false, requestTimeoutMs: 0 });
+  const failed: string[] = [];
+  client.on("subscriptionFailed", (s, t, e) => failed.push(`${s}#${t} ${e.code}`));
+  await client.start();
+  await client.subscribe("scope", { tap: 0, points: 64, rateHz: 30 });
+  const resentOn = async (n: number) => {
+    while (fake.conns.length <= n || !fake.conns[n]!.cmds.some((e) => e.name === "telemetry.subscribe")) await sleep(2);
+    await client.ready();
+  };
+  fake.conns[0]!.sock.destroy();
+  await resentOn(1);
+  fake.conns[1]!.sock.destroy(); // drops with the re-sent subscribe unanswered: outcome_unknown
+  await resentOn(2); // ... and it is re-sent once more: still remembered
+  assert.deepEqual(fake.conns[2]!.cmds.filter((e) => e.name === "telemetry.subscribe").map((e) => e.body), [{ stream: "scope", rate_hz: 30, tap: 0, points: 64 }]);
+  await client.close(50); // with the third one in flight
+  await sleep(20);
+  assert.deepEqual(failed, []);
+  await fake.close();
+});
+
+test("a subscriptionFailed listener that throws surfaces as an uncaught exception, as from any event, never as an unhandled rejection", { timeout: T }, async () => {
+  const { spawn } = await import("node:child_process");
+  const code = `const net=require("node:net");const {EngineClient,FrameReader,PREFACE,encodeFrame}=require(${JSON.stringify(require.resolve("../src/index"))});
+    process.on("uncaughtException",(e)=>{console.log("uncaught "+e.message);process.exit(0);});
+    process.on("unhandledRejection",(e)=>{console.log("unhandled "+(e&&e.message));process.exit(0);});
+    let n=0;const socks=[];
+    const server=net.createServer((s)=>{const k=n++;socks.push(s);const r=new FrameReader();s.on("error",()=>{});s.on("data",(d)=>{for(const e of r.push(d)){
+      if(e.name==="hello")s.write(Buffer.concat([PREFACE,encodeFrame(JSON.stringify({type:"reply",name:"welcome",ref:e.id,body:{protocol:1,engine:"fake/0",instance:"eeeeeeeeeeeeeeee",sample_rate:48000,block_size:128,max_frame:65536,heartbeat_ms:1000,timeout_ms:5000}}))]));
+      else if(k>0&&e.name==="telemetry.subscribe")s.write(encodeFrame(JSON.stringify({type:"error",name:"error",ref:e.id,body:{code:"out_of_range",message:"fewer taps"}})));
+      else s.write(encodeFrame(JSON.stringify({type:"reply",name:"ack",ref:e.id,body:{}})));}});});
+    server.listen(0,"127.0.0.1",async()=>{const c=new EngineClient({port:server.address().port},{reconnect:{initialMs:1,maxMs:5},heartbeat:false});
+      c.on("subscriptionFailed",()=>{throw new Error("listener-boom");});
+      await c.start();await c.subscribe("meters",20);socks[0].destroy();
+      setTimeout(()=>{console.log("no event");process.exit(0);},3000);});`;
+  const out = await new Promise<string>((resolve) => {
+    const ch = spawn(process.execPath, ["-e", code], { stdio: ["ignore", "pipe", "inherit"] });
+    let s = "";
+    ch.stdout.setEncoding("utf8").on("data", (d: string) => (s += d));
+    ch.on("exit", () => resolve(s.trim()));
+  });
+  assert.equal(out, "uncaught listener-boom");
+});
