@@ -150,6 +150,7 @@ export class EngineClient extends EventEmitter<ClientEvents> {
   private readonly waiting: Pending[] = []; // never sent: room, drain or the next session
   private writable = true; // false between a write() that returned false and 'drain'
   private readonly subs = new Map<string, Record<string, unknown>>(); // subKey → subscribe body
+  private readonly subReplaced = new Map<Record<string, unknown>, Record<string, unknown> | undefined>(); // subscribe body in flight → the entry it replaced in subs
   private askAttachments: boolean; // false after an engine that predates attachments refused the field
   private sessionAttachments = false; // this socket's welcome said attachments: true (set as it is read, before onHello)
   private readerStats: AttachmentStats = { views: 0, copies: 0, joined: 0 }; // of earlier sockets
@@ -275,8 +276,9 @@ export class EngineClient extends EventEmitter<ClientEvents> {
    * `rateHz` (1 … 120), or an analysis stream of one tap (`scope`: points 16 … 1024; `spectrum`:
    * bins a power of two 16 … 4096; rateHz 1 … 60; at most 8 analysis subscriptions). Keyed by
    * (stream, tap): subscribing the same key again replaces its parameters. The engine checks
-   * the values (`out_of_range`, and its code for a 9th); a refusal by the engine also forgets
-   * the subscription, so it is not re-sent. Rejects like {@link request}.
+   * the values (`out_of_range`, and its code for a 9th) and a refusal leaves its subscription as
+   * it was: the client then forgets a new key, so it is not re-sent, and keeps the parameters a
+   * refused update would have replaced (re-sent as before). Rejects like {@link request}.
    */
   subscribe(stream: PlainStream, rateHz: number, options?: RequestOptions): Promise<void>;
   subscribe(stream: "scope", params: ScopeParams, options?: RequestOptions): Promise<void>;
@@ -287,12 +289,28 @@ export class EngineClient extends EventEmitter<ClientEvents> {
     else if (stream === "scope") body = { stream, rate_hz: p.rateHz, tap: p.tap, points: (p as ScopeParams).points };
     else body = { stream, rate_hz: p.rateHz, tap: p.tap, bins: (p as SpectrumParams).bins };
     const key = subKey(stream, typeof p === "number" ? undefined : p.tap);
+    this.subReplaced.set(body, this.subs.get(key));
     this.subs.set(key, body);
     try {
       await this.request("telemetry.subscribe", body as CommandBodies["telemetry.subscribe"], options);
     } catch (e) {
-      if (e instanceof EngineError && e.fromEngine && this.subs.get(key) === body) this.subs.delete(key);
+      if (e instanceof EngineError && e.fromEngine) this.subscribeRefused(key, body);
       throw e;
+    } finally {
+      this.subReplaced.delete(body);
+    }
+  }
+
+  /** The engine refused `body` and kept what it had for `key`: remember that again (what `body` replaced, or nothing). */
+  private subscribeRefused(key: string, body: Record<string, unknown>): void {
+    const before = this.subReplaced.get(body);
+    if (this.subs.get(key) === body) {
+      if (before === undefined) this.subs.delete(key);
+      else this.subs.set(key, before);
+    } else {
+      // Replaced meanwhile by a subscribe still in flight: should that one be refused too, it
+      // restores what this one replaced, not this refused body.
+      for (const [b, r] of this.subReplaced) if (r === body) this.subReplaced.set(b, before);
     }
   }
 

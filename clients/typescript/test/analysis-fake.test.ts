@@ -318,3 +318,27 @@ test("a subscriptionFailed listener that throws surfaces as an uncaught exceptio
   });
   assert.equal(out, "uncaught listener-boom");
 });
+
+test("an update the engine refuses keeps the subscription it had: re-sent after a reconnect with its old parameters (a new key refused: still forgotten)", { timeout: T }, async () => {
+  // Like the engine: a refused subscribe leaves the session's subscription as it was.
+  const fake = await fakeEngine(engine({ onCmd: (e) => (e.name === "telemetry.subscribe" && ((e.body.rate_hz as number) > 120 || (e.body.rate_hz as number) > 60 && e.body.stream === "scope") ? errorFrame(e.id!, "out_of_range") : null) }));
+  const client = new EngineClient({ port: fake.port }, { reconnect: { initialMs: 1, maxMs: 5 }, heartbeat: false });
+  await client.start();
+  await client.subscribe("meters", 20);
+  await assert.rejects(client.subscribe("meters", 500), (e: unknown) => e instanceof EngineError && e.code === "out_of_range" && e.fromEngine);
+  await client.subscribe("scope", { tap: 0, points: 64, rateHz: 30 });
+  // Two refused updates of one key in flight at once: the first answer must not leave the second restoring a refused body.
+  const both = await Promise.allSettled([client.subscribe("scope", { tap: 0, points: 128, rateHz: 90 }), client.subscribe("scope", { tap: 0, points: 256, rateHz: 100 })]);
+  assert.deepEqual(both.map((r) => r.status), ["rejected", "rejected"]);
+  await assert.rejects(client.subscribe("scope", { tap: 1, points: 64, rateHz: 61 }), (e: unknown) => e instanceof EngineError && e.code === "out_of_range"); // a key the engine never had
+  fake.conns[0]!.sock.destroy();
+  while (fake.conns.length < 2) await sleep(2);
+  await client.ready();
+  await sleep(50); // the re-sent subscribes went out with the session; let them arrive
+  assert.deepEqual(fake.conns[1]!.cmds.filter((e) => e.name === "telemetry.subscribe").map((e) => e.body), [
+    { stream: "meters", rate_hz: 20 },
+    { stream: "scope", rate_hz: 30, tap: 0, points: 64 },
+  ]);
+  await client.close();
+  await fake.close();
+});
