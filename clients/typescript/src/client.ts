@@ -67,7 +67,9 @@ export interface ClientOptions {
    * Ask for binary attachments in `hello` (analysis arrays as raw f32 after the JSON). Default
    * true. False: the engine sends JSON arrays; the events carry the same Float32Array types.
    * An engine older than attachments refuses the field (`invalid_field`, the connection stays in
-   * handshake): the client then sends its hello again without it and stops asking that engine.
+   * handshake): the client then sends its hello again without it, and asks no more on that
+   * connection. Each new connection asks again (one extra round trip to an old engine), so an
+   * engine restarted or upgraded meanwhile gets the field.
    */
   attachments?: boolean;
 }
@@ -151,7 +153,7 @@ export class EngineClient extends EventEmitter<ClientEvents> {
   private writable = true; // false between a write() that returned false and 'drain'
   private readonly subs = new Map<string, Record<string, unknown>>(); // subKey → subscribe body
   private readonly subReplaced = new Map<Record<string, unknown>, Record<string, unknown> | undefined>(); // subscribe body in flight → the entry it replaced in subs
-  private askAttachments: boolean; // false after an engine that predates attachments refused the field
+  private askAttachments: boolean; // this connection's hello asks; false once an engine that predates attachments refused the field (reset per socket)
   private sessionAttachments = false; // this socket's welcome said attachments: true (set as it is read, before onHello)
   private readerStats: AttachmentStats = { views: 0, copies: 0, joined: 0 }; // of earlier sockets
   private readonly telemetryHandlers = new Map<string, Set<(body: any) => void>>();
@@ -547,6 +549,7 @@ export class EngineClient extends EventEmitter<ClientEvents> {
   private openSocket(ep: Endpoint): void {
     const st = this.reader.stats;
     this.readerStats = { views: this.readerStats.views + st.views, copies: this.readerStats.copies + st.copies, joined: this.readerStats.joined + st.joined };
+    this.askAttachments = this.opts.attachments; // a refusal lasts one connection: the engine may have been upgraded
     this.reader = new FrameReader({ maxFrame: ENGINE_MAX_PAYLOAD, attachments: this.askAttachments });
     this.sessionAttachments = false;
     this.maxPayload = PRE_WELCOME_MAX_PAYLOAD;

@@ -106,6 +106,27 @@ test("an engine that refuses the attachments field (invalid_field) gets the hell
   await fake.close();
 });
 
+test("the attachments refusal lasts one connection: the next connection asks again, and an upgraded engine grants them", { timeout: T }, async () => {
+  let upgraded = false;
+  const fake = await fakeEngine((e, c) => {
+    if (e.name === "hello" && "attachments" in e.body && !upgraded) return void c.sock.write(Buffer.concat([PREFACE, errorFrame(e.id!, "invalid_field")]));
+    if (e.name === "hello") return void c.sock.write(Buffer.concat(upgraded ? [PREFACE, welcomeFrame(e.id!, "ffffffffffffffff", { attachments: e.body.attachments === true, taps: 2 })] : [welcomeFrame(e.id!, "eeeeeeeeeeeeeeee", {})]));
+    c.sock.write(reply(e.id!));
+  });
+  const client = new EngineClient({ port: fake.port }, { reconnect: { initialMs: 1, maxMs: 5 }, heartbeat: false });
+  await client.start();
+  assert.equal(client.attachments, false);
+  const restarted = new Promise<string>((r) => client.once("engineRestarted", r));
+  upgraded = true; // the engine is replaced by one that knows attachments
+  fake.conns[0]!.sock.destroy();
+  assert.equal(await restarted, "ffffffffffffffff");
+  assert.deepEqual(fake.conns.map((c) => c.cmds.filter((e) => e.name === "hello").map((e) => e.body.attachments === true)), [[true, false], [true]]);
+  assert.equal(client.attachments, true);
+  assert.equal(client.taps, 2);
+  await client.close();
+  await fake.close();
+});
+
 test("scope and spectrum arrive as typed events with Float32Array, from an attachment and from JSON arrays alike", { timeout: T }, async () => {
   for (const asked of [true, false]) {
     const fake = await fakeEngine(engine({
