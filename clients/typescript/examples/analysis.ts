@@ -15,9 +15,12 @@ export async function analysis(binary: string): Promise<string[]> {
   const scope = new Promise<void>((done) =>
     client.once("scope", (s) => done(void seen.push(`scope ${Math.min(...s.min).toFixed(2)} .. ${Math.max(...s.max).toFixed(2)}`))),
   );
-  await client.subscribe("spectrum", { tap: 2, bins: 1024, rateHz: 30 }); // re-sent after reconnects
-  await client.subscribe("scope", { tap: 2, points: 512, rateHz: 30 });
-  await Promise.all([spectrum, scope]);
-  await engine.stop();
+  try {
+    await client.subscribe("spectrum", { tap: 2, bins: 1024, rateHz: 30 }); // re-sent after reconnects
+    await client.subscribe("scope", { tap: 2, points: 512, rateHz: 30 });
+    await Promise.all([spectrum, scope]);
+  } finally {
+    await engine.stop(); // also when a subscribe is refused (out_of_range: fewer taps)
+  }
   return seen;
 }

@@ -67,7 +67,9 @@ export interface ClientOptions {
    * Ask for binary attachments in `hello` (analysis arrays as raw f32 after the JSON). Default
    * true. False: the engine sends JSON arrays; the events carry the same Float32Array types.
    * An engine older than attachments refuses the field (`invalid_field`, the connection stays in
-   * handshake): the client then sends its hello again without it and stops asking that engine.
+   * handshake): the client then sends its hello again without it, and asks no more on that
+   * connection. Each new connection asks again (one extra round trip to an old engine), so an
+   * engine restarted or upgraded meanwhile gets the field.
    */
   attachments?: boolean;
 }
@@ -118,8 +120,10 @@ export interface ClientEvents {
   scope: [frame: ScopeFrame];
   spectrum: [frame: SpectrumFrame];
   /**
-   * A subscription the client re-sent in a new session was refused (e.g. the restarted engine
-   * has fewer taps: `out_of_range`). A refusal by the engine also forgets the subscription.
+   * A subscription the client re-sent in a new session was refused by the engine (e.g. the
+   * restarted engine has fewer taps: `out_of_range`; `error.fromEngine` is always true), which
+   * also forgets the subscription. Not emitted when the re-sent subscribe was lost with its
+   * connection or to close(): the subscription is kept and sent again in the next session.
    */
   subscriptionFailed: [stream: AnyStream, tap: number | undefined, error: EngineError];
   /** The engine's `error` frames without `ref` (diagnostics), `log` frames, and `goodbye`. */
@@ -148,7 +152,8 @@ export class EngineClient extends EventEmitter<ClientEvents> {
   private readonly waiting: Pending[] = []; // never sent: room, drain or the next session
   private writable = true; // false between a write() that returned false and 'drain'
   private readonly subs = new Map<string, Record<string, unknown>>(); // subKey → subscribe body
-  private askAttachments: boolean; // false after an engine that predates attachments refused the field
+  private readonly subReplaced = new Map<Record<string, unknown>, Record<string, unknown> | undefined>(); // subscribe body in flight → the entry it replaced in subs
+  private askAttachments: boolean; // this connection's hello asks; false once an engine that predates attachments refused the field (reset per socket)
   private sessionAttachments = false; // this socket's welcome said attachments: true (set as it is read, before onHello)
   private readerStats: AttachmentStats = { views: 0, copies: 0, joined: 0 }; // of earlier sockets
   private readonly telemetryHandlers = new Map<string, Set<(body: any) => void>>();
@@ -273,8 +278,9 @@ export class EngineClient extends EventEmitter<ClientEvents> {
    * `rateHz` (1 … 120), or an analysis stream of one tap (`scope`: points 16 … 1024; `spectrum`:
    * bins a power of two 16 … 4096; rateHz 1 … 60; at most 8 analysis subscriptions). Keyed by
    * (stream, tap): subscribing the same key again replaces its parameters. The engine checks
-   * the values (`out_of_range`, and its code for a 9th); a refusal by the engine also forgets
-   * the subscription, so it is not re-sent. Rejects like {@link request}.
+   * the values (`out_of_range`, and its code for a 9th) and a refusal leaves its subscription as
+   * it was: the client then forgets a new key, so it is not re-sent, and keeps the parameters a
+   * refused update would have replaced (re-sent as before). Rejects like {@link request}.
    */
   subscribe(stream: PlainStream, rateHz: number, options?: RequestOptions): Promise<void>;
   subscribe(stream: "scope", params: ScopeParams, options?: RequestOptions): Promise<void>;
@@ -285,12 +291,28 @@ export class EngineClient extends EventEmitter<ClientEvents> {
     else if (stream === "scope") body = { stream, rate_hz: p.rateHz, tap: p.tap, points: (p as ScopeParams).points };
     else body = { stream, rate_hz: p.rateHz, tap: p.tap, bins: (p as SpectrumParams).bins };
     const key = subKey(stream, typeof p === "number" ? undefined : p.tap);
+    this.subReplaced.set(body, this.subs.get(key));
     this.subs.set(key, body);
     try {
       await this.request("telemetry.subscribe", body as CommandBodies["telemetry.subscribe"], options);
     } catch (e) {
-      if (e instanceof EngineError && e.fromEngine && this.subs.get(key) === body) this.subs.delete(key);
+      if (e instanceof EngineError && e.fromEngine) this.subscribeRefused(key, body);
       throw e;
+    } finally {
+      this.subReplaced.delete(body);
+    }
+  }
+
+  /** The engine refused `body` and kept what it had for `key`: remember that again (what `body` replaced, or nothing). */
+  private subscribeRefused(key: string, body: Record<string, unknown>): void {
+    const before = this.subReplaced.get(body);
+    if (this.subs.get(key) === body) {
+      if (before === undefined) this.subs.delete(key);
+      else this.subs.set(key, before);
+    } else {
+      // Replaced meanwhile by a subscribe still in flight: should that one be refused too, it
+      // restores what this one replaced, not this refused body.
+      for (const [b, r] of this.subReplaced) if (r === body) this.subReplaced.set(b, before);
     }
   }
 
@@ -527,6 +549,7 @@ export class EngineClient extends EventEmitter<ClientEvents> {
   private openSocket(ep: Endpoint): void {
     const st = this.reader.stats;
     this.readerStats = { views: this.readerStats.views + st.views, copies: this.readerStats.copies + st.copies, joined: this.readerStats.joined + st.joined };
+    this.askAttachments = this.opts.attachments; // a refusal lasts one connection: the engine may have been upgraded
     this.reader = new FrameReader({ maxFrame: ENGINE_MAX_PAYLOAD, attachments: this.askAttachments });
     this.sessionAttachments = false;
     this.maxPayload = PRE_WELCOME_MAX_PAYLOAD;
@@ -640,20 +663,26 @@ export class EngineClient extends EventEmitter<ClientEvents> {
   }
 
   private onResubscribed(key: string, body: Record<string, unknown>, res: unknown): void {
-    if (!(res instanceof EngineError)) return;
-    if (res.fromEngine && this.subs.get(key) === body) this.subs.delete(key);
-    this.emit("subscriptionFailed", body.stream as AnyStream, typeof body.tap === "number" ? body.tap : undefined, res);
+    // Only the engine's refusal: a local outcome (the connection dropped, close(), a timeout) says
+    // nothing about the subscription, which stays remembered and is re-sent in the next session.
+    if (!(res instanceof EngineError && res.fromEngine)) return;
+    if (this.subs.get(key) === body) this.subs.delete(key);
+    // Out of the promise chain this runs in: a listener that throws is an uncaught exception, as
+    // from the events emitted by the socket's handlers, never an unhandled rejection.
+    queueMicrotask(() => this.emit("subscriptionFailed", body.stream as AnyStream, typeof body.tap === "number" ? body.tap : undefined, res));
   }
 
   /**
    * The body listeners get; checks what the spec asks a client to check (throws ProtocolError):
-   * an attachment only when this session's welcome allowed it, analysis bodies well-formed.
+   * an attachment only when this session's welcome allowed it, analysis bodies well-formed, and
+   * the welcome fields the client computes with of the JSON type the schema gives them.
    */
   private bodyOf(env: Envelope): Record<string, unknown> | ScopeFrame | SpectrumFrame {
     if (attachmentOf(env) && !(env.type === "telemetry" && this.sessionAttachments)) {
       const why = env.type !== "telemetry" ? "only telemetry may carry one" : "this session's welcome did not allow attachments";
       throw new ProtocolError("bad_attachment", `${env.type} ${env.name} has an attachment, but ${why}`);
     }
+    if (env.type === "reply" && env.ref !== undefined && this.pending.get(env.ref)?.name === "hello") checkWelcome(env.body);
     if (env.type !== "telemetry") return env.body;
     if (env.name === "scope") return decodeScope(env);
     if (env.name === "spectrum") return decodeSpectrum(env);
@@ -671,7 +700,9 @@ export class EngineClient extends EventEmitter<ClientEvents> {
         if (env.type === "reply") p.resolve(env.body);
         else {
           const b = env.body as ErrorBodies["error"];
-          p.reject(new EngineError(typeof b.code === "string" ? b.code : "internal", String(b.message ?? ""), { fromEngine: true, command: p.name }));
+          // Both read as sent only when they are strings: String() of an object such as
+          // {"toString":1} throws, and this runs in the socket's data handler.
+          p.reject(new EngineError(typeof b.code === "string" ? b.code : "internal", typeof b.message === "string" ? b.message : "", { fromEngine: true, command: p.name }));
         }
         this.pump();
         return;
@@ -747,6 +778,18 @@ export class EngineClient extends EventEmitter<ClientEvents> {
   private clearReconnect(): void {
     if (this.reconnectTimer) clearTimeout(this.reconnectTimer);
     this.reconnectTimer = null;
+  }
+}
+
+/**
+ * The welcome fields the client uses beyond `max_frame` (which falls back to the default) and the
+ * optional `attachments`/`taps` (anything but true / a number reads as false / 0). A wrong type
+ * here would throw later, in onHello or the heartbeat timer, instead of closing the connection.
+ */
+function checkWelcome(b: Record<string, unknown>): void {
+  if (typeof b.instance !== "string") throw new ProtocolError("invalid_envelope", `welcome.instance must be a string, got ${typeof b.instance}`);
+  for (const k of ["heartbeat_ms", "timeout_ms"] as const) {
+    if (!isU32(b[k])) throw new ProtocolError("invalid_envelope", `welcome.${k} must be a u32, got ${typeof b[k] === "number" ? b[k] : typeof b[k]}`);
   }
 }
 

@@ -35,8 +35,11 @@ export function parseAnnouncement(line: string, prefix = true): Announcement | n
     return null;
   }
   if (typeof a !== "object" || a === null || typeof a.host !== "string" || !Number.isInteger(a.port) || a.port <= 0 || a.port > 65535) return null;
-  return { host: a.host, port: a.port, pid: Number(a.pid), protocol: Number(a.protocol), instance: String(a.instance) };
+  // Number()/String() of an object such as {"toString":1} throws (and this runs in the stdout reader).
+  return { host: a.host, port: a.port, pid: num(a.pid), protocol: num(a.protocol), instance: typeof a.instance === "string" ? a.instance : "" };
 }
+
+const num = (v: unknown): number => (typeof v === "number" || typeof v === "string" ? Number(v) : NaN);
 
 export type SupervisorState = "idle" | "starting" | "running" | "restarting" | "stopping" | "stopped" | "failed";
 

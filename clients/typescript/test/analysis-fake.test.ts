@@ -106,6 +106,27 @@ test("an engine that refuses the attachments field (invalid_field) gets the hell
   await fake.close();
 });
 
+test("the attachments refusal lasts one connection: the next connection asks again, and an upgraded engine grants them", { timeout: T }, async () => {
+  let upgraded = false;
+  const fake = await fakeEngine((e, c) => {
+    if (e.name === "hello" && "attachments" in e.body && !upgraded) return void c.sock.write(Buffer.concat([PREFACE, errorFrame(e.id!, "invalid_field")]));
+    if (e.name === "hello") return void c.sock.write(Buffer.concat(upgraded ? [PREFACE, welcomeFrame(e.id!, "ffffffffffffffff", { attachments: e.body.attachments === true, taps: 2 })] : [welcomeFrame(e.id!, "eeeeeeeeeeeeeeee", {})]));
+    c.sock.write(reply(e.id!));
+  });
+  const client = new EngineClient({ port: fake.port }, { reconnect: { initialMs: 1, maxMs: 5 }, heartbeat: false });
+  await client.start();
+  assert.equal(client.attachments, false);
+  const restarted = new Promise<string>((r) => client.once("engineRestarted", r));
+  upgraded = true; // the engine is replaced by one that knows attachments
+  fake.conns[0]!.sock.destroy();
+  assert.equal(await restarted, "ffffffffffffffff");
+  assert.deepEqual(fake.conns.map((c) => c.cmds.filter((e) => e.name === "hello").map((e) => e.body.attachments === true)), [[true, false], [true]]);
+  assert.equal(client.attachments, true);
+  assert.equal(client.taps, 2);
+  await client.close();
+  await fake.close();
+});
+
 test("scope and spectrum arrive as typed events with Float32Array, from an attachment and from JSON arrays alike", { timeout: T }, async () => {
   for (const asked of [true, false]) {
     const fake = await fakeEngine(engine({
@@ -269,6 +290,76 @@ test("attachment frames right behind welcome in the same write are accepted (wel
   await client.start();
   assert.deepEqual(Array.from((await got).db), [0.0625, 0.125, 0.1875, 0.25]);
   assert.deepEqual(reasons, []);
+  await client.close();
+  await fake.close();
+});
+
+test("subscriptionFailed only for the engine's refusal: a re-sent subscribe lost with its connection or to close() emits nothing and stays remembered", { timeout: T }, async () => {
+  // Connection 0 acks; 1 and 2 never answer a subscribe (the connection drops, then close() is called, with it in flight).
+  const fake = await fakeEngine(engine({ onCmd: (e, c, i) => (i > 0 && e.name === "telemetry.subscribe" ? Buffer.alloc(0) : null) }));
+  const client = new EngineClient({ port: fake.port }, { reconnect: { initialMs: 1, maxMs: 5 }, heartbeat: false, requestTimeoutMs: 0 });
+  const failed: string[] = [];
+  client.on("subscriptionFailed", (s, t, e) => failed.push(`${s}#${t} ${e.code}`));
+  await client.start();
+  await client.subscribe("scope", { tap: 0, points: 64, rateHz: 30 });
+  const resentOn = async (n: number) => {
+    while (fake.conns.length <= n || !fake.conns[n]!.cmds.some((e) => e.name === "telemetry.subscribe")) await sleep(2);
+    await client.ready();
+  };
+  fake.conns[0]!.sock.destroy();
+  await resentOn(1);
+  fake.conns[1]!.sock.destroy(); // drops with the re-sent subscribe unanswered: outcome_unknown
+  await resentOn(2); // ... and it is re-sent once more: still remembered
+  assert.deepEqual(fake.conns[2]!.cmds.filter((e) => e.name === "telemetry.subscribe").map((e) => e.body), [{ stream: "scope", rate_hz: 30, tap: 0, points: 64 }]);
+  await client.close(50); // with the third one in flight
+  await sleep(20);
+  assert.deepEqual(failed, []);
+  await fake.close();
+});
+
+test("a subscriptionFailed listener that throws surfaces as an uncaught exception, as from any event, never as an unhandled rejection", { timeout: T }, async () => {
+  const { spawn } = await import("node:child_process");
+  const code = `const net=require("node:net");const {EngineClient,FrameReader,PREFACE,encodeFrame}=require(${JSON.stringify(require.resolve("../src/index"))});
+    process.on("uncaughtException",(e)=>{console.log("uncaught "+e.message);process.exit(0);});
+    process.on("unhandledRejection",(e)=>{console.log("unhandled "+(e&&e.message));process.exit(0);});
+    let n=0;const socks=[];
+    const server=net.createServer((s)=>{const k=n++;socks.push(s);const r=new FrameReader();s.on("error",()=>{});s.on("data",(d)=>{for(const e of r.push(d)){
+      if(e.name==="hello")s.write(Buffer.concat([PREFACE,encodeFrame(JSON.stringify({type:"reply",name:"welcome",ref:e.id,body:{protocol:1,engine:"fake/0",instance:"eeeeeeeeeeeeeeee",sample_rate:48000,block_size:128,max_frame:65536,heartbeat_ms:1000,timeout_ms:5000}}))]));
+      else if(k>0&&e.name==="telemetry.subscribe")s.write(encodeFrame(JSON.stringify({type:"error",name:"error",ref:e.id,body:{code:"out_of_range",message:"fewer taps"}})));
+      else s.write(encodeFrame(JSON.stringify({type:"reply",name:"ack",ref:e.id,body:{}})));}});});
+    server.listen(0,"127.0.0.1",async()=>{const c=new EngineClient({port:server.address().port},{reconnect:{initialMs:1,maxMs:5},heartbeat:false});
+      c.on("subscriptionFailed",()=>{throw new Error("listener-boom");});
+      await c.start();await c.subscribe("meters",20);socks[0].destroy();
+      setTimeout(()=>{console.log("no event");process.exit(0);},3000);});`;
+  const out = await new Promise<string>((resolve) => {
+    const ch = spawn(process.execPath, ["-e", code], { stdio: ["ignore", "pipe", "inherit"] });
+    let s = "";
+    ch.stdout.setEncoding("utf8").on("data", (d: string) => (s += d));
+    ch.on("exit", () => resolve(s.trim()));
+  });
+  assert.equal(out, "uncaught listener-boom");
+});
+
+test("an update the engine refuses keeps the subscription it had: re-sent after a reconnect with its old parameters (a new key refused: still forgotten)", { timeout: T }, async () => {
+  // Like the engine: a refused subscribe leaves the session's subscription as it was.
+  const fake = await fakeEngine(engine({ onCmd: (e) => (e.name === "telemetry.subscribe" && ((e.body.rate_hz as number) > 120 || (e.body.rate_hz as number) > 60 && e.body.stream === "scope") ? errorFrame(e.id!, "out_of_range") : null) }));
+  const client = new EngineClient({ port: fake.port }, { reconnect: { initialMs: 1, maxMs: 5 }, heartbeat: false });
+  await client.start();
+  await client.subscribe("meters", 20);
+  await assert.rejects(client.subscribe("meters", 500), (e: unknown) => e instanceof EngineError && e.code === "out_of_range" && e.fromEngine);
+  await client.subscribe("scope", { tap: 0, points: 64, rateHz: 30 });
+  // Two refused updates of one key in flight at once: the first answer must not leave the second restoring a refused body.
+  const both = await Promise.allSettled([client.subscribe("scope", { tap: 0, points: 128, rateHz: 90 }), client.subscribe("scope", { tap: 0, points: 256, rateHz: 100 })]);
+  assert.deepEqual(both.map((r) => r.status), ["rejected", "rejected"]);
+  await assert.rejects(client.subscribe("scope", { tap: 1, points: 64, rateHz: 61 }), (e: unknown) => e instanceof EngineError && e.code === "out_of_range"); // a key the engine never had
+  fake.conns[0]!.sock.destroy();
+  while (fake.conns.length < 2) await sleep(2);
+  await client.ready();
+  await sleep(50); // the re-sent subscribes went out with the session; let them arrive
+  assert.deepEqual(fake.conns[1]!.cmds.filter((e) => e.name === "telemetry.subscribe").map((e) => e.body), [
+    { stream: "meters", rate_hz: 20 },
+    { stream: "scope", rate_hz: 30, tap: 0, points: 64 },
+  ]);
   await client.close();
   await fake.close();
 });

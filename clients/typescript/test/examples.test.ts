@@ -6,6 +6,8 @@ import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { EngineSupervisor } from "../src/index";
+// The examples import the package by name: at run time that is dist/ (package.json exports), not ../src.
+import * as ipc from "@loophole/ipc";
 import { repoRoot, signalBinary } from "./helpers";
 import { main } from "../examples/spawn-and-control";
 import { connect } from "../examples/connect-only";
@@ -73,4 +75,34 @@ test("examples/analysis.ts runs against the real engine (when it has analysis ta
   assert.equal(seen[0], "taps 3, attachments true");
   assert.match(seen.find((l) => l.startsWith("peak"))!, /^peak (98\d|10[01]\d) Hz -[67]\.\d dB$/);
   assert.match(seen.find((l) => l.startsWith("scope"))!, /^scope -0\.(49|50) \.\. 0\.(49|50)$/);
+});
+
+test("examples/analysis.ts stops the engine it started when a subscribe is refused", { skip }, async (t) => {
+  const started: { sup: ipc.EngineSupervisor; pid: number }[] = [];
+  const start = ipc.EngineSupervisor.prototype.start;
+  t.mock.method(ipc.EngineSupervisor.prototype, "start", async function (this: ipc.EngineSupervisor) {
+    const client = await start.call(this);
+    started.push({ sup: this, pid: this.pid! });
+    return client;
+  });
+  // As an engine with fewer taps than the example's tap 2 answers (ServerBuilder::analysis_worker(2)).
+  t.mock.method(ipc.EngineClient.prototype, "subscribe", async () => {
+    throw new ipc.EngineError("out_of_range", "tap 2 >= welcome.taps", { fromEngine: true, command: "telemetry.subscribe" });
+  });
+  const alive = (pid: number) => {
+    try {
+      process.kill(pid, 0);
+      return true;
+    } catch {
+      return false;
+    }
+  };
+  try {
+    await assert.rejects(analysis(bin!), (e: unknown) => e instanceof ipc.EngineError && e.code === "out_of_range");
+    assert.equal(started.length, 1);
+    assert.equal(started[0]!.sup.state, "stopped", "engine.stop() ran");
+    assert.equal(alive(started[0]!.pid), false, `engine ${started[0]!.pid} still running`);
+  } finally {
+    for (const { sup } of started) await sup.stop(); // the test's own cleanup, when the example left it running
+  }
 });

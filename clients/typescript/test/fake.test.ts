@@ -365,3 +365,50 @@ test("engine stopping (errors.md shutting_down): commands not carried out settle
   await client.close();
   await fake.close();
 });
+
+test("an error frame whose message is not a string ({toString: 1}, a number, null) rejects with the engine's code; nothing is thrown, the session goes on", { timeout: 10_000 }, async () => {
+  const messages: unknown[] = [{ toString: 1 }, { toString: 1, valueOf: 1 }, 42, null, ["x"]];
+  let n = 0;
+  const fake = await fakeEngine((c) =>
+    c.onCmd((e, c) => {
+      if (e.name === "hello") return void c.sock.write(Buffer.concat([PREFACE, welcome(e.id!, "1212121212121212")]));
+      if (e.name !== "transport.play") return void c.sock.write(reply(e.id!));
+      c.sock.write(encodeFrame(JSON.stringify({ type: "error", name: "error", ref: e.id!, body: { code: "unknown_node", message: messages[n++] } })));
+    }),
+  );
+  const client = new EngineClient({ port: fake.port }, { reconnect: false, heartbeat: false });
+  const why = reasons(client);
+  await client.start();
+  for (const m of messages) {
+    await assert.rejects(client.request("transport.play", {}, { timeoutMs: 2_000 }), (e: unknown) => e instanceof EngineError && e.code === "unknown_node" && e.fromEngine && e.message === "unknown_node: ", `message ${JSON.stringify(m)}`);
+  }
+  await client.request("transport.stop", {}); // control: the same session still answers
+  assert.equal(client.state, "ready");
+  assert.deepEqual(why, []);
+  await client.close();
+  await fake.close();
+});
+
+test("a welcome whose heartbeat_ms, timeout_ms or instance has the wrong JSON type: invalid_envelope, a clean close, nothing thrown (control: the same welcome, fixed, is ready)", { timeout: 10_000 }, async () => {
+  const odd = { toString: 1, valueOf: 1 }; // any arithmetic or String() on it throws a TypeError
+  for (const [field, value] of [["heartbeat_ms", odd], ["timeout_ms", odd], ["heartbeat_ms", "1000"], ["timeout_ms", -1], ["instance", odd], ["instance", 7], [null, null]] as const) {
+    const fake = await fakeEngine((c) =>
+      c.onCmd((e, c) => {
+        if (e.name === "hello") c.sock.write(Buffer.concat([PREFACE, welcome(e.id!, "3434343434343434", field === null ? { heartbeat_ms: 40, timeout_ms: 60 } : { heartbeat_ms: 40, timeout_ms: 60, [field]: value })]));
+        // Pings unanswered: a timeout_ms the client cannot compare would throw from its timer.
+      }),
+    );
+    const client = new EngineClient({ port: fake.port }, { reconnect: false });
+    const why = reasons(client);
+    if (field === null) {
+      await client.start();
+      await client.close(50);
+    } else {
+      await assert.rejects(client.start(), (e: unknown) => e instanceof EngineError && e.code === "not_sent", `${field} ${JSON.stringify(value)}`);
+      assert.equal(client.state, "failed");
+      assert.match(why.join(" "), new RegExp(`^invalid_envelope: welcome\\.${field} `));
+    }
+    await sleep(150); // longer than timeout_ms: a heartbeat timer left behind would fire
+    await fake.close();
+  }
+});

@@ -35,6 +35,14 @@ test("parseAnnouncement: prefix, unknown keys, garbage", () => {
   assert.equal(parseAnnouncement('LOOPHOLE_LISTEN {"host":"127.0.0.1","port":0}'), null);
 });
 
+test("parseAnnouncement: pid, protocol or instance that no conversion can read ({toString: 1, valueOf: 1}) do not throw out of the stdout reader", () => {
+  const odd = '{"toString":1,"valueOf":1}';
+  const a = parseAnnouncement(`LOOPHOLE_LISTEN {"host":"127.0.0.1","port":40123,"pid":${odd},"protocol":${odd},"instance":${odd}}`);
+  assert.deepEqual(a, { host: "127.0.0.1", port: 40123, pid: NaN, protocol: NaN, instance: "" });
+  // Control: readable values still read as before.
+  assert.deepEqual(parseAnnouncement('LOOPHOLE_LISTEN {"host":"127.0.0.1","port":40123,"pid":"4242","protocol":1,"instance":"9f86d081884c7d65"}'), { host: "127.0.0.1", port: 40123, pid: 4242, protocol: 1, instance: "9f86d081884c7d65" });
+});
+
 test("token travels in the environment, never argv; --supervisor-pid is passed; other stdout lines ignored", async () => {
   const sup = fake({ FAKE_MODE: "serve" });
   const lines: string[] = [];
