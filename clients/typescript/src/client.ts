@@ -604,7 +604,10 @@ export class EngineClient extends EventEmitter<ClientEvents> {
     const hello: CommandBodies["hello"] & { attachments?: boolean } = { protocol: 1, client: this.opts.clientName };
     if (this.opts.token !== undefined) hello.token = this.opts.token;
     if (asked) hello.attachments = true; // absent = false: the hello is byte-identical otherwise
-    void this.internalRequest("hello", hello as CommandBodies["hello"], 0).then((r) => this.onHello(sock, r, asked));
+    // onHello emits events (state, welcome, engineRestarted): run it outside the promise chain, so a
+    // listener that throws surfaces as an uncaught exception, as from any event, never as an
+    // unhandled rejection.
+    void this.internalRequest("hello", hello as CommandBodies["hello"], 0).then((r) => queueMicrotask(() => this.onHello(sock, r, asked)));
   }
 
   private onHello(sock: net.Socket, r: ReplyBodies["welcome"] | EngineError, asked: boolean): void {

@@ -340,6 +340,28 @@ test("a subscriptionFailed listener that throws surfaces as an uncaught exceptio
   assert.equal(out, "uncaught listener-boom");
 });
 
+for (const event of ["state", "welcome"]) {
+  test(`a ${event} listener that throws during the handshake surfaces as an uncaught exception, never as an unhandled rejection`, { timeout: T }, async () => {
+    const { spawn } = await import("node:child_process");
+    const code = `const net=require("node:net");const {EngineClient,FrameReader,PREFACE,encodeFrame}=require(${JSON.stringify(require.resolve("../src/index"))});
+      process.on("uncaughtException",(e)=>{console.log("uncaught "+e.message);process.exit(0);});
+      process.on("unhandledRejection",(e)=>{console.log("unhandled "+(e&&e.message));process.exit(0);});
+      const server=net.createServer((s)=>{const r=new FrameReader();s.on("error",()=>{});s.on("data",(d)=>{for(const e of r.push(d)){
+        if(e.name==="hello")s.write(Buffer.concat([PREFACE,encodeFrame(JSON.stringify({type:"reply",name:"welcome",ref:e.id,body:{protocol:1,engine:"fake/0",instance:"eeeeeeeeeeeeeeee",sample_rate:48000,block_size:128,max_frame:65536,heartbeat_ms:1000,timeout_ms:5000}}))]));}});});
+      server.listen(0,"127.0.0.1",()=>{const c=new EngineClient({port:server.address().port},{heartbeat:false});
+        c.on(${JSON.stringify(event)},(s)=>{if(${JSON.stringify(event)}!=="state"||s==="ready")throw new Error("listener-boom");});
+        c.start().catch(()=>{});
+        setTimeout(()=>{console.log("no event");process.exit(0);},3000);});`;
+    const out = await new Promise<string>((resolve) => {
+      const ch = spawn(process.execPath, ["-e", code], { stdio: ["ignore", "pipe", "inherit"] });
+      let s = "";
+      ch.stdout.setEncoding("utf8").on("data", (d: string) => (s += d));
+      ch.on("exit", () => resolve(s.trim()));
+    });
+    assert.equal(out, "uncaught listener-boom");
+  });
+}
+
 test("an update the engine refuses keeps the subscription it had: re-sent after a reconnect with its old parameters (a new key refused: still forgotten)", { timeout: T }, async () => {
   // Like the engine: a refused subscribe leaves the session's subscription as it was.
   const fake = await fakeEngine(engine({ onCmd: (e) => (e.name === "telemetry.subscribe" && ((e.body.rate_hz as number) > 120 || (e.body.rate_hz as number) > 60 && e.body.stream === "scope") ? errorFrame(e.id!, "out_of_range") : null) }));
