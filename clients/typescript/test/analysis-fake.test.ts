@@ -317,8 +317,18 @@ test("subscriptionFailed only for the engine's refusal: a re-sent subscribe lost
   await fake.close();
 });
 
-test("a subscriptionFailed listener that throws surfaces as an uncaught exception, as from any event, never as an unhandled rejection", { timeout: T }, async () => {
+/** Runs `code` in a child Node process; resolves with what it printed (trimmed). */
+async function runChild(code: string): Promise<string> {
   const { spawn } = await import("node:child_process");
+  return new Promise<string>((resolve) => {
+    const ch = spawn(process.execPath, ["-e", code], { stdio: ["ignore", "pipe", "inherit"] });
+    let s = "";
+    ch.stdout.setEncoding("utf8").on("data", (d: string) => (s += d));
+    ch.on("exit", () => resolve(s.trim()));
+  });
+}
+
+test("a subscriptionFailed listener that throws surfaces as an uncaught exception, as from any event, never as an unhandled rejection", { timeout: T }, async () => {
   const code = `const net=require("node:net");const {EngineClient,FrameReader,PREFACE,encodeFrame}=require(${JSON.stringify(require.resolve("../src/index"))});
     process.on("uncaughtException",(e)=>{console.log("uncaught "+e.message);process.exit(0);});
     process.on("unhandledRejection",(e)=>{console.log("unhandled "+(e&&e.message));process.exit(0);});
@@ -331,19 +341,13 @@ test("a subscriptionFailed listener that throws surfaces as an uncaught exceptio
       c.on("subscriptionFailed",()=>{throw new Error("listener-boom");});
       await c.start();await c.subscribe("meters",20);socks[0].destroy();
       setTimeout(()=>{console.log("no event");process.exit(0);},3000);});`;
-  const out = await new Promise<string>((resolve) => {
-    const ch = spawn(process.execPath, ["-e", code], { stdio: ["ignore", "pipe", "inherit"] });
-    let s = "";
-    ch.stdout.setEncoding("utf8").on("data", (d: string) => (s += d));
-    ch.on("exit", () => resolve(s.trim()));
-  });
+  const out = await runChild(code);
   assert.equal(out, "uncaught listener-boom");
 });
 
 for (const event of ["state", "welcome"]) {
   test(`a ${event} listener that throws during the handshake surfaces as an uncaught exception, never as an unhandled rejection`, { timeout: T }, async () => {
-    const { spawn } = await import("node:child_process");
-    const code = `const net=require("node:net");const {EngineClient,FrameReader,PREFACE,encodeFrame}=require(${JSON.stringify(require.resolve("../src/index"))});
+      const code = `const net=require("node:net");const {EngineClient,FrameReader,PREFACE,encodeFrame}=require(${JSON.stringify(require.resolve("../src/index"))});
       process.on("uncaughtException",(e)=>{console.log("uncaught "+e.message);process.exit(0);});
       process.on("unhandledRejection",(e)=>{console.log("unhandled "+(e&&e.message));process.exit(0);});
       const server=net.createServer((s)=>{const r=new FrameReader();s.on("error",()=>{});s.on("data",(d)=>{for(const e of r.push(d)){
@@ -352,12 +356,7 @@ for (const event of ["state", "welcome"]) {
         c.on(${JSON.stringify(event)},(s)=>{if(${JSON.stringify(event)}!=="state"||s==="ready")throw new Error("listener-boom");});
         c.start().catch(()=>{});
         setTimeout(()=>{console.log("no event");process.exit(0);},3000);});`;
-    const out = await new Promise<string>((resolve) => {
-      const ch = spawn(process.execPath, ["-e", code], { stdio: ["ignore", "pipe", "inherit"] });
-      let s = "";
-      ch.stdout.setEncoding("utf8").on("data", (d: string) => (s += d));
-      ch.on("exit", () => resolve(s.trim()));
-    });
+    const out = await runChild(code);
     assert.equal(out, "uncaught listener-boom");
   });
 }
