@@ -721,7 +721,11 @@ fn section_applied(cfg: &StackConfig) -> io::Result<()> {
     let allocs0 = audio_allocs.allocs();
 
     let warmup = (cfg.commands / 20).min(200);
+    let scsynth = support::scsynth_from_env()?;
     let floor_calls = RefCell::new(0u64);
+    // Floor samples above half a period: the machine's own share of "one wake-up late" (a
+    // stalled vCPU delays the floor's sleep as it delays the network thread's).
+    let floor_over = RefCell::new(0u64);
     let mut contenders: Vec<Contender<'_>> = Vec::new();
     let mut client_iter = clients.iter_mut();
     for (i, name) in [
@@ -792,6 +796,19 @@ fn section_applied(cfg: &StackConfig) -> io::Result<()> {
             Ok(Duration::from_nanos(t1 - t0))
         }));
     }
+    if let Some(sock) = &scsynth {
+        let rng = &rng;
+        contenders.push(Contender::new(
+            "scsynth: OSC /status send → /status.reply (UDP), same random moment",
+            move || {
+                let pause = rng.borrow_mut().below(PERIOD_NS);
+                std::thread::sleep(Duration::from_nanos(pause));
+                let t0 = Instant::now();
+                support::scsynth_status(sock)?;
+                Ok(t0.elapsed())
+            },
+        ));
+    }
     contenders.push(Contender::new(
         "floor: clock_nanosleep lateness (1 ns slack, client CPU) + ½ raw TCP round trip",
         || {
@@ -805,6 +822,9 @@ fn section_applied(cfg: &StackConfig) -> io::Result<()> {
             *n += 1;
             if *n > warmup {
                 floor_rec.borrow_mut().record(d);
+                if d > Duration::from_nanos(PERIOD_NS / 2) {
+                    *floor_over.borrow_mut() += 1;
+                }
             }
             Ok(d)
         },
@@ -831,6 +851,12 @@ fn section_applied(cfg: &StackConfig) -> io::Result<()> {
         &outcomes,
     );
     let floor = floor_rec.borrow().summary();
+    println!(
+        "floor: {} of {} samples above half a period ({:.2} %: the machine's own share of late wake-ups, to compare with the acks' below)",
+        floor_over.borrow(),
+        floor.count,
+        100.0 * *floor_over.borrow() as f64 / floor.count.max(1) as f64
+    );
     let mut fixed_rows = vec![Outcome {
         name: "floor: sleep lateness (1 ns slack) + ½ raw TCP round trip".into(),
         summary: floor,
@@ -877,6 +903,7 @@ fn section_applied(cfg: &StackConfig) -> io::Result<()> {
         us(late_max),
         applied.load(Ordering::Relaxed)
     );
+    print_scsynth_comparison(&outcomes);
     let scsynth = 87_000u64;
     for row in &fixed_rows[1..] {
         let r = ratio(row.summary.p50, floor.p50);
@@ -899,6 +926,22 @@ fn section_applied(cfg: &StackConfig) -> io::Result<()> {
 }
 
 // =============================================================================================
+
+/// Our send → ack (default config) against scsynth's `/status` round trip of the same run, at
+/// p50 and p99.9, when scsynth was measured.
+fn print_scsynth_comparison(outcomes: &[Outcome]) {
+    let find = |prefix: &str| outcomes.iter().find(|o| o.name.starts_with(prefix));
+    let (Some(ours), Some(sc)) = (find("param.set send → ack, default"), find("scsynth")) else {
+        return;
+    };
+    let (o, s) = (ours.summary, sc.summary);
+    println!(
+        "scsynth comparison (same run, same random moments): send → ack p50 {} / p99 {} / p99.9 {} µs, scsynth /status p50 {} / p99 {} / p99.9 {} µs; ours ÷ scsynth {:.2}x / {:.2}x / {:.2}x — {}",
+        us(o.p50), us(o.p99), us(o.p999), us(s.p50), us(s.p99), us(s.p999),
+        ratio(o.p50, s.p50), ratio(o.p99, s.p99), ratio(o.p999, s.p999),
+        verdict(o.p50 <= s.p50 && o.p999 <= s.p999)
+    );
+}
 
 fn print_context(cfg: &StackConfig) -> io::Result<()> {
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();

@@ -382,3 +382,33 @@ pub fn sleep_until(deadline_ns: u64) {
         }
     }
 }
+
+/// A running scsynth to compare section 3 against, from `LOOPHOLE_BENCH_SCSYNTH` (its UDP
+/// address, e.g. `127.0.0.1:57110`; `benches/probes/scsynth.sh` starts one on a dummy JACK
+/// device with the same period). `None` when the variable is unset.
+pub fn scsynth_from_env() -> io::Result<Option<std::net::UdpSocket>> {
+    let Ok(addr) = std::env::var("LOOPHOLE_BENCH_SCSYNTH") else {
+        return Ok(None);
+    };
+    let sock = std::net::UdpSocket::bind("127.0.0.1:0")?;
+    sock.connect(addr.trim())?;
+    sock.set_read_timeout(Some(std::time::Duration::from_secs(1)))?;
+    scsynth_status(&sock)?; // fails here, before the run, if nothing answers
+    Ok(Some(sock))
+}
+
+/// One OSC `/status` (no arguments) to scsynth and the wait for its `/status.reply`: what
+/// scsynth does for a command at a random moment (queued to its audio thread, performed at the
+/// start of the next hardware buffer, answered from its non-real-time thread). Other replies
+/// are skipped; a timeout is an error.
+pub fn scsynth_status(sock: &std::net::UdpSocket) -> io::Result<()> {
+    const STATUS: &[u8] = b"/status\0,\0\0\0";
+    sock.send(STATUS)?;
+    let mut buf = [0u8; 512];
+    loop {
+        let n = sock.recv(&mut buf)?;
+        if buf[..n].starts_with(b"/status.reply\0") {
+            return Ok(());
+        }
+    }
+}
