@@ -14,11 +14,21 @@ use std::time::Duration;
 
 use mio::unix::SourceFd;
 
+/// Deadlines at least this far ahead (ns) are not set in the timerfd: the poll's own
+/// millisecond timeout wakes the thread up to 1 ms ahead of them, and the pass then sets the
+/// timerfd for the rest. The timerfd fires exactly, the poll timeout lands early, never late.
+/// Why: after an answer, the next deadline is usually far (heartbeat, telemetry), and a
+/// `timerfd_settime` there is on the answered client's path whenever it shares this thread's
+/// CPU (it runs once the thread blocks). Steady traffic with far deadlines costs no timer call.
+const FAR_NS: u64 = 2_000_000;
+
 /// A one-shot monotonic timer that mio can wait on.
 #[derive(Debug)]
 pub(crate) struct Timer {
     fd: OwnedFd,
     armed: Option<u64>,
+    /// A far deadline (≥ [`FAR_NS`] ahead when chosen) left to the poll's timeout.
+    coarse: Option<u64>,
     /// `CLOCK_MONOTONIC` minus the crate clock (ns), read once: deadlines are set as absolute
     /// `CLOCK_MONOTONIC` times, so the time between choosing a deadline and the system call
     /// that sets it does not make the wake-up late.
@@ -57,6 +67,7 @@ impl Timer {
         Ok(Self {
             fd,
             armed: None,
+            coarse: None,
             offset_ns: mono_ns.saturating_sub(crate_ns),
         })
     }
@@ -79,11 +90,18 @@ impl Timer {
     }
 
     /// Arms the timer to fire `at_ns` (crate clock); `None` disarms. A no-op when unchanged or
-    /// when an earlier pending deadline is kept (see `keep_earlier`). `now_ns` is the current
-    /// crate clock time (only for `keep_earlier`: the timer is set to the absolute time
-    /// `at_ns`). One `timerfd_settime` at most.
+    /// when an earlier pending deadline is kept (see `keep_earlier`). A deadline [`FAR_NS`] or
+    /// more after `now_ns` (the current crate clock time) is left to the poll's timeout
+    /// ([`poll_timeout`](Self::poll_timeout)), no system call; a nearer one is set as the
+    /// absolute time `at_ns`. One `timerfd_settime` at most.
     pub(crate) fn set(&mut self, at_ns: Option<u64>, now_ns: u64) -> io::Result<()> {
+        self.coarse = None;
         if at_ns == self.armed || super::keep_earlier(self.armed, at_ns, now_ns) {
+            return Ok(());
+        }
+        if let Some(at) = at_ns.filter(|&at| at.saturating_sub(now_ns) >= FAR_NS) {
+            // An armed later deadline may stay: it fires after this one, a spare wake-up.
+            self.coarse = Some(at);
             return Ok(());
         }
         self.armed = at_ns;
@@ -125,9 +143,12 @@ impl Timer {
         self.armed = None;
     }
 
-    /// What to pass to `Poll::poll` as timeout: none, the timerfd does the waking.
-    pub(crate) fn poll_timeout(&self, _now_ns: u64) -> Option<Duration> {
-        None
+    /// What to pass to `Poll::poll` as timeout: none when the timerfd does the waking; for a far
+    /// deadline, 1 ms less than the time left (mio rounds it up to whole milliseconds, so the
+    /// poll returns ahead of the deadline, never after it).
+    pub(crate) fn poll_timeout(&self, now_ns: u64) -> Option<Duration> {
+        self.coarse
+            .map(|at| Duration::from_nanos(at.saturating_sub(now_ns).saturating_sub(1_000_000)))
     }
 }
 

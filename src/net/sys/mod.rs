@@ -16,7 +16,7 @@
 //!   `Timer::set(&mut self, Option<u64>, now) -> io::Result<()>`, `Timer::acknowledge`,
 //!   `Timer::poll_timeout(&self, now) -> Option<Duration>`. Network thread only. `new` and
 //!   `register` allocate (the Windows helper thread and its sockets); `set` is one system call
-//!   at most, `acknowledge` at most one read (Linux: none, the timer is edge-triggered; Windows:
+//!   at most (Linux: none for a deadline 2 ms or more ahead, left to the poll's timeout), `acknowledge` at most one read (Linux: none, the timer is edge-triggered; Windows:
 //!   until `WouldBlock`).
 //! - free functions below: any thread; each is one or two system calls, no allocation (except
 //!   Windows' [`parent_pid`], which takes one process snapshot the first time it is called).
@@ -215,6 +215,57 @@ mod tests {
                 "round {round}: the unread expiry woke the poll again"
             );
         }
+    }
+
+    /// Linux: a deadline `FAR_NS` (2 ms) or more ahead is left to the poll's timeout, which
+    /// returns ahead of it with no timer event; the next `set` (as the loop makes on that
+    /// wake-up) puts the rest in the timerfd, which fires at the deadline and not before.
+    /// Controls: without that second `set` no timer event comes even well past the deadline
+    /// (so the first `set` armed nothing: no system call); a near deadline gets no poll timeout.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_far_deadline_waits_in_the_poll_then_in_the_timer() {
+        let mut poll = mio::Poll::new().unwrap();
+        let mut events = mio::Events::with_capacity(4);
+        let mut t = Timer::new().unwrap();
+        t.register(poll.registry(), TIMER).unwrap();
+        for second_set in [true, false] {
+            let now = crate::clock::now_ns();
+            let at = now + 5_000_000;
+            t.set(Some(at), now).unwrap();
+            let timeout = t
+                .poll_timeout(now)
+                .expect("a far deadline gives a poll timeout");
+            assert!(timeout <= Duration::from_millis(4), "{timeout:?}");
+            poll.poll(&mut events, Some(timeout)).unwrap();
+            assert!(
+                !events.iter().any(|e| e.token() == TIMER),
+                "the timerfd was armed for a far deadline"
+            );
+            let woke = crate::clock::now_ns();
+            if second_set {
+                t.set(Some(at), woke).unwrap();
+                let (fired, _) = wait_for_timer(&mut poll, &t, Duration::from_secs(5));
+                assert!(fired, "the rest of the wait did not fire");
+                assert!(crate::clock::now_ns() >= at, "woke before the deadline");
+                t.acknowledge();
+            } else {
+                let left =
+                    Duration::from_nanos(at.saturating_sub(woke)) + Duration::from_millis(10);
+                poll.poll(&mut events, Some(left)).unwrap();
+                assert!(
+                    !events.iter().any(|e| e.token() == TIMER),
+                    "control: a timer event came without the second set"
+                );
+            }
+        }
+        let now = crate::clock::now_ns();
+        t.set(Some(now + 500_000), now).unwrap();
+        assert_eq!(
+            t.poll_timeout(now),
+            None,
+            "a near deadline is the timerfd's"
+        );
     }
 
     #[test]
