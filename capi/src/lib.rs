@@ -461,6 +461,38 @@ fn status<H: Poison>(h: *mut H, f: impl FnOnce(&mut H) -> i32) -> i32 {
     )
 }
 
+/// A struct the caller sized (it begins with its `u32 struct_size`, `repr(C)`) as a reference,
+/// only once that size is at least this library's `size_of::<T>()`: a `&T` over the smaller
+/// struct of an older header would cover bytes the caller does not own. The size is read
+/// through the raw pointer first. `Err(LOOPHOLE_ERR_NULL)` for NULL,
+/// `Err(LOOPHOLE_ERR_ABI_MISMATCH)` when smaller.
+///
+/// # Safety
+/// `p` is NULL or points to `struct_size` bytes (at least 4) that may be written, aligned for
+/// `T`, that nothing else accesses for `'a`.
+unsafe fn sized_mut<'a, T>(p: *mut T) -> Result<&'a mut T, i32> {
+    if p.is_null() {
+        return Err(LOOPHOLE_ERR_NULL);
+    }
+    // SAFETY: non-NULL; the caller's struct begins with its aligned `u32 struct_size`.
+    let size = unsafe { p.cast::<u32>().read() } as usize;
+    if size < size_of::<T>() {
+        return Err(LOOPHOLE_ERR_ABI_MISMATCH);
+    }
+    // SAFETY: `size >= size_of::<T>()` bytes, aligned and exclusive (the caller's contract).
+    Ok(unsafe { &mut *p })
+}
+
+/// [`sized_mut`] for a struct the library only reads.
+///
+/// # Safety
+/// `p` is NULL or points to `struct_size` readable bytes (at least 4), aligned for `T`, not
+/// written during `'a`.
+unsafe fn sized_ref<'a, T>(p: *const T) -> Result<&'a T, i32> {
+    // SAFETY: the same contract, read-only; the reference made is shared.
+    unsafe { sized_mut(p.cast_mut()) }.map(|r| &*r)
+}
+
 /// A call without a handle.
 fn free_status(f: impl FnOnce() -> i32) -> i32 {
     catch_unwind(AssertUnwindSafe(f)).unwrap_or(LOOPHOLE_ERR_PANIC)
@@ -1038,13 +1070,11 @@ pub unsafe extern "C" fn loophole_control_recv(
     out: *mut LoopholeControlRequest,
 ) -> i32 {
     status(control, |c| {
-        // SAFETY: NULL or a writable LoopholeControlRequest (caller contract).
-        let Some(out) = (unsafe { out.as_mut() }) else {
-            return LOOPHOLE_ERR_NULL;
+        // SAFETY: NULL or a writable LoopholeControlRequest of `struct_size` (caller contract).
+        let out = match unsafe { sized_mut(out) } {
+            Ok(out) => out,
+            Err(code) => return code,
         };
-        if (out.struct_size as usize) < size_of::<LoopholeControlRequest>() {
-            return LOOPHOLE_ERR_ABI_MISMATCH;
-        }
         if std::mem::take(&mut c.panic_armed) {
             panic!("armed test panic");
         }
@@ -1341,11 +1371,11 @@ pub unsafe extern "C" fn loophole_audio_publish_transport(
     audio: *mut LoopholeAudio,
     transport: *const LoopholeTransport,
 ) -> bool {
-    // SAFETY: NULL or a readable LoopholeTransport (caller contract).
-    let Some(t) = (unsafe { transport.as_ref() }) else {
+    // SAFETY: NULL or a readable LoopholeTransport of `struct_size` (caller contract).
+    let Ok(t) = (unsafe { sized_ref(transport) }) else {
         return false;
     };
-    if (t.struct_size as usize) < size_of::<LoopholeTransport>() || !t.bpm.is_finite() {
+    if !t.bpm.is_finite() {
         return false;
     }
     let state = TransportState {
@@ -1396,13 +1426,11 @@ pub unsafe extern "C" fn loophole_audio_stats(
     out: *mut LoopholeAudioStats,
 ) -> i32 {
     status(audio, |a| {
-        // SAFETY: NULL or a writable LoopholeAudioStats (caller contract).
-        let Some(out) = (unsafe { out.as_mut() }) else {
-            return LOOPHOLE_ERR_NULL;
+        // SAFETY: NULL or a writable LoopholeAudioStats of `struct_size` (caller contract).
+        let out = match unsafe { sized_mut(out) } {
+            Ok(out) => out,
+            Err(code) => return code,
         };
-        if (out.struct_size as usize) < size_of::<LoopholeAudioStats>() {
-            return LOOPHOLE_ERR_ABI_MISMATCH;
-        }
         *out = LoopholeAudioStats {
             struct_size: out.struct_size,
             remaining_budget: a.ep.remaining_budget() as u32,
@@ -1596,14 +1624,13 @@ pub unsafe extern "C" fn loophole_analysis_read_tap(
     info: *mut LoopholeTapRead,
 ) -> i32 {
     status(analysis, |an| {
-        // SAFETY: NULL or a writable LoopholeTapRead (caller contract).
-        let info = unsafe { info.as_mut() };
-        if info
-            .as_ref()
-            .is_some_and(|i| (i.struct_size as usize) < size_of::<LoopholeTapRead>())
-        {
-            return LOOPHOLE_ERR_ABI_MISMATCH;
-        }
+        // SAFETY: NULL (optional) or a writable LoopholeTapRead of `struct_size` (caller
+        // contract).
+        let info = match unsafe { sized_mut(info) } {
+            Ok(i) => Some(i),
+            Err(LOOPHOLE_ERR_NULL) => None,
+            Err(code) => return code,
+        };
         let out = match (out.is_null(), n) {
             (_, 0) => &mut [][..],
             (true, _) => return LOOPHOLE_ERR_NULL,
@@ -1654,13 +1681,11 @@ pub unsafe extern "C" fn loophole_analysis_submit(
     n_values: usize,
 ) -> i32 {
     status(analysis, |an| {
-        // SAFETY: NULL or a readable LoopholeAnalysisRequest (caller contract).
-        let Some(creq) = (unsafe { req.as_ref() }) else {
-            return LOOPHOLE_ERR_NULL;
+        // SAFETY: NULL or a readable LoopholeAnalysisRequest of `struct_size` (caller contract).
+        let creq = match unsafe { sized_ref(req) } {
+            Ok(r) => r,
+            Err(code) => return code,
         };
-        if (creq.struct_size as usize) < size_of::<LoopholeAnalysisRequest>() {
-            return LOOPHOLE_ERR_ABI_MISMATCH;
-        }
         let Some(r) = request_from_c(creq) else {
             return LOOPHOLE_ERR_INVALID_ARGUMENT;
         };
@@ -1746,5 +1771,37 @@ pub mod testing {
     pub unsafe fn arm_analysis_panic(analysis: *mut LoopholeAnalysis) {
         // SAFETY: caller contract.
         unsafe { (*analysis).panic_armed = true };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A caller struct from an older header may be smaller than ours: its size is judged from
+    /// the leading `struct_size` alone, over storage of exactly that size (here 4 bytes), and
+    /// no reference to the whole struct is made for it. Controls: NULL is `ERR_NULL`, and a
+    /// struct of this ABI's size is accepted (so the size check can pass as well as fail).
+    #[test]
+    fn a_smaller_caller_struct_is_judged_by_its_size_field_alone() {
+        let mut small: u32 = 4;
+        let p = (&raw mut small).cast::<LoopholeAudioStats>();
+        // SAFETY: 4 writable, aligned bytes beginning with `struct_size`.
+        assert_eq!(
+            unsafe { sized_mut(p) }.err(),
+            Some(LOOPHOLE_ERR_ABI_MISMATCH)
+        );
+        // SAFETY: the same, read-only.
+        let read = unsafe { sized_ref(p.cast_const()) };
+        assert_eq!(read.err(), Some(LOOPHOLE_ERR_ABI_MISMATCH));
+        // SAFETY: NULL is allowed.
+        let null = unsafe { sized_mut(std::ptr::null_mut::<LoopholeAudioStats>()) };
+        assert_eq!(null.err(), Some(LOOPHOLE_ERR_NULL));
+        let mut full = LoopholeAudioStats {
+            struct_size: size_of::<LoopholeAudioStats>() as u32,
+            ..Default::default()
+        };
+        // SAFETY: a whole struct of this ABI.
+        assert!(unsafe { sized_mut(&raw mut full) }.is_ok());
     }
 }
