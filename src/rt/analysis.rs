@@ -45,12 +45,15 @@ use std::sync::atomic::AtomicU8;
 /// Slots of the request table: the distinct (stream, tap) subscriptions served at once. A
 /// session holds at most 8 analysis subscriptions (session.md), and one session controls.
 pub const MAX_ANALYSIS_SLOTS: usize = 8;
-/// Largest value, in floats: a 1024-point scope (min then max, 2048) or a 4096-bin spectrum.
-pub const MAX_ANALYSIS_VALUES: usize = 4096;
-/// Largest scope, in points (envelope.md: `points` 16..=1024).
-pub const MAX_SCOPE_POINTS: u16 = 1024;
-/// Largest spectrum, in bins (envelope.md: `bins` a power of two 16..=4096).
-pub const MAX_SPECTRUM_BINS: u16 = 4096;
+/// Largest value, in floats: a 1024-point scope (min then max, 2048) or a 4096-bin spectrum
+/// (the wire's bound, [`message::analysis::MAX_ANALYSIS_VALUES`](crate::message::analysis::MAX_ANALYSIS_VALUES)).
+pub const MAX_ANALYSIS_VALUES: usize = crate::message::analysis::MAX_ANALYSIS_VALUES;
+/// Largest scope, in points (envelope.md: `points` 16..=1024; the end of
+/// [`SCOPE_POINTS`](crate::message::analysis::SCOPE_POINTS)).
+pub const MAX_SCOPE_POINTS: u16 = *crate::message::analysis::SCOPE_POINTS.end();
+/// Largest spectrum, in bins (envelope.md: `bins` a power of two 16..=4096; the end of
+/// [`SPECTRUM_BINS`](crate::message::analysis::SPECTRUM_BINS)).
+pub const MAX_SPECTRUM_BINS: u16 = *crate::message::analysis::SPECTRUM_BINS.end();
 
 /// What a slot asks the worker to compute (see [`AnalysisWriter::requests`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
