@@ -1,7 +1,9 @@
 //! Linux room: a `timerfd` for sub-millisecond wake-ups, and timer slack.
 //!
 //! `epoll_wait` takes whole milliseconds, so deadlines are kept in a `timerfd` (nanosecond
-//! resolution) registered with mio, and the poll itself waits without a timeout.
+//! resolution) registered with mio. The poll itself waits without a timeout, except for a
+//! deadline 2 ms or more ahead: that one waits in the poll's timeout, ending 1–2 ms before it,
+//! and the pass that wakes sets the timerfd for the rest.
 //!
 //! [`set_timer_slack_1ns`] sets `PR_SET_TIMERSLACK` to 1 ns for the calling thread: by default
 //! Linux may delay a timer of a normal-priority thread by up to 50 µs to batch wake-ups, which is
@@ -100,7 +102,10 @@ impl Timer {
             return Ok(());
         }
         if let Some(at) = at_ns.filter(|&at| at.saturating_sub(now_ns) >= FAR_NS) {
-            // An armed later deadline may stay: it fires after this one, a spare wake-up.
+            // An armed deadline still ahead is nearer than this one (it was set < 2 ms ahead) and
+            // was kept above. One that expired during this pass, its event not yet seen, is left
+            // as it is (disarming would be the system call this path saves): the next poll
+            // returns at once, one spare pass with nothing due.
             self.coarse = Some(at);
             return Ok(());
         }
@@ -144,11 +149,15 @@ impl Timer {
     }
 
     /// What to pass to `Poll::poll` as timeout: none when the timerfd does the waking; for a far
-    /// deadline, 1 ms less than the time left (mio rounds it up to whole milliseconds, so the
-    /// poll returns ahead of the deadline, never after it).
+    /// deadline, the whole milliseconds left less one, so the poll returns 1–2 ms ahead of it
+    /// (a whole number: mio's rounding up changes nothing; the thread's timer slack is 1 ns;
+    /// the margin absorbs the time to enter `epoll_wait` and its wake-up). Zero once less
+    /// than 2 ms are left: the pass comes at once and sets the timerfd.
     pub(crate) fn poll_timeout(&self, now_ns: u64) -> Option<Duration> {
-        self.coarse
-            .map(|at| Duration::from_nanos(at.saturating_sub(now_ns).saturating_sub(1_000_000)))
+        self.coarse.map(|at| {
+            let left_ms = at.saturating_sub(now_ns) / 1_000_000;
+            Duration::from_millis(left_ms.saturating_sub(1))
+        })
     }
 }
 
