@@ -461,16 +461,15 @@ fn status<H: Poison>(h: *mut H, f: impl FnOnce(&mut H) -> i32) -> i32 {
     )
 }
 
-/// A struct the caller sized (it begins with its `u32 struct_size`, `repr(C)`) as a reference,
-/// only once that size is at least this library's `size_of::<T>()`: a `&T` over the smaller
-/// struct of an older header would cover bytes the caller does not own. The size is read
-/// through the raw pointer first. `Err(LOOPHOLE_ERR_NULL)` for NULL,
-/// `Err(LOOPHOLE_ERR_ABI_MISMATCH)` when smaller.
+/// Whether the struct the caller sized behind `p` (it begins with its `u32 struct_size`,
+/// `repr(C)`) is at least this library's `size_of::<T>()`, judged from that field alone, read
+/// through the raw pointer: no reference to a `T` is made before, since over the smaller struct
+/// of an older header it would cover bytes the caller does not own. `Err(LOOPHOLE_ERR_NULL)`
+/// for NULL, `Err(LOOPHOLE_ERR_ABI_MISMATCH)` when smaller.
 ///
 /// # Safety
-/// `p` is NULL or points to `struct_size` bytes (at least 4) that may be written, aligned for
-/// `T`, that nothing else accesses for `'a`.
-unsafe fn sized_mut<'a, T>(p: *mut T) -> Result<&'a mut T, i32> {
+/// `p` is NULL or points to `struct_size` readable bytes (at least 4), aligned for `u32`.
+unsafe fn check_size<T>(p: *const T) -> Result<(), i32> {
     if p.is_null() {
         return Err(LOOPHOLE_ERR_NULL);
     }
@@ -479,18 +478,31 @@ unsafe fn sized_mut<'a, T>(p: *mut T) -> Result<&'a mut T, i32> {
     if size < size_of::<T>() {
         return Err(LOOPHOLE_ERR_ABI_MISMATCH);
     }
-    // SAFETY: `size >= size_of::<T>()` bytes, aligned and exclusive (the caller's contract).
+    Ok(())
+}
+
+/// The caller's struct as `&mut T` once [`check_size`] accepts it.
+///
+/// # Safety
+/// As [`check_size`]; and once its size is accepted, `p` is aligned for `T`, writable, and
+/// nothing else accesses it during `'a`.
+unsafe fn sized_mut<'a, T>(p: *mut T) -> Result<&'a mut T, i32> {
+    // SAFETY: the caller's contract covers check_size's.
+    unsafe { check_size(p.cast_const()) }?;
+    // SAFETY: at least `size_of::<T>()` bytes, aligned and exclusive (the caller's contract).
     Ok(unsafe { &mut *p })
 }
 
-/// [`sized_mut`] for a struct the library only reads.
+/// The caller's struct as `&T` once [`check_size`] accepts it.
 ///
 /// # Safety
-/// `p` is NULL or points to `struct_size` readable bytes (at least 4), aligned for `T`, not
-/// written during `'a`.
+/// As [`check_size`]; and once its size is accepted, `p` is aligned for `T` and not written
+/// during `'a`.
 unsafe fn sized_ref<'a, T>(p: *const T) -> Result<&'a T, i32> {
-    // SAFETY: the same contract, read-only; the reference made is shared.
-    unsafe { sized_mut(p.cast_mut()) }.map(|r| &*r)
+    // SAFETY: the caller's contract covers check_size's.
+    unsafe { check_size(p) }?;
+    // SAFETY: at least `size_of::<T>()` readable bytes, aligned, not written (the contract).
+    Ok(unsafe { &*p })
 }
 
 /// A call without a handle.
@@ -1787,10 +1799,8 @@ mod tests {
         let mut small: u32 = 4;
         let p = (&raw mut small).cast::<LoopholeAudioStats>();
         // SAFETY: 4 writable, aligned bytes beginning with `struct_size`.
-        assert_eq!(
-            unsafe { sized_mut(p) }.err(),
-            Some(LOOPHOLE_ERR_ABI_MISMATCH)
-        );
+        let write = unsafe { sized_mut(p) };
+        assert_eq!(write.err(), Some(LOOPHOLE_ERR_ABI_MISMATCH));
         // SAFETY: the same, read-only.
         let read = unsafe { sized_ref(p.cast_const()) };
         assert_eq!(read.err(), Some(LOOPHOLE_ERR_ABI_MISMATCH));
