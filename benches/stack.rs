@@ -799,7 +799,7 @@ fn section_applied(cfg: &StackConfig) -> io::Result<()> {
     if let Some(sock) = &scsynth {
         let rng = &rng;
         contenders.push(Contender::new(
-            "scsynth: OSC /status send → /status.reply (UDP), same random moment",
+            "scsynth: OSC /status send → /status.reply (UDP), random moment in the period",
             move || {
                 let pause = rng.borrow_mut().below(PERIOD_NS);
                 std::thread::sleep(Duration::from_nanos(pause));
@@ -936,7 +936,7 @@ fn print_scsynth_comparison(outcomes: &[Outcome]) {
     };
     let (o, s) = (ours.summary, sc.summary);
     println!(
-        "scsynth comparison (same run, same random moments): send → ack p50 {} / p99 {} / p99.9 {} µs, scsynth /status p50 {} / p99 {} / p99.9 {} µs; ours ÷ scsynth {:.2}x / {:.2}x / {:.2}x — {}",
+        "scsynth comparison (same run, send moments uniform over the period for both): send → ack p50 {} / p99 {} / p99.9 {} µs, scsynth /status p50 {} / p99 {} / p99.9 {} µs; ours ÷ scsynth {:.2}x / {:.2}x / {:.2}x — {}",
         us(o.p50), us(o.p99), us(o.p999), us(s.p50), us(s.p99), us(s.p999),
         ratio(o.p50, s.p50), ratio(o.p99, s.p99), ratio(o.p999, s.p999),
         verdict(o.p50 <= s.p50 && o.p999 <= s.p999)

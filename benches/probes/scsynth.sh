@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Section 3 of benches/stack.rs with scsynth measured in the same run (issue 9's comparison):
-# a dummy JACK device at 128 frames / 48 kHz (the simulated device's period), scsynth on it,
-# both pinned to the audio CPU (LOOPHOLE_BENCH_AUDIO_CPU, default 1) like the simulated audio
-# thread, then `LOOPHOLE_BENCH_SECTIONS=applied` with LOOPHOLE_BENCH_SCSYNTH set.
+# a dummy JACK device at 128 frames / 48 kHz (the simulated device's period) pinned to the audio
+# CPU (LOOPHOLE_BENCH_AUDIO_CPU, default 1) like the simulated audio thread, scsynth on it
+# unpinned (its threads all share one name, so its audio thread cannot be pinned apart from its
+# network and reply threads; SCSYNTH_CPU=<n> pins the whole process), then
+# `LOOPHOLE_BENCH_SECTIONS=applied` with LOOPHOLE_BENCH_SCSYNTH set.
 #   bash benches/probes/scsynth.sh                # SCHED_OTHER everywhere (jackd --no-realtime)
 #   LOOPHOLE_BENCH_AUDIO_FIFO=80 bash benches/probes/scsynth.sh   # jackd -R -P 80 too
 # Needs Debian's supercollider-server and jackd2 (installed here when missing, as root).
@@ -21,9 +23,12 @@ fi
 export JACK_DEFAULT_SERVER="loophole-bench-$$"
 taskset -c "$cpu" jackd "${rt[@]}" -d dummy -r 48000 -p 128 >/tmp/loophole-jackd.log 2>&1 &
 jack=$!
-trap 'kill $sc $jack 2>/dev/null || true; wait 2>/dev/null || true' EXIT
+sc=
+trap 'kill ${sc:-} ${jack:-} 2>/dev/null || true; wait 2>/dev/null || true' EXIT
 sleep 1
-taskset -c "$cpu" scsynth -u "$port" -z 64 -i 0 -o 2 >/tmp/loophole-scsynth.log 2>&1 &
+pin=()
+[[ -n "${SCSYNTH_CPU:-}" ]] && pin=(taskset -c "$SCSYNTH_CPU")
+"${pin[@]}" scsynth -u "$port" -z 64 -i 0 -o 2 >/tmp/loophole-scsynth.log 2>&1 &
 sc=$!
 for _ in $(seq 50); do grep -q "server ready" /tmp/loophole-scsynth.log && break; sleep 0.1; done
 grep -q "server ready" /tmp/loophole-scsynth.log || { cat /tmp/loophole-scsynth.log; exit 1; }
