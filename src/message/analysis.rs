@@ -483,14 +483,9 @@ fn trim(s: &[u8]) -> &[u8] {
     &s[start..end]
 }
 
-/// An integer JSON value (no sign, fraction or exponent).
+/// An integer JSON value (no sign, fraction or exponent) of at most 16 digits (2^53 − 1 has 16).
 fn int(v: &[u8]) -> Option<u64> {
-    if v.is_empty() || v.len() > 16 || (v.len() > 1 && v[0] == b'0') {
-        return None;
-    }
-    v.iter().try_fold(0u64, |acc, &b| {
-        b.is_ascii_digit().then(|| acc * 10 + u64::from(b - b'0'))
-    })
+    super::parse_uint(v, 16)
 }
 
 /// Reads a `scope`/`spectrum` body (the engine's, so unknown fields are ignored). With

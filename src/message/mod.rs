@@ -205,19 +205,20 @@ fn decoded<'b>(raw: &'b [u8], buf: &'b mut [u8]) -> Result<Option<&'b [u8]>, ()>
     }
 }
 
-/// A JSON integer in 0..=u32::MAX, written without sign, fraction or exponent.
-fn parse_u32(raw: &[u8]) -> Option<u32> {
-    if raw.is_empty() || raw.len() > 10 || (raw.len() > 1 && raw[0] == b'0') {
+/// A JSON integer of at most `max_digits` (≤ 19) digits, written without sign, fraction,
+/// exponent or leading zero.
+pub(crate) fn parse_uint(raw: &[u8], max_digits: usize) -> Option<u64> {
+    if raw.is_empty() || raw.len() > max_digits.min(19) || (raw.len() > 1 && raw[0] == b'0') {
         return None;
     }
-    let mut v: u64 = 0;
-    for &b in raw {
-        if !b.is_ascii_digit() {
-            return None;
-        }
-        v = v * 10 + u64::from(b - b'0');
-    }
-    u32::try_from(v).ok()
+    raw.iter().try_fold(0u64, |acc, &b| {
+        b.is_ascii_digit().then(|| acc * 10 + u64::from(b - b'0'))
+    })
+}
+
+/// A JSON integer in 0..=u32::MAX, written without sign, fraction or exponent.
+fn parse_u32(raw: &[u8]) -> Option<u32> {
+    parse_uint(raw, 10).and_then(|v| u32::try_from(v).ok())
 }
 
 /// The bytes before the next `"` and the bytes after it.
