@@ -2,6 +2,8 @@
 //! positive frame decodes, and every canonical one re-encodes to the same bytes; every negative
 //! vector is rejected with the code (and `ref`, and close decision) the vector names.
 
+mod common;
+
 use loophole_ipc::frame::{FrameDecoder, PREFACE};
 use loophole_ipc::message::*;
 use loophole_ipc::session::{Driver, RouteError, RouteFull, Session, SessionConfig, SessionState};
@@ -265,18 +267,7 @@ impl Driver for Accept {
 /// Runs the vector's bytes through a real session in the vector's state; returns the first
 /// error frame the session sent (code, ref) and whether it closed.
 fn through_session(v: &Value) -> (Option<(String, Option<u32>)>, bool) {
-    let w = Welcome {
-        protocol: 1,
-        engine: "signal/test".try_into().unwrap(),
-        instance: "0000000000000001".try_into().unwrap(),
-        sample_rate: 48_000,
-        block_size: 128,
-        max_frame: 0,
-        heartbeat_ms: 0,
-        timeout_ms: 0,
-        attachments: false,
-        taps: 0,
-    };
+    let w = common::test_welcome();
     let max_frame = v["max_frame"].as_u64().unwrap_or(65_536) as u32;
     let cfg = SessionConfig {
         max_frame,

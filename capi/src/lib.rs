@@ -175,7 +175,8 @@ const _: () = assert!(LOOPHOLE_MAX_ANALYSIS_REQUESTS as usize == MAX_ANALYSIS_SL
 const _: () = assert!(LOOPHOLE_MAX_ANALYSIS_VALUES as usize == MAX_ANALYSIS_VALUES);
 
 /// Everything [`loophole_create`] needs. Fill it with
-/// `loophole_config_init_sized(&cfg, sizeof cfg)` first, then change fields. Strings are NUL-terminated UTF-8, read during `loophole_create` only.
+/// `loophole_config_init_sized(&cfg, sizeof cfg)` first, then change fields. Strings are
+/// NUL-terminated UTF-8, read during `loophole_create` only.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct LoopholeConfig {
@@ -1670,7 +1671,7 @@ pub unsafe extern "C" fn loophole_analysis_read_tap(
 /// holds `req->values` floats (scope: minima then maxima; spectrum: dBFS per bin); `sample` is
 /// the tap sample index of the window's last sample, `missed` the tap samples no value of this
 /// request covered since the previous one, `param` the samples per point (scope) or the sample
-/// rate in Hz (spectrum). Replaces a value the network thread has not taken yet, then wakes it.
+/// rate in Hz (spectrum). Replaces a value the network thread has not taken yet.
 ///
 /// Status: `LOOPHOLE_ERR_INVALID_ARGUMENT` for an unknown `req->stream`, a `slot` of
 /// `LOOPHOLE_MAX_ANALYSIS_REQUESTS` or more, or a `tap`, `size` or `rate_hz` beyond the range of

@@ -17,7 +17,7 @@ use std::time::Duration;
 use mio::unix::SourceFd;
 
 /// Deadlines at least this far ahead (ns) are not set in the timerfd: the poll's own
-/// millisecond timeout wakes the thread up to 1 ms ahead of them, and the pass then sets the
+/// millisecond timeout wakes the thread 1–2 ms ahead of them, and the pass then sets the
 /// timerfd for the rest. The timerfd fires exactly, the poll timeout lands early, never late.
 /// Why: after an answer, the next deadline is usually far (heartbeat, telemetry), and a
 /// `timerfd_settime` there is on the answered client's path whenever it shares this thread's

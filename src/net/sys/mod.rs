@@ -16,8 +16,9 @@
 //!   `Timer::set(&mut self, Option<u64>, now) -> io::Result<()>`, `Timer::acknowledge`,
 //!   `Timer::poll_timeout(&self, now) -> Option<Duration>`. Network thread only. `new` and
 //!   `register` allocate (the Windows helper thread and its sockets); `set` is one system call
-//!   at most (Linux: none for a deadline 2 ms or more ahead, left to the poll's timeout), `acknowledge` at most one read (Linux: none, the timer is edge-triggered; Windows:
-//!   until `WouldBlock`).
+//!   at most (Linux: none for a deadline 2 ms or more ahead, left to the poll's timeout);
+//!   `acknowledge` at most one read (Linux: none, the timer is edge-triggered; Windows: until
+//!   `WouldBlock`).
 //! - free functions below: any thread; each is one or two system calls, no allocation (except
 //!   Windows' [`parent_pid`], which takes one process snapshot the first time it is called).
 //!
