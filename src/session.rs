@@ -24,6 +24,7 @@
 
 use crate::error::{DecodeError, ErrorCode};
 use crate::frame::{FrameDecoder, PREFACE, PRE_WELCOME_MAX_FRAME};
+pub use crate::message::AnalysisKey;
 use crate::message::{
     self, Ack, AnalysisStream, Command, GoodbyeNotice, GoodbyeReason, Health, Hello, Message, Pong,
     Scope, Spectrum, Stream, SubscribeAnalysis, TransportState, UnsubscribeAnalysis, Welcome,
@@ -202,37 +203,18 @@ struct Subscription {
     next: Nanos,
 }
 
-/// One analysis subscription as the worker must serve it: which stream, which tap, how many
-/// points (scope) or bins (spectrum).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct AnalysisSub {
-    /// `scope` or `spectrum`.
-    pub stream: AnalysisStream,
-    /// The tap, below `welcome.taps`.
-    pub tap: u16,
-    /// `points` (scope) or `bins` (spectrum).
-    pub size: u16,
-}
-
-impl AnalysisSub {
-    /// Values [`Session::send_analysis`] expects: 2 × points (min then max) or bins.
-    pub const fn value_count(&self) -> usize {
-        self.stream.values_for(self.size)
-    }
-}
-
 /// One entry of [`Session::analysis_subs`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct AnalysisSubscription {
     /// What to compute.
-    pub sub: AnalysisSub,
+    pub key: AnalysisKey,
     /// Frames per second asked for, 1 ..= 60.
     pub rate_hz: u16,
 }
 
 #[derive(Clone, Copy, Debug)]
 struct AnalysisSlot {
-    sub: AnalysisSub,
+    key: AnalysisKey,
     rate_hz: u16,
     timer: Subscription,
 }
@@ -260,7 +242,7 @@ pub enum AnalysisSendError {
     NotOpen,
     /// No subscription with this stream, tap and size (it changed or was removed meanwhile).
     NotSubscribed,
-    /// `values` does not hold [`AnalysisSub::value_count`] values.
+    /// `values` does not hold [`AnalysisKey::value_count`] values.
     WrongLength,
     /// The transmit buffer is short of room (or the frame exceeds the engine's 64 KiB): shed,
     /// counted in [`Session::telemetry_shed`].
@@ -680,21 +662,21 @@ where
             .iter()
             .flatten()
             .map(|s| AnalysisSubscription {
-                sub: s.sub,
+                key: s.key,
                 rate_hz: s.rate_hz,
             })
     }
 
     /// The analysis subscriptions whose next frame is due at `now` (none unless the session is
     /// open and not stopping). Allocates nothing.
-    pub fn analysis_due(&self, now: Nanos) -> impl Iterator<Item = AnalysisSub> + '_ {
+    pub fn analysis_due(&self, now: Nanos) -> impl Iterator<Item = AnalysisKey> + '_ {
         let live = self.analysis_served();
         self.core
             .analysis
             .iter()
             .flatten()
             .filter(move |s| live && s.timer.next <= now)
-            .map(|s| s.sub)
+            .map(|s| s.key)
     }
 
     /// Whether this session's analysis subscriptions are served: OPEN and not stopping (a
@@ -706,7 +688,7 @@ where
     /// Skips this period of `sub` (e.g. the worker has no new window yet): schedules its next
     /// frame one interval on, as if one had been sent, so [`poll_at`](Self::poll_at) does not
     /// ask to be polled again at once. False when `sub` is not subscribed. Allocates nothing.
-    pub fn skip_analysis(&mut self, sub: AnalysisSub, now: Nanos) -> bool {
+    pub fn skip_analysis(&mut self, sub: AnalysisKey, now: Nanos) -> bool {
         self.core.reschedule_analysis(sub, now)
     }
 
@@ -716,7 +698,7 @@ where
     /// before any answer. Allocates nothing; network thread only.
     pub fn send_analysis(
         &mut self,
-        sub: AnalysisSub,
+        sub: AnalysisKey,
         data: &AnalysisData<'_>,
         now: Nanos,
     ) -> Result<(), AnalysisSendError> {
@@ -903,8 +885,8 @@ impl<O: AsRef<[u8]> + AsMut<[u8]>> Core<O> {
     /// Moves `sub`'s next frame one interval on, or one interval after `now` when it fell
     /// behind (no burst to catch up: a late window is stale anyway); false when it is not
     /// subscribed.
-    fn reschedule_analysis(&mut self, sub: AnalysisSub, now: Nanos) -> bool {
-        match self.analysis.iter_mut().flatten().find(|s| s.sub == sub) {
+    fn reschedule_analysis(&mut self, sub: AnalysisKey, now: Nanos) -> bool {
+        match self.analysis.iter_mut().flatten().find(|s| s.key == sub) {
             Some(slot) => {
                 let t = &mut slot.timer;
                 let next = t.next.saturating_add(t.interval);
@@ -928,7 +910,7 @@ impl<O: AsRef<[u8]> + AsMut<[u8]>> Core<O> {
                 format_args!("tap {} out of range: this engine has {taps} taps", s.tap),
             );
         }
-        let key = |a: &AnalysisSlot| a.sub.stream == s.stream && a.sub.tap == s.tap;
+        let key = |a: &AnalysisSlot| a.key.stream == s.stream && a.key.tap == s.tap;
         let at = match self
             .analysis
             .iter()
@@ -947,7 +929,7 @@ impl<O: AsRef<[u8]> + AsMut<[u8]>> Core<O> {
             },
         };
         self.analysis[at] = Some(AnalysisSlot {
-            sub: AnalysisSub {
+            key: AnalysisKey {
                 stream: s.stream,
                 tap: s.tap,
                 size: s.size,
@@ -964,7 +946,7 @@ impl<O: AsRef<[u8]> + AsMut<[u8]>> Core<O> {
     fn unsubscribe_analysis(&mut self, id: u32, u: UnsubscribeAnalysis) {
         for slot in &mut self.analysis {
             if slot
-                .is_some_and(|a| a.sub.stream == u.stream && u.tap.is_none_or(|t| t == a.sub.tap))
+                .is_some_and(|a| a.key.stream == u.stream && u.tap.is_none_or(|t| t == a.key.tap))
             {
                 *slot = None;
             }
@@ -1344,13 +1326,13 @@ where
     /// Puts the next frame of `sub` off until `until` without sending one (the engine has no
     /// new value for it yet); nothing is shed or counted. Returns false when `sub` is not
     /// subscribed. Allocates nothing; network thread only.
-    pub fn defer_analysis(&mut self, sub: AnalysisSub, until: Nanos) -> bool {
+    pub fn defer_analysis(&mut self, sub: AnalysisKey, until: Nanos) -> bool {
         match self
             .core
             .analysis
             .iter_mut()
             .flatten()
-            .find(|s| s.sub == sub)
+            .find(|s| s.key == sub)
         {
             Some(slot) => {
                 slot.timer.next = slot.timer.next.max(until);

@@ -15,7 +15,7 @@ mod common;
 use common::AcceptAll as Engine;
 
 /// What the fake engine's analysis worker "computes": fixed, recognisable values.
-fn values_for(sub: &AnalysisSub) -> Vec<f32> {
+fn values_for(sub: &AnalysisKey) -> Vec<f32> {
     (0..sub.value_count())
         .map(|i| match sub.stream {
             AnalysisStream::Scope => i as f32 / 64.0 - 1.0,
@@ -126,7 +126,7 @@ fn the_client_decodes_both_forms_into_the_same_values() {
                 (meta.tap, meta.size, meta.sample, meta.missed),
                 (0, size, 1000, 2)
             );
-            let sub = AnalysisSub {
+            let sub = AnalysisKey {
                 stream,
                 tap: 0,
                 size,

@@ -198,8 +198,8 @@ fn spectrum(tap: u16, bins: u16, rate_hz: u16) -> SubscribeAnalysis {
     }
 }
 
-fn sub_of(s: SubscribeAnalysis) -> AnalysisSub {
-    AnalysisSub {
+fn sub_of(s: SubscribeAnalysis) -> AnalysisKey {
+    AnalysisKey {
         stream: s.stream,
         tap: s.tap,
         size: s.size,
@@ -371,20 +371,20 @@ fn eight_keys_at_most_replacing_a_key_always_works_and_unsubscribe_is_idempotent
     )));
     let subs: Vec<_> = s.analysis_subs().collect();
     assert_eq!(subs.len(), 8);
-    let tap3: Vec<_> = subs.iter().filter(|x| x.sub.tap == 3).collect();
+    let tap3: Vec<_> = subs.iter().filter(|x| x.key.tap == 3).collect();
     assert_eq!(tap3.len(), 1);
-    assert_eq!((tap3[0].sub.size, tap3[0].rate_hz), (64, 10));
+    assert_eq!((tap3[0].key.size, tap3[0].rate_hz), (64, 10));
     // The old size is gone: a frame computed for it is refused, the new one is sent.
-    let old = AnalysisSub {
+    let old = AnalysisKey {
         size: 256,
-        ..tap3[0].sub
+        ..tap3[0].key
     };
     assert_eq!(
         s.send_analysis(old, &data(&[0.0; 512]), 3 * MS),
         Err(AnalysisSendError::NotSubscribed)
     );
     assert_eq!(
-        s.send_analysis(tap3[0].sub, &data(&[0.0; 128]), 3 * MS),
+        s.send_analysis(tap3[0].key, &data(&[0.0; 128]), 3 * MS),
         Ok(())
     );
     wire.take(&mut s, 3 * MS);
@@ -423,7 +423,7 @@ fn eight_keys_at_most_replacing_a_key_always_works_and_unsubscribe_is_idempotent
         Some(3),
     );
     assert_eq!(s.analysis_subs().count(), 7);
-    assert!(s.analysis_subs().all(|x| x.sub.tap != 3));
+    assert!(s.analysis_subs().all(|x| x.key.tap != 3));
     // Now there is room for the spectrum.
     assert!(is_ack(&subscribe(
         &mut s,
@@ -436,7 +436,7 @@ fn eight_keys_at_most_replacing_a_key_always_works_and_unsubscribe_is_idempotent
     unsub(&mut s, &mut d, &mut wire, 44, AnalysisStream::Scope, None);
     let left: Vec<_> = s.analysis_subs().collect();
     assert_eq!(left.len(), 1);
-    assert_eq!(left[0].sub.stream, AnalysisStream::Spectrum);
+    assert_eq!(left[0].key.stream, AnalysisStream::Spectrum);
 }
 
 #[test]
@@ -479,7 +479,7 @@ fn analysis_is_due_at_its_rate_and_poll_at_wakes_for_it() {
     assert_eq!(s.analysis_due(now + 100 * MS).count(), 0);
     assert!(s.poll_at().unwrap() > due_at.max(now + 100 * MS));
     assert!(
-        !s.skip_analysis(AnalysisSub { tap: 0, ..next }, now),
+        !s.skip_analysis(AnalysisKey { tap: 0, ..next }, now),
         "not subscribed"
     );
     // Wrong length: refused, not sent, not counted as shed.

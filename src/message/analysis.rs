@@ -76,6 +76,25 @@ impl AnalysisStream {
     }
 }
 
+/// What one analysis value is computed for: a stream, a tap and a size. The network thread
+/// serves every session that asks for the same key from one computation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct AnalysisKey {
+    /// `scope` or `spectrum`.
+    pub stream: AnalysisStream,
+    /// The tap, below `welcome.taps`.
+    pub tap: u16,
+    /// `points` (scope) or `bins` (spectrum).
+    pub size: u16,
+}
+
+impl AnalysisKey {
+    /// Values one frame of this key holds: 2 × points (min then max) or bins.
+    pub const fn value_count(&self) -> usize {
+        self.stream.values_for(self.size)
+    }
+}
+
 /// Every `stream` value of `telemetry.subscribe`/`unsubscribe`, for decoding.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
 pub(crate) enum AnyStream {

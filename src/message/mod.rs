@@ -11,7 +11,7 @@ mod fields;
 pub mod scan;
 
 pub use analysis::{
-    AnalysisMeta, AnalysisStream, AnalysisValues, Scope, Spectrum, SubscribeAnalysis,
+    AnalysisKey, AnalysisMeta, AnalysisStream, AnalysisValues, Scope, Spectrum, SubscribeAnalysis,
     UnsubscribeAnalysis, MAX_ANALYSIS_SUBS,
 };
 pub use catalogue::*;

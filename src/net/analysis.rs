@@ -12,7 +12,7 @@ use crate::rt::analysis::{
     AnalysisFrame, AnalysisKey, AnalysisReader, AnalysisRequest, AnalysisWriter, SubmitError,
     MAX_ANALYSIS_SLOTS,
 };
-use crate::session::{AnalysisData, AnalysisSendError, AnalysisSub, Session};
+use crate::session::{AnalysisData, AnalysisSendError, Session};
 
 /// The engine's analysis worker handle (from
 /// [`ServerBuilder::analysis_worker`](super::ServerBuilder::analysis_worker)): tells what to
@@ -137,7 +137,7 @@ impl AnalysisHub {
         // Keep or drop what is there.
         for slot in 0..MAX_ANALYSIS_SLOTS {
             if let Some(r) = self.reader.request(slot) {
-                let key = key_of(&r);
+                let key = r.key();
                 let want = wanted.rate_of(key).map(|rate| (key, rate));
                 self.reader.set(slot, want);
             }
@@ -211,7 +211,7 @@ where
     }
     for s in session.analysis_subs() {
         let rate = u8::try_from(s.rate_hz).unwrap_or(u8::MAX);
-        wanted.add(key_of_sub(s.sub), rate);
+        wanted.add(s.key, rate);
     }
 }
 
@@ -227,8 +227,8 @@ pub(crate) fn send_due<I, O>(
     I: AsRef<[u8]> + AsMut<[u8]>,
     O: AsRef<[u8]> + AsMut<[u8]>,
 {
-    let mut due = [None::<(AnalysisSub, u64)>; MAX_ANALYSIS_SUBS];
-    let subs = session.analysis_subs().map(|s| (s.sub, s.rate_hz));
+    let mut due = [None::<(AnalysisKey, u64)>; MAX_ANALYSIS_SUBS];
+    let subs = session.analysis_subs().map(|s| (s.key, s.rate_hz));
     for (entry, (sub, rate)) in due.iter_mut().zip(subs) {
         *entry = Some((sub, retry_ns(rate)));
     }
@@ -236,7 +236,7 @@ pub(crate) fn send_due<I, O>(
         if !session.analysis_due(now).any(|d| d == sub) {
             continue;
         }
-        let Some(fresh) = hub.fresh_for(conn, key_of_sub(sub)) else {
+        let Some(fresh) = hub.fresh_for(conn, sub) else {
             session.defer_analysis(sub, now.saturating_add(retry));
             continue;
         };
@@ -254,22 +254,6 @@ pub(crate) fn send_due<I, O>(
             Ok(()) | Err(AnalysisSendError::Shed) => hub.mark_sent(conn, slot, seq),
             Err(_) => {}
         }
-    }
-}
-
-fn key_of_sub(s: AnalysisSub) -> AnalysisKey {
-    AnalysisKey {
-        stream: s.stream,
-        tap: s.tap,
-        size: s.size,
-    }
-}
-
-fn key_of(r: &AnalysisRequest) -> AnalysisKey {
-    AnalysisKey {
-        stream: r.stream,
-        tap: r.tap,
-        size: r.size,
     }
 }
 

@@ -36,7 +36,7 @@
 //! whose descriptor is no longer the slot's (the subscription changed meanwhile).
 
 use super::sync::{Arc, AtomicU32, AtomicU64, Ordering};
-pub use crate::message::AnalysisStream;
+pub use crate::message::{AnalysisKey, AnalysisStream};
 #[cfg(loom)]
 use loom::sync::atomic::AtomicU8;
 #[cfg(not(loom))]
@@ -78,17 +78,15 @@ impl AnalysisRequest {
     pub fn values(&self) -> usize {
         self.stream.values_for(self.size)
     }
-}
 
-/// The key a subscription is served under: the same key for several sessions is computed once.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct AnalysisKey {
-    /// Scope or spectrum.
-    pub stream: AnalysisStream,
-    /// The tap.
-    pub tap: u16,
-    /// Points (scope) or bins (spectrum).
-    pub size: u16,
+    /// The key this request computes (sessions asking for it share the value).
+    pub const fn key(&self) -> AnalysisKey {
+        AnalysisKey {
+            stream: self.stream,
+            tap: self.tap,
+            size: self.size,
+        }
+    }
 }
 
 /// One computed value, as the worker submits it.
@@ -312,12 +310,7 @@ impl AnalysisWriter {
         frame: &AnalysisFrame<'_>,
     ) -> Result<(), SubmitError> {
         let slot = self.shared.slots.get(req.slot).ok_or(SubmitError::Stale)?;
-        let key = AnalysisKey {
-            stream: req.stream,
-            tap: req.tap,
-            size: req.size,
-        };
-        let word = pack(key, req.rate_hz, req.generation);
+        let word = pack(req.key(), req.rate_hz, req.generation);
         if slot.desc.load(Ordering::Acquire) != word {
             return Err(SubmitError::Stale);
         }
