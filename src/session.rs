@@ -347,9 +347,9 @@ struct Core<O> {
     rt_pings: heapless::Vec<(u32, u64), RT_PING_SLOTS>,
     subs: [Option<Subscription>; 3],
     analysis: [Option<AnalysisSlot>; MAX_ANALYSIS_SUBS],
-    taps: u16,
+    /// The engine allows attachments (`SessionConfig::attachments`); whether this session uses
+    /// them is `welcome.attachments`, set from the client's `hello`.
     allow_attachments: bool,
-    attachments: bool,
     analysis_shed: u64,
     shed: u64,
     more: bool,
@@ -433,9 +433,7 @@ where
             rt_pings: heapless::Vec::new(),
             subs: [None; 3],
             analysis: [None; MAX_ANALYSIS_SUBS],
-            taps: cfg.taps,
             allow_attachments: cfg.attachments,
-            attachments: false,
             analysis_shed: 0,
             shed: 0,
             more: false,
@@ -651,7 +649,7 @@ where
     /// True when this session sends `scope`/`spectrum` values as binary attachments (the
     /// client asked and the engine allows it; `welcome.attachments`).
     pub fn attachments(&self) -> bool {
-        self.core.attachments
+        self.core.welcome.attachments
     }
 
     /// The analysis subscriptions of this session (at most [`MAX_ANALYSIS_SUBS`]), for the
@@ -713,7 +711,7 @@ where
         if !c.reschedule_analysis(sub, now) {
             return Err(AnalysisSendError::NotSubscribed);
         }
-        let values = (!c.attachments).then_some(data.values);
+        let values = (!c.welcome.attachments).then_some(data.values);
         let sent = match sub.stream {
             AnalysisStream::Scope => c.put_analysis(
                 &Scope {
@@ -867,7 +865,7 @@ impl<O: AsRef<[u8]> + AsMut<[u8]>> Core<O> {
     fn put_analysis<M: Message>(&mut self, body: &M, values: &[f32]) -> bool {
         let was_empty = self.tx.is_empty();
         let limit = crate::frame::DEFAULT_MAX_FRAME;
-        let ok = if self.attachments {
+        let ok = if self.welcome.attachments {
             self.tx.put_with(ANALYSIS_RESERVE, |out| {
                 message::encode_frame_with_attachment(None, body, values, out, limit)
             })
@@ -902,8 +900,8 @@ impl<O: AsRef<[u8]> + AsMut<[u8]>> Core<O> {
     }
 
     fn subscribe_analysis(&mut self, id: u32, s: SubscribeAnalysis) {
-        if s.tap >= self.taps {
-            let taps = self.taps;
+        if s.tap >= self.welcome.taps {
+            let taps = self.welcome.taps;
             return self.error(
                 Some(id),
                 ErrorCode::OutOfRange,
@@ -1180,8 +1178,7 @@ impl<O: AsRef<[u8]> + AsMut<[u8]>> Core<O> {
         self.claimed = true;
         self.state = SessionState::Open;
         self.raise_limit = true;
-        self.attachments = self.allow_attachments && hello.attachments;
-        self.welcome.attachments = self.attachments;
+        self.welcome.attachments = self.allow_attachments && hello.attachments;
         let welcome = self.welcome.clone();
         self.put(Some(id), &welcome, 0);
         let (transport, health) = d.snapshot();
