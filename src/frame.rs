@@ -233,16 +233,18 @@ where
 ///
 /// `write_json` writes the JSON envelope (which must carry the `attachment` member, framing.md
 /// §3.1) into the space after the header and returns its length; it is padded with spaces to a
-/// multiple of 8, and `values` follow as little-endian `f32`. Fails with
+/// multiple of 8, and `values` (all of them, as the iterator's length says) follow as
+/// little-endian `f32`. Fails with
 /// [`EncodeError::BufferTooSmall`] when `out` is too small, and [`EncodeError::FrameTooLarge`]
 /// when the JSON exceeds [`MAX_JSON_LEN`] or the payload `max_frame`. Allocates nothing.
-pub fn write_frame_with_attachment<F>(
+pub fn write_frame_with_attachment<V, F>(
     out: &mut [u8],
     max_frame: u32,
-    values: &[f32],
+    values: V,
     write_json: F,
 ) -> Result<usize, EncodeError>
 where
+    V: ExactSizeIterator<Item = f32>,
     F: FnOnce(&mut [u8]) -> Result<usize, EncodeError>,
 {
     let (head, body) = split_header(out)?;

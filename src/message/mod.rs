@@ -940,16 +940,10 @@ pub fn encode_frame_with_attachment<M: Message>(
     max_frame: u32,
 ) -> Result<usize, EncodeError> {
     let bytes = u32::try_from(values.len() * 4).map_err(|_| EncodeError::FrameTooLarge)?;
-    let n = frame::write_frame_with_attachment(out, max_frame, values, |json| {
+    let finite = values.iter().map(|v| analysis::finite(*v));
+    frame::write_frame_with_attachment(out, max_frame, finite, |json| {
         encode_envelope(id_or_ref, Some(bytes), body, json)
-    })?;
-    if values.iter().any(|v| !v.is_finite()) {
-        let start = n - values.len() * 4;
-        for (dst, v) in out[start..n].chunks_exact_mut(4).zip(values) {
-            dst.copy_from_slice(&analysis::finite(*v).to_le_bytes());
-        }
-    }
-    Ok(n)
+    })
 }
 
 /// Builds an `error` body from a code and a formatted message, truncating the text to fit.
