@@ -7,7 +7,9 @@ mod e2e_support;
 
 use std::time::{Duration, Instant};
 
-use e2e_support::{aura, kill, wait_gone, Proc};
+use e2e_support::{
+    assert_sine_on_tap, aura, kill, spectrum_peaks_at, wait_gone, watch_frames, Proc, TEST_TONE,
+};
 use serde_json::Value;
 
 fn answer(args: &[&str]) -> (Option<i32>, Value, Proc) {
@@ -255,8 +257,7 @@ fn sigint_shuts_the_engine_down_politely() {
 #[test]
 fn watch_shows_the_test_tone_on_its_tap() {
     let frames = |tap: &str| -> Vec<Value> {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        let mut p = Proc::spawn(&mut aura(&[
+        watch_frames(&mut aura(&[
             "watch",
             "--seconds",
             "1",
@@ -264,47 +265,17 @@ fn watch_shows_the_test_tone_on_its_tap() {
             "10",
             "--tap",
             tap,
-        ]));
-        assert!(p.wait(deadline).success(), "{}", p.dump());
-        p.events()
-            .into_iter()
-            .filter(|e| e["event"] == "telemetry")
-            .map(|e| e["telemetry"].clone())
-            .collect()
+        ]))
     };
-    let peak_ok = |f: &Value| {
-        let hz = f["peak_hz"].as_f64().unwrap();
-        let db = f["peak_db"].as_f64().unwrap();
-        (hz - 1000.0).abs() <= f["hz_per_bin"].as_f64().unwrap() && (db + 6.02).abs() <= 1.0
-    };
-    let tone = frames("2");
-    let spectra: Vec<&Value> = tone.iter().filter(|f| f["name"] == "spectrum").collect();
-    assert!(spectra.len() >= 3, "{tone:?}");
-    for f in &spectra {
-        assert_eq!(
-            (f["tap"].as_u64(), f["bins"].as_u64()),
-            (Some(2), Some(1024))
-        );
-        assert_eq!(f["attachment"], true);
-        assert!(peak_ok(f), "{f}");
-    }
-    let scope = tone
-        .iter()
-        .find(|f| f["name"] == "scope")
-        .expect("a scope frame");
-    assert!(
-        (scope["max"].as_f64().unwrap() - 0.5).abs() < 0.01,
-        "{scope}"
-    );
-    assert!(
-        (scope["min"].as_f64().unwrap() + 0.5).abs() < 0.01,
-        "{scope}"
-    );
+    assert_sine_on_tap(&frames("2"), 2, TEST_TONE.0);
     // The stopped master: silent, the check fails.
     let master = frames("0");
     let spectrum = master
         .iter()
         .find(|f| f["name"] == "spectrum")
         .expect("a spectrum frame");
-    assert!(!peak_ok(spectrum), "{spectrum}");
+    assert!(
+        !spectrum_peaks_at(spectrum, TEST_TONE.0, TEST_TONE.1),
+        "{spectrum}"
+    );
 }

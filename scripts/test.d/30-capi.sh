@@ -98,6 +98,9 @@ LOOPHOLE_CPP_ENGINE="$PWD/$OUT/signal_cpp" \
 # The sanitizer build through the demo (a report makes the engine exit non-zero: aura fails).
 LOOPHOLE_CPP_ENGINE="$PWD/$OUT/signal_cpp_asan" \
   cargo test -q -p loophole-ipc-capi --test e2e_cpp -- --ignored aura_drives_the_cpp_engine
+# ... and its analysis worker (the FFT, the tap histories) through `watch`.
+LOOPHOLE_CPP_ENGINE="$PWD/$OUT/signal_cpp_asan" \
+  cargo test -q -p loophole-ipc-capi --test e2e_cpp -- --ignored watch_shows_the_cpp_engine_taps
 
 step "capi: bench: the C++ callback through the ABI vs the Rust endpoint (callgrind instructions)"
 need_apt valgrind valgrind

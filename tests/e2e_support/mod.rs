@@ -260,3 +260,63 @@ pub fn demo_problems(s: &Value, rate_tolerance: f64) -> Vec<String> {
     }
     p
 }
+
+/// The `telemetry` objects `aura watch` printed (`cmd`: an `aura … --json watch …` command),
+/// after it exited successfully within 20 s and its engine exited by itself with status 0 (so
+/// a sanitizer report in the engine fails the caller).
+pub fn watch_frames(cmd: &mut Command) -> Vec<Value> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut p = Proc::spawn(cmd);
+    assert!(p.wait(deadline).success(), "{}", p.dump());
+    let events = p.events();
+    let stopped = events.iter().find(|e| e["event"] == "engine_stopped");
+    let how = stopped.and_then(|e| e["how"].as_str()).unwrap_or_default();
+    assert!(
+        how.starts_with("exited by itself") && how.contains("exit status: 0"),
+        "{how:?}\n{}",
+        p.dump()
+    );
+    events
+        .into_iter()
+        .filter(|e| e["event"] == "telemetry")
+        .map(|e| e["telemetry"].clone())
+        .collect()
+}
+
+/// Whether a `spectrum` line of `aura watch` peaks within one bin of `hz` at `db` ± 1 dB.
+pub fn spectrum_peaks_at(f: &Value, hz: f64, db: f64) -> bool {
+    let at = f["peak_hz"].as_f64().unwrap_or(f64::NAN);
+    let level = f["peak_db"].as_f64().unwrap_or(f64::NAN);
+    (at - hz).abs() <= f["hz_per_bin"].as_f64().unwrap_or(0.0) && (level - db).abs() <= 1.0
+}
+
+/// The test tone both example engines put on tap 2: 1 kHz at amplitude 0.5.
+pub const TEST_TONE: (f64, f64) = (1000.0, -6.02);
+
+/// Checks `aura watch` frames of a tap carrying a sine of amplitude 0.5 at `hz`: at least three
+/// 1024-bin spectra (attachments) of that tap peaking there at -6.02 dBFS, and a scope of
+/// ±0.5. Panics with the frames otherwise.
+pub fn assert_sine_on_tap(frames: &[Value], tap: u64, hz: f64) {
+    let spectra: Vec<&Value> = frames.iter().filter(|f| f["name"] == "spectrum").collect();
+    assert!(spectra.len() >= 3, "{frames:?}");
+    for f in &spectra {
+        assert_eq!(
+            (f["tap"].as_u64(), f["bins"].as_u64()),
+            (Some(tap), Some(1024))
+        );
+        assert_eq!(f["attachment"], true);
+        assert!(spectrum_peaks_at(f, hz, TEST_TONE.1), "{f}");
+    }
+    let scope = frames
+        .iter()
+        .find(|f| f["name"] == "scope")
+        .expect("a scope frame");
+    let (lo, hi) = (
+        scope["min"].as_f64().unwrap(),
+        scope["max"].as_f64().unwrap(),
+    );
+    assert!(
+        (hi - 0.5).abs() < 0.01 && (lo + 0.5).abs() < 0.01,
+        "{scope}"
+    );
+}

@@ -3,13 +3,16 @@
 // AudioIODeviceCallback over the loophole C++ wrapper.
 //
 // Real-time rules: after construction nothing here allocates, locks or makes a system call.
-// The callback reads the library clock (vDSO) and the device's host time only.
+// The callback reads the library clock (vDSO) and the device's host time only. Every callback
+// publishes the output and the test tone into the analysis taps (analysis.h); taps the endpoint
+// was not configured with are refused (InvalidArgument), and that is ignored.
 #ifndef LOOPHOLE_SIGNAL_CPP_ENGINE_H
 #define LOOPHOLE_SIGNAL_CPP_ENGINE_H
 
 #include <cmath>
 #include <cstdint>
 
+#include "analysis.h"
 #include "juce_audio_devices_stub.h"
 #include "loophole_ipc.hpp"
 
@@ -56,6 +59,7 @@ public:
     void audioDeviceAboutToStart(juce::AudioIODevice* device) override {
         sampleRate_ = static_cast<float>(device->getCurrentSampleRate());
         audio_.setSampleRate(static_cast<std::uint32_t>(sampleRate_));
+        tone_.setSampleRate(sampleRate_);
     }
     void audioDeviceStopped() override {}
 
@@ -72,6 +76,7 @@ public:
         cb.drain([this](const LoopholeCommand& cmd) noexcept { return apply(cmd); });
         render(out, numOut, numSamples);
         audio_.publishMeters(out, static_cast<std::uint32_t>(numOut), frames);
+        publishTaps(out, numOut, frames);
         (void)audio_.publishTransport(transport_);
     }
 
@@ -141,6 +146,18 @@ private:
         if (playing) advance(static_cast<std::uint64_t>(numSamples));
     }
 
+    /// Taps 0 and 1: master L and R (the graph is mono: R is L when there is one channel);
+    /// tap 2: the test tone. Every tap gets every block, so a tap's sample index is the
+    /// engine's sample clock.
+    void publishTaps(float* const* out, int numOut, std::uint32_t frames) noexcept {
+        if (numOut > 0) {
+            (void)audio_.publishTap(0, out[0], frames);
+            (void)audio_.publishTap(1, out[numOut > 1 ? 1 : 0], frames);
+        }
+        (void)audio_.publishTap(kTapTestTone, tone_.render(frames),
+                                std::min(frames, TestTone::kMaxBlock));
+    }
+
     void advance(std::uint64_t frames) noexcept {
         auto& t = transport_;
         t.position += frames;
@@ -153,6 +170,7 @@ private:
     Ramp freq_{kDefaultFreq};
     Ramp gain_{kDefaultGain};
     float phase_ = 0.0f;
+    TestTone tone_;
     loophole::Transport transport_;
     std::uint64_t dropped_ = 0;
 };

@@ -2,7 +2,8 @@
 //
 // A simulated audio device thread (absolute CLOCK_MONOTONIC deadlines, SCHED_FIFO when
 // granted) calls SignalEngine::audioDeviceIOCallbackWithContext, JUCE-style; the main thread is
-// the control thread: graph edits on a model graph, engine.shutdown, SIGINT/SIGTERM, orphaning.
+// the control thread: graph edits on a model graph, engine.shutdown, SIGINT/SIGTERM, orphaning;
+// a third thread serves the scope and spectrum streams from the taps (analysis.h).
 // Prints exactly one line on stdout (the announcement); everything else goes to stderr.
 // Options are those of `signal` (see kHelp); aura drives it with `aura --engine PATH`.
 #include <pthread.h>
@@ -48,6 +49,8 @@ const char kHelp[] =
     "  -h, --help            This help.       -V, --version   The version.\n"
     "ENVIRONMENT: LOOPHOLE_SESSION_TOKEN (the session token clients must present).\n"
     "GRAPH: node 1 osc (param 0 = Hz 1..=20000), node 2 gain (param 0 = 0..=4), node 3 meter.\n"
+    "TAPS (scope and spectrum, welcome.taps = 3): 0 master L, 1 master R, 2 a 1000 Hz test\n"
+    "  tone at amplitude 0.5 (-6.02 dBFS), always on. Each tap keeps 65536 samples.\n"
     "EXIT CODES: 0 clean, 1 failure, 2 bad arguments, 3 cannot start the server.\n";
 
 struct Options {
@@ -305,6 +308,8 @@ int main(int argc, char** argv) {
     cfg.block_size = opts.blockSize;
     cfg.meter_channels = opts.channels;
     cfg.supervisor_pid = opts.supervisorPid;
+    cfg.analysis_taps = signal_cpp::kTaps;
+    cfg.tap_capacity = signal_cpp::kTapCapacity;
 
     loophole::Server server;
     loophole::AudioEndpoint audio;
@@ -314,15 +319,26 @@ int main(int argc, char** argv) {
         std::fprintf(stderr, "signal_cpp: cannot start: %s\n", err);
         return kExitCannotStart;
     }
+    loophole::Analysis analysis;
+    if (loophole::takeAnalysis(server, analysis) != loophole::Status::Ok) {
+        std::fprintf(stderr, "signal_cpp: cannot take the analysis handle\n");
+        return kExitCannotStart;
+    }
     std::fprintf(stderr, "signal_cpp: listening on port %u, %u Hz, %u frames/block, %u channels\n",
                  server.port(), opts.sampleRate, opts.blockSize, opts.channels);
 
     signal_cpp::SignalEngine engine(audio);
     SimulatedDevice device(opts, engine);
+    signal_cpp::Analyzer analyzer(analysis, opts.sampleRate, signal_cpp::kTaps,
+                                  signal_cpp::kTapCapacity);
+    std::atomic<bool> analysisStop{false};
+    std::thread analysisThread;
     try {
         device.start();
+        analysisThread = std::thread([&] { analyzer.run(analysisStop); });
     } catch (const std::exception& e) {
-        std::fprintf(stderr, "signal_cpp: cannot start the audio thread: %s\n", e.what());
+        std::fprintf(stderr, "signal_cpp: cannot start a thread: %s\n", e.what());
+        (void)device.stop();
         return kExitFailure;
     }
     std::printf("%s\n", server.announcement().c_str());
@@ -332,8 +348,11 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "signal_cpp: shutting down (%s)\n", reason.c_str());
     // Network first, while the audio thread still answers: owed answers go out before goodbye.
     (void)server.shutdown();
+    analysisStop.store(true);
+    analysisThread.join();
     const std::uint64_t callbacks = device.stop();
-    std::fprintf(stderr, "signal_cpp: stopped after %llu callbacks\n",
-                 static_cast<unsigned long long>(callbacks));
+    std::fprintf(stderr, "signal_cpp: stopped after %llu callbacks, %llu analysis values\n",
+                 static_cast<unsigned long long>(callbacks),
+                 static_cast<unsigned long long>(analyzer.submitted()));
     return kExitOk;
 }

@@ -120,6 +120,9 @@ pub fn run(callbacks: u64, mode: Mode, use_seccomp: bool) -> Report {
         cfg.command_capacity = 64;
         cfg.reply_capacity = 40;
         cfg.drain_budget = 16;
+        // The engine publishes taps 0-2 every callback: configure them, so the proof covers
+        // loophole_audio_publish_tap's real path (not only its refusal).
+        cfg.analysis_taps = 3;
         let (mut s, mut a, mut c) = (ptr::null_mut(), ptr::null_mut(), ptr::null_mut());
         let rc = loophole_create(&cfg, &mut s, &mut a, &mut c, ptr::null_mut(), 0);
         assert_eq!(rc, LOOPHOLE_OK);
