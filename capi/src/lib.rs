@@ -1331,15 +1331,18 @@ pub unsafe extern "C" fn loophole_audio_publish_meters_interleaved(
         // SAFETY: `samples` points to `n_channels * n_frames` readable floats (caller contract).
         let all = unsafe { std::slice::from_raw_parts(samples, stride * n_frames as usize) };
         let mut peak = [0.0f32; MAX_METER_CHANNELS];
-        let mut sum = [0.0f32; MAX_METER_CHANNELS];
+        // Σx² in f64, as the Rust meters: the square of any finite f32 is then a normal
+        // number (or 0), so loud signals do not overflow and quiet ones do not flush to 0.
+        let mut sum = [0.0f64; MAX_METER_CHANNELS];
         for frame in all.chunks_exact(stride) {
             for ((x, p), s) in frame[..used].iter().zip(&mut peak).zip(&mut sum) {
                 *p = p.max(x.abs());
-                *s += x * x;
+                let d = f64::from(*x);
+                *s += d * d;
             }
         }
         for ch in 0..used {
-            a.ep.publish_levels(ch, peak[ch], f64::from(sum[ch]), u64::from(n_frames));
+            a.ep.publish_levels(ch, peak[ch], sum[ch], u64::from(n_frames));
         }
     });
 }
