@@ -282,6 +282,12 @@
 #define LOOPHOLE_MAX_METER_CHANNELS 512
 
 /**
+ * Most slots of `LoopholeConfig::command_capacity`, `reply_capacity` and `control_capacity`
+ * (a larger value is `LOOPHOLE_ERR_INVALID_ARGUMENT`, never allocated).
+ */
+#define LOOPHOLE_MAX_QUEUE_CAPACITY 65536
+
+/**
  * Bytes of `LoopholeControlRequest::kind`: the longest kind plus its terminating NUL.
  */
 #define LOOPHOLE_NODE_KIND_CAPACITY 33
@@ -363,11 +369,12 @@ typedef struct LoopholeConfig {
    */
   uint32_t meter_channels;
   /**
-   * Slots in the command queue (> 0). Default 256.
+   * Slots in the command queue, `1..=LOOPHOLE_MAX_QUEUE_CAPACITY`. Default 256.
    */
   uint32_t command_capacity;
   /**
-   * Slots in the reply queue (> 0; raised to `drain_budget + 1`). Default 512.
+   * Slots in the reply queue, `1..=LOOPHOLE_MAX_QUEUE_CAPACITY` (raised to
+   * `drain_budget + 1`). Default 512.
    */
   uint32_t reply_capacity;
   /**
@@ -375,7 +382,8 @@ typedef struct LoopholeConfig {
    */
   uint32_t drain_budget;
   /**
-   * Control requests queued towards the control thread (> 0). Default 64.
+   * Control requests queued towards the control thread,
+   * `1..=LOOPHOLE_MAX_QUEUE_CAPACITY`. Default 64.
    */
   uint32_t control_capacity;
   /**

@@ -162,6 +162,9 @@ pub const LOOPHOLE_CONTROL_RESULT_FAILED: u32 = 5;
 pub const LOOPHOLE_MAX_NODE_KIND: usize = 32;
 /// Most metered channels.
 pub const LOOPHOLE_MAX_METER_CHANNELS: u32 = 512;
+/// Most slots of `LoopholeConfig::command_capacity`, `reply_capacity` and `control_capacity`
+/// (a larger value is `LOOPHOLE_ERR_INVALID_ARGUMENT`, never allocated).
+pub const LOOPHOLE_MAX_QUEUE_CAPACITY: u32 = 65_536;
 
 /// Bytes of `LoopholeControlRequest::kind`: the longest kind plus its terminating NUL.
 pub const LOOPHOLE_NODE_KIND_CAPACITY: usize = 33;
@@ -205,13 +208,15 @@ pub struct LoopholeConfig {
     pub block_size: u32,
     /// Metered channels, `1..=LOOPHOLE_MAX_METER_CHANNELS`. Default 2.
     pub meter_channels: u32,
-    /// Slots in the command queue (> 0). Default 256.
+    /// Slots in the command queue, `1..=LOOPHOLE_MAX_QUEUE_CAPACITY`. Default 256.
     pub command_capacity: u32,
-    /// Slots in the reply queue (> 0; raised to `drain_budget + 1`). Default 512.
+    /// Slots in the reply queue, `1..=LOOPHOLE_MAX_QUEUE_CAPACITY` (raised to
+    /// `drain_budget + 1`). Default 512.
     pub reply_capacity: u32,
     /// Most commands handled per callback, `1..=command_capacity`. Default 32.
     pub drain_budget: u32,
-    /// Control requests queued towards the control thread (> 0). Default 64.
+    /// Control requests queued towards the control thread,
+    /// `1..=LOOPHOLE_MAX_QUEUE_CAPACITY`. Default 64.
     pub control_capacity: u32,
     /// Exit watch: the supervising process id (0 = none).
     pub supervisor_pid: u32,
@@ -715,6 +720,17 @@ fn nonzero(v: u32, what: &str) -> Result<usize, String> {
     }
 }
 
+/// A queue's slots, `1..=LOOPHOLE_MAX_QUEUE_CAPACITY`: a larger value would be allocated at
+/// once, and an allocation that fails aborts the process (no status could say why).
+fn capacity(v: u32, what: &str) -> Result<usize, String> {
+    if v > LOOPHOLE_MAX_QUEUE_CAPACITY {
+        return Err(format!(
+            "{what} {v} is outside 1..={LOOPHOLE_MAX_QUEUE_CAPACITY}"
+        ));
+    }
+    nonzero(v, what)
+}
+
 fn create(cfg: &LoopholeConfig) -> Result<Created, (i32, String)> {
     let invalid = |m: String| (LOOPHOLE_ERR_INVALID_ARGUMENT, m);
     let host = match opt_str(cfg.host, "host").map_err(invalid)? {
@@ -746,7 +762,7 @@ fn create(cfg: &LoopholeConfig) -> Result<Created, (i32, String)> {
             cfg.meter_channels
         )));
     }
-    let command_capacity = nonzero(cfg.command_capacity, "command_capacity").map_err(invalid)?;
+    let command_capacity = capacity(cfg.command_capacity, "command_capacity").map_err(invalid)?;
     let drain_budget = nonzero(cfg.drain_budget, "drain_budget").map_err(invalid)?;
     if drain_budget > command_capacity {
         return Err(invalid("drain_budget > command_capacity".into()));
@@ -761,13 +777,13 @@ fn create(cfg: &LoopholeConfig) -> Result<Created, (i32, String)> {
     let rt = RtConfig::default()
         .with_taps(taps, cfg.tap_capacity as usize)
         .with_command_capacity(command_capacity)
-        .with_reply_capacity(nonzero(cfg.reply_capacity, "reply_capacity").map_err(invalid)?)
+        .with_reply_capacity(capacity(cfg.reply_capacity, "reply_capacity").map_err(invalid)?)
         .with_drain_budget(drain_budget)
         .with_meter_channels(cfg.meter_channels as usize)
         .with_sample_rate(cfg.sample_rate.max(1));
     nonzero(cfg.sample_rate, "sample_rate").map_err(invalid)?;
     nonzero(cfg.block_size, "block_size").map_err(invalid)?;
-    let control_capacity = nonzero(cfg.control_capacity, "control_capacity").map_err(invalid)?;
+    let control_capacity = capacity(cfg.control_capacity, "control_capacity").map_err(invalid)?;
 
     let _ = clock::now_ns(); // fix the clock's epoch outside any audio callback
     let (audio, mut net) = bridge(&rt);
