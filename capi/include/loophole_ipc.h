@@ -787,7 +787,9 @@ void loophole_server_free(struct LoopholeServer *server);
  * `struct_size` the caller sets). Returns `LOOPHOLE_OK`, `LOOPHOLE_ERR_TIMEOUT`, or
  * `LOOPHOLE_ERR_SERVER_GONE` once the network thread has stopped and every request was taken.
  * Every request except `ORPHANED` must be answered exactly once with `loophole_control_reply`.
- * Requests of kinds this ABI version does not know are answered `unsupported` here.
+ * Requests of kinds this ABI version does not know are answered `unsupported` here, and an
+ * `ADD_NODE` whose kind contains a NUL byte (which the NUL-terminated `kind` cannot carry)
+ * `unknown_kind`: neither reaches the caller.
  *
  * [control-thread] Blocks up to `timeout_ms` (0 = never blocks). May allocate.
  */

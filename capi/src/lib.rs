@@ -1089,7 +1089,9 @@ fn empty_request(struct_size: u32) -> LoopholeControlRequest {
 /// `struct_size` the caller sets). Returns `LOOPHOLE_OK`, `LOOPHOLE_ERR_TIMEOUT`, or
 /// `LOOPHOLE_ERR_SERVER_GONE` once the network thread has stopped and every request was taken.
 /// Every request except `ORPHANED` must be answered exactly once with `loophole_control_reply`.
-/// Requests of kinds this ABI version does not know are answered `unsupported` here.
+/// Requests of kinds this ABI version does not know are answered `unsupported` here, and an
+/// `ADD_NODE` whose kind contains a NUL byte (which the NUL-terminated `kind` cannot carry)
+/// `unknown_kind`: neither reaches the caller.
 ///
 /// [control-thread] Blocks up to `timeout_ms` (0 = never blocks). May allocate.
 #[no_mangle]
@@ -1115,6 +1117,13 @@ pub unsafe extern "C" fn loophole_control_recv(
                 Err(RecvTimeoutError::Timeout) => return LOOPHOLE_ERR_TIMEOUT,
                 Err(RecvTimeoutError::Disconnected) => return LOOPHOLE_ERR_SERVER_GONE,
             };
+            if let ControlOp::AddNode(a) = &req.op {
+                if a.kind.as_bytes().contains(&0) {
+                    // `kind` is NUL-terminated: C would see a shorter name than the client's.
+                    let _ = c.ep.reply(req.ticket, Err(ControlError::UnknownKind));
+                    continue;
+                }
+            }
             let mut r = empty_request(out.struct_size);
             r.id = req.id;
             let Some(op) = control_request(&mut r, &req.op) else {
