@@ -384,7 +384,9 @@ pub struct LoopholeAudioStats {
 }
 
 /// The drain callback: decides one command. Runs on the audio thread inside
-/// `loophole_audio_drain`; must be real-time safe and must not unwind (no C++ exception).
+/// `loophole_audio_drain`; must be real-time safe and must not unwind (no C++ exception). It
+/// must not call any `loophole_audio_*` function on the handle being drained (the library is
+/// inside a call on it: the handle is used by one call at a time).
 pub type LoopholeApplyFn =
     Option<unsafe extern "C" fn(user: *mut c_void, cmd: *const LoopholeCommand) -> LoopholeOutcome>;
 
@@ -862,7 +864,8 @@ fn read_config(cfg: *const LoopholeConfig, struct_size: usize) -> Option<Loophol
 /// Checks `cfg->abi_version == LOOPHOLE_IPC_ABI_VERSION` and `cfg->struct_size ==
 /// sizeof(LoopholeConfig)` or the earlier header's size, without `analysis_taps` and
 /// `tap_capacity`, which then take their defaults (`LOOPHOLE_ERR_ABI_MISMATCH`), then every field
-/// (`LOOPHOLE_ERR_INVALID_ARGUMENT`); `LOOPHOLE_ERR_CANNOT_START` when binding fails.
+/// (`LOOPHOLE_ERR_INVALID_ARGUMENT`); `LOOPHOLE_ERR_CANNOT_START` when binding fails;
+/// `LOOPHOLE_ERR_NULL` for a NULL `cfg` or out pointer.
 ///
 /// Print the announcement (`loophole_server_announcement`) on stdout yourself: the library
 /// never writes stdout.
@@ -953,8 +956,8 @@ pub unsafe extern "C" fn loophole_create(
 /// `buf`. `*out_len` (if not NULL) gets its length without the NUL. `LOOPHOLE_ERR_BUFFER_TOO_SMALL`
 /// (nothing copied) when `buf_cap <= length`. Valid after `loophole_server_shutdown` too.
 ///
-/// [control-thread] (any thread not using the handle concurrently with `*_shutdown`/`*_free`).
-/// Never blocks, never allocates.
+/// [control-thread] (or any one thread at a time: like every handle, never by two threads at
+/// once). Never blocks, never allocates.
 #[no_mangle]
 pub unsafe extern "C" fn loophole_server_announcement(
     server: *mut LoopholeServer,
@@ -1278,7 +1281,8 @@ fn rust_outcome(o: LoopholeOutcome) -> Option<Outcome> {
 /// commands answered (0 for NULL `audio`/`apply` or a poisoned handle).
 ///
 /// [audio-thread] Wait-free and bounded: never blocks, never allocates, no system call (plus
-/// whatever `apply` does, which must be real-time safe and must not unwind).
+/// whatever `apply` does, which must be real-time safe, must not unwind, and must not call
+/// back into `audio`).
 #[no_mangle]
 pub unsafe extern "C" fn loophole_audio_drain(
     audio: *mut LoopholeAudio,
@@ -1706,7 +1710,9 @@ pub unsafe extern "C" fn loophole_analysis_read_tap(
 /// its type (nothing submitted); `LOOPHOLE_ERR_WRONG_LENGTH` when `n_values != req->values`;
 /// `LOOPHOLE_ERR_STALE` when the request changed or ended, or its fields are not those of the
 /// active request in its slot (dropped; normal for a request read just before it changed);
-/// `LOOPHOLE_ERR_SERVER_GONE` when the network thread is gone.
+/// `LOOPHOLE_ERR_SERVER_GONE` when the network thread is gone; `LOOPHOLE_ERR_ABI_MISMATCH`
+/// when `req->struct_size` is smaller than this ABI's; `LOOPHOLE_ERR_NULL` for a NULL `req` or
+/// `values`.
 ///
 /// [analysis-thread] Never blocks, never allocates, no system call (the network thread takes
 /// the value when the frame is due); it copies up to `LOOPHOLE_MAX_ANALYSIS_VALUES` floats, so
