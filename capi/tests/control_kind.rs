@@ -11,6 +11,7 @@ use loophole_ipc_capi::*;
 use std::ffi::CStr;
 use std::net::SocketAddr;
 use std::ptr;
+use std::time::{Duration, Instant};
 
 struct Engine {
     server: *mut LoopholeServer,
@@ -107,15 +108,29 @@ fn a_kind_with_a_nul_is_answered_unknown_kind_not_handed_to_c_truncated() {
             kind: "osc\0x".try_into().unwrap(),
         })
         .expect("send");
-    let (rc, req) = recv(&e, 1000);
-    assert_eq!(
-        rc,
-        LOOPHOLE_ERR_TIMEOUT,
-        "a request reached C: op {} kind {:?} (the client sent \"osc\\u0000x\")",
-        req.op,
-        kind_of(&req)
-    );
-    match answer(&mut c, id) {
+    // Serve the control route (as an engine's control thread would) until the client has its
+    // answer: nothing may reach C meanwhile.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let answer = loop {
+        let (rc, req) = recv(&e, 100);
+        assert_eq!(
+            rc,
+            LOOPHOLE_ERR_TIMEOUT,
+            "a request reached C: op {} kind {:?} (the client sent \"osc\\u0000x\")",
+            req.op,
+            kind_of(&req)
+        );
+        if let Some(r) = c
+            .recv_timeout(Duration::from_millis(10))
+            .expect("connected")
+        {
+            if r.reference == Some(id) {
+                break r.message;
+            }
+        }
+        assert!(Instant::now() < deadline, "no answer to the add_node");
+    };
+    match answer {
         ServerMessage::Error(err) => assert_eq!(err.code.as_str(), "unknown_kind"),
         other => panic!("expected error unknown_kind, got {other:?}"),
     }
