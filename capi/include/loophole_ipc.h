@@ -423,7 +423,7 @@ typedef struct LoopholeTransport {
    */
   uint8_t loop_enabled;
   /**
-   * Tempo, beats per minute (finite).
+   * Tempo, beats per minute (a non-finite value is sent as 0).
    */
   float bpm;
   /**
@@ -878,8 +878,8 @@ void loophole_audio_publish_levels(struct LoopholeAudio *audio, uint32_t channel
 /**
  * Publishes transport telemetry if that leaves room for the answers the rest of this
  * callback's budget could need (otherwise drops it and counts the drop). Returns whether it was
- * published; false also for NULL, a `struct_size` smaller than this ABI's, or a non-finite
- * `bpm`.
+ * published; false also for NULL or a `struct_size` smaller than this ABI's. A non-finite
+ * `bpm` (an engine fault) is published and sent as 0, as the spec's `transport.state` says.
  *
  * [audio-thread] Wait-free: never blocks, never allocates, no system call.
  */

@@ -327,7 +327,7 @@ pub struct LoopholeTransport {
     pub playing: u8,
     /// Non-zero while looping is on.
     pub loop_enabled: u8,
-    /// Tempo, beats per minute (finite).
+    /// Tempo, beats per minute (a non-finite value is sent as 0).
     pub bpm: f32,
     /// Play-head position, samples.
     pub position: u64,
@@ -1407,8 +1407,8 @@ fn to_c_transport(t: &TransportState) -> LoopholeTransport {
 
 /// Publishes transport telemetry if that leaves room for the answers the rest of this
 /// callback's budget could need (otherwise drops it and counts the drop). Returns whether it was
-/// published; false also for NULL, a `struct_size` smaller than this ABI's, or a non-finite
-/// `bpm`.
+/// published; false also for NULL or a `struct_size` smaller than this ABI's. A non-finite
+/// `bpm` (an engine fault) is published and sent as 0, as the spec's `transport.state` says.
 ///
 /// [audio-thread] Wait-free: never blocks, never allocates, no system call.
 #[no_mangle]
@@ -1420,9 +1420,6 @@ pub unsafe extern "C" fn loophole_audio_publish_transport(
     let Ok(t) = (unsafe { sized_ref(transport) }) else {
         return false;
     };
-    if !t.bpm.is_finite() {
-        return false;
-    }
     let state = TransportState {
         playing: t.playing != 0,
         position: t.position,
