@@ -17,9 +17,11 @@
  * once. Free LoopholeAudio outside the audio callback (it frees memory).
  *
  * Errors: functions returning int32_t return LOOPHOLE_OK (0) or a negative LOOPHOLE_ERR_*;
- * loophole_status_str names each. Nothing is thread-local. No unwinding crosses this ABI: a
- * panic inside the library returns LOOPHOLE_ERR_PANIC (or the call's neutral value) and
- * poisons the handle; a drain callback must not throw.
+ * loophole_status_str names each. Besides the codes each function lists, a call on a handle
+ * returns LOOPHOLE_ERR_NULL for a NULL handle, LOOPHOLE_ERR_POISONED once the handle is
+ * poisoned and LOOPHOLE_ERR_PANIC if it panics. Nothing is thread-local. No unwinding crosses
+ * this ABI: a panic inside the library returns LOOPHOLE_ERR_PANIC (or the call's neutral
+ * value) and poisons the handle; a drain callback must not throw.
  */
 
 #ifndef LOOPHOLE_IPC_H
@@ -282,6 +284,12 @@
 #define LOOPHOLE_MAX_METER_CHANNELS 512
 
 /**
+ * Most slots of `LoopholeConfig::command_capacity`, `reply_capacity` and `control_capacity`
+ * (a larger value is `LOOPHOLE_ERR_INVALID_ARGUMENT`, never allocated).
+ */
+#define LOOPHOLE_MAX_QUEUE_CAPACITY 65536
+
+/**
  * Bytes of `LoopholeControlRequest::kind`: the longest kind plus its terminating NUL.
  */
 #define LOOPHOLE_NODE_KIND_CAPACITY 33
@@ -363,11 +371,12 @@ typedef struct LoopholeConfig {
    */
   uint32_t meter_channels;
   /**
-   * Slots in the command queue (> 0). Default 256.
+   * Slots in the command queue, `1..=LOOPHOLE_MAX_QUEUE_CAPACITY`. Default 256.
    */
   uint32_t command_capacity;
   /**
-   * Slots in the reply queue (> 0; raised to `drain_budget + 1`). Default 512.
+   * Slots in the reply queue, `1..=LOOPHOLE_MAX_QUEUE_CAPACITY` (raised to
+   * `drain_budget + 1`). Default 512.
    */
   uint32_t reply_capacity;
   /**
@@ -375,7 +384,8 @@ typedef struct LoopholeConfig {
    */
   uint32_t drain_budget;
   /**
-   * Control requests queued towards the control thread (> 0). Default 64.
+   * Control requests queued towards the control thread,
+   * `1..=LOOPHOLE_MAX_QUEUE_CAPACITY`. Default 64.
    */
   uint32_t control_capacity;
   /**
@@ -413,7 +423,7 @@ typedef struct LoopholeTransport {
    */
   uint8_t loop_enabled;
   /**
-   * Tempo, beats per minute (finite).
+   * Tempo, beats per minute (a non-finite value is sent as 0).
    */
   float bpm;
   /**
@@ -549,7 +559,9 @@ typedef struct LoopholeCommand {
 
 /**
  * The drain callback: decides one command. Runs on the audio thread inside
- * `loophole_audio_drain`; must be real-time safe and must not unwind (no C++ exception).
+ * `loophole_audio_drain`; must be real-time safe and must not unwind (no C++ exception). It
+ * must not call any `loophole_audio_*` function on the handle being drained (the library is
+ * inside a call on it: the handle is used by one call at a time).
  */
 typedef struct LoopholeOutcome (*LoopholeApplyFn)(void *user, const struct LoopholeCommand *cmd);
 
@@ -714,7 +726,8 @@ int32_t loophole_transport_init(struct LoopholeTransport *t);
  * Checks `cfg->abi_version == LOOPHOLE_IPC_ABI_VERSION` and `cfg->struct_size ==
  * sizeof(LoopholeConfig)` or the earlier header's size, without `analysis_taps` and
  * `tap_capacity`, which then take their defaults (`LOOPHOLE_ERR_ABI_MISMATCH`), then every field
- * (`LOOPHOLE_ERR_INVALID_ARGUMENT`); `LOOPHOLE_ERR_CANNOT_START` when binding fails.
+ * (`LOOPHOLE_ERR_INVALID_ARGUMENT`); `LOOPHOLE_ERR_CANNOT_START` when binding fails;
+ * `LOOPHOLE_ERR_NULL` for a NULL `cfg` or out pointer.
  *
  * Print the announcement (`loophole_server_announcement`) on stdout yourself: the library
  * never writes stdout.
@@ -729,8 +742,8 @@ int32_t loophole_create(const struct LoopholeConfig *cfg, struct LoopholeServer 
  * `buf`. `*out_len` (if not NULL) gets its length without the NUL. `LOOPHOLE_ERR_BUFFER_TOO_SMALL`
  * (nothing copied) when `buf_cap <= length`. Valid after `loophole_server_shutdown` too.
  *
- * [control-thread] (any thread not using the handle concurrently with `*_shutdown`/`*_free`).
- * Never blocks, never allocates.
+ * [control-thread] (or any one thread at a time: like every handle, never by two threads at
+ * once). Never blocks, never allocates.
  */
 int32_t loophole_server_announcement(struct LoopholeServer *server, char *buf, size_t buf_cap, size_t *out_len);
 
@@ -779,7 +792,9 @@ void loophole_server_free(struct LoopholeServer *server);
  * `struct_size` the caller sets). Returns `LOOPHOLE_OK`, `LOOPHOLE_ERR_TIMEOUT`, or
  * `LOOPHOLE_ERR_SERVER_GONE` once the network thread has stopped and every request was taken.
  * Every request except `ORPHANED` must be answered exactly once with `loophole_control_reply`.
- * Requests of kinds this ABI version does not know are answered `unsupported` here.
+ * Requests of kinds this ABI version does not know are answered `unsupported` here, and an
+ * `ADD_NODE` whose kind contains a NUL byte (which the NUL-terminated `kind` cannot carry)
+ * `unknown_kind`: neither reaches the caller.
  *
  * [control-thread] Blocks up to `timeout_ms` (0 = never blocks). May allocate.
  */
@@ -828,7 +843,8 @@ void loophole_audio_begin(struct LoopholeAudio *audio, uint64_t now_ns, uint32_t
  * commands answered (0 for NULL `audio`/`apply` or a poisoned handle).
  *
  * [audio-thread] Wait-free and bounded: never blocks, never allocates, no system call (plus
- * whatever `apply` does, which must be real-time safe and must not unwind).
+ * whatever `apply` does, which must be real-time safe, must not unwind, and must not call
+ * back into `audio`).
  */
 uint32_t loophole_audio_drain(struct LoopholeAudio *audio, LoopholeApplyFn apply, void *user);
 
@@ -862,8 +878,8 @@ void loophole_audio_publish_levels(struct LoopholeAudio *audio, uint32_t channel
 /**
  * Publishes transport telemetry if that leaves room for the answers the rest of this
  * callback's budget could need (otherwise drops it and counts the drop). Returns whether it was
- * published; false also for NULL, a `struct_size` smaller than this ABI's, or a non-finite
- * `bpm`.
+ * published; false also for NULL or a `struct_size` smaller than this ABI's. A non-finite
+ * `bpm` (an engine fault) is published and sent as 0, as the spec's `transport.state` says.
  *
  * [audio-thread] Wait-free: never blocks, never allocates, no system call.
  */
@@ -965,7 +981,9 @@ int32_t loophole_analysis_read_tap(struct LoopholeAnalysis *analysis, uint32_t t
  * its type (nothing submitted); `LOOPHOLE_ERR_WRONG_LENGTH` when `n_values != req->values`;
  * `LOOPHOLE_ERR_STALE` when the request changed or ended, or its fields are not those of the
  * active request in its slot (dropped; normal for a request read just before it changed);
- * `LOOPHOLE_ERR_SERVER_GONE` when the network thread is gone.
+ * `LOOPHOLE_ERR_SERVER_GONE` when the network thread is gone; `LOOPHOLE_ERR_ABI_MISMATCH`
+ * when `req->struct_size` is smaller than this ABI's; `LOOPHOLE_ERR_NULL` for a NULL `req` or
+ * `values`.
  *
  * [analysis-thread] Never blocks, never allocates, no system call (the network thread takes
  * the value when the frame is due); it copies up to `LOOPHOLE_MAX_ANALYSIS_VALUES` floats, so

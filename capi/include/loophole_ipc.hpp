@@ -12,7 +12,8 @@
 //   a std::function.
 // Thread rules are those of loophole_ipc.h: [audio-thread] for AudioEndpoint and
 // ScopedCallback, [control-thread] for Server, Control and create(), [analysis-thread] for
-// Analysis (the engine's scope/spectrum worker; submit() makes one system call).
+// Analysis (the engine's scope/spectrum worker; no system call, but submit() copies up to
+// 4096 floats, so never the audio thread).
 #ifndef LOOPHOLE_IPC_HPP
 #define LOOPHOLE_IPC_HPP
 
@@ -148,7 +149,8 @@ public:
 
     /// Hands each queued command (within the callback's budget) to `f`, which returns a
     /// LoopholeOutcome. Returns the number of commands answered. `f` is called through a
-    /// noexcept trampoline: if it throws, std::terminate is called.
+    /// noexcept trampoline: if it throws, std::terminate is called. `f` must not call this
+    /// endpoint (publish*, stats, drain...): the library is inside a call on it.
     template <class F>
     std::uint32_t drain(F&& f) noexcept {
         using Fn = std::remove_reference_t<F>;
@@ -275,7 +277,8 @@ public:
     [[nodiscard]] bool isConnected() const noexcept { return loophole_analysis_is_connected(h_); }
 };
 
-/// Takes the analysis handle out of `server` (config analysis_taps > 0; once).
+/// Takes the analysis handle out of `server` (config analysis_taps > 0; once). On error `out`
+/// is left empty (a handle it held is freed, like create()'s outputs).
 /// [control-thread] Allocates the handle.
 [[nodiscard]] inline Status takeAnalysis(Server& server, Analysis& out) noexcept {
     LoopholeAnalysis* a = nullptr;

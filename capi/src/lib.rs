@@ -162,6 +162,9 @@ pub const LOOPHOLE_CONTROL_RESULT_FAILED: u32 = 5;
 pub const LOOPHOLE_MAX_NODE_KIND: usize = 32;
 /// Most metered channels.
 pub const LOOPHOLE_MAX_METER_CHANNELS: u32 = 512;
+/// Most slots of `LoopholeConfig::command_capacity`, `reply_capacity` and `control_capacity`
+/// (a larger value is `LOOPHOLE_ERR_INVALID_ARGUMENT`, never allocated).
+pub const LOOPHOLE_MAX_QUEUE_CAPACITY: u32 = 65_536;
 
 /// Bytes of `LoopholeControlRequest::kind`: the longest kind plus its terminating NUL.
 pub const LOOPHOLE_NODE_KIND_CAPACITY: usize = 33;
@@ -205,13 +208,15 @@ pub struct LoopholeConfig {
     pub block_size: u32,
     /// Metered channels, `1..=LOOPHOLE_MAX_METER_CHANNELS`. Default 2.
     pub meter_channels: u32,
-    /// Slots in the command queue (> 0). Default 256.
+    /// Slots in the command queue, `1..=LOOPHOLE_MAX_QUEUE_CAPACITY`. Default 256.
     pub command_capacity: u32,
-    /// Slots in the reply queue (> 0; raised to `drain_budget + 1`). Default 512.
+    /// Slots in the reply queue, `1..=LOOPHOLE_MAX_QUEUE_CAPACITY` (raised to
+    /// `drain_budget + 1`). Default 512.
     pub reply_capacity: u32,
     /// Most commands handled per callback, `1..=command_capacity`. Default 32.
     pub drain_budget: u32,
-    /// Control requests queued towards the control thread (> 0). Default 64.
+    /// Control requests queued towards the control thread,
+    /// `1..=LOOPHOLE_MAX_QUEUE_CAPACITY`. Default 64.
     pub control_capacity: u32,
     /// Exit watch: the supervising process id (0 = none).
     pub supervisor_pid: u32,
@@ -322,7 +327,7 @@ pub struct LoopholeTransport {
     pub playing: u8,
     /// Non-zero while looping is on.
     pub loop_enabled: u8,
-    /// Tempo, beats per minute (finite).
+    /// Tempo, beats per minute (a non-finite value is sent as 0).
     pub bpm: f32,
     /// Play-head position, samples.
     pub position: u64,
@@ -379,7 +384,9 @@ pub struct LoopholeAudioStats {
 }
 
 /// The drain callback: decides one command. Runs on the audio thread inside
-/// `loophole_audio_drain`; must be real-time safe and must not unwind (no C++ exception).
+/// `loophole_audio_drain`; must be real-time safe and must not unwind (no C++ exception). It
+/// must not call any `loophole_audio_*` function on the handle being drained (the library is
+/// inside a call on it: the handle is used by one call at a time).
 pub type LoopholeApplyFn =
     Option<unsafe extern "C" fn(user: *mut c_void, cmd: *const LoopholeCommand) -> LoopholeOutcome>;
 
@@ -715,6 +722,17 @@ fn nonzero(v: u32, what: &str) -> Result<usize, String> {
     }
 }
 
+/// A queue's slots, `1..=LOOPHOLE_MAX_QUEUE_CAPACITY`: a larger value would be allocated at
+/// once, and an allocation that fails aborts the process (no status could say why).
+fn capacity(v: u32, what: &str) -> Result<usize, String> {
+    if v > LOOPHOLE_MAX_QUEUE_CAPACITY {
+        return Err(format!(
+            "{what} {v} is outside 1..={LOOPHOLE_MAX_QUEUE_CAPACITY}"
+        ));
+    }
+    nonzero(v, what)
+}
+
 fn create(cfg: &LoopholeConfig) -> Result<Created, (i32, String)> {
     let invalid = |m: String| (LOOPHOLE_ERR_INVALID_ARGUMENT, m);
     let host = match opt_str(cfg.host, "host").map_err(invalid)? {
@@ -746,7 +764,7 @@ fn create(cfg: &LoopholeConfig) -> Result<Created, (i32, String)> {
             cfg.meter_channels
         )));
     }
-    let command_capacity = nonzero(cfg.command_capacity, "command_capacity").map_err(invalid)?;
+    let command_capacity = capacity(cfg.command_capacity, "command_capacity").map_err(invalid)?;
     let drain_budget = nonzero(cfg.drain_budget, "drain_budget").map_err(invalid)?;
     if drain_budget > command_capacity {
         return Err(invalid("drain_budget > command_capacity".into()));
@@ -761,13 +779,13 @@ fn create(cfg: &LoopholeConfig) -> Result<Created, (i32, String)> {
     let rt = RtConfig::default()
         .with_taps(taps, cfg.tap_capacity as usize)
         .with_command_capacity(command_capacity)
-        .with_reply_capacity(nonzero(cfg.reply_capacity, "reply_capacity").map_err(invalid)?)
+        .with_reply_capacity(capacity(cfg.reply_capacity, "reply_capacity").map_err(invalid)?)
         .with_drain_budget(drain_budget)
         .with_meter_channels(cfg.meter_channels as usize)
         .with_sample_rate(cfg.sample_rate.max(1));
     nonzero(cfg.sample_rate, "sample_rate").map_err(invalid)?;
     nonzero(cfg.block_size, "block_size").map_err(invalid)?;
-    let control_capacity = nonzero(cfg.control_capacity, "control_capacity").map_err(invalid)?;
+    let control_capacity = capacity(cfg.control_capacity, "control_capacity").map_err(invalid)?;
 
     let _ = clock::now_ns(); // fix the clock's epoch outside any audio callback
     let (audio, mut net) = bridge(&rt);
@@ -846,7 +864,8 @@ fn read_config(cfg: *const LoopholeConfig, struct_size: usize) -> Option<Loophol
 /// Checks `cfg->abi_version == LOOPHOLE_IPC_ABI_VERSION` and `cfg->struct_size ==
 /// sizeof(LoopholeConfig)` or the earlier header's size, without `analysis_taps` and
 /// `tap_capacity`, which then take their defaults (`LOOPHOLE_ERR_ABI_MISMATCH`), then every field
-/// (`LOOPHOLE_ERR_INVALID_ARGUMENT`); `LOOPHOLE_ERR_CANNOT_START` when binding fails.
+/// (`LOOPHOLE_ERR_INVALID_ARGUMENT`); `LOOPHOLE_ERR_CANNOT_START` when binding fails;
+/// `LOOPHOLE_ERR_NULL` for a NULL `cfg` or out pointer.
 ///
 /// Print the announcement (`loophole_server_announcement`) on stdout yourself: the library
 /// never writes stdout.
@@ -937,8 +956,8 @@ pub unsafe extern "C" fn loophole_create(
 /// `buf`. `*out_len` (if not NULL) gets its length without the NUL. `LOOPHOLE_ERR_BUFFER_TOO_SMALL`
 /// (nothing copied) when `buf_cap <= length`. Valid after `loophole_server_shutdown` too.
 ///
-/// [control-thread] (any thread not using the handle concurrently with `*_shutdown`/`*_free`).
-/// Never blocks, never allocates.
+/// [control-thread] (or any one thread at a time: like every handle, never by two threads at
+/// once). Never blocks, never allocates.
 #[no_mangle]
 pub unsafe extern "C" fn loophole_server_announcement(
     server: *mut LoopholeServer,
@@ -1073,7 +1092,9 @@ fn empty_request(struct_size: u32) -> LoopholeControlRequest {
 /// `struct_size` the caller sets). Returns `LOOPHOLE_OK`, `LOOPHOLE_ERR_TIMEOUT`, or
 /// `LOOPHOLE_ERR_SERVER_GONE` once the network thread has stopped and every request was taken.
 /// Every request except `ORPHANED` must be answered exactly once with `loophole_control_reply`.
-/// Requests of kinds this ABI version does not know are answered `unsupported` here.
+/// Requests of kinds this ABI version does not know are answered `unsupported` here, and an
+/// `ADD_NODE` whose kind contains a NUL byte (which the NUL-terminated `kind` cannot carry)
+/// `unknown_kind`: neither reaches the caller.
 ///
 /// [control-thread] Blocks up to `timeout_ms` (0 = never blocks). May allocate.
 #[no_mangle]
@@ -1099,6 +1120,13 @@ pub unsafe extern "C" fn loophole_control_recv(
                 Err(RecvTimeoutError::Timeout) => return LOOPHOLE_ERR_TIMEOUT,
                 Err(RecvTimeoutError::Disconnected) => return LOOPHOLE_ERR_SERVER_GONE,
             };
+            if let ControlOp::AddNode(a) = &req.op {
+                if a.kind.as_bytes().contains(&0) {
+                    // `kind` is NUL-terminated: C would see a shorter name than the client's.
+                    let _ = c.ep.reply(req.ticket, Err(ControlError::UnknownKind));
+                    continue;
+                }
+            }
             let mut r = empty_request(out.struct_size);
             r.id = req.id;
             let Some(op) = control_request(&mut r, &req.op) else {
@@ -1253,7 +1281,8 @@ fn rust_outcome(o: LoopholeOutcome) -> Option<Outcome> {
 /// commands answered (0 for NULL `audio`/`apply` or a poisoned handle).
 ///
 /// [audio-thread] Wait-free and bounded: never blocks, never allocates, no system call (plus
-/// whatever `apply` does, which must be real-time safe and must not unwind).
+/// whatever `apply` does, which must be real-time safe, must not unwind, and must not call
+/// back into `audio`).
 #[no_mangle]
 pub unsafe extern "C" fn loophole_audio_drain(
     audio: *mut LoopholeAudio,
@@ -1331,15 +1360,18 @@ pub unsafe extern "C" fn loophole_audio_publish_meters_interleaved(
         // SAFETY: `samples` points to `n_channels * n_frames` readable floats (caller contract).
         let all = unsafe { std::slice::from_raw_parts(samples, stride * n_frames as usize) };
         let mut peak = [0.0f32; MAX_METER_CHANNELS];
-        let mut sum = [0.0f32; MAX_METER_CHANNELS];
+        // Σx² in f64, as the Rust meters: the square of any finite f32 is then a normal
+        // number (or 0), so loud signals do not overflow and quiet ones do not flush to 0.
+        let mut sum = [0.0f64; MAX_METER_CHANNELS];
         for frame in all.chunks_exact(stride) {
             for ((x, p), s) in frame[..used].iter().zip(&mut peak).zip(&mut sum) {
                 *p = p.max(x.abs());
-                *s += x * x;
+                let d = f64::from(*x);
+                *s += d * d;
             }
         }
         for ch in 0..used {
-            a.ep.publish_levels(ch, peak[ch], f64::from(sum[ch]), u64::from(n_frames));
+            a.ep.publish_levels(ch, peak[ch], sum[ch], u64::from(n_frames));
         }
     });
 }
@@ -1375,8 +1407,8 @@ fn to_c_transport(t: &TransportState) -> LoopholeTransport {
 
 /// Publishes transport telemetry if that leaves room for the answers the rest of this
 /// callback's budget could need (otherwise drops it and counts the drop). Returns whether it was
-/// published; false also for NULL, a `struct_size` smaller than this ABI's, or a non-finite
-/// `bpm`.
+/// published; false also for NULL or a `struct_size` smaller than this ABI's. A non-finite
+/// `bpm` (an engine fault) is published and sent as 0, as the spec's `transport.state` says.
 ///
 /// [audio-thread] Wait-free: never blocks, never allocates, no system call.
 #[no_mangle]
@@ -1388,9 +1420,6 @@ pub unsafe extern "C" fn loophole_audio_publish_transport(
     let Ok(t) = (unsafe { sized_ref(transport) }) else {
         return false;
     };
-    if !t.bpm.is_finite() {
-        return false;
-    }
     let state = TransportState {
         playing: t.playing != 0,
         position: t.position,
@@ -1678,7 +1707,9 @@ pub unsafe extern "C" fn loophole_analysis_read_tap(
 /// its type (nothing submitted); `LOOPHOLE_ERR_WRONG_LENGTH` when `n_values != req->values`;
 /// `LOOPHOLE_ERR_STALE` when the request changed or ended, or its fields are not those of the
 /// active request in its slot (dropped; normal for a request read just before it changed);
-/// `LOOPHOLE_ERR_SERVER_GONE` when the network thread is gone.
+/// `LOOPHOLE_ERR_SERVER_GONE` when the network thread is gone; `LOOPHOLE_ERR_ABI_MISMATCH`
+/// when `req->struct_size` is smaller than this ABI's; `LOOPHOLE_ERR_NULL` for a NULL `req` or
+/// `values`.
 ///
 /// [analysis-thread] Never blocks, never allocates, no system call (the network thread takes
 /// the value when the frame is due); it copies up to `LOOPHOLE_MAX_ANALYSIS_VALUES` floats, so

@@ -85,3 +85,50 @@ fn interleaved_meters_equal_planar_meters() {
 fn negative_control_swapped_channels_differ() {
     assert!(!close(&planar(), &interleaved(true)));
 }
+
+/// One channel of `level` in every frame, through the interleaved entry point: (peak, rms).
+fn interleaved_constant(level: f32) -> (f32, f32) {
+    let buf = vec![level; FRAMES * CH];
+    levels(move |a| {
+        // SAFETY: `buf` holds CH × FRAMES floats.
+        unsafe {
+            loophole_audio_publish_meters_interleaved(a, buf.as_ptr(), CH as u32, FRAMES as u32)
+        }
+    })[0]
+}
+
+/// The same signal through the planar entry point (the Rust meters: `f64` sums).
+fn planar_constant(level: f32) -> (f32, f32) {
+    let chans: Vec<Vec<f32>> = (0..CH).map(|_| vec![level; FRAMES]).collect();
+    levels(move |a| {
+        let ptrs: Vec<*const f32> = chans.iter().map(|c| c.as_ptr()).collect();
+        // SAFETY: CH pointers to FRAMES floats each.
+        unsafe { loophole_audio_publish_meters(a, ptrs.as_ptr(), CH as u32, FRAMES as u32) }
+    })[0]
+}
+
+/// Regression (fails on main, where the interleaved path summed x² in `f32`): a loud but
+/// finite signal (1e20, x² = 1e40 > f32::MAX) has a finite RMS instead of the fault marker
+/// `f32::MAX`, and a quiet one (1e-23, x² below the smallest f32 subnormal) keeps its RMS
+/// instead of 0, as on the planar path (`src/rt/meters.rs`: `loud_finite_signal_is_not_a_fault`,
+/// `quiet_signal_keeps_its_rms`). Negative control: a real infinite sample still gives the
+/// fault marker on both paths.
+#[test]
+fn interleaved_meters_keep_loud_and_quiet_levels_like_planar() {
+    for level in [1e20f32, 1e-23] {
+        let (p, i) = (planar_constant(level), interleaved_constant(level));
+        println!("level {level:e}: planar {p:?}, interleaved {i:?}");
+        assert_eq!(p.0, level, "planar peak");
+        assert!((p.1 / level - 1.0).abs() < 1e-5, "planar rms {p:?}");
+        assert_eq!(i.0, level, "interleaved peak");
+        assert!(
+            (i.1 / level - 1.0).abs() < 1e-5,
+            "interleaved rms of a constant {level:e}: {} (planar {})",
+            i.1,
+            p.1
+        );
+    }
+    let fault = (f32::MAX, f32::MAX);
+    assert_eq!(planar_constant(f32::INFINITY), fault);
+    assert_eq!(interleaved_constant(f32::INFINITY), fault);
+}

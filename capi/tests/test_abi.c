@@ -306,8 +306,8 @@ static void test_session(void) {
         CHECK(loophole_control_recv(control, 0, &small) == LOOPHOLE_ERR_ABI_MISMATCH);
     }
     loophole_transport_init(&t);
-    t.bpm = NAN;
-    CHECK(!loophole_audio_publish_transport(audio, &t));
+    t.bpm = NAN; /* an engine fault: published, sent as bpm 0 (envelope.md, transport.state) */
+    CHECK(loophole_audio_publish_transport(audio, &t));
     loophole_transport_init(&t);
     t.struct_size = 0;
     CHECK(!loophole_audio_publish_transport(audio, &t));
