@@ -63,7 +63,8 @@
 #define LOOPHOLE_ERR_CANNOT_START -4
 
 /**
- * The caller's buffer is too small; the needed length was reported.
+ * The caller's buffer is too small. Each call says what it then did: the announcement copies
+ * nothing and reports the length it needs; analysis requests copies the first `cap`.
  */
 #define LOOPHOLE_ERR_BUFFER_TOO_SMALL -5
 

@@ -61,7 +61,8 @@ pub const LOOPHOLE_ERR_ABI_MISMATCH: i32 = -2;
 pub const LOOPHOLE_ERR_INVALID_ARGUMENT: i32 = -3;
 /// The server could not start (port in use, range exhausted, address refused, ...).
 pub const LOOPHOLE_ERR_CANNOT_START: i32 = -4;
-/// The caller's buffer is too small; the needed length was reported.
+/// The caller's buffer is too small. Each call says what it then did: the announcement copies
+/// nothing and reports the length it needs; analysis requests copies the first `cap`.
 pub const LOOPHOLE_ERR_BUFFER_TOO_SMALL: i32 = -5;
 /// No control request arrived within the timeout.
 pub const LOOPHOLE_ERR_TIMEOUT: i32 = -6;
