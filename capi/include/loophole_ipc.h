@@ -356,7 +356,8 @@ typedef struct LoopholeConfig {
    */
   uint16_t port_range_last;
   /**
-   * Non-zero and `token` NULL: read the token from `LOOPHOLE_SESSION_TOKEN`.
+   * Non-zero and `token` NULL: read the token from `LOOPHOLE_SESSION_TOKEN`, once, during
+   * `loophole_create` (`getenv`: no other thread may call `setenv`/`putenv` meanwhile).
    */
   uint8_t token_from_env;
   /**

@@ -201,7 +201,8 @@ pub struct LoopholeConfig {
     pub port: u16,
     /// Non-zero: the first free port of `port..=port_range_last`.
     pub port_range_last: u16,
-    /// Non-zero and `token` NULL: read the token from `LOOPHOLE_SESSION_TOKEN`.
+    /// Non-zero and `token` NULL: read the token from `LOOPHOLE_SESSION_TOKEN`, once, during
+    /// `loophole_create` (`getenv`: no other thread may call `setenv`/`putenv` meanwhile).
     pub token_from_env: u8,
     /// Nominal sample rate, Hz (> 0). Default 48000.
     pub sample_rate: u32,
