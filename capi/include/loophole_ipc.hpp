@@ -221,7 +221,8 @@ private:
     Clock clock_;
 };
 
-/// The network side. [control-thread]
+/// The network side. [control-thread] Its const members are not safe to call from two threads
+/// at once: like every handle of loophole_ipc.h, one thread uses it at a time.
 class Server : public detail::Owner<LoopholeServer, loophole_server_free> {
 public:
     using Owner::Owner;
