@@ -161,6 +161,8 @@ export class EngineClient extends EventEmitter<ClientEvents> {
   private welcomeBody: ReplyBodies["welcome"] | null = null;
   private maxPayload = PRE_WELCOME_MAX_PAYLOAD;
   private hbTimer: NodeJS.Timeout | null = null;
+  private closeCall: Promise<void> | null = null; // close() under way
+  private owedCheck: (() => void) | null = null; // close() waiting: called when an answer settles or the socket closes
   private lastWrite = 0;
   private pingOutstandingSince = 0; // Date.now() of the oldest unanswered heartbeat ping, 0 = none
   private handshakeTimer: NodeJS.Timeout | null = null;
@@ -401,11 +403,17 @@ export class EngineClient extends EventEmitter<ClientEvents> {
   }
 
   /**
-   * Ends the client: sends `goodbye` when a session is open (waiting at most `timeoutMs` for its
-   * ack, so commands already sent get their answers), then closes. Waiting requests reject
-   * `not_sent`, answers still missing reject `outcome_unknown`. Never rejects.
+   * Ends the client: sends `goodbye` when a session is open, then waits at most `timeoutMs` (0:
+   * not at all) until every command already sent is answered (its ack included: answers of the
+   * audio route may come after it, envelope.md) or the engine closes the socket, then closes.
+   * Waiting requests reject `not_sent`, answers still missing reject `outcome_unknown`. Never
+   * rejects. A second call while one is under way returns the same promise.
    */
-  async close(timeoutMs = 1_000): Promise<void> {
+  close(timeoutMs = 1_000): Promise<void> {
+    return (this.closeCall ??= this.closeNow(timeoutMs).finally(() => (this.closeCall = null)));
+  }
+
+  private async closeNow(timeoutMs: number): Promise<void> {
     if (this._state === "closed" || this._state === "failed") {
       this.started = true;
       this.setState("closed");
@@ -416,11 +424,31 @@ export class EngineClient extends EventEmitter<ClientEvents> {
     this.failWaiting("not_sent", "client closed");
     if (this._state === "ready" && this.sock) {
       this.closing = true; // no new requests from here on
-      await this.internalRequest("goodbye", {}, timeoutMs);
+      const sock = this.sock;
+      if (this.hbTimer) clearInterval(this.hbTimer); // a ping after goodbye would never be answered
+      this.hbTimer = null;
+      void this.internalRequest("goodbye", {}, 0); // settled by the answer or by teardown below
+      if (timeoutMs > 0) await this.owedSettled(sock, timeoutMs);
     }
     this.teardown("client closed", "outcome_unknown");
     this.started = true;
     this.setState("closed");
+  }
+
+  /** Resolves when nothing sent on `sock` is owed an answer any more, `sock` has closed, or after `ms`. */
+  private owedSettled(sock: net.Socket, ms: number): Promise<void> {
+    return new Promise((resolve) => {
+      const done = () => {
+        clearTimeout(t);
+        this.owedCheck = null;
+        resolve();
+      };
+      const t = setTimeout(done, ms);
+      this.owedCheck = () => {
+        if (this.pending.size === 0 || this.sock !== sock || sock.destroyed) done();
+      };
+      this.owedCheck();
+    });
   }
 
   // ---- requests ----------------------------------------------------------------------------
@@ -502,6 +530,7 @@ export class EngineClient extends EventEmitter<ClientEvents> {
     }
     p.reject(new EngineError(code, message, { command: p.name }));
     if (removeFromQueues) this.pump();
+    this.owedCheck?.();
   }
 
   private internalRequest<N extends CommandName>(name: N, body: CommandBodies[N], timeoutMs: number): Promise<ReplyOf<N> | EngineError> {
@@ -595,6 +624,7 @@ export class EngineClient extends EventEmitter<ClientEvents> {
     });
     sock.on("error", () => {}); // 'close' follows with the outcome
     sock.on("close", () => {
+      if (this.sock === sock) this.owedCheck?.();
       if (this.sock === sock) this.lost("connection closed", false);
     });
   }
@@ -708,6 +738,7 @@ export class EngineClient extends EventEmitter<ClientEvents> {
           p.reject(new EngineError(typeof b.code === "string" ? b.code : "internal", typeof b.message === "string" ? b.message : "", { fromEngine: true, command: p.name }));
         }
         this.pump();
+        this.owedCheck?.();
         return;
       }
       // An answer nobody waits for any more (timed out or aborted): ignored.

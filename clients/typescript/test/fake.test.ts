@@ -412,3 +412,59 @@ test("a welcome whose heartbeat_ms, timeout_ms or instance has the wrong JSON ty
     await fake.close();
   }
 });
+
+test("close(): answers owed when the goodbye ack arrives still settle with their answers (envelope.md: the ack of goodbye may come before audio-route answers)", { timeout: 10_000 }, async () => {
+  const held: number[] = [];
+  const fake = await fakeEngine((c) =>
+    c.onCmd((e, c) => {
+      if (e.name === "hello") return void c.sock.write(Buffer.concat([PREFACE, welcome(e.id!, "5656565656565656")]));
+      if (e.name === "goodbye") {
+        // net route first, then the audio route's answers (session.md §7), then the close.
+        c.sock.write(reply(e.id!));
+        setTimeout(() => c.sock.end(Buffer.concat(held.map((id) => reply(id, "ack", { sample: 480 })))), 30);
+        return;
+      }
+      held.push(e.id!);
+    }),
+  );
+  const client = new EngineClient({ port: fake.port }, { reconnect: false, heartbeat: false });
+  await client.start();
+  const owed = [client.request("param.set", { node: 2, param: 0, value: 0.5 }), client.request("transport.play", {})];
+  await sleep(20);
+  assert.equal(client.inFlight, 2);
+  const t0 = Date.now();
+  await Promise.all([client.close(2_000), client.close(2_000)]); // twice: both end with the session, neither waits out its timeout
+  assert.ok(Date.now() - t0 < 1_000, `close() took ${Date.now() - t0} ms`);
+  const results = await Promise.allSettled(owed);
+  assert.deepEqual(results.map((r) => (r.status === "fulfilled" ? r.value.sample : String((r as PromiseRejectedResult).reason))), [480, 480]);
+  assert.equal(client.state, "closed");
+  await fake.close();
+});
+
+test("close(): an engine that closes instead of answering goodbye ends close() at once, owed requests settle outcome_unknown; close(0) does not wait at all", { timeout: 10_000 }, async () => {
+  for (const mode of ["destroy", "silent"] as const) {
+    const fake = await fakeEngine((c) =>
+      c.onCmd((e, c) => {
+        if (e.name === "hello") return void c.sock.write(Buffer.concat([PREFACE, welcome(e.id!, "7878787878787878")]));
+        if (e.name === "goodbye" && mode === "destroy") c.sock.destroy(); // crashed mid-answer
+        // "silent": a hung engine, socket open, nothing answered
+      }),
+    );
+    try {
+      const client = new EngineClient({ port: fake.port }, { reconnect: false, heartbeat: false });
+      await client.start();
+      const owed = client.request("transport.play", {}, { timeoutMs: 0 });
+      owed.catch(() => {}); // asserted below; handled now so a failed assertion is not also an unhandled rejection
+      await sleep(20);
+      const t0 = Date.now();
+      // Raced against a deadline so that a close() that never returns fails the test, not hangs it.
+      const ended = await Promise.race([client.close(mode === "destroy" ? 5_000 : 0).then(() => true), sleep(2_000).then(() => false)]);
+      const took = Date.now() - t0;
+      assert.ok(ended && took < 1_000, `${mode}: close() ${ended ? `took ${took} ms` : "had not returned after 2 s"}`);
+      await assert.rejects(owed, (e: unknown) => e instanceof EngineError && e.code === "outcome_unknown");
+      assert.equal(client.state, "closed");
+    } finally {
+      await fake.close();
+    }
+  }
+});
