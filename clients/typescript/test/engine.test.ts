@@ -83,6 +83,26 @@ test("engine errors a client can provoke through the API", { skip }, async () =>
   assert.equal((await client.request("ping", { nonce: 1 })).nonce, 1);
 });
 
+test("a string with a lone surrogate is not_sent (JSON.stringify escapes it, the engine would answer invalid_json without ref: no answer, ever); control: a paired one travels as UTF-8 and the engine answers", { skip }, async () => {
+  const diagnostics: string[] = [];
+  const onError = (b: { code: string }) => diagnostics.push(b.code);
+  client.on("engineError", onError);
+  try {
+    // Control first: the same command with a well-formed astral character is sent and answered.
+    await rejectsWith(client.request("graph.add_node", { node: 202, kind: "\u{1f3b5}" }), "unknown_kind");
+    for (const kind of ["\ud800", "x\udfff", "\udc00\ud800"]) {
+      // timeoutMs 0: the request must settle on its own, not by a timer.
+      const r = client.request("graph.add_node", { node: 202, kind }, { timeoutMs: 0 });
+      const got = await Promise.race([r.then(() => "resolved", (e: unknown) => (e instanceof EngineError ? e.code : String(e))), sleep(1_000).then(() => "no settlement within 1 s")]);
+      assert.equal(got, "not_sent", JSON.stringify(kind));
+    }
+    assert.equal((await client.request("ping", { nonce: 2 })).nonce, 2);
+    assert.deepEqual(diagnostics, [], "the engine was never sent a frame it could not read");
+  } finally {
+    client.off("engineError", onError);
+  }
+});
+
 test("bad_token and session_busy end in a typed failure, not a hang", { skip }, async () => {
   const wrong = new EngineClient({ port: sup.current!.port }, { token: "wrong", reconnect: false });
   const states: string[] = [];
