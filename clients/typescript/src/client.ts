@@ -351,25 +351,19 @@ export class EngineClient extends EventEmitter<ClientEvents> {
     let latest: B | undefined;
     let has = false;
     let done = false;
-    let wake: ((r: IteratorResult<B>) => void) | null = null;
+    const wakes: Array<(r: IteratorResult<B>) => void> = []; // next() calls waiting, oldest first
     const finish = () => {
       if (done) return;
       done = true;
       off();
       this.off("state", onState);
       options.signal?.removeEventListener("abort", finish);
-      if (wake) {
-        const w = wake;
-        wake = null;
-        w({ value: undefined, done: true });
-      }
+      for (const w of wakes.splice(0)) w({ value: undefined, done: true });
     };
     const off = this.onTelemetry(name, (b) => {
-      if (wake) {
-        const w = wake;
-        wake = null;
-        w({ value: b, done: false });
-      } else {
+      const w = wakes.shift();
+      if (w) w({ value: b, done: false });
+      else {
         latest = b;
         has = true;
       }
@@ -389,7 +383,7 @@ export class EngineClient extends EventEmitter<ClientEvents> {
           return Promise.resolve({ value: v, done: false });
         }
         if (done) return Promise.resolve({ value: undefined, done: true });
-        return new Promise((r) => (wake = r));
+        return new Promise((r) => void wakes.push(r));
       },
       return: () => {
         finish();

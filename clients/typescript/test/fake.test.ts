@@ -468,3 +468,34 @@ test("close(): an engine that closes instead of answering goodbye ends close() a
     }
   }
 });
+
+test("telemetry iterator: next() called again before the first settled: each call gets its own frame, and return() ends every one (none left pending)", { timeout: 10_000 }, async () => {
+  const meters = (peak: number) => encodeFrame(JSON.stringify({ type: "telemetry", name: "meters", body: { peak: [peak], rms: [peak] } }));
+  const fake = await fakeEngine((c) =>
+    c.onCmd((e, c) => {
+      if (e.name === "hello") return void c.sock.write(Buffer.concat([PREFACE, welcome(e.id!, "9a9a9a9a9a9a9a9a")]));
+      c.sock.write(reply(e.id!));
+      if (e.name === "telemetry.subscribe") setTimeout(() => c.sock.write(meters(0.5)), 20).unref();
+      if (e.name === "ping") setTimeout(() => c.sock.write(meters(0.25)), 20).unref();
+    }),
+  );
+  const client = new EngineClient({ port: fake.port }, { reconnect: false, heartbeat: false });
+  try {
+    await client.start();
+    const it = client.telemetry("meters");
+    const settled = (p: Promise<IteratorResult<{ peak: number[] }>>) => Promise.race([p.then((r) => (r.done ? "done" : r.value.peak[0])), sleep(1_000).then(() => "pending")]);
+    const a = it.next();
+    const b = it.next();
+    await client.subscribe("meters", 10);
+    assert.equal(await settled(a), 0.5, "the first frame goes to the first call");
+    await client.request("ping", { nonce: 1 });
+    assert.equal(await settled(b), 0.25, "the second frame to the second call");
+    const c = it.next();
+    const d = it.next();
+    await it.return!();
+    assert.deepEqual([await settled(c), await settled(d)], ["done", "done"]);
+  } finally {
+    await client.close();
+    await fake.close();
+  }
+});
