@@ -735,8 +735,9 @@ export class EngineClient extends EventEmitter<ClientEvents> {
         this.owedCheck?.();
         return;
       }
-      // An answer nobody waits for any more (timed out or aborted): ignored.
-      if (env.type === "reply") return;
+      // An answer nobody waits for any more (timed out or aborted), reply or error: ignored.
+      // (`engineError` is for errors without ref: diagnostics that answer no command.)
+      if (env.type === "reply" || env.name === "error") return;
     }
     if (env.type === "telemetry") {
       if (env.name === "engine.health") this.lastHealth = env.body as TelemetryBodies["engine.health"];

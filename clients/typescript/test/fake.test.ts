@@ -499,3 +499,27 @@ test("telemetry iterator: next() called again before the first settled: each cal
     await fake.close();
   }
 });
+
+test("an error answer that arrives after its request timed out is ignored like a late reply, not emitted as engineError (which is for errors without ref); control: one without ref is", { timeout: 10_000 }, async () => {
+  const fake = await fakeEngine((c) =>
+    c.onCmd((e, c) => {
+      if (e.name === "hello") return void c.sock.write(Buffer.concat([PREFACE, welcome(e.id!, "bcbcbcbcbcbcbcbc")]));
+      if (e.name === "transport.play") setTimeout(() => c.sock.write(error(e.id!, "audio_unavailable")), 80).unref(); // late
+      else if (e.name === "transport.stop") c.sock.write(Buffer.concat([encodeFrame(JSON.stringify({ type: "error", name: "error", body: { code: "invalid_json", message: "no ref" } })), reply(e.id!)]));
+      else c.sock.write(reply(e.id!));
+    }),
+  );
+  const client = new EngineClient({ port: fake.port }, { reconnect: false, heartbeat: false });
+  const diagnostics: string[] = [];
+  client.on("engineError", (b) => diagnostics.push(b.code));
+  try {
+    await client.start();
+    await assert.rejects(client.request("transport.play", {}, { timeoutMs: 20 }), (e: unknown) => e instanceof EngineError && e.code === "timeout");
+    await sleep(150); // the late error has arrived
+    await client.request("transport.stop", {});
+    assert.deepEqual(diagnostics, ["invalid_json"]);
+  } finally {
+    await client.close();
+    await fake.close();
+  }
+});
