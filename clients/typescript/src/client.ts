@@ -643,8 +643,10 @@ export class EngineClient extends EventEmitter<ClientEvents> {
       return this.sendHello(sock);
     }
     if (r instanceof EngineError) {
-      // protocol_version and bad_token will not heal by retrying; session_busy may.
-      if (r.fromEngine && (r.code === "protocol_version" || r.code === "bad_token")) {
+      // protocol_version, bad_token, a malformed hello body (invalid_field/out_of_range: the
+      // retry without `attachments` is behind us, so it is our name or token) and a hello this
+      // client cannot encode (not_sent) will not heal by retrying; session_busy may.
+      if (r.fromEngine ? ["protocol_version", "bad_token", "invalid_field", "out_of_range"].includes(r.code) : r.code === "not_sent") {
         this.teardown(r.message, "outcome_unknown");
         this.failWaiting("not_sent", r.message);
         this.setState("failed");

@@ -116,6 +116,26 @@ test("bad_token and session_busy end in a typed failure, not a hang", { skip }, 
   assert.match(reasons.join(" "), /session_busy/);
 });
 
+test("a hello no retry can heal (client name over 64 bytes: invalid_field after the retry without attachments; a name the encoder refuses: not_sent) ends in failed after one connection, not a reconnect loop; control: a 64-byte name reaches session_busy", { skip }, async () => {
+  for (const clientName of ["x".repeat(65), "a\ud800"]) {
+    const bad = new EngineClient({ port: sup.current!.port }, { token: (sup as any).token, clientName, reconnect: { initialMs: 5, maxMs: 20 } });
+    const reasons: string[] = [];
+    bad.on("disconnected", (r) => reasons.push(r));
+    const got = await Promise.race([bad.start().then(() => "ready", (e: unknown) => (e instanceof EngineError ? e.code : String(e))), sleep(2_000).then(() => "no settlement within 2 s")]);
+    const n = reasons.length;
+    await bad.close();
+    assert.equal(got, "not_sent", `${clientName.slice(0, 8)}…: ${n} connections, ${reasons[0]}`);
+    assert.equal(bad.state, "closed");
+    assert.equal(n, 1, reasons.join("; "));
+    assert.match(reasons[0]!, /^(invalid_field|not_sent): /);
+  }
+  const ok = new EngineClient({ port: sup.current!.port }, { token: (sup as any).token, clientName: "x".repeat(64), reconnect: false });
+  const reasons: string[] = [];
+  ok.on("disconnected", (r) => reasons.push(r));
+  await assert.rejects(ok.start());
+  assert.match(reasons.join(" "), /session_busy/);
+});
+
 test("telemetry arrives at the subscribed rate (±20%), as events and as a latest-value iterator", { skip }, async () => {
   let n = 0;
   const off = client.onTelemetry("meters", (m) => {
