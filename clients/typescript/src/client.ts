@@ -122,7 +122,8 @@ export interface ClientEvents {
   /**
    * A subscription the client re-sent in a new session was refused by the engine (e.g. the
    * restarted engine has fewer taps: `out_of_range`; `error.fromEngine` is always true), which
-   * also forgets the subscription. Not emitted when the re-sent subscribe was lost with its
+   * also forgets the subscription. Not emitted when the re-sent subscribe was answered
+   * `shutting_down` (the session ended first) or was lost with its
    * connection or to close(): the subscription is kept and sent again in the next session.
    */
   subscriptionFailed: [stream: AnyStream, tap: number | undefined, error: EngineError];
@@ -298,7 +299,7 @@ export class EngineClient extends EventEmitter<ClientEvents> {
     try {
       await this.request("telemetry.subscribe", body as CommandBodies["telemetry.subscribe"], options);
     } catch (e) {
-      if (e instanceof EngineError && e.fromEngine) this.subscribeRefused(key, body);
+      if (refusedByEngine(e)) this.subscribeRefused(key, body);
       throw e;
     } finally {
       this.subReplaced.delete(body);
@@ -694,7 +695,7 @@ export class EngineClient extends EventEmitter<ClientEvents> {
   private onResubscribed(key: string, body: Record<string, unknown>, res: unknown): void {
     // Only the engine's refusal: a local outcome (the connection dropped, close(), a timeout) says
     // nothing about the subscription, which stays remembered and is re-sent in the next session.
-    if (!(res instanceof EngineError && res.fromEngine)) return;
+    if (!refusedByEngine(res)) return;
     if (this.subs.get(key) === body) this.subs.delete(key);
     // Out of the promise chain this runs in: a listener that throws is an uncaught exception, as
     // from the events emitted by the socket's handlers, never an unhandled rejection.
@@ -822,6 +823,14 @@ function checkWelcome(b: Record<string, unknown>): void {
   for (const k of ["heartbeat_ms", "timeout_ms"] as const) {
     if (!isU32(b[k])) throw new ProtocolError("invalid_envelope", `welcome.${k} must be a u32, got ${typeof b[k] === "number" ? b[k] : typeof b[k]}`);
   }
+}
+
+/**
+ * Whether a subscribe's outcome is the engine refusing it. `shutting_down` is not: the session
+ * ended before the command was carried out (errors.md), so it says nothing about the subscription.
+ */
+function refusedByEngine(e: unknown): e is EngineError {
+  return e instanceof EngineError && e.fromEngine && e.code !== "shutting_down";
 }
 
 /** Subscriptions are keyed by (stream, tap); plain streams have no tap. */

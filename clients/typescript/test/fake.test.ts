@@ -523,3 +523,34 @@ test("an error answer that arrives after its request timed out is ignored like a
     await fake.close();
   }
 });
+
+test("a subscribe answered shutting_down (the session ended before it was carried out, errors.md) is kept and re-sent in the next session, and is no subscriptionFailed; control: a refusal (out_of_range) forgets it", { timeout: 10_000 }, async () => {
+  const goodbye = encodeFrame(JSON.stringify({ type: "error", name: "goodbye", body: { reason: "shutdown" } }));
+  let conn = 0;
+  const fake = await fakeEngine((c) => {
+    const n = conn++;
+    c.onCmd((e, c) => {
+      if (e.name === "hello") return void c.sock.write(Buffer.concat([PREFACE, welcome(e.id!, `${n}`.repeat(16))]));
+      if (e.name === "telemetry.subscribe" && n < 2) return void c.sock.end(Buffer.concat([error(e.id!, "shutting_down"), goodbye])); // 0: the first subscribe, 1: the re-sent one
+      if (e.name === "telemetry.subscribe" && e.body.stream === "engine.health") return void c.sock.write(error(e.id!, "out_of_range"));
+      c.sock.write(reply(e.id!));
+    });
+  });
+  const client = new EngineClient({ port: fake.port }, { heartbeat: false, reconnect: { initialMs: 5, maxMs: 10 } });
+  const failed: string[] = [];
+  client.on("subscriptionFailed", (s, _t, e) => failed.push(`${s} ${e.code}`));
+  try {
+    await client.start();
+    await assert.rejects(client.subscribe("meters", 10), (e: unknown) => e instanceof EngineError && e.code === "shutting_down");
+    for (let i = 0; i < 200 && (fake.conns.length < 3 || client.state !== "ready"); i++) await sleep(10);
+    await sleep(50);
+    const subs = fake.conns.map((c) => c.cmds.filter((e) => e.name === "telemetry.subscribe").map((e) => e.body.stream));
+    assert.deepEqual(subs, [["meters"], ["meters"], ["meters"]], "sent, re-sent after the first shutdown, and again after the second");
+    assert.deepEqual(failed, []);
+    await assert.rejects(client.subscribe("engine.health", 500), (e: unknown) => e instanceof EngineError && e.code === "out_of_range");
+    assert.deepEqual((client as any).subs.has("engine.health"), false, "control: a real refusal is forgotten");
+  } finally {
+    await client.close();
+    await fake.close();
+  }
+});
