@@ -601,16 +601,26 @@ export class EngineClient extends EventEmitter<ClientEvents> {
         return this.drop(sock, e instanceof ProtocolError ? e.message : String(e));
       }
       this.pingOutstandingSince = 0; // any byte from the engine proves it alive
+      // A listener that throws must not cost the frames behind it in this chunk (an answer lost
+      // would leave its request pending): the first such error is rethrown after the loop, an
+      // uncaught exception as from any event.
+      let thrown: { error: unknown } | null = null;
       for (const env of envs) {
-        if (this.sock !== sock) return;
+        if (this.sock !== sock) break;
         let body: Record<string, unknown> | ScopeFrame | SpectrumFrame;
         try {
           body = this.bodyOf(env);
         } catch (e) {
-          return this.drop(sock, e instanceof ProtocolError ? e.message : String(e));
+          this.drop(sock, e instanceof ProtocolError ? e.message : String(e));
+          break;
         }
-        this.dispatch(env, body);
+        try {
+          this.dispatch(env, body);
+        } catch (e) {
+          thrown ??= { error: e };
+        }
       }
+      if (thrown) throw thrown.error;
     });
     sock.on("drain", () => {
       if (this.sock !== sock) return;

@@ -3,6 +3,7 @@ import "./helpers";
 import { test, mock } from "node:test";
 import assert from "node:assert/strict";
 import * as net from "node:net";
+import { execFile } from "node:child_process";
 import { EngineClient, EngineError, FrameReader, PREFACE, encodeFrame, backoffDelay, type Envelope } from "../src/index";
 import { sleep } from "./helpers";
 
@@ -551,6 +552,38 @@ test("a subscribe answered shutting_down (the session ended before it was carrie
     assert.deepEqual((client as any).subs.has("engine.health"), false, "control: a real refusal is forgotten");
   } finally {
     await client.close();
+    await fake.close();
+  }
+});
+
+test("a listener that throws surfaces as an uncaught exception, but the frames after it in the same chunk are still dispatched: the answer behind it settles its request", { timeout: 20_000 }, async () => {
+  const meters = encodeFrame(JSON.stringify({ type: "telemetry", name: "meters", body: { peak: [1], rms: [1] } }));
+  const fake = await fakeEngine((c) =>
+    c.onCmd((e, c) => {
+      if (e.name === "hello") return void c.sock.write(Buffer.concat([PREFACE, welcome(e.id!, "dededededededede")]));
+      c.sock.write(Buffer.concat([meters, reply(e.id!, "ack", { sample: 7 })])); // one write: one chunk on loopback
+    }),
+  );
+  try {
+    // In a child process: the test runner counts any uncaught exception in its own as a failure.
+    const script = `
+      const { EngineClient } = require(${JSON.stringify(require.resolve("../src/index"))});
+      const uncaught = [];
+      process.on("uncaughtException", (e) => uncaught.push(e.message));
+      (async () => {
+        const client = new EngineClient({ port: ${fake.port} }, { reconnect: false, heartbeat: false });
+        await client.start();
+        client.onTelemetry("meters", () => { throw new Error("listener bug"); });
+        const got = await Promise.race([client.request("transport.play", {}, { timeoutMs: 0 }).then((b) => b.sample), new Promise((r) => setTimeout(() => r("no settlement within 1 s"), 1000))]);
+        console.log(JSON.stringify({ got, uncaught }));
+        await client.close(0);
+        process.exit(0);
+      })();`;
+    const out = await new Promise<string>((resolve, reject) => {
+      execFile(process.execPath, ["-e", script], { timeout: 15_000 }, (err, stdout) => (err ? reject(err) : resolve(stdout)));
+    });
+    assert.deepEqual(JSON.parse(out.trim().split("\n").pop()!), { got: 7, uncaught: ["listener bug"] }, "the answer settles; the listener's error is not swallowed");
+  } finally {
     await fake.close();
   }
 });
