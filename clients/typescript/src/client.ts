@@ -165,6 +165,7 @@ export class EngineClient extends EventEmitter<ClientEvents> {
   private closeCall: Promise<void> | null = null; // close() under way
   private owedCheck: (() => void) | null = null; // close() waiting: called when an answer settles or the socket closes
   private lastWrite = 0;
+  private lastRead = 0; // Date.now() of the last bytes from the engine
   private pingOutstandingSince = 0; // Date.now() of the oldest unanswered heartbeat ping, 0 = none
   private handshakeTimer: NodeJS.Timeout | null = null;
   private reconnectTimer: NodeJS.Timeout | null = null;
@@ -601,6 +602,7 @@ export class EngineClient extends EventEmitter<ClientEvents> {
         return this.drop(sock, e instanceof ProtocolError ? e.message : String(e));
       }
       this.pingOutstandingSince = 0; // any byte from the engine proves it alive
+      this.lastRead = Date.now();
       // A listener that throws must not cost the frames behind it in this chunk (an answer lost
       // would leave its request pending): the first such error is rethrown after the loop, an
       // uncaught exception as from any event.
@@ -683,7 +685,7 @@ export class EngineClient extends EventEmitter<ClientEvents> {
   private startHeartbeat(heartbeatMs: number, timeoutMs: number): void {
     if (!this.opts.heartbeat || !(heartbeatMs > 0)) return;
     this.pingOutstandingSince = 0;
-    this.lastWrite = Date.now();
+    this.lastWrite = this.lastRead = Date.now();
     const tick = Math.max(1, Math.floor(heartbeatMs / 2));
     let nonce = 0;
     this.hbTimer = setInterval(() => {
@@ -693,7 +695,9 @@ export class EngineClient extends EventEmitter<ClientEvents> {
       if (this.pingOutstandingSince !== 0 && now - this.pingOutstandingSince > timeoutMs) {
         return this.drop(sock, `engine silent: no answer to a ping for more than ${timeoutMs} ms`);
       }
-      if (now - this.lastWrite >= heartbeatMs - tick) {
+      // Idle: the engine must hear from us. Writing but hearing nothing: a ping makes the silence
+      // measurable (commands alone never would, while they keep lastWrite fresh).
+      if (now - this.lastWrite >= heartbeatMs - tick || (this.pingOutstandingSince === 0 && now - this.lastRead >= heartbeatMs - tick)) {
         if (this.pingOutstandingSince === 0) this.pingOutstandingSince = now;
         nonce = (nonce + 1) >>> 0;
         void this.internalRequest("ping", { nonce }, 0);

@@ -587,3 +587,29 @@ test("a listener that throws surfaces as an uncaught exception, but the frames a
     await fake.close();
   }
 });
+
+test("heartbeat: an engine that stops answering while the client keeps sending commands is declared gone within about timeout_ms (pings go out when nothing is received, not only when nothing is written)", { timeout: 10_000 }, async () => {
+  const fake = await fakeEngine((c) =>
+    c.onCmd((e, c) => {
+      // Frozen after the handshake: reads (the socket stays open), answers nothing.
+      if (e.name === "hello") c.sock.write(Buffer.concat([PREFACE, welcome(e.id!, "efefefefefefefef", { heartbeat_ms: 40, timeout_ms: 150 })]));
+    }),
+  );
+  const client = new EngineClient({ port: fake.port }, { reconnect: false });
+  const why = reasons(client);
+  try {
+    await client.start();
+    const t0 = Date.now();
+    // A UI dragging a slider: a command every 10 ms, each with its own (long) timeout.
+    while (client.state === "ready" && Date.now() - t0 < 1_500) {
+      client.request("param.set", { node: 2, param: 0, value: 0.5 }, { timeoutMs: 0 }).catch(() => {});
+      await sleep(10);
+    }
+    assert.equal(client.state, "failed", `still ${client.state} after ${Date.now() - t0} ms of unanswered commands`);
+    assert.match(why.join(" "), /engine silent/);
+    assert.equal(client.inFlight, 0, "the commands it owed settled");
+  } finally {
+    await client.close();
+    await fake.close();
+  }
+});
