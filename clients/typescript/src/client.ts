@@ -440,6 +440,7 @@ export class EngineClient extends EventEmitter<ClientEvents> {
         resolve();
       };
       const t = setTimeout(done, ms);
+      if (this.unrefd) t.unref();
       this.owedCheck = () => {
         if (this.pending.size === 0 || this.sock !== sock || sock.destroyed) done();
       };
