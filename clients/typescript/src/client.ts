@@ -233,13 +233,19 @@ export class EngineClient extends EventEmitter<ClientEvents> {
     return this.waiting.length;
   }
 
-  /** Starts connecting. Resolves when the first session is ready; rejects (handled) if the client fails or closes first. */
+  /**
+   * Starts connecting. Resolves when the first session is ready; rejects `not_sent` if the client
+   * fails or closes first. The rejection is handled already: a caller that does not await it
+   * (and watches `state` instead) gets no unhandled rejection; one that awaits it still sees it.
+   */
   start(): Promise<void> {
     if (!this.started) {
       this.started = true;
       this.connect();
     }
-    return this.ready();
+    const p = this.ready();
+    p.catch(() => {});
+    return p;
   }
 
   /** Resolves when the state is `ready`; rejects with `not_sent` if it becomes `closed`/`failed` first. */

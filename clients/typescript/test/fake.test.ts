@@ -613,3 +613,27 @@ test("heartbeat: an engine that stops answering while the client keeps sending c
     await fake.close();
   }
 });
+
+test("start() not awaited (fire and forget, state watched instead): its rejection when the client fails is handled, no unhandledRejection; awaited, it still rejects", { timeout: 20_000 }, async () => {
+  const closed = await new Promise<number>((resolve) => {
+    const s = net.createServer().listen(0, "127.0.0.1", () => {
+      const port = (s.address() as net.AddressInfo).port;
+      s.close(() => resolve(port)); // nobody listens there any more: connection refused
+    });
+  });
+  // In a child process: this test file treats any unhandled rejection as fatal (helpers.ts).
+  const script = `
+    const { EngineClient } = require(${JSON.stringify(require.resolve("../src/index"))});
+    const unhandled = [];
+    process.on("unhandledRejection", (r) => unhandled.push(String(r)));
+    const c = new EngineClient({ port: ${closed} }, { reconnect: false });
+    c.start(); // not awaited
+    const d = new EngineClient({ port: ${closed} }, { reconnect: false });
+    d.start().then(() => "ready", (e) => e.code).then((awaited) => setTimeout(() => {
+      console.log(JSON.stringify({ state: c.state, awaited, unhandled }));
+    }, 100));`;
+  const out = await new Promise<string>((resolve, reject) => {
+    execFile(process.execPath, ["-e", script], { timeout: 15_000 }, (err, stdout) => (err ? reject(err) : resolve(stdout)));
+  });
+  assert.deepEqual(JSON.parse(out.trim().split("\n").pop()!), { state: "failed", awaited: "not_sent", unhandled: [] });
+});
