@@ -428,18 +428,21 @@ test("close(): answers owed when the goodbye ack arrives still settle with their
       held.push(e.id!);
     }),
   );
-  const client = new EngineClient({ port: fake.port }, { reconnect: false, heartbeat: false });
-  await client.start();
-  const owed = [client.request("param.set", { node: 2, param: 0, value: 0.5 }), client.request("transport.play", {})];
-  await sleep(20);
-  assert.equal(client.inFlight, 2);
-  const t0 = Date.now();
-  await Promise.all([client.close(2_000), client.close(2_000)]); // twice: both end with the session, neither waits out its timeout
-  assert.ok(Date.now() - t0 < 1_000, `close() took ${Date.now() - t0} ms`);
-  const results = await Promise.allSettled(owed);
-  assert.deepEqual(results.map((r) => (r.status === "fulfilled" ? r.value.sample : String((r as PromiseRejectedResult).reason))), [480, 480]);
-  assert.equal(client.state, "closed");
-  await fake.close();
+  try {
+    const client = new EngineClient({ port: fake.port }, { reconnect: false, heartbeat: false });
+    await client.start();
+    const owed = [client.request("param.set", { node: 2, param: 0, value: 0.5 }), client.request("transport.play", {})];
+    await sleep(20);
+    assert.equal(client.inFlight, 2);
+    const t0 = Date.now();
+    await Promise.all([client.close(2_000), client.close(2_000)]); // twice: both end with the session, neither waits out its timeout
+    assert.ok(Date.now() - t0 < 1_000, `close() took ${Date.now() - t0} ms`);
+    const results = await Promise.allSettled(owed);
+    assert.deepEqual(results.map((r) => (r.status === "fulfilled" ? r.value.sample : String((r as PromiseRejectedResult).reason))), [480, 480]);
+    assert.equal(client.state, "closed");
+  } finally {
+    await fake.close();
+  }
 });
 
 test("close(): an engine that closes instead of answering goodbye ends close() at once, owed requests settle outcome_unknown; close(0) does not wait at all", { timeout: 10_000 }, async () => {
