@@ -122,7 +122,8 @@ export interface ClientEvents {
   /**
    * A subscription the client re-sent in a new session was refused by the engine (e.g. the
    * restarted engine has fewer taps: `out_of_range`; `error.fromEngine` is always true), which
-   * also forgets the subscription. Not emitted when the re-sent subscribe was lost with its
+   * also forgets the subscription. Not emitted when the re-sent subscribe was answered
+   * `shutting_down` (the session ended first) or was lost with its
    * connection or to close(): the subscription is kept and sent again in the next session.
    */
   subscriptionFailed: [stream: AnyStream, tap: number | undefined, error: EngineError];
@@ -161,7 +162,10 @@ export class EngineClient extends EventEmitter<ClientEvents> {
   private welcomeBody: ReplyBodies["welcome"] | null = null;
   private maxPayload = PRE_WELCOME_MAX_PAYLOAD;
   private hbTimer: NodeJS.Timeout | null = null;
+  private closeCall: Promise<void> | null = null; // close() under way
+  private owedCheck: (() => void) | null = null; // close() waiting: called when an answer settles or the socket closes
   private lastWrite = 0;
+  private lastRead = 0; // Date.now() of the last bytes from the engine
   private pingOutstandingSince = 0; // Date.now() of the oldest unanswered heartbeat ping, 0 = none
   private handshakeTimer: NodeJS.Timeout | null = null;
   private reconnectTimer: NodeJS.Timeout | null = null;
@@ -229,13 +233,19 @@ export class EngineClient extends EventEmitter<ClientEvents> {
     return this.waiting.length;
   }
 
-  /** Starts connecting. Resolves when the first session is ready; rejects (handled) if the client fails or closes first. */
+  /**
+   * Starts connecting. Resolves when the first session is ready; rejects `not_sent` if the client
+   * fails or closes first. The rejection is handled already: a caller that does not await it
+   * (and watches `state` instead) gets no unhandled rejection; one that awaits it still sees it.
+   */
   start(): Promise<void> {
     if (!this.started) {
       this.started = true;
       this.connect();
     }
-    return this.ready();
+    const p = this.ready();
+    p.catch(() => {});
+    return p;
   }
 
   /** Resolves when the state is `ready`; rejects with `not_sent` if it becomes `closed`/`failed` first. */
@@ -296,7 +306,7 @@ export class EngineClient extends EventEmitter<ClientEvents> {
     try {
       await this.request("telemetry.subscribe", body as CommandBodies["telemetry.subscribe"], options);
     } catch (e) {
-      if (e instanceof EngineError && e.fromEngine) this.subscribeRefused(key, body);
+      if (refusedByEngine(e)) this.subscribeRefused(key, body);
       throw e;
     } finally {
       this.subReplaced.delete(body);
@@ -349,25 +359,19 @@ export class EngineClient extends EventEmitter<ClientEvents> {
     let latest: B | undefined;
     let has = false;
     let done = false;
-    let wake: ((r: IteratorResult<B>) => void) | null = null;
+    const wakes: Array<(r: IteratorResult<B>) => void> = []; // next() calls waiting, oldest first
     const finish = () => {
       if (done) return;
       done = true;
       off();
       this.off("state", onState);
       options.signal?.removeEventListener("abort", finish);
-      if (wake) {
-        const w = wake;
-        wake = null;
-        w({ value: undefined, done: true });
-      }
+      for (const w of wakes.splice(0)) w({ value: undefined, done: true });
     };
     const off = this.onTelemetry(name, (b) => {
-      if (wake) {
-        const w = wake;
-        wake = null;
-        w({ value: b, done: false });
-      } else {
+      const w = wakes.shift();
+      if (w) w({ value: b, done: false });
+      else {
         latest = b;
         has = true;
       }
@@ -387,7 +391,7 @@ export class EngineClient extends EventEmitter<ClientEvents> {
           return Promise.resolve({ value: v, done: false });
         }
         if (done) return Promise.resolve({ value: undefined, done: true });
-        return new Promise((r) => (wake = r));
+        return new Promise((r) => void wakes.push(r));
       },
       return: () => {
         finish();
@@ -401,11 +405,17 @@ export class EngineClient extends EventEmitter<ClientEvents> {
   }
 
   /**
-   * Ends the client: sends `goodbye` when a session is open (waiting at most `timeoutMs` for its
-   * ack, so commands already sent get their answers), then closes. Waiting requests reject
-   * `not_sent`, answers still missing reject `outcome_unknown`. Never rejects.
+   * Ends the client: sends `goodbye` when a session is open, then waits at most `timeoutMs` (0:
+   * not at all) until every command already sent is answered (its ack included: answers of the
+   * audio route may come after it, envelope.md) or the engine closes the socket, then closes.
+   * Waiting requests reject `not_sent`, answers still missing reject `outcome_unknown`. Never
+   * rejects. A second call while one is under way returns the same promise.
    */
-  async close(timeoutMs = 1_000): Promise<void> {
+  close(timeoutMs = 1_000): Promise<void> {
+    return (this.closeCall ??= this.closeNow(timeoutMs).finally(() => (this.closeCall = null)));
+  }
+
+  private async closeNow(timeoutMs: number): Promise<void> {
     if (this._state === "closed" || this._state === "failed") {
       this.started = true;
       this.setState("closed");
@@ -416,11 +426,32 @@ export class EngineClient extends EventEmitter<ClientEvents> {
     this.failWaiting("not_sent", "client closed");
     if (this._state === "ready" && this.sock) {
       this.closing = true; // no new requests from here on
-      await this.internalRequest("goodbye", {}, timeoutMs);
+      const sock = this.sock;
+      if (this.hbTimer) clearInterval(this.hbTimer); // a ping after goodbye would never be answered
+      this.hbTimer = null;
+      void this.internalRequest("goodbye", {}, 0); // settled by the answer or by teardown below
+      if (timeoutMs > 0) await this.owedSettled(sock, timeoutMs);
     }
     this.teardown("client closed", "outcome_unknown");
     this.started = true;
     this.setState("closed");
+  }
+
+  /** Resolves when nothing sent on `sock` is owed an answer any more, `sock` has closed, or after `ms`. */
+  private owedSettled(sock: net.Socket, ms: number): Promise<void> {
+    return new Promise((resolve) => {
+      const done = () => {
+        clearTimeout(t);
+        this.owedCheck = null;
+        resolve();
+      };
+      const t = setTimeout(done, ms);
+      if (this.unrefd) t.unref();
+      this.owedCheck = () => {
+        if (this.pending.size === 0 || this.sock !== sock || sock.destroyed) done();
+      };
+      this.owedCheck();
+    });
   }
 
   // ---- requests ----------------------------------------------------------------------------
@@ -502,6 +533,7 @@ export class EngineClient extends EventEmitter<ClientEvents> {
     }
     p.reject(new EngineError(code, message, { command: p.name }));
     if (removeFromQueues) this.pump();
+    this.owedCheck?.();
   }
 
   private internalRequest<N extends CommandName>(name: N, body: CommandBodies[N], timeoutMs: number): Promise<ReplyOf<N> | EngineError> {
@@ -577,16 +609,27 @@ export class EngineClient extends EventEmitter<ClientEvents> {
         return this.drop(sock, e instanceof ProtocolError ? e.message : String(e));
       }
       this.pingOutstandingSince = 0; // any byte from the engine proves it alive
+      this.lastRead = Date.now();
+      // A listener that throws must not cost the frames behind it in this chunk (an answer lost
+      // would leave its request pending): the first such error is rethrown after the loop, an
+      // uncaught exception as from any event.
+      let thrown: { error: unknown } | null = null;
       for (const env of envs) {
-        if (this.sock !== sock) return;
+        if (this.sock !== sock) break;
         let body: Record<string, unknown> | ScopeFrame | SpectrumFrame;
         try {
           body = this.bodyOf(env);
         } catch (e) {
-          return this.drop(sock, e instanceof ProtocolError ? e.message : String(e));
+          this.drop(sock, e instanceof ProtocolError ? e.message : String(e));
+          break;
         }
-        this.dispatch(env, body);
+        try {
+          this.dispatch(env, body);
+        } catch (e) {
+          thrown ??= { error: e };
+        }
       }
+      if (thrown) throw thrown.error;
     });
     sock.on("drain", () => {
       if (this.sock !== sock) return;
@@ -595,6 +638,7 @@ export class EngineClient extends EventEmitter<ClientEvents> {
     });
     sock.on("error", () => {}); // 'close' follows with the outcome
     sock.on("close", () => {
+      if (this.sock === sock) this.owedCheck?.();
       if (this.sock === sock) this.lost("connection closed", false);
     });
   }
@@ -619,8 +663,10 @@ export class EngineClient extends EventEmitter<ClientEvents> {
       return this.sendHello(sock);
     }
     if (r instanceof EngineError) {
-      // protocol_version and bad_token will not heal by retrying; session_busy may.
-      if (r.fromEngine && (r.code === "protocol_version" || r.code === "bad_token")) {
+      // protocol_version, bad_token, a malformed hello body (invalid_field/out_of_range: the
+      // retry without `attachments` is behind us, so it is our name or token) and a hello this
+      // client cannot encode (not_sent) will not heal by retrying; session_busy may.
+      if (r.fromEngine ? ["protocol_version", "bad_token", "invalid_field", "out_of_range"].includes(r.code) : r.code === "not_sent") {
         this.teardown(r.message, "outcome_unknown");
         this.failWaiting("not_sent", r.message);
         this.setState("failed");
@@ -646,7 +692,7 @@ export class EngineClient extends EventEmitter<ClientEvents> {
   private startHeartbeat(heartbeatMs: number, timeoutMs: number): void {
     if (!this.opts.heartbeat || !(heartbeatMs > 0)) return;
     this.pingOutstandingSince = 0;
-    this.lastWrite = Date.now();
+    this.lastWrite = this.lastRead = Date.now();
     const tick = Math.max(1, Math.floor(heartbeatMs / 2));
     let nonce = 0;
     this.hbTimer = setInterval(() => {
@@ -656,7 +702,9 @@ export class EngineClient extends EventEmitter<ClientEvents> {
       if (this.pingOutstandingSince !== 0 && now - this.pingOutstandingSince > timeoutMs) {
         return this.drop(sock, `engine silent: no answer to a ping for more than ${timeoutMs} ms`);
       }
-      if (now - this.lastWrite >= heartbeatMs - tick) {
+      // Idle: the engine must hear from us. Writing but hearing nothing: a ping makes the silence
+      // measurable (commands alone never would, while they keep lastWrite fresh).
+      if (now - this.lastWrite >= heartbeatMs - tick || (this.pingOutstandingSince === 0 && now - this.lastRead >= heartbeatMs - tick)) {
         if (this.pingOutstandingSince === 0) this.pingOutstandingSince = now;
         nonce = (nonce + 1) >>> 0;
         void this.internalRequest("ping", { nonce }, 0);
@@ -668,7 +716,7 @@ export class EngineClient extends EventEmitter<ClientEvents> {
   private onResubscribed(key: string, body: Record<string, unknown>, res: unknown): void {
     // Only the engine's refusal: a local outcome (the connection dropped, close(), a timeout) says
     // nothing about the subscription, which stays remembered and is re-sent in the next session.
-    if (!(res instanceof EngineError && res.fromEngine)) return;
+    if (!refusedByEngine(res)) return;
     if (this.subs.get(key) === body) this.subs.delete(key);
     // Out of the promise chain this runs in: a listener that throws is an uncaught exception, as
     // from the events emitted by the socket's handlers, never an unhandled rejection.
@@ -708,10 +756,12 @@ export class EngineClient extends EventEmitter<ClientEvents> {
           p.reject(new EngineError(typeof b.code === "string" ? b.code : "internal", typeof b.message === "string" ? b.message : "", { fromEngine: true, command: p.name }));
         }
         this.pump();
+        this.owedCheck?.();
         return;
       }
-      // An answer nobody waits for any more (timed out or aborted): ignored.
-      if (env.type === "reply") return;
+      // An answer nobody waits for any more (timed out or aborted), reply or error: ignored.
+      // (`engineError` is for errors without ref: diagnostics that answer no command.)
+      if (env.type === "reply" || env.name === "error") return;
     }
     if (env.type === "telemetry") {
       if (env.name === "engine.health") this.lastHealth = env.body as TelemetryBodies["engine.health"];
@@ -794,6 +844,14 @@ function checkWelcome(b: Record<string, unknown>): void {
   for (const k of ["heartbeat_ms", "timeout_ms"] as const) {
     if (!isU32(b[k])) throw new ProtocolError("invalid_envelope", `welcome.${k} must be a u32, got ${typeof b[k] === "number" ? b[k] : typeof b[k]}`);
   }
+}
+
+/**
+ * Whether a subscribe's outcome is the engine refusing it. `shutting_down` is not: the session
+ * ended before the command was carried out (errors.md), so it says nothing about the subscription.
+ */
+function refusedByEngine(e: unknown): e is EngineError {
+  return e instanceof EngineError && e.fromEngine && e.code !== "shutting_down";
 }
 
 /** Subscriptions are keyed by (stream, tap); plain streams have no tap. */

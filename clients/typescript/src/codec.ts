@@ -261,11 +261,15 @@ export const MAX_JSON_DEPTH = 64;
  * of the parsed value that stops at scalars (flat arrays such as meters cost one step a value).
  */
 function checkProtocolJson(text: string, v: unknown): void {
-  if (text.includes("\\u") && /(^|[^\\])(\\\\)*\\u[dD][89a-fA-F][0-9a-fA-F]{2}/.test(text)) {
+  if (hasSurrogateEscape(text)) {
     throw new ProtocolError("invalid_json", "a \\u escape of a surrogate is not allowed");
   }
   if (tooDeep(v, MAX_JSON_DEPTH + 1)) throw new ProtocolError("invalid_json", `nesting deeper than ${MAX_JSON_DEPTH} levels inside the envelope`);
 }
+
+/** A `\u` escape of a surrogate (U+D800–U+DFFF) in JSON text: `invalid_json` in this protocol. */
+const SURROGATE_ESCAPE = /(^|[^\\])(\\\\)*\\u[dD][89a-fA-F][0-9a-fA-F]{2}/;
+const hasSurrogateEscape = (text: string): boolean => text.includes("\\u") && SURROGATE_ESCAPE.test(text);
 
 function tooDeep(v: unknown, budget: number): boolean {
   if (typeof v !== "object" || v === null) return false;
@@ -296,7 +300,12 @@ function encodeValue(v: unknown, float: boolean, field: string): string {
   return s;
 }
 
-/** The JSON text of a command envelope, in canonical key order (vectors/README.md). */
+/**
+ * The JSON text of a command envelope, in canonical key order (vectors/README.md). Throws
+ * {@link EncodeError} for what the engine could not read: a non-u32 id, NaN/infinity, a string
+ * with a lone surrogate (JSON.stringify writes it as a `\u` escape, which the protocol forbids:
+ * the engine would answer `invalid_json` without `ref`, so the command would never be answered).
+ */
 export function commandJson(name: string, id: number, body: Readonly<Record<string, unknown>>): string {
   if (!isU32(id)) throw new EncodeError(`id ${id} is not a u32`);
   const spec = (COMMAND_FIELDS as Record<string, { order: readonly string[]; floats: readonly string[] } | undefined>)[name];
@@ -308,7 +317,9 @@ export function commandJson(name: string, id: number, body: Readonly<Record<stri
   };
   if (spec) for (const k of spec.order) emit(k);
   for (const k of Object.keys(body)) if (!spec || !spec.order.includes(k)) emit(k);
-  return `{"type":"command","name":${JSON.stringify(name)},"id":${id},"body":{${fields}}}`;
+  const text = `{"type":"command","name":${JSON.stringify(name)},"id":${id},"body":{${fields}}}`;
+  if (hasSurrogateEscape(text)) throw new EncodeError("a string holds a lone surrogate (U+D800–U+DFFF): it has no UTF-8 form and the protocol forbids its \\u escape");
+  return text;
 }
 
 /** One frame: header + payload. Measures bytes (`Buffer.byteLength`), never characters. */

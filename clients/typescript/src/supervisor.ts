@@ -121,6 +121,7 @@ export class EngineSupervisor extends EventEmitter<SupervisorEvents> {
   private stderrTail: string[] = [];
   private restartTimer: NodeJS.Timeout | null = null;
   private starting: Promise<void> | null = null;
+  private stopping: Promise<void> | null = null; // stop() under way
   private exitHooks: (() => void) | null = null;
 
   constructor(options: { spawn: SpawnOptions; client?: ClientOptions } | { connect: ConnectOnlyOptions; client?: ClientOptions }) {
@@ -145,7 +146,10 @@ export class EngineSupervisor extends EventEmitter<SupervisorEvents> {
     return this.child?.pid ?? null;
   }
 
-  /** Spawns the engine (or finds it), and resolves when the client's first session is ready. Rejects with {@link EngineStartError}. */
+  /**
+   * Spawns the engine (or finds it), and resolves when the client's first session is ready.
+   * Rejects with {@link EngineStartError}, also when {@link stop} is called before that.
+   */
   async start(): Promise<EngineClient> {
     if (this._state !== "idle") throw new Error(`supervisor is ${this._state}`);
     this.setState("starting");
@@ -154,28 +158,44 @@ export class EngineSupervisor extends EventEmitter<SupervisorEvents> {
       try {
         await this.spawnOnce();
       } catch (e) {
-        this.setState("failed");
+        if (this.stateNow() === "starting") this.setState("failed"); // else stop() owns the state
         this.removeExitHooks();
         await this.client.close();
         throw e;
       }
+      if (this.stateNow() !== "starting") throw this.stoppedDuringStart();
     }
     this.setState("running");
     try {
       await this.client.start();
     } catch (e) {
+      const stopped = this.stateNow() === "stopping" || this.stateNow() === "stopped";
       await this.stop();
-      throw e;
+      throw stopped ? this.stoppedDuringStart() : e;
     }
     return this.client;
+  }
+
+  /** The state as it is now (after an await, where stop() may have changed it). */
+  private stateNow(): SupervisorState {
+    return this._state;
+  }
+
+  private stoppedDuringStart(): EngineStartError {
+    return new EngineStartError("stop() was called before the engine was ready", null, null, "");
   }
 
   /**
    * Stops the engine: closes the client, then the ladder `engine.shutdown` → SIGTERM → SIGKILL
    * (Windows: `taskkill /T /F`), each with its timeout. No restart can begin once stop() is
-   * called, and one in progress is waited for and then killed. Never rejects.
+   * called, and one in progress is waited for and then killed. Never rejects. A second call
+   * while one is under way returns the same promise.
    */
-  async stop(): Promise<void> {
+  stop(): Promise<void> {
+    return (this.stopping ??= this.stopNow().finally(() => (this.stopping = null)));
+  }
+
+  private async stopNow(): Promise<void> {
     if (this._state === "stopped") return;
     this.setState("stopping");
     if (this.restartTimer) clearTimeout(this.restartTimer);

@@ -83,6 +83,26 @@ test("engine errors a client can provoke through the API", { skip }, async () =>
   assert.equal((await client.request("ping", { nonce: 1 })).nonce, 1);
 });
 
+test("a string with a lone surrogate is not_sent (JSON.stringify escapes it, the engine would answer invalid_json without ref: no answer, ever); control: a paired one travels as UTF-8 and the engine answers", { skip }, async () => {
+  const diagnostics: string[] = [];
+  const onError = (b: { code: string }) => diagnostics.push(b.code);
+  client.on("engineError", onError);
+  try {
+    // Control first: the same command with a well-formed astral character is sent and answered.
+    await rejectsWith(client.request("graph.add_node", { node: 202, kind: "\u{1f3b5}" }), "unknown_kind");
+    for (const kind of ["\ud800", "x\udfff", "\udc00\ud800"]) {
+      // timeoutMs 0: the request must settle on its own, not by a timer.
+      const r = client.request("graph.add_node", { node: 202, kind }, { timeoutMs: 0 });
+      const got = await Promise.race([r.then(() => "resolved", (e: unknown) => (e instanceof EngineError ? e.code : String(e))), sleep(1_000).then(() => "no settlement within 1 s")]);
+      assert.equal(got, "not_sent", JSON.stringify(kind));
+    }
+    assert.equal((await client.request("ping", { nonce: 2 })).nonce, 2);
+    assert.deepEqual(diagnostics, [], "the engine was never sent a frame it could not read");
+  } finally {
+    client.off("engineError", onError);
+  }
+});
+
 test("bad_token and session_busy end in a typed failure, not a hang", { skip }, async () => {
   const wrong = new EngineClient({ port: sup.current!.port }, { token: "wrong", reconnect: false });
   const states: string[] = [];
@@ -93,6 +113,26 @@ test("bad_token and session_busy end in a typed failure, not a hang", { skip }, 
   const second = new EngineClient({ port: sup.current!.port }, { token: (sup as any).token, reconnect: false });
   second.on("disconnected", (r) => reasons.push(r));
   await assert.rejects(second.start());
+  assert.match(reasons.join(" "), /session_busy/);
+});
+
+test("a hello no retry can heal (client name over 64 bytes: invalid_field after the retry without attachments; a name the encoder refuses: not_sent) ends in failed after one connection, not a reconnect loop; control: a 64-byte name reaches session_busy", { skip }, async () => {
+  for (const clientName of ["x".repeat(65), "a\ud800"]) {
+    const bad = new EngineClient({ port: sup.current!.port }, { token: (sup as any).token, clientName, reconnect: { initialMs: 5, maxMs: 20 } });
+    const reasons: string[] = [];
+    bad.on("disconnected", (r) => reasons.push(r));
+    const got = await Promise.race([bad.start().then(() => "ready", (e: unknown) => (e instanceof EngineError ? e.code : String(e))), sleep(2_000).then(() => "no settlement within 2 s")]);
+    const n = reasons.length;
+    await bad.close();
+    assert.equal(got, "not_sent", `${clientName.slice(0, 8)}…: ${n} connections, ${reasons[0]}`);
+    assert.equal(bad.state, "closed");
+    assert.equal(n, 1, reasons.join("; "));
+    assert.match(reasons[0]!, /^(invalid_field|not_sent): /);
+  }
+  const ok = new EngineClient({ port: sup.current!.port }, { token: (sup as any).token, clientName: "x".repeat(64), reconnect: false });
+  const reasons: string[] = [];
+  ok.on("disconnected", (r) => reasons.push(r));
+  await assert.rejects(ok.start());
   assert.match(reasons.join(" "), /session_busy/);
 });
 

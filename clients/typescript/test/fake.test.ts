@@ -3,6 +3,7 @@ import "./helpers";
 import { test, mock } from "node:test";
 import assert from "node:assert/strict";
 import * as net from "node:net";
+import { execFile } from "node:child_process";
 import { EngineClient, EngineError, FrameReader, PREFACE, encodeFrame, backoffDelay, type Envelope } from "../src/index";
 import { sleep } from "./helpers";
 
@@ -411,4 +412,231 @@ test("a welcome whose heartbeat_ms, timeout_ms or instance has the wrong JSON ty
     await sleep(150); // longer than timeout_ms: a heartbeat timer left behind would fire
     await fake.close();
   }
+});
+
+test("close(): answers owed when the goodbye ack arrives still settle with their answers (envelope.md: the ack of goodbye may come before audio-route answers)", { timeout: 10_000 }, async () => {
+  const held: number[] = [];
+  const fake = await fakeEngine((c) =>
+    c.onCmd((e, c) => {
+      if (e.name === "hello") return void c.sock.write(Buffer.concat([PREFACE, welcome(e.id!, "5656565656565656")]));
+      if (e.name === "goodbye") {
+        // net route first, then the audio route's answers (session.md §7), then the close.
+        c.sock.write(reply(e.id!));
+        setTimeout(() => c.sock.end(Buffer.concat(held.map((id) => reply(id, "ack", { sample: 480 })))), 30);
+        return;
+      }
+      held.push(e.id!);
+    }),
+  );
+  try {
+    const client = new EngineClient({ port: fake.port }, { reconnect: false, heartbeat: false });
+    await client.start();
+    const owed = [client.request("param.set", { node: 2, param: 0, value: 0.5 }), client.request("transport.play", {})];
+    await sleep(20);
+    assert.equal(client.inFlight, 2);
+    const t0 = Date.now();
+    await Promise.all([client.close(2_000), client.close(2_000)]); // twice: both end with the session, neither waits out its timeout
+    assert.ok(Date.now() - t0 < 1_000, `close() took ${Date.now() - t0} ms`);
+    const results = await Promise.allSettled(owed);
+    assert.deepEqual(results.map((r) => (r.status === "fulfilled" ? r.value.sample : String((r as PromiseRejectedResult).reason))), [480, 480]);
+    assert.equal(client.state, "closed");
+  } finally {
+    await fake.close();
+  }
+});
+
+test("close(): an engine that closes instead of answering goodbye ends close() at once, owed requests settle outcome_unknown; close(0) does not wait at all", { timeout: 10_000 }, async () => {
+  for (const mode of ["destroy", "silent"] as const) {
+    const fake = await fakeEngine((c) =>
+      c.onCmd((e, c) => {
+        if (e.name === "hello") return void c.sock.write(Buffer.concat([PREFACE, welcome(e.id!, "7878787878787878")]));
+        if (e.name === "goodbye" && mode === "destroy") c.sock.destroy(); // crashed mid-answer
+        // "silent": a hung engine, socket open, nothing answered
+      }),
+    );
+    try {
+      const client = new EngineClient({ port: fake.port }, { reconnect: false, heartbeat: false });
+      await client.start();
+      const owed = client.request("transport.play", {}, { timeoutMs: 0 });
+      owed.catch(() => {}); // asserted below; handled now so a failed assertion is not also an unhandled rejection
+      await sleep(20);
+      const t0 = Date.now();
+      // Raced against a deadline so that a close() that never returns fails the test, not hangs it.
+      const ended = await Promise.race([client.close(mode === "destroy" ? 5_000 : 0).then(() => true), sleep(2_000).then(() => false)]);
+      const took = Date.now() - t0;
+      assert.ok(ended && took < 1_000, `${mode}: close() ${ended ? `took ${took} ms` : "had not returned after 2 s"}`);
+      await assert.rejects(owed, (e: unknown) => e instanceof EngineError && e.code === "outcome_unknown");
+      assert.equal(client.state, "closed");
+    } finally {
+      await fake.close();
+    }
+  }
+});
+
+test("telemetry iterator: next() called again before the first settled: each call gets its own frame, and return() ends every one (none left pending)", { timeout: 10_000 }, async () => {
+  const meters = (peak: number) => encodeFrame(JSON.stringify({ type: "telemetry", name: "meters", body: { peak: [peak], rms: [peak] } }));
+  const fake = await fakeEngine((c) =>
+    c.onCmd((e, c) => {
+      if (e.name === "hello") return void c.sock.write(Buffer.concat([PREFACE, welcome(e.id!, "9a9a9a9a9a9a9a9a")]));
+      c.sock.write(reply(e.id!));
+      if (e.name === "telemetry.subscribe") setTimeout(() => c.sock.write(meters(0.5)), 20).unref();
+      if (e.name === "ping") setTimeout(() => c.sock.write(meters(0.25)), 20).unref();
+    }),
+  );
+  const client = new EngineClient({ port: fake.port }, { reconnect: false, heartbeat: false });
+  try {
+    await client.start();
+    const it = client.telemetry("meters");
+    const settled = (p: Promise<IteratorResult<{ peak: number[] }>>) => Promise.race([p.then((r) => (r.done ? "done" : r.value.peak[0])), sleep(1_000).then(() => "pending")]);
+    const a = it.next();
+    const b = it.next();
+    await client.subscribe("meters", 10);
+    assert.equal(await settled(a), 0.5, "the first frame goes to the first call");
+    await client.request("ping", { nonce: 1 });
+    assert.equal(await settled(b), 0.25, "the second frame to the second call");
+    const c = it.next();
+    const d = it.next();
+    await it.return!();
+    assert.deepEqual([await settled(c), await settled(d)], ["done", "done"]);
+  } finally {
+    await client.close();
+    await fake.close();
+  }
+});
+
+test("an error answer that arrives after its request timed out is ignored like a late reply, not emitted as engineError (which is for errors without ref); control: one without ref is", { timeout: 10_000 }, async () => {
+  const fake = await fakeEngine((c) =>
+    c.onCmd((e, c) => {
+      if (e.name === "hello") return void c.sock.write(Buffer.concat([PREFACE, welcome(e.id!, "bcbcbcbcbcbcbcbc")]));
+      if (e.name === "transport.play") setTimeout(() => c.sock.write(error(e.id!, "audio_unavailable")), 80).unref(); // late
+      else if (e.name === "transport.stop") c.sock.write(Buffer.concat([encodeFrame(JSON.stringify({ type: "error", name: "error", body: { code: "invalid_json", message: "no ref" } })), reply(e.id!)]));
+      else c.sock.write(reply(e.id!));
+    }),
+  );
+  const client = new EngineClient({ port: fake.port }, { reconnect: false, heartbeat: false });
+  const diagnostics: string[] = [];
+  client.on("engineError", (b) => diagnostics.push(b.code));
+  try {
+    await client.start();
+    await assert.rejects(client.request("transport.play", {}, { timeoutMs: 20 }), (e: unknown) => e instanceof EngineError && e.code === "timeout");
+    await sleep(150); // the late error has arrived
+    await client.request("transport.stop", {});
+    assert.deepEqual(diagnostics, ["invalid_json"]);
+  } finally {
+    await client.close();
+    await fake.close();
+  }
+});
+
+test("a subscribe answered shutting_down (the session ended before it was carried out, errors.md) is kept and re-sent in the next session, and is no subscriptionFailed; control: a refusal (out_of_range) forgets it", { timeout: 10_000 }, async () => {
+  const goodbye = encodeFrame(JSON.stringify({ type: "error", name: "goodbye", body: { reason: "shutdown" } }));
+  let conn = 0;
+  const fake = await fakeEngine((c) => {
+    const n = conn++;
+    c.onCmd((e, c) => {
+      if (e.name === "hello") return void c.sock.write(Buffer.concat([PREFACE, welcome(e.id!, `${n}`.repeat(16))]));
+      if (e.name === "telemetry.subscribe" && n < 2) return void c.sock.end(Buffer.concat([error(e.id!, "shutting_down"), goodbye])); // 0: the first subscribe, 1: the re-sent one
+      if (e.name === "telemetry.subscribe" && e.body.stream === "engine.health") return void c.sock.write(error(e.id!, "out_of_range"));
+      c.sock.write(reply(e.id!));
+    });
+  });
+  const client = new EngineClient({ port: fake.port }, { heartbeat: false, reconnect: { initialMs: 5, maxMs: 10 } });
+  const failed: string[] = [];
+  client.on("subscriptionFailed", (s, _t, e) => failed.push(`${s} ${e.code}`));
+  try {
+    await client.start();
+    await assert.rejects(client.subscribe("meters", 10), (e: unknown) => e instanceof EngineError && e.code === "shutting_down");
+    for (let i = 0; i < 200 && (fake.conns.length < 3 || client.state !== "ready"); i++) await sleep(10);
+    await sleep(50);
+    const subs = fake.conns.map((c) => c.cmds.filter((e) => e.name === "telemetry.subscribe").map((e) => e.body.stream));
+    assert.deepEqual(subs, [["meters"], ["meters"], ["meters"]], "sent, re-sent after the first shutdown, and again after the second");
+    assert.deepEqual(failed, []);
+    await assert.rejects(client.subscribe("engine.health", 500), (e: unknown) => e instanceof EngineError && e.code === "out_of_range");
+    assert.deepEqual((client as any).subs.has("engine.health"), false, "control: a real refusal is forgotten");
+  } finally {
+    await client.close();
+    await fake.close();
+  }
+});
+
+test("a listener that throws surfaces as an uncaught exception, but the frames after it in the same chunk are still dispatched: the answer behind it settles its request", { timeout: 20_000 }, async () => {
+  const meters = encodeFrame(JSON.stringify({ type: "telemetry", name: "meters", body: { peak: [1], rms: [1] } }));
+  const fake = await fakeEngine((c) =>
+    c.onCmd((e, c) => {
+      if (e.name === "hello") return void c.sock.write(Buffer.concat([PREFACE, welcome(e.id!, "dededededededede")]));
+      c.sock.write(Buffer.concat([meters, reply(e.id!, "ack", { sample: 7 })])); // one write: one chunk on loopback
+    }),
+  );
+  try {
+    // In a child process: the test runner counts any uncaught exception in its own as a failure.
+    const script = `
+      const { EngineClient } = require(${JSON.stringify(require.resolve("../src/index"))});
+      const uncaught = [];
+      process.on("uncaughtException", (e) => uncaught.push(e.message));
+      (async () => {
+        const client = new EngineClient({ port: ${fake.port} }, { reconnect: false, heartbeat: false });
+        await client.start();
+        client.onTelemetry("meters", () => { throw new Error("listener bug"); });
+        const got = await Promise.race([client.request("transport.play", {}, { timeoutMs: 0 }).then((b) => b.sample), new Promise((r) => setTimeout(() => r("no settlement within 1 s"), 1000))]);
+        console.log(JSON.stringify({ got, uncaught }));
+        await client.close(0);
+        process.exit(0);
+      })();`;
+    const out = await new Promise<string>((resolve, reject) => {
+      execFile(process.execPath, ["-e", script], { timeout: 15_000 }, (err, stdout) => (err ? reject(err) : resolve(stdout)));
+    });
+    assert.deepEqual(JSON.parse(out.trim().split("\n").pop()!), { got: 7, uncaught: ["listener bug"] }, "the answer settles; the listener's error is not swallowed");
+  } finally {
+    await fake.close();
+  }
+});
+
+test("heartbeat: an engine that stops answering while the client keeps sending commands is declared gone within about timeout_ms (pings go out when nothing is received, not only when nothing is written)", { timeout: 10_000 }, async () => {
+  const fake = await fakeEngine((c) =>
+    c.onCmd((e, c) => {
+      // Frozen after the handshake: reads (the socket stays open), answers nothing.
+      if (e.name === "hello") c.sock.write(Buffer.concat([PREFACE, welcome(e.id!, "efefefefefefefef", { heartbeat_ms: 40, timeout_ms: 150 })]));
+    }),
+  );
+  const client = new EngineClient({ port: fake.port }, { reconnect: false });
+  const why = reasons(client);
+  try {
+    await client.start();
+    const t0 = Date.now();
+    // A UI dragging a slider: a command every 10 ms, each with its own (long) timeout.
+    while (client.state === "ready" && Date.now() - t0 < 1_500) {
+      client.request("param.set", { node: 2, param: 0, value: 0.5 }, { timeoutMs: 0 }).catch(() => {});
+      await sleep(10);
+    }
+    assert.equal(client.state, "failed", `still ${client.state} after ${Date.now() - t0} ms of unanswered commands`);
+    assert.match(why.join(" "), /engine silent/);
+    assert.equal(client.inFlight, 0, "the commands it owed settled");
+  } finally {
+    await client.close();
+    await fake.close();
+  }
+});
+
+test("start() not awaited (fire and forget, state watched instead): its rejection when the client fails is handled, no unhandledRejection; awaited, it still rejects", { timeout: 20_000 }, async () => {
+  const closed = await new Promise<number>((resolve) => {
+    const s = net.createServer().listen(0, "127.0.0.1", () => {
+      const port = (s.address() as net.AddressInfo).port;
+      s.close(() => resolve(port)); // nobody listens there any more: connection refused
+    });
+  });
+  // In a child process: this test file treats any unhandled rejection as fatal (helpers.ts).
+  const script = `
+    const { EngineClient } = require(${JSON.stringify(require.resolve("../src/index"))});
+    const unhandled = [];
+    process.on("unhandledRejection", (r) => unhandled.push(String(r)));
+    const c = new EngineClient({ port: ${closed} }, { reconnect: false });
+    c.start(); // not awaited
+    const d = new EngineClient({ port: ${closed} }, { reconnect: false });
+    d.start().then(() => "ready", (e) => e.code).then((awaited) => setTimeout(() => {
+      console.log(JSON.stringify({ state: c.state, awaited, unhandled }));
+    }, 100));`;
+  const out = await new Promise<string>((resolve, reject) => {
+    execFile(process.execPath, ["-e", script], { timeout: 15_000 }, (err, stdout) => (err ? reject(err) : resolve(stdout)));
+  });
+  assert.deepEqual(JSON.parse(out.trim().split("\n").pop()!), { state: "failed", awaited: "not_sent", unhandled: [] });
 });

@@ -107,6 +107,30 @@ test("stop() during a restart leaves no engine behind", async () => {
   for (const p of pids) assert.equal(alive(p), false);
 });
 
+test("stop() while start() is spawning or handshaking: start() rejects EngineStartError, the state never returns to running, one ladder, no engine left", async () => {
+  for (const when of ["spawning", "handshaking"] as const) {
+    const sup = fake({ FAKE_MODE: "serve" });
+    const states: string[] = [];
+    sup.on("state", (s) => states.push(s));
+    const pids: number[] = [];
+    let stopping: Promise<void> | null = null;
+    sup.on("spawned", (a) => {
+      pids.push(a.pid);
+      if (when === "handshaking") stopping = sup.stop(); // the client has not connected yet
+    });
+    const started = sup.start().then(
+      () => "resolved",
+      (e: unknown) => (e instanceof EngineStartError ? "EngineStartError" : `${(e as Error).name}: ${(e as Error).message}`),
+    );
+    if (when === "spawning") stopping = sup.stop(); // before the announcement
+    assert.equal(await started, "EngineStartError", when);
+    await stopping;
+    assert.equal(sup.state, "stopped");
+    assert.deepEqual(states.slice(states.indexOf("stopping")), ["stopping", "stopped"], `${when}: ${states.join(" > ")}`);
+    for (const p of pids) assert.equal(alive(p), false, `${when}: engine ${p} left running`);
+  }
+});
+
 test("shutdown ladder: engine.shutdown ignored and SIGTERM ignored → SIGKILL", async () => {
   const sup = fake({ FAKE_MODE: "serve", FAKE_IGNORE_SHUTDOWN: "1", FAKE_IGNORE_TERM: "1" }, { shutdownTimeoutsMs: { graceful: 100, term: 100, kill: 1000 } });
   const lines: string[] = [];

@@ -159,3 +159,14 @@ test("encoder refuses non-finite numbers, ids outside u32 and frames over the li
   assert.throws(() => encodeCommand("graph.add_node", 1, { node: 1, kind: "x".repeat(5000) }, 4096));
   assert.ok(encodeCommand("graph.add_node", 1, { node: 1, kind: "x".repeat(4000) }, 4096));
 });
+
+test("encoder refuses a lone surrogate in any string (its \\u escape is invalid_json, errors.md §2), keeps pairs and a literal backslash-u", () => {
+  for (const body of [{ node: 1, kind: "\ud800" }, { node: 1, kind: "a\udfffb" }, { node: 1, kind: "\udc00\ud800" }, { node: 1, kind: "ok", ["\ud801"]: 1 }]) {
+    assert.throws(() => commandJson("graph.add_node", 1, body), /lone surrogate/, JSON.stringify(body));
+  }
+  // Controls: a pair is written as UTF-8 and reads back; the text \ud800 (backslash, u, ...) is an escaped backslash.
+  for (const kind of ["\u{1f3b5}", "\\ud800", "\\\\ud800"]) {
+    const env = new FrameReader({ preface: false }).push(encodeCommand("graph.add_node", 1, { node: 1, kind }))[0]!;
+    assert.equal(env.body.kind, kind);
+  }
+});
