@@ -129,3 +129,8 @@ impl Timer {
 pub(crate) fn set_timer_slack_1ns() -> bool {
     false
 }
+
+/// No per-thread scheduler slice to ask for here: a no-op returning `false`.
+pub(crate) fn request_short_slice() -> bool {
+    false
+}

@@ -6,6 +6,7 @@
 //! |---|---|---|---|
 //! | [`Timer`]: sub-millisecond wake-ups of `mio::Poll` | `timerfd`, registered with mio | `EVFILT_TIMER` (`NOTE_NSECONDS`) in a private kqueue, registered with mio | a high-resolution waitable timer waited on by a helper thread that wakes the poll with a loopback UDP datagram |
 //! | [`set_timer_slack_1ns`] | `PR_SET_TIMERSLACK` | no-op | no-op |
+//! | [`request_short_slice`] | `sched_getattr` + `sched_setattr`: a 100 µs EEVDF slice for a `SCHED_OTHER` thread, nice and policy kept | no-op | no-op |
 //! | [`process_alive`] | `kill(pid, 0)` (`unix.rs`) | same | `OpenProcess` + `WaitForSingleObject(0)` |
 //! | [`parent_pid`] | `getppid` (`unix.rs`) | same | the parent recorded at start while it runs, 0 once it has exited |
 //! | [`configure_listener`] | `TCP_NODELAY` on the listener (accepted sockets inherit it) | nothing | nothing |
@@ -36,12 +37,12 @@ use std::time::Duration;
 #[cfg(target_os = "linux")]
 mod linux;
 #[cfg(target_os = "linux")]
-pub(crate) use linux::{set_timer_slack_1ns, Timer};
+pub(crate) use linux::{request_short_slice, set_timer_slack_1ns, Timer};
 
 #[cfg(target_vendor = "apple")]
 mod macos;
 #[cfg(target_vendor = "apple")]
-pub(crate) use macos::{set_timer_slack_1ns, Timer};
+pub(crate) use macos::{request_short_slice, set_timer_slack_1ns, Timer};
 
 #[cfg(not(any(target_os = "linux", target_vendor = "apple", windows)))]
 compile_error!(
@@ -56,7 +57,9 @@ pub(crate) use unix::{parent_pid, process_alive};
 #[cfg(windows)]
 mod windows;
 #[cfg(windows)]
-pub(crate) use windows::{parent_pid, process_alive, set_timer_slack_1ns, Timer};
+pub(crate) use windows::{
+    parent_pid, process_alive, request_short_slice, set_timer_slack_1ns, Timer,
+};
 
 /// Options of the listening socket, set once at spawn. Linux: `TCP_NODELAY`, which every
 /// socket it accepts inherits (the child socket is a copy of the listener's; `tests` check it

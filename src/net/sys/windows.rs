@@ -220,6 +220,11 @@ pub(crate) fn set_timer_slack_1ns() -> bool {
     false
 }
 
+/// No per-thread scheduler slice to ask for here: a no-op returning `false`.
+pub(crate) fn request_short_slice() -> bool {
+    false
+}
+
 fn open(pid: u32) -> Option<Handle> {
     // SAFETY: plain call; a null result is checked.
     let h = unsafe {
