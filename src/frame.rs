@@ -233,18 +233,19 @@ where
 ///
 /// `write_json` writes the JSON envelope (which must carry the `attachment` member, framing.md
 /// §3.1) into the space after the header and returns its length; it is padded with spaces to a
-/// multiple of 8, and `values` (all of them, as the iterator's length says) follow as
-/// little-endian `f32`. Fails with
+/// multiple of 8, and `values`, each passed through `map`, follow as little-endian `f32`.
+/// Fails with
 /// [`EncodeError::BufferTooSmall`] when `out` is too small, and [`EncodeError::FrameTooLarge`]
 /// when the JSON exceeds [`MAX_JSON_LEN`] or the payload `max_frame`. Allocates nothing.
-pub fn write_frame_with_attachment<V, F>(
+pub fn write_frame_with_attachment<M, F>(
     out: &mut [u8],
     max_frame: u32,
-    values: V,
+    values: &[f32],
+    map: M,
     write_json: F,
 ) -> Result<usize, EncodeError>
 where
-    V: ExactSizeIterator<Item = f32>,
+    M: Fn(f32) -> f32,
     F: FnOnce(&mut [u8]) -> Result<usize, EncodeError>,
 {
     let (head, body) = split_header(out)?;
@@ -262,7 +263,7 @@ where
     let (json, att) = payload.split_at_mut(json_len);
     json[n..].fill(b' ');
     for (dst, v) in att.chunks_exact_mut(4).zip(values) {
-        dst.copy_from_slice(&v.to_le_bytes());
+        dst.copy_from_slice(&map(*v).to_le_bytes());
     }
     // `json_len` <= MAX_JSON_LEN, so it fits a u16.
     let json_len = u16::try_from(json_len).unwrap_or(u16::MAX);

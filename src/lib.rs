@@ -57,6 +57,10 @@ pub mod config;
 pub mod control;
 #[cfg(feature = "std")]
 pub mod net;
+/// Test hook (`tests/net_sched.rs`): whether this kernel honours a requested scheduler slice.
+#[cfg(feature = "std")]
+#[doc(hidden)]
+pub use net::sys::short_slice_takes_effect as __short_slice_takes_effect;
 /// Benchmark hook (`benches/wake.rs`): the wake-up lateness of the platform timer.
 #[cfg(feature = "std")]
 #[doc(hidden)]

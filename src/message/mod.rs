@@ -940,8 +940,7 @@ pub fn encode_frame_with_attachment<M: Message>(
     max_frame: u32,
 ) -> Result<usize, EncodeError> {
     let bytes = u32::try_from(values.len() * 4).map_err(|_| EncodeError::FrameTooLarge)?;
-    let finite = values.iter().map(|v| analysis::finite(*v));
-    frame::write_frame_with_attachment(out, max_frame, finite, |json| {
+    frame::write_frame_with_attachment(out, max_frame, values, analysis::finite, |json| {
         encode_envelope(id_or_ref, Some(bytes), body, json)
     })
 }

@@ -262,7 +262,7 @@ pub fn demo_problems(s: &Value, rate_tolerance: f64) -> Vec<String> {
 }
 
 /// The `telemetry` objects `aura watch` printed (`cmd`: an `aura … --json watch …` command),
-/// after it exited successfully within 20 s and its engine exited by itself with status 0 (so
+/// each with the line's `t` (seconds since the watch began) added, after it exited successfully within 20 s and its engine exited by itself with status 0 (so
 /// a sanitizer report in the engine fails the caller).
 pub fn watch_frames(cmd: &mut Command) -> Vec<Value> {
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -279,7 +279,11 @@ pub fn watch_frames(cmd: &mut Command) -> Vec<Value> {
     events
         .into_iter()
         .filter(|e| e["event"] == "telemetry")
-        .map(|e| e["telemetry"].clone())
+        .map(|e| {
+            let mut f = e["telemetry"].clone();
+            f["t"] = e["t"].clone();
+            f
+        })
         .collect()
 }
 

@@ -126,6 +126,17 @@ fn timeout_until(at: Option<u64>, now: u64) -> Option<Duration> {
 /// (ns after the deadline) into `lateness_ns`. For `benches/wake.rs` only (hidden re-export
 /// `loophole_ipc::__timer_wake_lateness`); sets the calling thread's timer slack like the network
 /// thread does. Allocates (poll, timer) once; blocks for about `samples × ahead`.
+/// Whether this OS and kernel give a thread the short scheduler slice it asks for (Linux ≥
+/// 6.12 unless a filter refuses `sched_setattr`; never elsewhere). For `tests/net_sched.rs`
+/// only (hidden re-export `loophole_ipc::__short_slice_takes_effect`). Spawns a thread.
+#[doc(hidden)]
+pub fn short_slice_takes_effect() -> bool {
+    #[cfg(target_os = "linux")]
+    return linux::short_slice_takes_effect();
+    #[cfg(not(target_os = "linux"))]
+    false
+}
+
 #[doc(hidden)]
 pub fn timer_wake_lateness(ahead_ns: u64, lateness_ns: &mut [u64]) -> std::io::Result<()> {
     const TOKEN: mio::Token = mio::Token(1);
