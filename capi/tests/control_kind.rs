@@ -59,18 +59,9 @@ fn engine() -> Engine {
 
 /// The next control request C sees within `ms`, as (status, op, kind).
 fn recv(e: &Engine, ms: u32) -> (i32, LoopholeControlRequest) {
-    let mut req = LoopholeControlRequest {
-        struct_size: size_of::<LoopholeControlRequest>() as u32,
-        op: 0,
-        id: 0,
-        node: 0,
-        from: 0,
-        to: 0,
-        from_port: 0,
-        to_port: 0,
-        ticket: 0,
-        kind: [0; LOOPHOLE_NODE_KIND_CAPACITY],
-    };
+    // SAFETY: a plain C struct of integers and a byte array: all zeros is a valid value.
+    let mut req: LoopholeControlRequest = unsafe { std::mem::zeroed() };
+    req.struct_size = size_of::<LoopholeControlRequest>() as u32;
     // SAFETY: live control handle used by this thread only; a whole request struct.
     let rc = unsafe { loophole_control_recv(e.control, ms, &mut req) };
     (rc, req)
@@ -93,6 +84,18 @@ fn client(e: &Engine) -> Client {
     .expect("handshake")
 }
 
+/// A started engine, a connected client, and the id of its `graph.add_node` of node 5 as `kind`.
+fn add_node(kind: &str) -> (Engine, Client, u32) {
+    let e = engine();
+    let mut c = client(&e);
+    let node = AddNode {
+        node: 5,
+        kind: kind.try_into().unwrap(),
+    };
+    let id = c.send(&node).expect("send");
+    (e, c, id)
+}
+
 /// The answer to `id` (telemetry skipped).
 fn answer(c: &mut Client, id: u32) -> ServerMessage {
     c.wait_for(id, &mut Vec::new()).expect("an answer")
@@ -100,14 +103,7 @@ fn answer(c: &mut Client, id: u32) -> ServerMessage {
 
 #[test]
 fn a_kind_with_a_nul_is_answered_unknown_kind_not_handed_to_c_truncated() {
-    let e = engine();
-    let mut c = client(&e);
-    let id = c
-        .send(&AddNode {
-            node: 5,
-            kind: "osc\0x".try_into().unwrap(),
-        })
-        .expect("send");
+    let (e, mut c, id) = add_node("osc\0x");
     // Serve the control route (as an engine's control thread would) until the client has its
     // answer: nothing may reach C meanwhile.
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -138,14 +134,7 @@ fn a_kind_with_a_nul_is_answered_unknown_kind_not_handed_to_c_truncated() {
 
 #[test]
 fn negative_control_a_plain_kind_reaches_c_whole() {
-    let e = engine();
-    let mut c = client(&e);
-    let id = c
-        .send(&AddNode {
-            node: 5,
-            kind: "osc".try_into().unwrap(),
-        })
-        .expect("send");
+    let (e, mut c, id) = add_node("osc");
     let (rc, req) = recv(&e, 5000);
     assert_eq!(rc, LOOPHOLE_OK);
     assert_eq!(
