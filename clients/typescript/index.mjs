@@ -27,6 +27,8 @@ export const {
   MAX_JSON_DEPTH,
   ENGINE_MAX_PAYLOAD,
   PRE_WELCOME_MAX_PAYLOAD,
+  MIN_MAX_FRAME,
+  MAX_MAX_FRAME,
   encodeCommand,
   encodeFrame,
   commandJson,

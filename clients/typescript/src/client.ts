@@ -4,7 +4,7 @@
 // record and one Buffer per request; the reader allocates per frame (see codec.ts).
 import { EventEmitter } from "node:events";
 import * as net from "node:net";
-import { FrameReader, PREFACE, PRE_WELCOME_MAX_PAYLOAD, ENGINE_MAX_PAYLOAD, encodeCommand, EncodeError, isU32, attachmentOf, type AttachmentStats, type Envelope } from "./codec";
+import { FrameReader, PREFACE, PRE_WELCOME_MAX_PAYLOAD, ENGINE_MAX_PAYLOAD, MIN_MAX_FRAME, MAX_MAX_FRAME, encodeCommand, EncodeError, isU32, attachmentOf, type AttachmentStats, type Envelope } from "./codec";
 import { decodeScope, decodeSpectrum, isAnalysisStream, type AnalysisStream, type ScopeFrame, type ScopeParams, type SpectrumFrame, type SpectrumParams } from "./analysis";
 import { EngineError, ProtocolError, type ClientErrorCode } from "./errors";
 import type { CommandBodies, CommandName, ErrorBodies, ReplyBodies, ReplyOf, TelemetryBodies, TelemetryName, TelemetryStream } from "./generated";
@@ -678,7 +678,7 @@ export class EngineClient extends EventEmitter<ClientEvents> {
     this.handshakeTimer = null;
     this.attempt = 0;
     this.welcomeBody = r;
-    this.maxPayload = isU32(r.max_frame) ? r.max_frame : ENGINE_MAX_PAYLOAD;
+    this.maxPayload = r.max_frame; // range-checked by checkWelcome
     const previous = this.instance;
     this.instance = r.instance;
     for (const [key, body] of this.subs) void this.internalRequest("telemetry.subscribe", body as CommandBodies["telemetry.subscribe"], this.opts.requestTimeoutMs).then((res) => this.onResubscribed(key, body, res));
@@ -835,12 +835,18 @@ export class EngineClient extends EventEmitter<ClientEvents> {
 }
 
 /**
- * The welcome fields the client uses beyond `max_frame` (which falls back to the default) and the
- * optional `attachments`/`taps` (anything but true / a number reads as false / 0). A wrong type
- * here would throw later, in onHello or the heartbeat timer, instead of closing the connection.
+ * The welcome fields the client uses, beyond the optional `attachments`/`taps` (anything but
+ * true / a number reads as false / 0). A wrong type here would throw later, in onHello or the
+ * heartbeat timer, instead of closing the connection; a `max_frame` outside the range an engine
+ * may be configured with (framing.md §4) would make the client refuse every command as too large
+ * (below 64) or send frames no engine accepts.
  */
 function checkWelcome(b: Record<string, unknown>): void {
   if (typeof b.instance !== "string") throw new ProtocolError("invalid_envelope", `welcome.instance must be a string, got ${typeof b.instance}`);
+  const mf = b.max_frame;
+  if (!isU32(mf) || mf < MIN_MAX_FRAME || mf > MAX_MAX_FRAME) {
+    throw new ProtocolError("invalid_envelope", `welcome.max_frame must be an integer ${MIN_MAX_FRAME}..=${MAX_MAX_FRAME}, got ${typeof mf === "number" ? mf : typeof mf}`);
+  }
   for (const k of ["heartbeat_ms", "timeout_ms"] as const) {
     if (!isU32(b[k])) throw new ProtocolError("invalid_envelope", `welcome.${k} must be a u32, got ${typeof b[k] === "number" ? b[k] : typeof b[k]}`);
   }

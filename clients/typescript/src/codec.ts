@@ -21,6 +21,10 @@ export const ENCODING_JSON = 0x01;
 export const ENGINE_MAX_PAYLOAD = 65_536;
 /** The largest payload a client may send before `welcome` (framing.md §4). */
 export const PRE_WELCOME_MAX_PAYLOAD = 4_096;
+/** The range of `welcome.max_frame`: what an engine may be configured with (framing.md §4). */
+export const MIN_MAX_FRAME = 64;
+/** See {@link MIN_MAX_FRAME}. */
+export const MAX_MAX_FRAME = 16_777_216;
 
 /** One decoded envelope as the engine sends it. */
 export interface Envelope {

@@ -390,9 +390,10 @@ test("an error frame whose message is not a string ({toString: 1}, a number, nul
   await fake.close();
 });
 
-test("a welcome whose heartbeat_ms, timeout_ms or instance has the wrong JSON type: invalid_envelope, a clean close, nothing thrown (control: the same welcome, fixed, is ready)", { timeout: 10_000 }, async () => {
+test("a welcome whose heartbeat_ms, timeout_ms, instance or max_frame has the wrong JSON type, or a max_frame out of 64..=16777216: invalid_envelope, a clean close, nothing thrown (control: the same welcome, fixed, is ready, also at both ends of the range)", { timeout: 10_000 }, async () => {
   const odd = { toString: 1, valueOf: 1 }; // any arithmetic or String() on it throws a TypeError
-  for (const [field, value] of [["heartbeat_ms", odd], ["timeout_ms", odd], ["heartbeat_ms", "1000"], ["timeout_ms", -1], ["instance", odd], ["instance", 7], [null, null]] as const) {
+  for (const [field, value] of [["heartbeat_ms", odd], ["timeout_ms", odd], ["heartbeat_ms", "1000"], ["timeout_ms", -1], ["instance", odd], ["instance", 7], ["max_frame", 63], ["max_frame", 16_777_217], ["max_frame", "65536"], ["max_frame", undefined], [null, null], ["max_frame", 64], ["max_frame", 16_777_216]] as const) {
+    const fine = field === null || (field === "max_frame" && (value === 64 || value === 16_777_216));
     const fake = await fakeEngine((c) =>
       c.onCmd((e, c) => {
         if (e.name === "hello") c.sock.write(Buffer.concat([PREFACE, welcome(e.id!, "3434343434343434", field === null ? { heartbeat_ms: 40, timeout_ms: 60 } : { heartbeat_ms: 40, timeout_ms: 60, [field]: value })]));
@@ -401,16 +402,20 @@ test("a welcome whose heartbeat_ms, timeout_ms or instance has the wrong JSON ty
     );
     const client = new EngineClient({ port: fake.port }, { reconnect: false });
     const why = reasons(client);
-    if (field === null) {
-      await client.start();
-      await client.close(50);
-    } else {
-      await assert.rejects(client.start(), (e: unknown) => e instanceof EngineError && e.code === "not_sent", `${field} ${JSON.stringify(value)}`);
-      assert.equal(client.state, "failed");
-      assert.match(why.join(" "), new RegExp(`^invalid_envelope: welcome\\.${field} `));
+    try {
+      if (fine) {
+        await client.start();
+        await client.close(50);
+      } else {
+        await assert.rejects(client.start(), (e: unknown) => e instanceof EngineError && e.code === "not_sent", `${field} ${JSON.stringify(value)}`);
+        assert.equal(client.state, "failed");
+        assert.match(why.join(" "), new RegExp(`^invalid_envelope: welcome\\.${field} `));
+      }
+      await sleep(150); // longer than timeout_ms: a heartbeat timer left behind would fire
+    } finally {
+      if (client.state !== "failed" && client.state !== "closed") await client.close(0);
+      await fake.close();
     }
-    await sleep(150); // longer than timeout_ms: a heartbeat timer left behind would fire
-    await fake.close();
   }
 });
 
