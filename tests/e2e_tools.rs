@@ -8,7 +8,8 @@ mod e2e_support;
 use std::time::{Duration, Instant};
 
 use e2e_support::{
-    assert_sine_on_tap, aura, kill, spectrum_peaks_at, wait_gone, watch_frames, Proc, TEST_TONE,
+    assert_sine_on_tap, aura, example, kill, missed_after_idle, spectrum_peaks_at, wait_gone,
+    watch_frames, Proc, TEST_TONE,
 };
 use serde_json::Value;
 
@@ -278,4 +279,16 @@ fn watch_shows_the_test_tone_on_its_tap() {
         !spectrum_peaks_at(spectrum, TEST_TONE.0, TEST_TONE.1),
         "{spectrum}"
     );
+}
+
+/// A subscription made after the engine ran 2 s unwatched (its 65 536-sample taps overwrote
+/// ~30 000 samples meanwhile): every frame's `missed` is 0, the first one included
+/// (envelope.md: samples lost *since the previous frame of this subscription*; a 10 Hz watch
+/// drains the tap every 4 800 samples). Fails on the engine that counted, in the first frame,
+/// what the tap lost before anyone subscribed (94 848 after 3 s).
+#[test]
+fn a_late_subscription_counts_only_its_own_losses() {
+    let frames = missed_after_idle(example("signal").to_str().unwrap(), Duration::from_secs(2));
+    assert!(frames.len() >= 6, "{frames:?}");
+    assert!(frames.iter().all(|(_, missed)| *missed == 0), "{frames:?}");
 }

@@ -219,18 +219,14 @@ impl Analyzer {
         };
         for req in requests.iter().flatten() {
             active[req.slot] = true;
-            let state = &mut self.slots[req.slot];
-            if state.generation != Some(req.generation) {
-                *state = SlotState {
+            if self.slots[req.slot].generation != Some(req.generation) {
+                self.slots[req.slot] = SlotState {
                     generation: Some(req.generation),
                     next_due: Some(now),
-                    overrun_seen: self
-                        .histories
-                        .get(usize::from(req.tap))
-                        .map_or(0, |h| h.overrun),
+                    overrun_seen: self.drained_overrun(usize::from(req.tap)),
                 };
             }
-            let due = state.next_due.unwrap_or(now);
+            let due = self.slots[req.slot].next_due.unwrap_or(now);
             if due <= now {
                 let interval = Duration::from_secs(1) / u32::from(req.rate_hz.max(1));
                 if self.serve(worker, req) {
@@ -248,6 +244,17 @@ impl Analyzer {
             }
         }
         wake
+    }
+
+    /// Drains `tap` and returns its overrun count: where a new subscription's `missed` starts,
+    /// so that its first frame counts only what was lost after it began (what the tap overwrote
+    /// while nobody watched it is not a loss of this subscription).
+    fn drained_overrun(&mut self, tap: usize) -> u64 {
+        let Some(history) = self.histories.get_mut(tap) else {
+            return 0;
+        };
+        history.fill(&mut self.taps, tap, &mut self.chunk);
+        history.overrun
     }
 
     /// Computes and submits one value; false if the tap has not published enough yet.

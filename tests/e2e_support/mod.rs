@@ -324,3 +324,39 @@ pub fn assert_sine_on_tap(frames: &[Value], tap: u64, hz: f64) {
         "{scope}"
     );
 }
+
+/// The `missed` counts of the analysis frames `aura watch --tap 2` printed when it subscribed to
+/// `engine` (a command line, run here with `--port 0 --no-rt`) only after the engine had run for
+/// `idle` with nobody watching: every `scope`/`spectrum` frame's (name, missed).
+pub fn missed_after_idle(engine: &str, idle: Duration) -> Vec<(String, u64)> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut e = Proc::spawn(Command::new(engine).args(["--port", "0", "--no-rt"]));
+    let announced = loop {
+        let line = e
+            .next_line(deadline)
+            .unwrap_or_else(|| panic!("no LOOPHOLE_LISTEN\n{}", e.dump()));
+        if let Some(json) = line.strip_prefix("LOOPHOLE_LISTEN ") {
+            break serde_json::from_str::<Value>(json).expect("announcement JSON");
+        }
+    };
+    let addr = format!("127.0.0.1:{}", announced["port"]);
+    std::thread::sleep(idle);
+    let mut w = Proc::spawn(
+        Command::new(example("aura"))
+            .args(["--connect", &addr, "--json", "watch"])
+            .args(["--seconds", "1", "--rate", "10", "--tap", "2"]),
+    );
+    assert!(w.wait(deadline).success(), "{}", w.dump());
+    w.events()
+        .into_iter()
+        .filter(|v| v["event"] == "telemetry")
+        .map(|v| v["telemetry"].clone())
+        .filter(|f| f["name"] == "scope" || f["name"] == "spectrum")
+        .map(|f| {
+            (
+                f["name"].as_str().unwrap().to_owned(),
+                f["missed"].as_u64().unwrap(),
+            )
+        })
+        .collect()
+}

@@ -224,8 +224,12 @@ public:
             if (r.slot >= slots_.size() || r.tap >= histories_.size()) continue;
             active[r.slot] = true;
             Slot& s = slots_[r.slot];
-            if (!s.active || s.generation != r.generation)
+            if (!s.active || s.generation != r.generation) {
+                // A new subscription's `missed` starts from a drained tap: what the tap
+                // overwrote while nobody watched it is not a loss of this subscription.
+                histories_[r.tap].fill(analysis_, r.tap, chunk_);
                 s = Slot{true, r.generation, now, histories_[r.tap].overrun()};
+            }
             if (s.nextDue <= now) {
                 const std::uint64_t interval = 1'000'000'000ull / std::max<std::uint32_t>(r.rate_hz, 1);
                 s.nextDue = serve(r, s) ? std::max(s.nextDue + interval, now) : now + kIdlePollNs;

@@ -35,7 +35,8 @@ const char kHelp[] =
     "signal_cpp - the example Loophole engine in C++ (JUCE-shaped) over the loophole C ABI.\n"
     "\n"
     "USAGE: signal_cpp [OPTIONS]\n"
-    "  --port N              Listen on exactly port N (exit 3 if taken). Default: OS-chosen.\n"
+    "  --port N              Listen on exactly port N (exit 3 if taken); 0 = OS-chosen,\n"
+    "                        the default.\n"
     "  --port-range A-B      The first free port of A..=B.\n"
     "  --host IP             Address to bind (loopback only). Default 127.0.0.1.\n"
     "  --sample-rate HZ      8000..=384000. Default 48000.\n"
@@ -95,7 +96,7 @@ int parse(int argc, char** argv, Options& o) {
             std::printf("signal_cpp %u\n", loophole_abi_version());
             return kExitOk;
         } else if (a == "--port") {
-            ok = num(1, 65535) && (o.port = unsigned(n), o.portLast = 0, true);
+            ok = num(0, 65535) && (o.port = unsigned(n), o.portLast = 0, true);
         } else if (a == "--port-range") {
             unsigned x = 0, y = 0;
             ok = value() && std::sscanf(v.c_str(), "%u-%u", &x, &y) == 2 && x >= 1 && y >= x &&
