@@ -69,7 +69,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     cfg.meter_channels = 1;
     let (mut audio, net) = bridge(&cfg);
     let (server, control) = Server::builder()
-        .token(token_from_env())
+        .token(token_from_env()?)
         .sample_rate(48_000)
         .block_size(128)
         .spawn(net)?;

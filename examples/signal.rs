@@ -307,7 +307,13 @@ fn run() -> i32 {
             return EXIT_CANNOT_START;
         }
     }
-    let token = token_from_env();
+    let token = match token_from_env() {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("signal: cannot start: {e}");
+            return EXIT_CANNOT_START;
+        }
+    };
     let has_token = token.is_some();
     let mut builder = Server::builder();
     let worker = match builder.analysis_worker(TAPS as u16) {

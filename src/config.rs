@@ -15,12 +15,33 @@ use crate::frame::DEFAULT_MAX_FRAME;
 /// Never pass the token on the command line: `argv` is visible to every user via `ps`.
 pub const TOKEN_ENV: &str = "LOOPHOLE_SESSION_TOKEN";
 
-/// Reads the session token from [`TOKEN_ENV`]. `None` when unset, empty or not UTF-8.
+/// Reads the session token from [`TOKEN_ENV`]: `Ok(None)` when unset or empty.
 ///
-/// Allocates the returned string.
-pub fn token_from_env() -> Option<String> {
-    std::env::var(TOKEN_ENV).ok().filter(|t| !t.is_empty())
+/// A value that is not UTF-8 is [`TokenNotUnicode`], never `None`: an engine that read it as
+/// "no token" would accept every local client (ports.md §5: a token is UTF-8). Allocates the
+/// returned string.
+pub fn token_from_env() -> Result<Option<String>, TokenNotUnicode> {
+    match std::env::var(TOKEN_ENV) {
+        Ok(t) => Ok(Some(t).filter(|t| !t.is_empty())),
+        Err(std::env::VarError::NotPresent) => Ok(None),
+        Err(std::env::VarError::NotUnicode(_)) => Err(TokenNotUnicode),
+    }
 }
+
+/// [`TOKEN_ENV`] is set to a value that is not UTF-8 (from [`token_from_env`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TokenNotUnicode;
+
+impl std::fmt::Display for TokenNotUnicode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{TOKEN_ENV} is not valid UTF-8 (a session token is at most 128 bytes of UTF-8)"
+        )
+    }
+}
+
+impl std::error::Error for TokenNotUnicode {}
 
 /// Which TCP port the engine binds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

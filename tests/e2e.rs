@@ -203,6 +203,38 @@ fn second_engine_on_a_taken_port_fails_fast() {
     assert_eq!(third.wait(deadline).code(), Some(0), "{}", third.dump());
 }
 
+/// A `LOOPHOLE_SESSION_TOKEN` that is not UTF-8: `signal` does not start (exit 3, the variable
+/// named, no announcement) instead of running without a token, open to every local client.
+/// Control: a UTF-8 token in the same variable starts it and is said to be required.
+#[test]
+fn a_token_that_is_not_utf8_stops_the_engine_from_starting() {
+    use std::os::unix::ffi::OsStrExt as _;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let bad = std::ffi::OsStr::from_bytes(b"\xff\xfe");
+    let mut s = Proc::spawn(
+        Command::new(example("signal"))
+            .arg("--no-rt")
+            .env("LOOPHOLE_SESSION_TOKEN", bad),
+    );
+    assert_eq!(s.wait(deadline).code(), Some(3), "{}", s.dump());
+    assert!(s.stdout.is_empty(), "{}", s.dump());
+    assert!(
+        s.stderr()
+            .contains("cannot start: LOOPHOLE_SESSION_TOKEN is not valid UTF-8"),
+        "{}",
+        s.dump()
+    );
+    let mut ok = Proc::spawn(
+        Command::new(example("signal"))
+            .arg("--no-rt")
+            .env("LOOPHOLE_SESSION_TOKEN", "0123abcd"),
+    );
+    announced(&mut ok, deadline);
+    assert!(!ok.stderr().contains("no session token"), "{}", ok.dump());
+    kill(ok.pid(), libc::SIGTERM);
+    assert_eq!(ok.wait(deadline).code(), Some(0), "{}", ok.dump());
+}
+
 /// Bad arguments: exit code 2 and a message naming the problem, for both programs.
 #[test]
 fn bad_arguments_exit_2() {

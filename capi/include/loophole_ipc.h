@@ -358,6 +358,8 @@ typedef struct LoopholeConfig {
   /**
    * Non-zero and `token` NULL: read the token from `LOOPHOLE_SESSION_TOKEN`, once, during
    * `loophole_create` (`getenv`: no other thread may call `setenv`/`putenv` meanwhile).
+   * Unset or empty: no token. A value that is not UTF-8 is `LOOPHOLE_ERR_INVALID_ARGUMENT`
+   * (never "no token": that would accept every local client).
    */
   uint8_t token_from_env;
   /**

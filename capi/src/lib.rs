@@ -203,6 +203,8 @@ pub struct LoopholeConfig {
     pub port_range_last: u16,
     /// Non-zero and `token` NULL: read the token from `LOOPHOLE_SESSION_TOKEN`, once, during
     /// `loophole_create` (`getenv`: no other thread may call `setenv`/`putenv` meanwhile).
+    /// Unset or empty: no token. A value that is not UTF-8 is `LOOPHOLE_ERR_INVALID_ARGUMENT`
+    /// (never "no token": that would accept every local client).
     pub token_from_env: u8,
     /// Nominal sample rate, Hz (> 0). Default 48000.
     pub sample_rate: u32,
@@ -745,7 +747,7 @@ fn create(cfg: &LoopholeConfig) -> Result<Created, (i32, String)> {
     };
     let mut token = opt_str(cfg.token, "token").map_err(invalid)?;
     if token.is_none() && cfg.token_from_env != 0 {
-        token = token_from_env();
+        token = token_from_env().map_err(|e| invalid(e.to_string()))?;
     }
     let token = token.filter(|t| !t.is_empty());
     let engine_name = opt_str(cfg.engine_name, "engine_name")

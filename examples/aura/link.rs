@@ -185,7 +185,7 @@ impl Link {
             Target::Spawn(_) => Some(fresh_token().map_err(|e| {
                 LinkError::Lost(format!("cannot read /dev/urandom for a token: {e}"))
             })?),
-            Target::Connect(_) => token_from_env(),
+            Target::Connect(_) => token_from_env().map_err(|e| LinkError::Lost(e.to_string()))?,
         };
         let (engine, client) = connect(&target, token.as_deref(), report, 0)?;
         let mut stats = Stats::default();
