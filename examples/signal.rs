@@ -197,7 +197,8 @@ fn port(v: &str) -> Result<PortPolicy, String> {
 }
 
 /// Checks that the connection file can be created where asked, before anything is bound, so the
-/// failure names the file (the server's own error would name only the port). Creates and
+/// failure names the file and nothing is bound yet (the server's own error names the setting,
+/// not the path, and comes after the bind). Creates and
 /// removes a probe file beside it, as the server's atomic write does with its temporary file.
 fn check_connection_file(path: &std::path::Path) -> Result<(), String> {
     let why =

@@ -180,6 +180,30 @@ fn connection_file_is_atomic_and_private() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// A connection file that cannot be written is `BindError::ConnectionFile` with its kind, and
+/// the message says so, not "cannot listen on port N" (the bind had succeeded: the port was
+/// never the problem). Control: `connection_file_is_atomic_and_private` writes one.
+#[test]
+fn an_unwritable_connection_file_is_named_as_such() {
+    let missing = std::env::temp_dir()
+        .join(format!("loophole-no-such-dir-{}", std::process::id()))
+        .join("engine.json");
+    let err = fast()
+        .connection_file(Some(missing))
+        .spawn(net())
+        .unwrap_err();
+    assert_eq!(
+        err,
+        BindError::ConnectionFile {
+            kind: std::io::ErrorKind::NotFound
+        }
+    );
+    assert_eq!(
+        err.to_string(),
+        "cannot write the connection file: entity not found"
+    );
+}
+
 /// Beyond the half-open bound the oldest connection not yet OPEN is closed to make room
 /// (session.md §2, issue 9): a newcomer is never the one refused.
 #[test]

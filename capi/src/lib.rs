@@ -37,7 +37,7 @@ use std::time::{Duration, Instant};
 use loophole_ipc::clock;
 use loophole_ipc::config::{token_from_env, PortPolicy};
 use loophole_ipc::control::{ControlEndpoint, ControlError, ControlOp, ControlTicket};
-use loophole_ipc::net::{AnalysisWorker, Server, ServerHandle};
+use loophole_ipc::net::{AnalysisWorker, BindError, Server, ServerHandle};
 use loophole_ipc::rt::analysis::{
     AnalysisFrame, AnalysisRequest, AnalysisStream, SubmitError, MAX_ANALYSIS_SLOTS,
     MAX_ANALYSIS_VALUES,
@@ -737,6 +737,15 @@ fn capacity(v: u32, what: &str) -> Result<usize, String> {
     nonzero(v, what)
 }
 
+/// A start-up error's text; a connection-file error names the file (the library's error is
+/// `Copy` and cannot).
+fn start_error(e: BindError, connection_file: Option<&std::path::Path>) -> String {
+    match (e, connection_file) {
+        (BindError::ConnectionFile { .. }, Some(p)) => format!("{e} ({})", p.display()),
+        _ => e.to_string(),
+    }
+}
+
 fn create(cfg: &LoopholeConfig) -> Result<Created, (i32, String)> {
     let invalid = |m: String| (LOOPHOLE_ERR_INVALID_ARGUMENT, m);
     let host = match opt_str(cfg.host, "host").map_err(invalid)? {
@@ -756,6 +765,7 @@ fn create(cfg: &LoopholeConfig) -> Result<Created, (i32, String)> {
     let connection_file = opt_str(cfg.connection_file, "connection_file")
         .map_err(invalid)?
         .map(PathBuf::from);
+    let file_named = connection_file.clone();
     let port = match (cfg.port, cfg.port_range_last) {
         (0, 0) => PortPolicy::Ephemeral,
         (p, 0) => PortPolicy::Fixed(p),
@@ -814,7 +824,12 @@ fn create(cfg: &LoopholeConfig) -> Result<Created, (i32, String)> {
         .control_capacity(control_capacity)
         .supervisor_pid((cfg.supervisor_pid != 0).then_some(cfg.supervisor_pid))
         .spawn(net)
-        .map_err(|e| (LOOPHOLE_ERR_CANNOT_START, e.to_string()))?;
+        .map_err(|e| {
+            (
+                LOOPHOLE_ERR_CANNOT_START,
+                start_error(e, file_named.as_deref()),
+            )
+        })?;
     let announcement = handle.announcement().to_line().into_bytes();
     let port = handle.local_addr().port();
     Ok(Created {

@@ -76,3 +76,21 @@ fn the_largest_capacities_start_a_server() {
     cfg.control_capacity = 0;
     assert_eq!(create(&cfg).0, LOOPHOLE_ERR_INVALID_ARGUMENT);
 }
+
+/// A connection file that cannot be written: `LOOPHOLE_ERR_CANNOT_START`, and the detail names
+/// the file (it named a port before). Control: the same config without the file starts.
+#[test]
+fn an_unwritable_connection_file_is_named() {
+    let path = c"/nonexistent-loophole-dir/engine.json";
+    let mut cfg = config();
+    cfg.connection_file = path.as_ptr();
+    let (rc, detail) = create(&cfg);
+    assert_eq!(rc, LOOPHOLE_ERR_CANNOT_START, "{detail}");
+    assert!(
+        detail.contains("cannot write the connection file")
+            && detail.contains("/nonexistent-loophole-dir/engine.json"),
+        "{detail}"
+    );
+    cfg.connection_file = ptr::null();
+    assert_eq!(create(&cfg).0, LOOPHOLE_OK);
+}

@@ -42,6 +42,12 @@ pub enum BindError {
         /// Which setting, and its rule.
         what: &'static str,
     },
+    /// The connection file ([`ServerConfig::connection_file`]) could not be written. The
+    /// caller knows the path (the error stays `Copy`); the message says which setting failed.
+    ConnectionFile {
+        /// The error kind.
+        kind: io::ErrorKind,
+    },
     /// Another operating-system error (permission, address not available, thread creation).
     Io {
         /// The error kind.
@@ -78,6 +84,7 @@ impl fmt::Display for BindError {
                 crate::config::TOKEN_ENV
             ),
             Self::InvalidConfig { what } => write!(f, "invalid configuration: {what}"),
+            Self::ConnectionFile { kind } => write!(f, "cannot write the connection file: {kind}"),
             Self::Io { kind, port } => write!(f, "cannot listen on port {port}: {kind}"),
         }
     }

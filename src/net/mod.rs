@@ -286,10 +286,7 @@ impl ServerBuilder {
         if let Some(path) = &cfg.connection_file {
             announcement
                 .write_connection_file(path)
-                .map_err(|e| BindError::Io {
-                    kind: e.kind(),
-                    port: local_addr.port(),
-                })?;
+                .map_err(|e| BindError::ConnectionFile { kind: e.kind() })?;
         }
         #[cfg(feature = "rt-wake")]
         let early_waker = self.audio_wake;
