@@ -886,8 +886,9 @@ fn read_config(cfg: *const LoopholeConfig, struct_size: usize) -> Option<Loophol
 /// (`LOOPHOLE_ERR_INVALID_ARGUMENT`); `LOOPHOLE_ERR_CANNOT_START` when binding fails;
 /// `LOOPHOLE_ERR_NULL` for a NULL `cfg` or out pointer.
 ///
-/// Print the announcement (`loophole_server_announcement`) on stdout yourself: the library
-/// never writes stdout.
+/// Print the announcement (`loophole_server_announcement`) on stdout yourself, then flush
+/// stdout (`fflush`): a supervisor reads it through a pipe, which C buffers fully, so an
+/// unflushed line never arrives. The library never writes stdout.
 ///
 /// [control-thread] Allocates everything the handles will ever use; blocks to bind and to start
 /// the network thread.

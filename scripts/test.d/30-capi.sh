@@ -84,15 +84,31 @@ g++ -std=c++17 -O1 -g -fsanitize=address,undefined -fno-sanitize-recover=undefin
   -fno-omit-frame-pointer $CWARN $ENGINE_SRC "$LIB" $NATIVE -o "$OUT/signal_cpp_asan"
 # The README's embedding sample (the first cpp block of its "Embedding" section) compiles
 # with warnings as errors and runs, as written.
-awk '/^## Embedding in a C\+\+ \/ JUCE engine/ {s=1} s && /^```cpp$/ {b=1; next} b && /^```$/ {exit} b' \
-  capi/README.md >"$OUT/readme_sample.inc"
+# The N-th cpp block of capi/README.md's embedding section.
+readme_block() {
+  awk -v want="$1" '/^## Embedding in a C\+\+ \/ JUCE engine/ {s=1; next} s && /^## / {exit}
+    s && /^```cpp$/ {n++; b = (n == want); next} b && /^```$/ {exit} b' capi/README.md
+}
+readme_block 1 >"$OUT/readme_sample.inc"
+readme_block 2 >"$OUT/readme_startup.inc"
 [ "$(wc -l <"$OUT/readme_sample.inc")" -ge 20 ] || { echo "FAIL: README sample not found" >&2; exit 1; }
+grep -q '^int main()' "$OUT/readme_startup.inc" || { echo "FAIL: README start-up sample not found" >&2; exit 1; }
 g++ -std=c++17 $CWARN -I"$OUT" -Icapi/include -Icapi/examples/juce_stub capi/examples/readme_main.cpp \
   "$LIB" $NATIVE -o "$OUT/readme_sample"
 "$OUT/readme_sample"
+# ... and the start-up block with it: an engine of its own (run under aura below).
+g++ -std=c++17 $CWARN -I"$OUT" -Icapi/include -Icapi/examples/juce_stub capi/examples/readme_startup.cpp \
+  "$LIB" $NATIVE -o "$OUT/readme_startup"
 
 step "capi: end to end: aura drives the C++ engine (demo, slow-device control, kill -9 restart)"
 cargo build --example aura --quiet
+# The README's start-up sample as an engine: announced (flushed), a ping answered, engine.shutdown
+# acked, exit status 0. (Without the fflush, aura gives up after 10 s: no announcement line.)
+started=$(timeout 60 "$TARGET/debug/examples/aura" --engine "$PWD/$OUT/readme_startup" --json \
+  send ping '{"nonce":1}') || { echo "FAIL: aura could not drive the README engine: $started" >&2; exit 1; }
+grep '"event":"engine_stopped"' <<<"$started" | grep -q 'exit status: 0' ||
+  { echo "FAIL: the README engine did not exit 0 on engine.shutdown: $started" >&2; exit 1; }
+echo "ok: the README's start-up sample runs as an engine under aura"
 LOOPHOLE_CPP_ENGINE="$PWD/$OUT/signal_cpp" \
   cargo test -q -p loophole-ipc-capi --test e2e_cpp -- --ignored
 # The sanitizer build through the demo (a report makes the engine exit non-zero: aura fails).
