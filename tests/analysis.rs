@@ -17,7 +17,7 @@ mod analysis_support;
 
 use std::time::{Duration, Instant};
 
-use analysis_support::{tone, Rig, RATE};
+use analysis_support::{tone, Rig, BLOCK, RATE};
 use loophole_ipc::client::{Client, Received};
 use loophole_ipc::message::{
     AnalysisMeta, AnalysisStream, ParamSet, ServerMessage, Stream, Subscribe, SubscribeAnalysis,
@@ -190,6 +190,38 @@ fn a_subscription_at_rate_r_gives_r_frames_per_second_of_sample_clock() {
     let got = frames(&mut c, AnalysisStream::Scope, 6);
     let r = rate_of(&got);
     assert!((4.0..=6.0).contains(&r), "scope at 5 Hz: {r:.1} frames/s");
+}
+
+/// Callbacks of 2 048 frames (42.7 ms) under a 60 Hz subscription (16.7 ms): most due frames
+/// find no new block, and the worker recomputes the same window. Each frame still carries a
+/// window this session was not sent (envelope.md, "Rate and freshness"): every `sample` is new,
+/// and the rate falls to the blocks' (23.4 per second). Fails on the hub that compared only the
+/// worker's submission count (the same window went out two or three times). Control: with
+/// 128-frame blocks the rate is the asked 60 Hz ± 20 %, so the check does not pass by starving.
+#[test]
+fn blocks_longer_than_the_interval_never_repeat_a_window() {
+    let distinct = |block: usize| -> (f64, Vec<u64>) {
+        let rig = Rig::start_with_block(Server::builder(), block);
+        let mut c = rig.client(false);
+        subscribe(&mut c, AnalysisStream::Scope, 0, 128, 60);
+        let got = frames(&mut c, AnalysisStream::Scope, 24);
+        let samples: Vec<u64> = got.iter().map(|(m, _)| m.sample).collect();
+        (rate_of(&got), samples)
+    };
+    let (rate, samples) = distinct(2048);
+    assert!(
+        samples.windows(2).all(|w| w[1] > w[0]),
+        "a window sent again: {samples:?}"
+    );
+    assert!(
+        (18.0..=28.0).contains(&rate),
+        "{rate:.1} frames/s, {samples:?}"
+    );
+    let (rate, _) = distinct(BLOCK);
+    assert!(
+        (48.0..=72.0).contains(&rate),
+        "128-frame blocks: {rate:.1} frames/s"
+    );
 }
 
 /// Largest gap between consecutive analysis frames (in samples), with the number of meters

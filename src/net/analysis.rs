@@ -118,16 +118,17 @@ impl Wanted {
 #[derive(Debug)]
 pub(crate) struct AnalysisHub {
     reader: AnalysisReader,
-    /// Per slot: the value last sent, by (connection key, seq), so a session is not sent the
-    /// same value twice.
-    sent: [(u64, u64); MAX_ANALYSIS_SLOTS],
+    /// Per slot: the value last sent, by connection key, seq and window (`sample`), so a
+    /// session is sent neither the same value twice nor the same window again when the worker
+    /// recomputed it (the tap had nothing new: blocks longer than the frame interval).
+    sent: [Sent; MAX_ANALYSIS_SLOTS],
 }
 
 impl AnalysisHub {
     pub(crate) fn new(reader: AnalysisReader) -> Self {
         Self {
             reader,
-            sent: [(u64::MAX, 0); MAX_ANALYSIS_SLOTS],
+            sent: [Sent::NONE; MAX_ANALYSIS_SLOTS],
         }
     }
 
@@ -150,18 +151,19 @@ impl AnalysisHub {
             if let Some(slot) = (0..MAX_ANALYSIS_SLOTS).find(|&s| self.reader.request(s).is_none())
             {
                 self.reader.set(slot, Some((key, rate)));
-                self.sent[slot] = (u64::MAX, 0);
+                self.sent[slot] = Sent::NONE;
             }
         }
     }
 
-    /// The value for `key` that connection `conn` has not been sent yet, if the worker has one.
-    /// Call [`mark_sent`](Self::mark_sent) once it went out.
+    /// The value for `key` that connection `conn` has not been sent yet, if the worker has one
+    /// and it is of a window `conn` was not sent (envelope.md, "Rate and freshness"). Call
+    /// [`mark_sent`](Self::mark_sent) once it went out.
     pub(crate) fn fresh_for(&mut self, conn: u64, key: AnalysisKey) -> Option<Fresh<'_>> {
         let slot = self.reader.slot_of(key)?;
         let sent = self.sent[slot];
         let value = self.reader.take(slot)?;
-        if sent == (conn, value.seq) {
+        if sent.conn == conn && (sent.seq == value.seq || sent.sample == value.sample) {
             return None;
         }
         Some(Fresh {
@@ -176,12 +178,29 @@ impl AnalysisHub {
         })
     }
 
-    /// Records that connection `conn` got value `seq` of `slot`.
-    pub(crate) fn mark_sent(&mut self, conn: u64, slot: usize, seq: u64) {
+    /// Records that connection `conn` got value `seq` of `slot`, the window ending at `sample`.
+    pub(crate) fn mark_sent(&mut self, conn: u64, slot: usize, seq: u64, sample: u64) {
         if let Some(s) = self.sent.get_mut(slot) {
-            *s = (conn, seq);
+            *s = Sent { conn, seq, sample };
         }
     }
+}
+
+/// What a slot last sent, and to whom ([`AnalysisHub::mark_sent`]).
+#[derive(Clone, Copy, Debug)]
+struct Sent {
+    conn: u64,
+    seq: u64,
+    sample: u64,
+}
+
+impl Sent {
+    /// Nothing sent yet (no connection has key `u64::MAX`).
+    const NONE: Self = Self {
+        conn: u64::MAX,
+        seq: 0,
+        sample: 0,
+    };
 }
 
 /// A value not yet sent to a connection ([`AnalysisHub::fresh_for`]).
@@ -242,6 +261,7 @@ pub(crate) fn send_due<I, O>(
         };
         let (slot, seq) = (fresh.slot, fresh.seq);
         let f = fresh.frame;
+        let sample = f.sample;
         let data = AnalysisData {
             sample: f.sample,
             missed: f.missed,
@@ -251,7 +271,7 @@ pub(crate) fn send_due<I, O>(
         };
         match session.send_analysis(sub, &data, now) {
             // Shed: that value is gone for this session (counted); the next one comes fresh.
-            Ok(()) | Err(AnalysisSendError::Shed) => hub.mark_sent(conn, slot, seq),
+            Ok(()) | Err(AnalysisSendError::Shed) => hub.mark_sent(conn, slot, seq, sample),
             Err(_) => {}
         }
     }
@@ -470,10 +490,19 @@ mod tests {
         let f = hub.fresh_for(7, k).unwrap();
         assert_eq!((f.frame.sample, f.frame.values.len()), (99, 16));
         let (slot, seq) = (f.slot, f.seq);
-        hub.mark_sent(7, slot, seq);
+        hub.mark_sent(7, slot, seq, 99);
         assert!(hub.fresh_for(7, k).is_none(), "already sent to 7");
         assert!(hub.fresh_for(8, k).is_some(), "not yet sent to 8");
+        // Recomputed from the same window (no new block reached the tap): a new value, but not
+        // a window 7 was not sent.
         w.submit(&req, &frame).unwrap();
-        assert!(hub.fresh_for(7, k).is_some(), "a new value");
+        assert!(hub.fresh_for(7, k).is_none(), "the same window again");
+        let next = AnalysisFrame {
+            sample: 99 + 128,
+            ..frame
+        };
+        w.submit(&req, &next).unwrap();
+        let f = hub.fresh_for(7, k).expect("a new window");
+        assert_eq!(f.frame.sample, 227);
     }
 }

@@ -36,6 +36,11 @@ pub struct Rig {
 
 impl Rig {
     pub fn start(builder: ServerBuilder) -> Self {
+        Self::start_with_block(builder, BLOCK)
+    }
+
+    /// [`start`](Self::start) with callbacks of `block` frames (paced like a device).
+    pub fn start_with_block(builder: ServerBuilder, block: usize) -> Self {
         let _ = clock::now_ns();
         let rt = RtConfig::default()
             .with_sample_rate(RATE)
@@ -50,20 +55,20 @@ impl Rig {
         // The audio thread, paced by the clock like a device (128 frames per 2.67 ms).
         let audio_thread = std::thread::spawn(move || {
             let _keep = control;
-            let period = Duration::from_nanos(BLOCK as u64 * 1_000_000_000 / u64::from(RATE));
+            let period = Duration::from_nanos(block as u64 * 1_000_000_000 / u64::from(RATE));
             let start = Instant::now();
-            let mut block = [0.0f32; BLOCK];
+            let mut buf = vec![0.0f32; block];
             let mut n: u64 = 0;
             while !s.load(Ordering::Relaxed) {
-                audio.begin_callback(clock::now_ns(), BLOCK as u32);
+                audio.begin_callback(clock::now_ns(), block as u32);
                 audio.drain(|_| Outcome::Applied);
                 for tap in 0..TONES.len() {
-                    for (k, x) in block.iter_mut().enumerate() {
-                        *x = tone(tap, n * BLOCK as u64 + k as u64);
+                    for (k, x) in buf.iter_mut().enumerate() {
+                        *x = tone(tap, n * block as u64 + k as u64);
                     }
-                    audio.publish_tap(tap, &block).unwrap();
+                    audio.publish_tap(tap, &buf).unwrap();
                 }
-                audio.publish_meters(&[&block[..], &block[..]]);
+                audio.publish_meters(&[&buf[..], &buf[..]]);
                 audio.end_callback(clock::now_ns());
                 n += 1;
                 let due = start + period * n as u32;
