@@ -27,7 +27,7 @@ use std::time::Duration;
 use engine::EngineSpec;
 use link::{Link, LinkError, Target};
 use report::Reporter;
-use tools::WatchLimits;
+use tools::{WatchLimits, MAX_RATE_HZ, MIN_RATE_HZ};
 
 /// Success.
 const EXIT_OK: i32 = 0;
@@ -57,13 +57,17 @@ COMMANDS:
                         aura send param.set '{\"node\":1,\"param\":0,\"value\":330}'
     watch               Subscribe to every telemetry stream and print frames as they arrive.
         --count N       Stop after N frames.          --seconds S   Stop after S seconds.
-        --rate HZ       Frames per second per stream (1..=120). Default 10.
+        --rate HZ       Frames per second per stream, 1..=120 (scope and spectrum at most
+                        60); another value is refused (exit 2). Default 10.
         --play          Start the transport first.
         --tap N         Analysis tap for the scope and spectrum lines (when the engine has
                         taps, welcome.taps > 0). Default 0. signal: 0/1 master L/R, 2 a
-                        1 kHz test tone. The spectrum is one line of 64 columns, 20 Hz to
-                        Nyquist on a log axis, ' .:-=+*#%@' from -96 to 0 dBFS.
-    ping                Round-trip times of sequential pings: p50, p99, p99.9, max.
+                        1 kHz test tone. A tap the engine does not have ends aura with exit
+                        code 1 (known only once connected). The spectrum is one line of 64
+                        columns, 20 Hz to Nyquist on a log axis, ' .:-=+*#%@' from -96 to
+                        0 dBFS.
+    ping                Round-trip times of sequential pings (each answered by a pong): p50,
+                        p99, p99.9, max; `lost`: pings with no pong within 5 s.
         --count N       Number of pings. Default 1000.
         --rt            Go through the audio thread and back (ping with \"rt\": true).
 
@@ -75,12 +79,22 @@ OPTIONS:
     --engine-arg ARG    Extra argument for the engine (repeatable), e.g. --engine-arg=--block-size=256
     --no-rt             Pass --no-rt to the engine (no SCHED_FIFO request).
     --connect HOST:PORT Attach to an engine started by hand instead of spawning one (token from
-                        LOOPHOLE_SESSION_TOKEN if set). It is not restarted or shut down; on
-                        exit aura says goodbye.
+                        LOOPHOLE_SESSION_TOKEN if set). It is not restarted or shut down: if
+                        the connection drops, aura reconnects to HOST:PORT (trying for 5 s) and
+                        resumes, or exits 3 if nothing answers there; on exit aura says goodbye.
     --json              Machine-readable output: one JSON object per line on stdout (events such
-                        as engine_started, ack, connection_lost, session_resumed; the demo summary
-                        as {\"event\":\"summary\",...}). Human text goes to stderr.
+                        as engine_started, ack, pong, connection_lost, reconnecting,
+                        session_resumed; the demo summary as {\"event\":\"summary\",...}).
+                        Human text goes to stderr.
     -h, --help          Print this help.
+
+SUMMARY TERMS (demo):
+    lost        commands whose answer will never come: they were outstanding when the
+                engine died or the connection dropped (counted at each restart/reconnect).
+    unanswered  commands still without an answer when the demo ended (after 1 s of waiting).
+    shed        telemetry frames the engine did not send because aura read too slowly
+                (engine.health telemetry_shed); `dropped`: frames the audio thread could not
+                queue (telemetry_dropped). Summed over every engine instance.
 
 SUPERVISION:
     The engine gets a fresh random token (LOOPHOLE_SESSION_TOKEN, from /dev/urandom) and
@@ -89,8 +103,10 @@ SUPERVISION:
     parameters it had asked for, and goes on. A sixth death within 3 minutes ends aura (exit 4).
 
 EXIT CODES:
-    0 ok   1 session failed / error answer   2 bad arguments   3 engine could not start or
-    be reached   4 restart budget spent   130 interrupted (SIGINT/SIGTERM; engine shut down)
+    0 ok   1 session failed / error answer / watch --tap the engine lacks   2 bad arguments
+    3 engine could not start or be reached (with --connect, also when the engine is lost and
+    reconnecting fails)   4 restart budget spent   130 interrupted (SIGINT/SIGTERM; engine shut
+    down)
 ";
 
 #[derive(Debug)]
@@ -127,6 +143,24 @@ fn parse_args(args: Vec<String>) -> Result<Option<Options>, String> {
         rate_hz: 10,
         ..WatchLimits::default()
     };
+    let in_range = |opt: &str, v: String, lo: u64, hi: u64| -> Result<u64, String> {
+        let n = parse_num::<u64>(opt, &v).map_err(|e| {
+            if v.trim_start_matches('-')
+                .bytes()
+                .all(|b| b.is_ascii_digit())
+                && !v.is_empty()
+            {
+                format!("{opt}: {v} is outside {lo}..={hi}")
+            } else {
+                e
+            }
+        })?;
+        if (lo..=hi).contains(&n) {
+            Ok(n)
+        } else {
+            Err(format!("{opt}: {v} is outside {lo}..={hi}"))
+        }
+    };
     let mut count = None;
     let mut rt = false;
     while let Some(arg) = it.next() {
@@ -153,10 +187,21 @@ fn parse_args(args: Vec<String>) -> Result<Option<Options>, String> {
             }
             "--duration" => duration = parse_num::<f64>(&name, &value()?)?,
             "--count" => count = Some(parse_num::<u64>(&name, &value()?)?),
-            "--seconds" => limits.seconds = Some(parse_num(&name, &value()?)?),
-            "--rate" => limits.rate_hz = parse_num(&name, &value()?)?,
+            "--seconds" => {
+                let s: f64 = parse_num(&name, &value()?)?;
+                if !(s > 0.0 && s.is_finite()) {
+                    return Err(format!(
+                        "--seconds: {s} is not a positive number of seconds"
+                    ));
+                }
+                limits.seconds = Some(s);
+            }
+            "--rate" => {
+                let (lo, hi) = (u64::from(MIN_RATE_HZ), u64::from(MAX_RATE_HZ));
+                limits.rate_hz = in_range(&name, value()?, lo, hi)? as u16;
+            }
             "--play" => limits.play = true,
-            "--tap" => limits.tap = parse_num(&name, &value()?)?,
+            "--tap" => limits.tap = Some(in_range(&name, value()?, 0, u64::from(u16::MAX))? as u16),
             "--rt" => rt = true,
             s if s.starts_with('-') && s.len() > 1 && !s.starts_with("-{") => {
                 return Err(format!("unknown option `{s}`"))
@@ -246,7 +291,7 @@ fn run() -> i32 {
             demo::run(&mut link, Duration::from_secs_f64(duration), report).map(|()| true)
         }
         Cmd::Send { name, body } => tools::send(&mut link, &name, &body, report),
-        Cmd::Watch(limits) => tools::watch(&mut link, limits, report).map(|()| true),
+        Cmd::Watch(limits) => tools::watch(&mut link, limits, report),
         Cmd::Ping { count, rt } => tools::ping(&mut link, count, rt, report).map(|()| true),
     };
     link.close();
@@ -260,6 +305,10 @@ fn run() -> i32 {
         Err(LinkError::GaveUp(n)) => {
             report.fatal(&LinkError::GaveUp(n).to_string());
             EXIT_GAVE_UP
+        }
+        Err(e @ (LinkError::Connect(..) | LinkError::Reconnect(..))) => {
+            report.fatal(&e.to_string());
+            EXIT_NO_ENGINE
         }
         Err(e) => {
             report.fatal(&e.to_string());

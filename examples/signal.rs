@@ -30,7 +30,7 @@ use loophole_ipc::clock;
 use loophole_ipc::config::{token_from_env, PortPolicy, TOKEN_ENV};
 use loophole_ipc::control::{ControlEndpoint, ControlError, ControlOp};
 use loophole_ipc::message::Edge;
-use loophole_ipc::net::{FrameLogConfig, Server};
+use loophole_ipc::net::{BindError, FrameLogConfig, Server};
 use loophole_ipc::rt::{bridge, AudioEndpoint, RtConfig, MAX_METER_CHANNELS};
 
 /// Taps: 0 master L, 1 master R, 2 the test tone (see `TAPS` in the help).
@@ -62,7 +62,7 @@ OPTIONS:
     --port-range A-B      Listen on the first free port of A..=B (1..=65535).
                           Default: an ephemeral port chosen by the OS.
     --host IP             Address to bind. Default 127.0.0.1; ::1 also works. Non-loopback
-                          addresses are refused.
+                          addresses are refused (exit code 3): signal serves only this machine.
     --sample-rate HZ      Sample rate of the simulated device, 8000..=384000. Default 48000.
     --block-size N        Frames per audio callback, 16..=8192. Default 128.
     --channels N          Metered output channels, 1..=512. Default 2.
@@ -179,9 +179,15 @@ fn number<T>(opt: &str, v: &str, range: (T, T)) -> Result<T, String>
 where
     T: std::str::FromStr + PartialOrd + std::fmt::Display + Copy,
 {
-    let n: T = v
-        .parse()
-        .map_err(|_| format!("{opt}: `{v}` is not a number"))?;
+    let n: T = v.parse().map_err(|_| {
+        // An integer too large (or too small) for the type: say so, not "not a number".
+        let digits = v.strip_prefix('-').unwrap_or(v);
+        if !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) {
+            format!("{opt}: {v} is outside {}..={}", range.0, range.1)
+        } else {
+            format!("{opt}: `{v}` is not a number")
+        }
+    })?;
     if n < range.0 || n > range.1 {
         return Err(format!("{opt}: {v} is outside {}..={}", range.0, range.1));
     }
@@ -342,6 +348,15 @@ fn run() -> i32 {
         .spawn(net);
     let (server, control) = match spawned {
         Ok(pair) => pair,
+        // The library's text suggests allowing it (an embedder can); signal has no such option.
+        Err(BindError::NonLoopback { ip }) => {
+            eprintln!(
+                "signal: cannot start: refusing to bind {ip}: not a loopback address; signal \
+                 listens only on 127.0.0.1 or ::1, so that only processes on this machine can \
+                 reach it (docs/specs/ipc/ports.md §1)"
+            );
+            return EXIT_CANNOT_START;
+        }
         Err(e) => {
             eprintln!("signal: cannot start: {e}");
             return EXIT_CANNOT_START;

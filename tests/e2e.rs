@@ -254,3 +254,48 @@ fn bad_arguments_exit_2() {
         a.dump()
     );
 }
+
+/// signal's argument messages say what is wrong: a port above 65535 is out of range (the
+/// previous signal said "`70000` is not a number"), in --port and --port-range alike; a word is
+/// still not a number (control). A non-loopback --host is refused (exit 3) without pointing at
+/// an option signal does not have (the previous text said "allow it explicitly, with a session
+/// token").
+#[test]
+fn signal_says_out_of_range_and_refuses_non_loopback_truthfully() {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    for (args, code, says) in [
+        (
+            &["--port", "70000"][..],
+            2,
+            "--port: 70000 is outside 0..=65535",
+        ),
+        (
+            &["--port-range", "40000-70000"],
+            2,
+            "--port-range: 70000 is outside 1..=65535",
+        ),
+        (&["--port", "-1"], 2, "--port: -1 is outside 0..=65535"),
+        (
+            &["--port", "seventy"],
+            2,
+            "--port: `seventy` is not a number",
+        ),
+        (
+            &["--no-rt", "--host", "0.0.0.0"],
+            3,
+            "signal: cannot start: refusing to bind 0.0.0.0: not a loopback address",
+        ),
+    ] {
+        let mut s = Proc::spawn(Command::new(example("signal")).args(args));
+        assert_eq!(
+            s.wait(deadline).code(),
+            Some(code),
+            "{args:?}\n{}",
+            s.dump()
+        );
+        let err = s.stderr();
+        assert!(err.contains(says), "{args:?}\n{}", s.dump());
+        assert!(!err.contains("explicitly"), "{err}");
+        assert!(s.stdout.is_empty(), "no announcement: {:?}", s.stdout);
+    }
+}

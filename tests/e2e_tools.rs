@@ -13,6 +13,14 @@ use e2e_support::{
 };
 use serde_json::Value;
 
+/// The first event named `name`.
+fn the_event<'a>(events: &'a [Value], name: &str) -> &'a Value {
+    events
+        .iter()
+        .find(|e| e["event"] == name)
+        .unwrap_or_else(|| panic!("no {name} event in {events:?}"))
+}
+
 fn answer(args: &[&str]) -> (Option<i32>, Value, Proc) {
     let deadline = Instant::now() + Duration::from_secs(20);
     let mut p = Proc::spawn(&mut aura(args));
@@ -61,10 +69,7 @@ fn send_reports_acks_and_errors() {
         "{}",
         p.dump()
     );
-    let stopped = events
-        .iter()
-        .find(|e| e["event"] == "engine_stopped")
-        .expect("engine_stopped");
+    let stopped = the_event(&events, "engine_stopped");
     assert!(
         stopped["how"]
             .as_str()
@@ -234,10 +239,7 @@ fn sigint_shuts_the_engine_down_politely() {
         .find(|e| e["event"] == "summary")
         .expect("summary");
     assert_eq!(summary["ended_early"], "interrupted", "{summary}");
-    let stopped = events
-        .iter()
-        .find(|e| e["event"] == "engine_stopped")
-        .expect("engine_stopped");
+    let stopped = the_event(&events, "engine_stopped");
     assert!(
         stopped["how"]
             .as_str()
@@ -291,4 +293,190 @@ fn a_late_subscription_counts_only_its_own_losses() {
     let frames = missed_after_idle(example("signal").to_str().unwrap(), Duration::from_secs(2));
     assert!(frames.len() >= 6, "{frames:?}");
     assert!(frames.iter().all(|(_, missed)| *missed == 0), "{frames:?}");
+}
+
+/// `signal` started by hand, without a session token (so `aura --connect` needs none), and the
+/// port it announced.
+fn hand_started_signal(deadline: Instant) -> (Proc, u16) {
+    let mut cmd = std::process::Command::new(example("signal"));
+    cmd.arg("--no-rt").env_remove("LOOPHOLE_SESSION_TOKEN");
+    let mut engine = Proc::spawn(&mut cmd);
+    let line = engine
+        .next_line(deadline)
+        .unwrap_or_else(|| panic!("no announcement\n{}", engine.dump()));
+    let a = loophole_ipc::net::Announcement::parse_line(&line)
+        .unwrap_or_else(|e| panic!("{e}: {line}"));
+    (engine, a.port)
+}
+
+/// `--connect` to an engine started by hand that is then killed: aura says it reconnects to
+/// that address (an attached engine is not restarted), names the address in `connection
+/// refused`, and exits 3 ("engine could not start or be reached"). Failed on the previous aura:
+/// "restarting the engine in 100 ms", "cannot connect to the engine: connection refused",
+/// exit 1. Control: while the engine lives, the same session runs and prints telemetry.
+#[test]
+fn attached_engine_killed_is_reconnected_then_reported_unreachable() {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let (engine, port) = hand_started_signal(deadline);
+    let addr = format!("127.0.0.1:{port}");
+    let mut cmd = std::process::Command::new(example("aura"));
+    cmd.args(["--connect", &addr, "watch", "--seconds", "30"])
+        .env_remove("LOOPHOLE_SESSION_TOKEN");
+    let mut p = Proc::spawn(&mut cmd);
+    // Control: attached and watching (human output: one telemetry line on stdout).
+    let line = p
+        .next_line(deadline)
+        .unwrap_or_else(|| panic!("no telemetry\n{}", p.dump()));
+    assert!(line.contains("meters") || line.contains("transport") || line.contains("health"));
+    kill(engine.pid(), libc::SIGKILL);
+    let code = p.wait(deadline).code();
+    let err = p.stderr();
+    assert_eq!(code, Some(3), "{}", p.dump());
+    assert!(err.contains(&format!("reconnecting to {addr}")), "{err}");
+    assert!(!err.contains("restarting"), "{err}");
+    assert!(
+        err.contains(&format!(
+            "cannot connect to the engine at {addr}: connection refused"
+        )),
+        "{err}"
+    );
+}
+
+/// `watch --rate` outside 1..=120 is refused as a bad argument (exit 2, before any engine is
+/// started); the previous aura clamped 0 to 1 and 500 to 120 silently and ran. Control: 120,
+/// the upper bound, runs.
+#[test]
+fn watch_refuses_a_rate_outside_1_to_120() {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    for rate in ["0", "500", "-1"] {
+        let mut p = Proc::spawn(&mut aura(&["watch", "--count", "3", "--rate", rate]));
+        assert_eq!(
+            p.wait(deadline).code(),
+            Some(2),
+            "--rate {rate}\n{}",
+            p.dump()
+        );
+        assert!(
+            p.stderr()
+                .contains(&format!("--rate: {rate} is outside 1..=120")),
+            "{}",
+            p.dump()
+        );
+        assert!(p.events().is_empty(), "no engine started: {}", p.dump());
+    }
+    let mut p = Proc::spawn(&mut aura(&["watch", "--count", "3", "--rate", "120"]));
+    assert_eq!(p.wait(deadline).code(), Some(0), "{}", p.dump());
+}
+
+/// `watch --tap N` with N ≥ welcome.taps ends aura with exit code 1 (documented in --help),
+/// naming the taps the engine has, before subscribing anything; the previous aura warned and
+/// exited 0. Control: tap 2 (signal's last) is watched (`watch_shows_the_test_tone_on_its_tap`).
+#[test]
+fn watch_of_a_tap_the_engine_lacks_fails() {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut p = Proc::spawn(&mut aura(&["watch", "--seconds", "1", "--tap", "3"]));
+    assert_eq!(p.wait(deadline).code(), Some(1), "{}", p.dump());
+    let fatal = p
+        .events()
+        .into_iter()
+        .find(|e| e["event"] == "fatal")
+        .unwrap_or_else(|| panic!("no fatal event\n{}", p.dump()));
+    assert_eq!(
+        fatal["message"], "--tap 3: the engine has taps 0..=2 (welcome.taps = 3)",
+        "{fatal}"
+    );
+    assert!(
+        !p.events().iter().any(|e| e["event"] == "telemetry"),
+        "{}",
+        p.dump()
+    );
+    let help = std::process::Command::new(example("aura"))
+        .arg("--help")
+        .output()
+        .unwrap();
+    let help = String::from_utf8(help.stdout).unwrap();
+    assert!(
+        help.contains(
+            "A tap the engine does not have ends aura with exit\n                        code 1"
+        ),
+        "{help}"
+    );
+}
+
+/// A `ping` is answered by a pong, and aura says so: `pong` in the text, a `pong` event (not
+/// `ack`) and `"reply":"pong"` with --json. After `engine.shutdown` aura itself sent, the engine
+/// "exited after the engine.shutdown aura asked for", not "by itself". Both failed on the
+/// previous aura ("ping (id …): ack in …", "event":"ack"). Control: a `transport.play` is
+/// still an ack.
+#[test]
+fn ping_is_answered_by_a_pong_and_the_shutdown_was_asked_for() {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut cmd = std::process::Command::new(example("aura"));
+    cmd.arg("--engine")
+        .arg(example("signal"))
+        .args(["send", "ping", r#"{"nonce":5}"#]);
+    let mut p = Proc::spawn(&mut cmd);
+    assert_eq!(p.wait(deadline).code(), Some(0), "{}", p.dump());
+    let text = p.stdout.join("\n");
+    assert!(
+        text.contains("ping (id ") && text.contains("): pong in "),
+        "{text}"
+    );
+    assert!(!text.contains("ack"), "{text}");
+    let err = p.stderr();
+    assert!(
+        err.contains("exited after the engine.shutdown aura asked for (exit status: 0)"),
+        "{err}"
+    );
+    assert!(!err.contains("by itself"), "{err}");
+
+    let (code, a, p) = answer(&["send", "ping", r#"{"nonce":5}"#]);
+    assert_eq!(code, Some(0), "{}", p.dump());
+    assert_eq!(a["reply"], "pong", "{a}");
+    let events = p.events();
+    assert!(
+        events
+            .iter()
+            .any(|e| e["event"] == "pong" && e["name"] == "ping"),
+        "{}",
+        p.dump()
+    );
+    assert!(
+        !events
+            .iter()
+            .any(|e| e["event"] == "ack" && e["name"] == "ping"),
+        "{}",
+        p.dump()
+    );
+    let stopped = the_event(&events, "engine_stopped");
+    assert_eq!(stopped["shutdown_sent"], true, "{stopped}");
+
+    let (code, a, p) = answer(&["send", "transport.play", "{}"]);
+    assert_eq!(code, Some(0), "{}", p.dump());
+    assert_eq!(a["reply"], "ack", "{a}");
+    assert!(
+        p.events()
+            .iter()
+            .any(|e| e["event"] == "ack" && e["name"] == "transport.play"),
+        "{}",
+        p.dump()
+    );
+}
+
+/// `aura --help` explains the summary's `lost`, `unanswered` and `shed` (one line each).
+#[test]
+fn help_explains_the_summary_terms() {
+    let help = std::process::Command::new(example("aura"))
+        .arg("--help")
+        .output()
+        .unwrap();
+    assert!(help.status.success());
+    let help = String::from_utf8(help.stdout).unwrap();
+    for term in ["lost", "unanswered", "shed"] {
+        let line = help
+            .lines()
+            .find(|l| l.trim_start().starts_with(&format!("{term} ")))
+            .unwrap_or_else(|| panic!("no line explaining `{term}`:\n{help}"));
+        assert!(line.trim_start().len() > term.len() + 20, "{line}");
+    }
 }

@@ -322,6 +322,7 @@ fn summary(link: &Link, t: &Track, elapsed: Duration, report: Reporter, ended: O
         "restarts": s.restarts,
         "commands_sent": s.sent,
         "acks": s.acks,
+        "pongs": s.pongs,
         "errors": s.errors,
         "lost": s.lost,
         "unanswered": link.outstanding(),

@@ -170,7 +170,7 @@ impl Drop for EngineProcess {
 /// How [`EngineProcess::stop`] ended the engine.
 #[derive(Clone, Copy, Debug)]
 pub enum Stopped {
-    /// It exited by itself.
+    /// It exited by itself (no signal was needed), within the grace period.
     Exited(ExitStatus),
     /// It exited after SIGTERM.
     Terminated(ExitStatus),

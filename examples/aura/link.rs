@@ -18,7 +18,7 @@ use loophole_ipc::message::{
 };
 use serde_json::json;
 
-use crate::engine::{fresh_token, EngineProcess, EngineSpec, StartError};
+use crate::engine::{fresh_token, EngineProcess, EngineSpec, StartError, Stopped};
 use crate::report::Reporter;
 use crate::sys;
 
@@ -30,6 +30,8 @@ pub const RESTART_WINDOW: Duration = Duration::from_secs(180);
 const BACKOFF_BASE: Duration = Duration::from_millis(100);
 /// Send a ping when nothing was sent for this long (the engine drops silent clients).
 const HEARTBEAT: Duration = Duration::from_millis(400);
+/// How long connecting keeps trying while the engine refuses (the client's connect timeout).
+const CONNECT_FOR: Duration = Duration::from_secs(5);
 /// First id of raw commands (`aura send`), far from the client's own counter.
 const RAW_ID_BASE: u32 = 0x4000_0000;
 
@@ -47,8 +49,10 @@ pub enum Target {
 pub enum LinkError {
     /// The engine could not be started.
     Start(StartError),
-    /// Connecting or the handshake failed.
-    Connect(ClientError),
+    /// Connecting to the engine at this address, or the handshake, failed.
+    Connect(SocketAddr, ClientError),
+    /// An attached engine (`--connect`) went away and reconnecting to its address failed.
+    Reconnect(SocketAddr, ClientError),
     /// The engine died more than the budget allows.
     GaveUp(usize),
     /// An attached engine went away and did not come back.
@@ -61,7 +65,11 @@ impl fmt::Display for LinkError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Start(e) => write!(f, "{e}"),
-            Self::Connect(e) => write!(f, "{e}"),
+            Self::Connect(addr, e) => write_connect_error(f, *addr, e),
+            Self::Reconnect(addr, e) => {
+                f.write_str("lost the engine, and reconnecting failed: ")?;
+                write_connect_error(f, *addr, e)
+            }
             Self::GaveUp(n) => write!(
                 f,
                 "the engine died {n} times within {} s; giving up (restart budget: {} restarts \
@@ -73,6 +81,19 @@ impl fmt::Display for LinkError {
             Self::Lost(why) => write!(f, "lost the engine: {why}"),
             Self::Interrupted => f.write_str("interrupted"),
         }
+    }
+}
+
+/// `cannot connect to the engine at ADDR: connection refused`, or the handshake's error with
+/// the address.
+fn write_connect_error(
+    f: &mut fmt::Formatter<'_>,
+    addr: SocketAddr,
+    e: &ClientError,
+) -> fmt::Result {
+    match e {
+        ClientError::Connect(kind) => write!(f, "cannot connect to the engine at {addr}: {kind}"),
+        other => write!(f, "the engine at {addr}: {other}"),
     }
 }
 
@@ -88,6 +109,8 @@ pub enum Incoming {
         name: String,
         /// `Ok(sample)` for `ack`/`pong`, `Err((code, message))` for `error`.
         result: Result<Option<u64>, (String, String)>,
+        /// The answer was a `pong` (to a `ping`), not an `ack`.
+        pong: bool,
         /// Command → answer, as seen here.
         latency: Duration,
     },
@@ -112,8 +135,10 @@ struct Pending {
 pub struct Stats {
     /// Commands sent (heartbeat pings excluded).
     pub sent: u64,
-    /// `ack`/`pong` answers to them.
+    /// `ack` answers to them.
     pub acks: u64,
+    /// `pong` answers to them (pings sent as commands; heartbeats are counted apart).
+    pub pongs: u64,
     /// `error` answers to them.
     pub errors: u64,
     /// Commands whose answer was lost with a dead engine or connection.
@@ -450,6 +475,7 @@ impl Link {
 
     fn answer(&mut self, id: u32, p: Pending, msg: ServerMessage, out: &mut Vec<Incoming>) {
         let latency = p.sent.elapsed();
+        let pong = matches!(msg, ServerMessage::Pong(_));
         let result = match msg {
             ServerMessage::Ack(a) => Ok(a.sample),
             ServerMessage::Pong(pong) => Ok(pong.sample),
@@ -467,9 +493,13 @@ impl Link {
         let instance = self.client.instance().to_owned();
         match &result {
             Ok(sample) => {
-                self.stats.acks += 1;
+                if pong {
+                    self.stats.pongs += 1;
+                } else {
+                    self.stats.acks += 1;
+                }
                 self.report.event(
-                    "ack",
+                    if pong { "pong" } else { "ack" },
                     json!({"id": id, "name": p.name, "instance": instance, "latency_us": us,
                            "sample": sample}),
                     None,
@@ -489,6 +519,7 @@ impl Link {
             id,
             name: p.name,
             result,
+            pong,
             latency,
         });
     }
@@ -574,14 +605,26 @@ impl Link {
             return Err(LinkError::GaveUp(n));
         }
         let backoff = BACKOFF_BASE * (1 << self.restarts.len());
-        self.report.event(
-            "restarting",
-            json!({"attempt": self.restarts.len() + 1, "backoff_ms": backoff.as_millis() as u64}),
-            Some(format!(
-                "restarting the engine in {} ms",
-                backoff.as_millis()
-            )),
-        );
+        let attempt = self.restarts.len() + 1;
+        let ms = backoff.as_millis() as u64;
+        match &self.target {
+            // An attached engine is not ours to restart: aura reconnects to its address.
+            Target::Connect(addr) => self.report.event(
+                "reconnecting",
+                json!({"attempt": attempt, "backoff_ms": ms, "addr": addr.to_string(),
+                       "for_ms": CONNECT_FOR.as_millis() as u64}),
+                Some(format!(
+                    "reconnecting to {addr} in {ms} ms (trying for {} s; an attached engine \
+                     is not restarted)",
+                    CONNECT_FOR.as_secs()
+                )),
+            ),
+            Target::Spawn(_) => self.report.event(
+                "restarting",
+                json!({"attempt": attempt, "backoff_ms": ms}),
+                Some(format!("restarting the engine in {ms} ms")),
+            ),
+        }
         sleep_interruptible(backoff)?;
         self.restarts.push_back(Instant::now());
         self.stats.restarts += 1;
@@ -605,8 +648,8 @@ impl Link {
                 );
                 self.restart_once()
             }
-            Err(LinkError::Connect(e)) if matches!(self.target, Target::Connect(_)) => {
-                Err(LinkError::Lost(format!("reconnecting failed: {e}")))
+            Err(LinkError::Connect(addr, e)) if matches!(self.target, Target::Connect(_)) => {
+                Err(LinkError::Reconnect(addr, e))
             }
             Err(e) => {
                 self.report.event(
@@ -681,11 +724,21 @@ impl Link {
         }
         if let Some(mut engine) = self.engine.take() {
             let pid = engine.pid();
-            let how = engine.stop(Duration::from_secs(2));
+            let stopped = engine.stop(Duration::from_secs(2));
+            let asked = self.shutdown_sent;
+            let text = match stopped {
+                // It did what aura asked, with no signal needed.
+                Stopped::Exited(s) if asked => {
+                    format!("exited after the engine.shutdown aura asked for ({s})")
+                }
+                other => other.to_string(),
+            };
+            // `how` keeps its words ("exited by itself ...": no signal was needed), which
+            // scripts and tests match; `shutdown_sent` says whether aura had asked.
             self.report.event(
                 "engine_stopped",
-                json!({"pid": pid, "how": how.to_string()}),
-                Some(format!("engine (pid {pid}) {how}")),
+                json!({"pid": pid, "how": stopped.to_string(), "shutdown_sent": asked}),
+                Some(format!("engine (pid {pid}) {text}")),
             );
         }
     }
@@ -721,6 +774,7 @@ fn connect(
     let mut opts = ClientOptions::default();
     opts.name = concat!("aura-example/", env!("CARGO_PKG_VERSION")).to_owned();
     opts.token = token.map(str::to_owned);
+    opts.connect_timeout = CONNECT_FOR;
     // `scope`/`spectrum` values as raw f32 after the envelope (the client decodes both forms).
     opts.attachments = true;
     let (engine, addr) = match target {
@@ -742,7 +796,7 @@ fn connect(
         }
         Target::Connect(addr) => (None, *addr),
     };
-    let client = Client::connect(addr, &opts).map_err(LinkError::Connect)?;
+    let client = Client::connect(addr, &opts).map_err(|e| LinkError::Connect(addr, e))?;
     if let Some(e) = &engine {
         if e.announcement().instance.as_str() != client.instance() {
             eprintln!("aura: warning: welcome.instance differs from the announcement's");

@@ -17,15 +17,20 @@ pub fn send(link: &mut Link, name: &str, body: &str, report: Reporter) -> Result
     let mut other = Vec::new();
     match link.wait_answer(id, Duration::from_secs(5), &mut other)? {
         Some(Incoming::Answer {
-            result, latency, ..
+            result,
+            latency,
+            pong,
+            ..
         }) => {
             let us = latency.as_micros() as u64;
             let ok = result.is_ok();
+            let reply = if pong { "pong" } else { "ack" };
             let (fields, text) = match result {
                 Ok(sample) => (
-                    json!({"id": id, "name": name, "ok": true, "sample": sample, "latency_us": us}),
+                    json!({"id": id, "name": name, "ok": true, "reply": reply, "sample": sample,
+                           "latency_us": us}),
                     format!(
-                        "{name} (id {id}): ack{} in {}",
+                        "{name} (id {id}): {reply}{} in {}",
                         sample.map_or(String::new(), |s| format!(" at sample {s}")),
                         fmt_us(Some(us))
                     ),
@@ -54,11 +59,18 @@ pub struct WatchLimits {
     pub seconds: Option<f64>,
     /// Start the transport first (so there is something to see).
     pub play: bool,
-    /// Frames per second per stream.
+    /// Frames per second per stream, [`MIN_RATE_HZ`]`..=`[`MAX_RATE_HZ`] (checked by the
+    /// command line).
     pub rate_hz: u16,
-    /// The analysis tap shown (scope and spectrum), if the engine has taps.
-    pub tap: u16,
+    /// The analysis tap shown (scope and spectrum): `None` for the default, tap 0 when the
+    /// engine has taps. A tap given explicitly that the engine lacks ends `watch` with `Ok(false)`.
+    pub tap: Option<u16>,
 }
+
+/// Lowest `--rate`.
+pub const MIN_RATE_HZ: u16 = 1;
+/// Highest `--rate`.
+pub const MAX_RATE_HZ: u16 = 120;
 
 /// Bins of the spectrum `watch` asks for (23.4 Hz per bin at 48 kHz).
 const WATCH_BINS: u16 = 1024;
@@ -164,35 +176,39 @@ fn describe_analysis(m: &AnalysisMeta, values: &[f32]) -> (Value, String) {
     }
 }
 
-/// `watch`: subscribes to every stream and prints telemetry as it arrives.
-pub fn watch(link: &mut Link, limits: WatchLimits, report: Reporter) -> Result<(), LinkError> {
-    let rate = limits.rate_hz.clamp(1, 120);
+/// `watch`: subscribes to every stream and prints telemetry as it arrives. `Ok(false)` (and
+/// nothing subscribed) when `--tap` names a tap the engine does not have: only the engine's
+/// `welcome` tells.
+pub fn watch(link: &mut Link, limits: WatchLimits, report: Reporter) -> Result<bool, LinkError> {
+    let rate = limits.rate_hz;
+    let taps = link.welcome().taps;
+    let tap = match limits.tap {
+        Some(t) if t >= taps => {
+            let has = match taps {
+                0 => "the engine has no analysis taps (welcome.taps = 0)".to_owned(),
+                n => format!("the engine has taps 0..={} (welcome.taps = {n})", n - 1),
+            };
+            report.fatal(&format!("--tap {t}: {has}"));
+            return Ok(false);
+        }
+        Some(t) => Some(t),
+        None => (taps > 0).then_some(0),
+    };
     for stream in Stream::ALL {
         link.subscribe(stream, rate)?;
     }
-    let taps = link.welcome().taps;
-    if limits.tap < taps {
+    if let Some(tap) = tap {
         for (stream, size) in [
             (AnalysisStream::Spectrum, WATCH_BINS),
             (AnalysisStream::Scope, WATCH_POINTS),
         ] {
             link.subscribe_analysis(SubscribeAnalysis {
                 stream,
-                tap: limits.tap,
+                tap,
                 size,
                 rate_hz: rate.min(60),
             })?;
         }
-    } else if taps > 0 {
-        report.event(
-            "warning",
-            json!({"message": "no such tap", "tap": limits.tap, "taps": taps}),
-            Some(format!(
-                "--tap {}: the engine has taps 0..={}",
-                limits.tap,
-                taps - 1
-            )),
-        );
     }
     if limits.play {
         link.send(&Play {})?;
@@ -206,7 +222,7 @@ pub fn watch(link: &mut Link, limits: WatchLimits, report: Reporter) -> Result<(
     let mut inbox = Vec::new();
     loop {
         if limits.count.is_some_and(|c| frames >= c) || end.is_some_and(|e| Instant::now() >= e) {
-            return Ok(());
+            return Ok(true);
         }
         let until = (Instant::now() + Duration::from_millis(100))
             .min(end.unwrap_or(Instant::now() + Duration::from_secs(1)));
