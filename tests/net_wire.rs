@@ -1096,6 +1096,50 @@ fn half_close_after_a_burst_answers_every_command() {
     assert!(got.iter().all(|m| matches!(m.1, ServerMessage::Ack(_))));
 }
 
+/// Half-close while the audio thread is stalled (a stopped device): 400 `transport.play`, 256
+/// handed over to the paused audio thread, then `shutdown(Write)`. session.md §7: the 144 still
+/// waiting for room are answered `shutting_down` once the queue stayed full for the flush time;
+/// the 256 handed over are awaited for one more flush time, then lost with the session (the
+/// engine closes; the client settles them as outcome unknown). Nothing is answered twice and
+/// the connection does not outlive the two flush times. Control: the same burst with the audio
+/// thread running is answered in full (`half_close_after_a_burst_answers_every_command`).
+#[test]
+fn half_close_behind_a_stalled_audio_thread_is_bounded_by_the_flush_time() {
+    let flush = Duration::from_millis(300);
+    let e = Engine::start(fast().flush_timeout(flush));
+    e.pause_audio(true);
+    let mut w = raw_session(e.addr);
+    let mut bytes = Vec::new();
+    for id in 2..402 {
+        bytes.extend(frame(Some(id), &Play {}));
+    }
+    w.stream.write_all(&bytes).unwrap();
+    std::thread::sleep(Duration::from_millis(100)); // read; the audio queue is full
+    let t0 = Instant::now();
+    w.stream.shutdown(std::net::Shutdown::Write).unwrap();
+    let got = w.until_closed(Duration::from_secs(5));
+    let took = t0.elapsed();
+    assert!(w.closed, "closed by the engine");
+    assert!(
+        took >= flush * 2 - Duration::from_millis(50),
+        "closed after {took:?}"
+    );
+    assert!(
+        took < flush * 2 + Duration::from_secs(1),
+        "closed after {took:?}"
+    );
+    let refs: Vec<u32> = got.iter().filter_map(|m| m.0).collect();
+    assert!(
+        got.iter().all(|m| code(&m.1) == Some("shutting_down")),
+        "{got:?}"
+    );
+    assert_eq!(
+        refs,
+        (258..402).collect::<Vec<_>>(),
+        "the 144 not handed over"
+    );
+}
+
 /// Issue 9, defects 1 and 4 on the wire: the server stops while 400 commands are received,
 /// 256 of them queued to a paused audio thread. Every one gets exactly one answer (an ack for
 /// those carried out, `shutting_down` for the rest) and `goodbye` is the last message. On the
