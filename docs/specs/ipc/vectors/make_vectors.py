@@ -350,6 +350,11 @@ decode_only("decode.exponent_float", C2E,
 decode_only("decode.unknown_envelope_key", C2E,
             b'{"type":"command","name":"transport.play","id":10,"trace":"abc","body":{}}',
             "command.transport.play", "Unknown envelope keys are ignored.")
+decode_only("decode.unknown_envelope_key_twice", C2E,
+            b'{"type":"command","name":"transport.play","id":10,"trace":"a","trace":"b","body":{}}',
+            "command.transport.play",
+            "An unknown envelope key is ignored, also when it appears twice: only the keys of the "
+            "envelope table may not repeat.")
 decode_only("decode.string_escapes", C2E,
             b'{"type":"command","name":"hello","id":1,"body":{"protocol":1,"client":"aura\\/0.1.0"}}',
             "command.hello", "JSON escapes are decoded: \\/ is /.")
