@@ -64,7 +64,8 @@ COMMANDS:
                         taps, welcome.taps > 0). Default 0. signal: 0/1 master L/R, 2 a
                         1 kHz test tone. A tap the engine does not have ends aura with exit
                         code 1 (known only once connected). The spectrum is one line of 64
-                        columns, 20 Hz to Nyquist on a log axis, ' .:-=+*#%@' from -96 to
+                        columns on a log axis from 20 Hz (or the first bin above DC:
+                        23 Hz at 1024 bins of 48 kHz) to Nyquist, ' .:-=+*#%@' from -96 to
                         0 dBFS.
     ping                Round-trip times of sequential pings (each answered by a pong): p50,
                         p99, p99.9, max; `lost`: pings with no pong within 5 s.
