@@ -434,6 +434,36 @@ fn envelope_errors_are_precise() {
     );
 }
 
+/// A string one byte over its limit is `invalid_field` "too long", not "missing or unknown"
+/// (the body decoder's verdict, which the field table now refines; new-user review: a 65-byte
+/// `client`). Controls: 64 bytes decode; an unknown field is still "missing or unknown".
+#[test]
+fn a_string_over_its_limit_is_said_to_be_too_long() {
+    let hello = |client: &str, extra: &str| {
+        format!(
+            r#"{{"type":"command","name":"hello","id":1,"body":{{"protocol":1,"client":"{client}"{extra}}}}}"#
+        )
+    };
+    let too_long = DecodeError::InvalidField {
+        problem: FieldProblem::TooLong,
+    };
+    let (id, e) = cmd_err(&hello(&"a".repeat(65), ""));
+    assert_eq!((id, e), (Some(1), too_long));
+    assert_eq!(e.to_string(), "body string or list too long");
+    let kind = "k".repeat(MAX_NODE_KIND + 1);
+    let add = format!(
+        r#"{{"type":"command","name":"graph.add_node","id":2,"body":{{"node":9,"kind":"{kind}"}}}}"#
+    );
+    assert_eq!(cmd_err(&add).1, too_long);
+    assert!(Command::decode(hello(&"a".repeat(64), "").as_bytes()).is_ok());
+    assert_eq!(
+        cmd_err(&hello("aura", r#","colour":1"#)).1,
+        DecodeError::InvalidField {
+            problem: FieldProblem::MissingOrUnknown
+        }
+    );
+}
+
 fn stream_of(payloads: &[Vec<u8>]) -> Vec<u8> {
     let mut out = PREFACE.to_vec();
     for p in payloads {

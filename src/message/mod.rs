@@ -569,8 +569,10 @@ impl Command {
             return Err(DecodeError::UnexpectedType);
         }
         match Self::decode_named(env.name, env.body) {
-            // errors.md §2: `invalid_field` before `out_of_range` when a body has both faults.
-            Err(e) if e.code() == ErrorCode::OutOfRange => {
+            // errors.md §2: `invalid_field` before `out_of_range` when a body has both faults;
+            // and the field table names an `invalid_field`'s problem more precisely than the
+            // body decoder (a 65-byte `client` is "too long", not "missing or unknown").
+            Err(e) if matches!(e.code(), ErrorCode::OutOfRange | ErrorCode::InvalidField) => {
                 Err(fields::invalid_field(env.name, env.body).unwrap_or(e))
             }
             r => r,
