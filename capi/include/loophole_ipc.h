@@ -275,6 +275,13 @@
 #define LOOPHOLE_CONTROL_RESULT_FAILED 5
 
 /**
+ * Control reply: error `out_of_range`, e.g. a port the node's kind does not have (errors.md
+ * §4). Added after the first ABI 1 header; a library without it answers
+ * `LOOPHOLE_ERR_INVALID_ARGUMENT` and replies nothing.
+ */
+#define LOOPHOLE_CONTROL_RESULT_OUT_OF_RANGE 6
+
+/**
  * Longest node kind in a control request, in bytes (without the terminating NUL).
  */
 #define LOOPHOLE_MAX_NODE_KIND 32

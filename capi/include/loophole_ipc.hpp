@@ -79,6 +79,7 @@ enum class ControlResult : std::uint32_t {
     UnknownKind = LOOPHOLE_CONTROL_RESULT_UNKNOWN_KIND,
     Unsupported = LOOPHOLE_CONTROL_RESULT_UNSUPPORTED,
     Failed = LOOPHOLE_CONTROL_RESULT_FAILED,
+    OutOfRange = LOOPHOLE_CONTROL_RESULT_OUT_OF_RANGE,
 };
 
 /// Outcomes a drain callable returns.

@@ -158,6 +158,10 @@ pub const LOOPHOLE_CONTROL_RESULT_UNKNOWN_KIND: u32 = 3;
 pub const LOOPHOLE_CONTROL_RESULT_UNSUPPORTED: u32 = 4;
 /// Control reply: error `internal`.
 pub const LOOPHOLE_CONTROL_RESULT_FAILED: u32 = 5;
+/// Control reply: error `out_of_range`, e.g. a port the node's kind does not have (errors.md
+/// §4). Added after the first ABI 1 header; a library without it answers
+/// `LOOPHOLE_ERR_INVALID_ARGUMENT` and replies nothing.
+pub const LOOPHOLE_CONTROL_RESULT_OUT_OF_RANGE: u32 = 6;
 
 /// Longest node kind in a control request, in bytes (without the terminating NUL).
 pub const LOOPHOLE_MAX_NODE_KIND: usize = 32;
@@ -1173,6 +1177,7 @@ fn control_result(result: u32) -> Option<Result<(), ControlError>> {
         LOOPHOLE_CONTROL_RESULT_UNKNOWN_KIND => Err(ControlError::UnknownKind),
         LOOPHOLE_CONTROL_RESULT_UNSUPPORTED => Err(ControlError::Unsupported),
         LOOPHOLE_CONTROL_RESULT_FAILED => Err(ControlError::Failed),
+        LOOPHOLE_CONTROL_RESULT_OUT_OF_RANGE => Err(ControlError::OutOfRange),
         _ => return None,
     })
 }

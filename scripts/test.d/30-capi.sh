@@ -101,7 +101,7 @@ g++ -std=c++17 $CWARN -I"$OUT" -Icapi/include -Icapi/examples/juce_stub capi/exa
   "$LIB" $NATIVE -o "$OUT/readme_startup"
 
 step "capi: end to end: aura drives the C++ engine (demo, slow-device control, kill -9 restart)"
-cargo build --example aura --quiet
+cargo build --example aura --example signal --quiet
 # The README's start-up sample as an engine: announced (flushed), a ping answered, engine.shutdown
 # acked, exit status 0. (Without the fflush, aura gives up after 10 s: no announcement line.)
 started=$(timeout 60 "$TARGET/debug/examples/aura" --engine "$PWD/$OUT/readme_startup" --json \
@@ -111,9 +111,14 @@ grep '"event":"engine_stopped"' <<<"$started" | grep -q 'exit status: 0' ||
 echo "ok: the README's start-up sample runs as an engine under aura"
 LOOPHOLE_CPP_ENGINE="$PWD/$OUT/signal_cpp" \
   cargo test -q -p loophole-ipc-capi --test e2e_cpp -- --ignored
+# Graph edits: the C++ engine answers each step of a script what `signal` answers (also run).
+LOOPHOLE_CPP_ENGINE="$PWD/$OUT/signal_cpp" \
+  cargo test -q -p loophole-ipc-capi --test graph_cpp -- --ignored
 # The sanitizer build through the demo (a report makes the engine exit non-zero: aura fails).
 LOOPHOLE_CPP_ENGINE="$PWD/$OUT/signal_cpp_asan" \
   cargo test -q -p loophole-ipc-capi --test e2e_cpp -- --ignored aura_drives_the_cpp_engine
+LOOPHOLE_CPP_ENGINE="$PWD/$OUT/signal_cpp_asan" \
+  cargo test -q -p loophole-ipc-capi --test graph_cpp -- --ignored cpp_engine_checks_graph_edits
 # ... and its analysis worker (the FFT, the tap histories) through `watch`.
 LOOPHOLE_CPP_ENGINE="$PWD/$OUT/signal_cpp_asan" \
   cargo test -q -p loophole-ipc-capi --test e2e_cpp -- --ignored watch_shows_the_cpp_engine_taps

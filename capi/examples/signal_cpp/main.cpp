@@ -30,6 +30,8 @@ namespace {
 
 constexpr int kExitOk = 0, kExitFailure = 1, kExitUsage = 2, kExitCannotStart = 3;
 constexpr std::uint64_t kMaxCatchUp = 4;
+/// welcome.engine is "name/version" (envelope.md); the version is the crate's, like `signal`'s.
+constexpr char kEngineName[] = "signal_cpp/0.1.0";
 
 const char kHelp[] =
     "signal_cpp - the example Loophole engine in C++ (JUCE-shaped) over the loophole C ABI.\n"
@@ -50,6 +52,12 @@ const char kHelp[] =
     "  -h, --help            This help.       -V, --version   The version.\n"
     "ENVIRONMENT: LOOPHOLE_SESSION_TOKEN (the session token clients must present).\n"
     "GRAPH: node 1 osc (param 0 = Hz 1..=20000), node 2 gain (param 0 = 0..=4), node 3 meter.\n"
+    "  graph.* edit a model graph on the control thread that starts as this one (the rules of\n"
+    "  `signal`): osc (no input, output 0), gain (input 0, output 0), meter (input 0, no\n"
+    "  output); node_exists, unknown_kind, unknown_node, out_of_range (a port the kind lacks),\n"
+    "  unsupported (a connection that exists, does not exist for disconnect, or would close a\n"
+    "  cycle, a self-loop included). Nodes 1-3 and their two connections cannot be removed\n"
+    "  (unsupported); added nodes are recorded, not rendered (param.set: unknown_node).\n"
     "TAPS (scope and spectrum, welcome.taps = 3): 0 master L, 1 master R, 2 a 1000 Hz test\n"
     "  tone at amplitude 0.5 (-6.02 dBFS), always on. Each tap keeps 65536 samples.\n"
     "EXIT CODES: 0 clean, 1 failure, 2 bad arguments, 3 cannot start the server.\n";
@@ -93,7 +101,7 @@ int parse(int argc, char** argv, Options& o) {
             std::fputs(kHelp, stdout);
             return kExitOk;
         } else if (a == "-V" || a == "--version") {
-            std::printf("signal_cpp %u\n", loophole_abi_version());
+            std::printf("%s (C ABI %u)\n", kEngineName, loophole_abi_version());
             return kExitOk;
         } else if (a == "--port") {
             ok = num(0, 65535) && (o.port = unsigned(n), o.portLast = 0, true);
@@ -212,47 +220,127 @@ private:
     std::uint64_t callbacks_ = 0;
 };
 
-/// The control thread's model of the graph (edits are validated and recorded, not rendered).
+/// The control thread's model of the graph: what graph edits are checked against (the same
+/// rules as examples/signal.rs's ModelGraph).
+///
+/// The audio thread renders a fixed graph (1 osc -> 2 gain -> 3 meter) and param.set addresses
+/// it alone; this model starts as that graph and takes every edit envelope.md allows, except
+/// that what the audio thread renders (nodes 1-3 and their two connections) cannot be removed
+/// (`unsupported`), so the model never says a rendered node is gone while param.set still
+/// reaches it. Nodes added here are checked and recorded, not rendered.
+/// [control-thread] Allocates (std::map/std::set); never called from the audio callback.
 class ModelGraph {
 public:
+    using R = loophole::ControlResult;
+
     ModelGraph() {
-        nodes_ = {{1, "osc"}, {2, "gain"}, {3, "meter"}};
-        edges_ = {{1, 0, 2, 0}, {2, 0, 3, 0}};
+        for (const auto& n : kRendered) nodes_[n.id] = &kKinds[n.kind];
+        for (const auto& e : kRenderedEdges) edges_.insert(e);
     }
-    loophole::ControlResult apply(const LoopholeControlRequest& r) {
-        using R = loophole::ControlResult;
+
+    R apply(const LoopholeControlRequest& r) {
         switch (r.op) {
-        case LOOPHOLE_CONTROL_ADD_NODE: {
-            const std::string kind = r.kind;
-            if (nodes_.count(r.node)) return R::NodeExists;
-            if (kind != "osc" && kind != "gain" && kind != "meter") return R::UnknownKind;
-            nodes_[r.node] = kind;
-            return R::Ok;
-        }
-        case LOOPHOLE_CONTROL_REMOVE_NODE: {
-            if (!nodes_.erase(r.node)) return R::UnknownNode;
-            for (auto it = edges_.begin(); it != edges_.end();)
-                it = (std::get<0>(*it) == r.node || std::get<2>(*it) == r.node) ? edges_.erase(it)
-                                                                                : std::next(it);
-            return R::Ok;
-        }
-        case LOOPHOLE_CONTROL_CONNECT:
-        case LOOPHOLE_CONTROL_DISCONNECT: {
-            if (!nodes_.count(r.from) || !nodes_.count(r.to)) return R::UnknownNode;
-            const Edge e{r.from, r.from_port, r.to, r.to_port};
-            if (r.op == LOOPHOLE_CONTROL_CONNECT)
-                edges_.insert(e);
-            else
-                edges_.erase(e);
-            return R::Ok;
-        }
+        case LOOPHOLE_CONTROL_ADD_NODE: return addNode(r.node, r.kind);
+        case LOOPHOLE_CONTROL_REMOVE_NODE: return removeNode(r.node);
+        case LOOPHOLE_CONTROL_CONNECT: return connect(Edge{r.from, r.from_port, r.to, r.to_port});
+        case LOOPHOLE_CONTROL_DISCONNECT:
+            return disconnect(Edge{r.from, r.from_port, r.to, r.to_port});
         default: return R::Unsupported;
         }
     }
 
 private:
     using Edge = std::tuple<std::uint32_t, std::uint16_t, std::uint32_t, std::uint16_t>;
-    std::map<std::uint32_t, std::string> nodes_;
+    /// A node kind: its name and how many input and output ports it has.
+    struct Kind {
+        const char* name;
+        std::uint16_t inputs, outputs;
+    };
+    struct Rendered {
+        std::uint32_t id;
+        std::size_t kind;  // index into kKinds
+    };
+    static constexpr Kind kKinds[3] = {{"osc", 0, 1}, {"gain", 1, 1}, {"meter", 1, 0}};
+    /// The nodes the audio thread renders (engine.h: kNodeOsc, kNodeGain, kNodeMeter).
+    static constexpr Rendered kRendered[3] = {
+        {signal_cpp::kNodeOsc, 0}, {signal_cpp::kNodeGain, 1}, {signal_cpp::kNodeMeter, 2}};
+    /// The connections the audio thread renders.
+    static constexpr Edge kRenderedEdges[2] = {
+        Edge{signal_cpp::kNodeOsc, 0, signal_cpp::kNodeGain, 0},
+        Edge{signal_cpp::kNodeGain, 0, signal_cpp::kNodeMeter, 0}};
+
+    static bool rendered(std::uint32_t node) {
+        for (const auto& n : kRendered)
+            if (n.id == node) return true;
+        return false;
+    }
+    static bool rendered(const Edge& e) {
+        for (const auto& r : kRenderedEdges)
+            if (r == e) return true;
+        return false;
+    }
+
+    R addNode(std::uint32_t node, const char* kind) {
+        if (nodes_.count(node)) return R::NodeExists;
+        for (const auto& k : kKinds) {
+            if (std::strcmp(k.name, kind) == 0) {
+                nodes_[node] = &k;
+                return R::Ok;
+            }
+        }
+        return R::UnknownKind;
+    }
+
+    R removeNode(std::uint32_t node) {
+        if (!nodes_.count(node)) return R::UnknownNode;
+        if (rendered(node)) return R::Unsupported;
+        nodes_.erase(node);
+        for (auto it = edges_.begin(); it != edges_.end();)
+            it = (std::get<0>(*it) == node || std::get<2>(*it) == node) ? edges_.erase(it)
+                                                                        : std::next(it);
+        return R::Ok;
+    }
+
+    R connect(const Edge& e) {
+        if (R r = checkEnds(e); r != R::Ok) return r;
+        // Exists already, or would close a cycle (a self-loop included).
+        if (edges_.count(e) || reaches(std::get<2>(e), std::get<0>(e))) return R::Unsupported;
+        edges_.insert(e);
+        return R::Ok;
+    }
+
+    R disconnect(const Edge& e) {
+        if (R r = checkEnds(e); r != R::Ok) return r;
+        if (!edges_.count(e) || rendered(e)) return R::Unsupported;  // no such one, or rendered
+        edges_.erase(e);
+        return R::Ok;
+    }
+
+    /// Both ends exist (`unknown_node`) and have the ports named (`out_of_range`).
+    R checkEnds(const Edge& e) const {
+        const auto from = nodes_.find(std::get<0>(e)), to = nodes_.find(std::get<2>(e));
+        if (from == nodes_.end() || to == nodes_.end()) return R::UnknownNode;
+        if (std::get<1>(e) >= from->second->outputs || std::get<3>(e) >= to->second->inputs)
+            return R::OutOfRange;
+        return R::Ok;
+    }
+
+    /// Whether a path of connections leads from `start` to `goal` (a node reaches itself).
+    bool reaches(std::uint32_t start, std::uint32_t goal) const {
+        std::set<std::uint32_t> seen;
+        std::vector<std::uint32_t> todo{start};
+        while (!todo.empty()) {
+            const std::uint32_t n = todo.back();
+            todo.pop_back();
+            if (n == goal) return true;
+            if (!seen.insert(n).second) continue;
+            for (const auto& e : edges_)
+                if (std::get<0>(e) == n) todo.push_back(std::get<2>(e));
+        }
+        return false;
+    }
+
+    std::map<std::uint32_t, const Kind*> nodes_;
     std::set<Edge> edges_;
 };
 
@@ -303,7 +391,7 @@ int main(int argc, char** argv) {
     cfg.port = std::uint16_t(opts.port);
     cfg.port_range_last = std::uint16_t(opts.portLast);
     cfg.token_from_env = 1;
-    cfg.engine_name = "signal_cpp";
+    cfg.engine_name = kEngineName;
     cfg.connection_file = opts.connectionFile.empty() ? nullptr : opts.connectionFile.c_str();
     cfg.sample_rate = opts.sampleRate;
     cfg.block_size = opts.blockSize;
