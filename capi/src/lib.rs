@@ -977,8 +977,10 @@ pub unsafe extern "C" fn loophole_create(
 // Server.
 
 /// Copies the announcement line (`LOOPHOLE_LISTEN {...}`, no newline) NUL-terminated into
-/// `buf`. `*out_len` (if not NULL) gets its length without the NUL. `LOOPHOLE_ERR_BUFFER_TOO_SMALL`
-/// (nothing copied) when `buf_cap <= length`. Valid after `loophole_server_shutdown` too.
+/// `buf`. `*out_len` (if not NULL) gets its length without the NUL, whatever the outcome: a
+/// NULL `buf` (`LOOPHOLE_ERR_NULL`) or a short one (`LOOPHOLE_ERR_BUFFER_TOO_SMALL` when
+/// `buf_cap <= length`, nothing copied) still reports it, so a caller can ask for the length
+/// first. Valid after `loophole_server_shutdown` too.
 ///
 /// [control-thread] (or any one thread at a time: like every handle, never by two threads at
 /// once). Never blocks, never allocates.
