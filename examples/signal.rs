@@ -74,7 +74,8 @@ OPTIONS:
     --log-frames PATH     Debugging: log every frame in and out as JSON lines to PATH
                           (bounded to 64 MiB; also LOOPHOLE_FRAME_LOG=PATH).
     --no-rt               Do not ask for real-time scheduling (SCHED_FIFO) for the audio thread.
-    --rt-priority N       SCHED_FIFO priority asked for, clamped to the system range. Default 70.
+    --rt-priority N       SCHED_FIFO priority asked for, 1..=99 (clamped further to the
+                          system's range). Default 70.
     --device-speed F      Testing aid: the simulated device's clock runs F times real time
                           (0.25..=4; default 1), like a device whose clock drifts.
     -h, --help            Print this help and exit.
@@ -184,11 +185,14 @@ where
         let digits = v.strip_prefix('-').unwrap_or(v);
         if !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) {
             format!("{opt}: {v} is outside {}..={}", range.0, range.1)
+        } else if v.parse::<f64>().is_ok_and(f64::is_finite) {
+            format!("{opt}: `{v}` is not a whole number")
         } else {
             format!("{opt}: `{v}` is not a number")
         }
     })?;
-    if n < range.0 || n > range.1 {
+    // Written so that NaN (which compares false with everything) is outside too.
+    if !(n >= range.0 && n <= range.1) {
         return Err(format!("{opt}: {v} is outside {}..={}", range.0, range.1));
     }
     Ok(n)

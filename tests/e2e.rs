@@ -280,6 +280,17 @@ fn signal_says_out_of_range_and_refuses_non_loopback_truthfully() {
             2,
             "--port: `seventy` is not a number",
         ),
+        // NaN compares false with both ends of a range: it used to run the device at speed NaN.
+        (
+            &["--device-speed", "NaN"],
+            2,
+            "--device-speed: NaN is outside 0.25..=4",
+        ),
+        (
+            &["--sample-rate", "48000.5"],
+            2,
+            "--sample-rate: `48000.5` is not a whole number",
+        ),
         (
             &["--no-rt", "--host", "0.0.0.0"],
             3,

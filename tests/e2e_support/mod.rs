@@ -26,7 +26,59 @@ pub fn example(name: &str) -> PathBuf {
         "{} is missing: `cargo test` builds the examples; or run `cargo build --examples`",
         path.display()
     );
+    assert_fresh(&path);
     path
+}
+
+/// Panics when a source of the examples (`src/`, `examples/`) is newer than the binary `path`:
+/// `cargo test --test NAME` builds no example, so a test run that way would silently drive the
+/// previous build (`cargo test` without `--test` and `cargo build --examples` rebuild them).
+fn assert_fresh(path: &std::path::Path) {
+    let built = std::fs::metadata(path).and_then(|m| m.modified());
+    let manifest = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let root = [Some(manifest), manifest.parent()]
+        .into_iter()
+        .flatten()
+        .find(|d| d.join("examples").join("signal.rs").is_file());
+    let (Ok(built), Some(root)) = (built, root) else {
+        return;
+    };
+    let newer = ["src", "examples"]
+        .iter()
+        .filter_map(|d| newest_rs(&root.join(d)))
+        .find(|(t, _)| *t > built);
+    if let Some((_, file)) = newer {
+        panic!(
+            "{} is older than {}: run `cargo build --examples` (or `cargo test` without --test)",
+            path.display(),
+            file.display()
+        );
+    }
+}
+
+/// The newest `.rs` file under `dir`, with its modification time.
+fn newest_rs(dir: &std::path::Path) -> Option<(std::time::SystemTime, PathBuf)> {
+    let mut newest: Option<(std::time::SystemTime, PathBuf)> = None;
+    for entry in std::fs::read_dir(dir).ok()?.flatten() {
+        let p = entry.path();
+        let found = if p.is_dir() {
+            newest_rs(&p)
+        } else if p.extension().is_some_and(|e| e == "rs") {
+            entry
+                .metadata()
+                .and_then(|m| m.modified())
+                .ok()
+                .map(|t| (t, p))
+        } else {
+            None
+        };
+        if let Some(f) = found {
+            if newest.as_ref().is_none_or(|n| f.0 > n.0) {
+                newest = Some(f);
+            }
+        }
+    }
+    newest
 }
 
 /// `aura --engine <signal> --json ARGS…`.
