@@ -124,7 +124,7 @@ struct Options {
     json: bool,
     engine: Option<PathBuf>,
     engine_args: Vec<String>,
-    connect: Option<SocketAddr>,
+    connect: Option<Vec<SocketAddr>>,
 }
 
 fn parse_num<T: std::str::FromStr>(opt: &str, v: &str) -> Result<T, String> {
@@ -183,8 +183,16 @@ fn parse_args(args: Vec<String>) -> Result<Option<Options>, String> {
             "--no-rt" => engine_args.push("--no-rt".into()),
             "--connect" => {
                 let v = value()?;
-                let addr = v.to_socket_addrs().ok().and_then(|mut a| a.next());
-                connect = Some(addr.ok_or_else(|| format!("--connect: `{v}` is not HOST:PORT"))?);
+                // Every address HOST resolves to, tried in order (`localhost` may give ::1
+                // first while the engine listens on 127.0.0.1).
+                let addrs: Vec<SocketAddr> = v
+                    .to_socket_addrs()
+                    .map(Iterator::collect)
+                    .unwrap_or_default();
+                if addrs.is_empty() {
+                    return Err(format!("--connect: `{v}` is not HOST:PORT"));
+                }
+                connect = Some(addrs);
             }
             "--duration" => duration = parse_num::<f64>(&name, &value()?)?,
             "--count" => count = Some(parse_num::<u64>(&name, &value()?)?),
@@ -267,7 +275,7 @@ fn run() -> i32 {
     sys::catch_stop_signals();
     let report = Reporter { json: opts.json };
     let target = match opts.connect {
-        Some(addr) => Target::Connect(addr),
+        Some(addrs) => Target::Connect(addrs),
         None => match engine::locate(opts.engine.as_deref()) {
             Ok(path) => Target::Spawn(EngineSpec {
                 path,

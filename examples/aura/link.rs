@@ -40,8 +40,9 @@ const RAW_ID_BASE: u32 = 0x4000_0000;
 pub enum Target {
     /// Spawn and supervise this engine.
     Spawn(EngineSpec),
-    /// Attach to an engine started by hand.
-    Connect(SocketAddr),
+    /// Attach to an engine started by hand, at the first of these addresses (those of one
+    /// HOST:PORT, in resolution order) that accepts.
+    Connect(Vec<SocketAddr>),
 }
 
 /// Why the session could not go on.
@@ -609,16 +610,19 @@ impl Link {
         let ms = backoff.as_millis() as u64;
         match &self.target {
             // An attached engine is not ours to restart: aura reconnects to its address.
-            Target::Connect(addr) => self.report.event(
-                "reconnecting",
-                json!({"attempt": attempt, "backoff_ms": ms, "addr": addr.to_string(),
+            Target::Connect(addrs) => {
+                let addr = addrs_text(addrs);
+                self.report.event(
+                    "reconnecting",
+                    json!({"attempt": attempt, "backoff_ms": ms, "addr": addr,
                        "for_ms": CONNECT_FOR.as_millis() as u64}),
-                Some(format!(
-                    "reconnecting to {addr} in {ms} ms (trying for {} s; an attached engine \
+                    Some(format!(
+                        "reconnecting to {addr} in {ms} ms (trying for {} s; an attached engine \
                      is not restarted)",
-                    CONNECT_FOR.as_secs()
-                )),
-            ),
+                        CONNECT_FOR.as_secs()
+                    )),
+                )
+            }
             Target::Spawn(_) => self.report.event(
                 "restarting",
                 json!({"attempt": attempt, "backoff_ms": ms}),
@@ -794,7 +798,7 @@ fn connect(
             );
             (Some(engine), addr)
         }
-        Target::Connect(addr) => (None, *addr),
+        Target::Connect(addrs) => return Ok((None, connect_first(addrs, &opts)?)),
     };
     let client = Client::connect(addr, &opts).map_err(|e| LinkError::Connect(addr, e))?;
     if let Some(e) = &engine {
@@ -829,4 +833,26 @@ fn sleep_interruptible(d: Duration) -> Result<(), LinkError> {
         );
     }
     Ok(())
+}
+
+/// The first of `addrs` where a session opens; an address that refuses the connection (nothing
+/// listens there) passes to the next, any other failure is the answer. `addrs` is not empty.
+fn connect_first(addrs: &[SocketAddr], opts: &ClientOptions) -> Result<Client, LinkError> {
+    let mut last = None;
+    for &addr in addrs {
+        match Client::connect(addr, opts) {
+            Ok(c) => return Ok(c),
+            Err(e @ ClientError::Connect(std::io::ErrorKind::ConnectionRefused)) => {
+                last = Some(LinkError::Connect(addr, e));
+            }
+            Err(e) => return Err(LinkError::Connect(addr, e)),
+        }
+    }
+    Err(last.unwrap_or_else(|| LinkError::Lost("--connect: no address".into())))
+}
+
+/// `a`, or `a or b` for the addresses of one HOST:PORT.
+fn addrs_text(addrs: &[SocketAddr]) -> String {
+    let all: Vec<String> = addrs.iter().map(ToString::to_string).collect();
+    all.join(" or ")
 }

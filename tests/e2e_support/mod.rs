@@ -26,14 +26,15 @@ pub fn example(name: &str) -> PathBuf {
         "{} is missing: `cargo test` builds the examples; or run `cargo build --examples`",
         path.display()
     );
-    assert_fresh(&path);
+    assert_fresh(&path, name);
     path
 }
 
-/// Panics when a source of the examples (`src/`, `examples/`) is newer than the binary `path`:
-/// `cargo test --test NAME` builds no example, so a test run that way would silently drive the
-/// previous build (`cargo test` without `--test` and `cargo build --examples` rebuild them).
-fn assert_fresh(path: &std::path::Path) {
+/// Panics when a source of example `name` (the library's `src/`, `examples/NAME.rs`,
+/// `examples/NAME/`) is newer than its binary `path`: `cargo test --test NAME` builds no
+/// example, so a test run that way would silently drive the previous build (`cargo test`
+/// without `--test` and `cargo build --examples` rebuild them).
+fn assert_fresh(path: &std::path::Path, name: &str) {
     let built = std::fs::metadata(path).and_then(|m| m.modified());
     let manifest = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
     let root = [Some(manifest), manifest.parent()]
@@ -43,9 +44,14 @@ fn assert_fresh(path: &std::path::Path) {
     let (Ok(built), Some(root)) = (built, root) else {
         return;
     };
-    let newer = ["src", "examples"]
+    let main = root.join("examples").join(format!("{name}.rs"));
+    let main = std::fs::metadata(&main)
+        .and_then(|m| m.modified())
+        .map(|t| (t, main));
+    let newer = [root.join("src"), root.join("examples").join(name)]
         .iter()
-        .filter_map(|d| newest_rs(&root.join(d)))
+        .filter_map(|d| newest_rs(d))
+        .chain(main.ok())
         .find(|(t, _)| *t > built);
     if let Some((_, file)) = newer {
         panic!(
