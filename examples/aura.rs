@@ -311,8 +311,8 @@ fn run() -> i32 {
             eprintln!("aura: interrupted; the engine was shut down");
             EXIT_INTERRUPTED
         }
-        Err(LinkError::GaveUp(n)) => {
-            report.fatal(&LinkError::GaveUp(n).to_string());
+        Err(e @ LinkError::GaveUp { .. }) => {
+            report.fatal(&e.to_string());
             EXIT_GAVE_UP
         }
         Err(e @ (LinkError::Connect(..) | LinkError::Reconnect(..))) => {

@@ -55,7 +55,12 @@ pub enum LinkError {
     /// An attached engine (`--connect`) went away and reconnecting to its address failed.
     Reconnect(SocketAddr, ClientError),
     /// The engine died more than the budget allows.
-    GaveUp(usize),
+    GaveUp {
+        /// Deaths (spawned engine) or lost connections (attached engine) in the window.
+        n: usize,
+        /// Attached with `--connect`: connections lost, not engines restarted.
+        attached: bool,
+    },
     /// An attached engine went away and did not come back.
     Lost(String),
     /// SIGINT/SIGTERM.
@@ -71,12 +76,17 @@ impl fmt::Display for LinkError {
                 f.write_str("lost the engine, and reconnecting failed: ")?;
                 write_connect_error(f, *addr, e)
             }
-            Self::GaveUp(n) => write!(
+            Self::GaveUp { n, attached } => write!(
                 f,
-                "the engine died {n} times within {} s; giving up (restart budget: {} restarts \
-                 per {} s)",
+                "{} {n} times within {} s; giving up (budget: {} {} per {} s)",
+                if *attached {
+                    "the connection to the attached engine was lost"
+                } else {
+                    "the engine died"
+                },
                 RESTART_WINDOW.as_secs(),
                 RESTART_BUDGET,
+                if *attached { "reconnects" } else { "restarts" },
                 RESTART_WINDOW.as_secs()
             ),
             Self::Lost(why) => write!(f, "lost the engine: {why}"),
@@ -603,7 +613,8 @@ impl Link {
             let n = self.restarts.len() + 1;
             self.report
                 .event("gave_up", json!({"deaths_in_window": n}), None);
-            return Err(LinkError::GaveUp(n));
+            let attached = matches!(self.target, Target::Connect(_));
+            return Err(LinkError::GaveUp { n, attached });
         }
         let backoff = BACKOFF_BASE * (1 << self.restarts.len());
         let attempt = self.restarts.len() + 1;
