@@ -63,7 +63,7 @@ for (const [name, bytes, want] of [
     const fake = await fakeEngine((c) => c.onCmd(() => c.sock.write(bytes)));
     const client = new EngineClient({ port: fake.port }, { reconnect: false });
     const why = reasons(client);
-    await assert.rejects(client.start(), (e: unknown) => e instanceof EngineError && e.code === "not_sent");
+    await assert.rejects(client.start(), (e: unknown) => e instanceof EngineError && e.code === "not_sent" && want.test(e.message));
     assert.equal(client.state, "failed");
     assert.match(why.join(" "), want);
     await fake.close();
@@ -239,7 +239,7 @@ test("reconnect timing follows the backoff (mock timers)", async () => {
         calls++;
         throw new Error("no engine yet");
       },
-      { reconnect: { initialMs: 100, maxMs: 1000 }, random: () => 0.5 },
+      { reconnect: { initialMs: 100, maxMs: 1000 }, random: () => 0.5, startAttempts: Infinity },
     );
     const ready = client.start().catch((e: EngineError) => e.code);
     const flush = async () => {
