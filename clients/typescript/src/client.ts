@@ -37,8 +37,9 @@ export interface ReconnectOptions {
   /** Growth per failed attempt. Default 2. */
   factor?: number;
   /**
-   * Reconnect attempts after a session was lost, before the client gives up (`failed`). Default
-   * Infinity. Attempts before the first session are bounded by {@link ClientOptions.startAttempts}.
+   * Attempts without a session before the client gives up (`failed`). Default Infinity: after a
+   * lost session the client retries for ever. Before the first session
+   * {@link ClientOptions.startTimeoutMs} bounds the attempts too.
    */
   maxAttempts?: number;
 }
@@ -64,18 +65,19 @@ export interface ClientOptions {
    * is not a replay). They still time out.
    */
   queueWhileDisconnected?: number;
-  /** Reconnect policy, or false to end in `failed` at the first loss (and after one attempt to start). */
+  /** Reconnect policy, or false to end in `failed` at the first loss (and after the first failed attempt to start). */
   reconnect?: ReconnectOptions | false;
   /**
-   * Connection attempts {@link EngineClient.start} makes for the first session (each: endpoint,
-   * TCP connect, handshake, bounded by {@link handshakeTimeoutMs}) before it rejects with the last
-   * attempt's cause and the client ends `failed`. Default 1: an engine that cannot be reached
-   * (nothing listening, a missing connection file, a wrong token, `session_busy`) rejects start()
-   * at once. N > 1 or Infinity: wait for an engine still starting, retrying with the `reconnect`
-   * backoff (`disconnected` reports each failed attempt; close() ends the wait). Ignored with
-   * `reconnect: false` (one attempt). Once a session was ready, losses follow `reconnect`.
+   * How long {@link EngineClient.start} retries (with the `reconnect` backoff) when no session
+   * can be opened — nothing listening, a connection closed before the welcome, `session_busy`,
+   * an endpoint function that throws (a connection file not written yet) — before it rejects
+   * with the last attempt's cause and the client ends `failed`, ms. Default 3 000 (ports.md §7:
+   * an engine may be restarting). No attempt begins after it; the one under way is bounded by
+   * {@link handshakeTimeoutMs}. 0: one attempt. Infinity: wait for the engine (close() ends the
+   * wait). Refusals no retry can heal (`bad_token`, `protocol_version`…) reject at once. Once a
+   * session was ready, losses follow `reconnect` alone.
    */
-  startAttempts?: number;
+  startTimeoutMs?: number;
   /** Send heartbeats and watch pongs. Default true. */
   heartbeat?: boolean;
   /** Random source in [0, 1) for backoff jitter (tests). Default Math.random. */
@@ -213,6 +215,8 @@ export class EngineClient extends EventEmitter<ClientEvents> {
   private attempt = 0;
   private failure: Failure | null = null; // why the state became failed: what start()/ready() reject with
   private lastAttempt: { reason: string; cause: unknown } | null = null; // the latest failed attempt before the first session
+  private startedAt = 0; // Date.now() at start()
+  private startTries = 0; // failed attempts before the first session
   private sockConnected = false; // this socket's TCP connection was made
   private sockSession = false; // a session was ready on this socket
   private unrefd = false;
@@ -235,7 +239,7 @@ export class EngineClient extends EventEmitter<ClientEvents> {
       heartbeat: options.heartbeat ?? true,
       random: options.random ?? Math.random,
       attachments: options.attachments ?? true,
-      startAttempts: options.startAttempts ?? 1,
+      startTimeoutMs: options.startTimeoutMs ?? 3_000,
     };
     this.askAttachments = this.opts.attachments;
   }
@@ -281,11 +285,11 @@ export class EngineClient extends EventEmitter<ClientEvents> {
 
   /**
    * Starts connecting. Resolves when the first session is ready. Rejects when the client fails
-   * or closes first, with the cause: after {@link ClientOptions.startAttempts} failed attempts
-   * (default 1, so an engine that cannot be reached rejects at once, within
-   * `handshakeTimeoutMs` of the endpoint being known), with the engine's refusal of `hello`
-   * (`bad_token`, `protocol_version`, `session_busy`…, `fromEngine` true) or `not_sent` whose
-   * message names what happened (`connect ECONNREFUSED 127.0.0.1:40399`, `no endpoint: …`, a
+   * or closes first, with the cause: when no session could be opened within
+   * {@link ClientOptions.startTimeoutMs} (default 3 000 ms; settled at most `handshakeTimeoutMs`
+   * later), with the engine's refusal of `hello` (`bad_token`, `protocol_version`,
+   * `session_busy`…, `fromEngine` true) or `not_sent` whose message names what happened
+   * (`connect ECONNREFUSED 127.0.0.1:40399 (9 attempts in 3012 ms)`, `no endpoint: …`, a
    * protocol fault) and whose `cause` is the underlying error. The rejection is handled already:
    * a caller that does not await it (and watches `state` instead) gets no unhandled rejection;
    * one that awaits it still sees it. Calling it again returns the same outcome; a `failed` or
@@ -294,6 +298,7 @@ export class EngineClient extends EventEmitter<ClientEvents> {
   start(): Promise<void> {
     if (!this.started) {
       this.started = true;
+      this.startedAt = Date.now();
       this.connect();
     }
     const p = this.ready();
@@ -899,13 +904,18 @@ export class EngineClient extends EventEmitter<ClientEvents> {
   private lost(reason: string, cause?: unknown): void {
     if (this.closing || this._state === "closed" || this._state === "failed") return;
     const firstSession = this.instance === null;
-    if (firstSession) this.lastAttempt = { reason, cause };
+    if (firstSession) {
+      this.lastAttempt = { reason, cause };
+      this.startTries++;
+    }
     this.teardown(reason, "outcome_unknown", cause, true);
     const rc = this.opts.reconnect;
-    // Before the first session, attempt n + 1 would be the (n + 2)th: startAttempts bounds them all.
-    const limit = rc === false ? 0 : firstSession ? this.opts.startAttempts - 1 : (rc.maxAttempts ?? Infinity);
-    if (rc === false || this.attempt >= limit) return this.fail(reason, cause);
+    if (rc === false || this.attempt >= (rc.maxAttempts ?? Infinity)) return this.fail(reason, cause);
     const delay = backoffDelay(this.attempt, rc, this.opts.random);
+    const elapsed = Date.now() - this.startedAt;
+    if (firstSession && elapsed + delay > this.opts.startTimeoutMs) {
+      return this.fail(reason, cause, this.startTries > 1 ? ` (${this.startTries} attempts in ${elapsed} ms)` : "");
+    }
     this.setState("reconnecting");
     this.attempt++;
     this.reconnectTimer = setTimeout(() => {
@@ -915,10 +925,10 @@ export class EngineClient extends EventEmitter<ClientEvents> {
     if (this.unrefd) this.reconnectTimer.unref();
   }
 
-  /** Ends in `failed`: what start() and ready() reject with is the engine's refusal or `not_sent` carrying `reason` and `cause`. */
-  private fail(reason: string, cause: unknown): void {
+  /** Ends in `failed`: what start() and ready() reject with is the engine's refusal or `not_sent` carrying `reason` (+ `note`) and `cause`. */
+  private fail(reason: string, cause: unknown, note = ""): void {
     const engine = cause instanceof EngineError && cause.fromEngine ? cause : null;
-    const message = cause instanceof EngineError && (engine || cause.code === "not_sent") ? reasonOf(cause) : reason;
+    const message = (cause instanceof EngineError && (engine || cause.code === "not_sent") ? reasonOf(cause) : reason) + note;
     this.failure = { code: engine ? engine.code : "not_sent", message, fromEngine: engine !== null, cause };
     this.failWaiting("not_sent", reason);
     this.setState("failed");

@@ -239,7 +239,7 @@ test("reconnect timing follows the backoff (mock timers)", async () => {
         calls++;
         throw new Error("no engine yet");
       },
-      { reconnect: { initialMs: 100, maxMs: 1000 }, random: () => 0.5, startAttempts: Infinity },
+      { reconnect: { initialMs: 100, maxMs: 1000 }, random: () => 0.5 },
     );
     const ready = client.start().catch((e: EngineError) => e.code);
     const flush = async () => {
