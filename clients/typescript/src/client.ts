@@ -7,7 +7,7 @@ import * as net from "node:net";
 import { FrameReader, PREFACE, PRE_WELCOME_MAX_PAYLOAD, ENGINE_MAX_PAYLOAD, MIN_MAX_FRAME, MAX_MAX_FRAME, encodeCommand, EncodeError, isU32, attachmentOf, type AttachmentStats, type Envelope } from "./codec";
 import { decodeScope, decodeSpectrum, isAnalysisStream, type AnalysisStream, type ScopeFrame, type ScopeParams, type SpectrumFrame, type SpectrumParams } from "./analysis";
 import { EngineError, ProtocolError, type ClientErrorCode } from "./errors";
-import type { CommandBodies, CommandName, ErrorBodies, ReplyBodies, ReplyOf, TelemetryBodies, TelemetryName, TelemetryStream } from "./generated";
+import type { ErrorCode, CommandBodies, CommandName, ErrorBodies, ReplyBodies, ReplyOf, TelemetryBodies, TelemetryName, TelemetryStream } from "./generated";
 
 /** The streams subscribed with a rate alone (meters, transport.state, engine.health). */
 export type PlainStream = Exclude<TelemetryStream, AnalysisStream>;
@@ -18,7 +18,11 @@ export type StreamName = TelemetryName | AnalysisStream;
 /** What a listener of `S` receives: analysis frames normalised to Float32Array, other bodies as sent. */
 export type TelemetryOf<S extends StreamName> = S extends "scope" ? ScopeFrame : S extends "spectrum" ? SpectrumFrame : S extends TelemetryName ? TelemetryBodies[S] : never;
 
-/** Connection state. Engine health (telemetry `engine.health`) is kept apart: see {@link EngineClient.health}. */
+/**
+ * Connection state. Engine health (telemetry `engine.health`) is kept apart: see {@link EngineClient.health}.
+ * A new client is `closed` until {@link EngineClient.start} (before `start()`, `closed` means "not
+ * started yet"; after it, `closed` and `failed` are final: make a new client to try again).
+ */
 export type ClientState = "connecting" | "handshaking" | "ready" | "reconnecting" | "closed" | "failed";
 
 /** Where to connect; a function is asked again before every attempt (a restarted engine has a new port). */
@@ -32,7 +36,11 @@ export interface ReconnectOptions {
   maxMs?: number;
   /** Growth per failed attempt. Default 2. */
   factor?: number;
-  /** Attempts without a session before the client gives up (`failed`). Default Infinity. */
+  /**
+   * Attempts without a session before the client gives up (`failed`). Default Infinity: after a
+   * lost session the client retries for ever. Before the first session
+   * {@link ClientOptions.startTimeoutMs} bounds the attempts too.
+   */
   maxAttempts?: number;
 }
 
@@ -57,8 +65,19 @@ export interface ClientOptions {
    * is not a replay). They still time out.
    */
   queueWhileDisconnected?: number;
-  /** Reconnect policy, or false to end in `failed` at the first loss. */
+  /** Reconnect policy, or false to end in `failed` at the first loss (and after the first failed attempt to start). */
   reconnect?: ReconnectOptions | false;
+  /**
+   * How long {@link EngineClient.start} retries (with the `reconnect` backoff) when no session
+   * can be opened — nothing listening, a connection closed before the welcome, `session_busy`,
+   * an endpoint function that throws (a connection file not written yet) — before it rejects
+   * with the last attempt's cause and the client ends `failed`, ms. Default 3 000 (ports.md §7:
+   * an engine may be restarting). No attempt begins after it; the one under way is bounded by
+   * {@link handshakeTimeoutMs}. 0: one attempt. Infinity: wait for the engine (close() ends the
+   * wait). Refusals no retry can heal (`bad_token`, `protocol_version`…) reject at once. Once a
+   * session was ready, losses follow `reconnect` alone.
+   */
+  startTimeoutMs?: number;
   /** Send heartbeats and watch pongs. Default true. */
   heartbeat?: boolean;
   /** Random source in [0, 1) for backoff jitter (tests). Default Math.random. */
@@ -86,6 +105,24 @@ export function backoffDelay(attempt: number, opts: ReconnectOptions = {}, rando
   const max = opts.maxMs ?? 5_000;
   const ceiling = Math.min(max, initial * Math.pow(opts.factor ?? 2, attempt));
   return Math.floor(random() * ceiling);
+}
+
+/** The second argument of the `disconnected` event. */
+export interface DisconnectInfo {
+  /** Whether this attempt's TCP connection was made (false: refused, unreachable, no endpoint). */
+  connected: boolean;
+  /** Whether a session was ready on it (false: it ended in or before the handshake). */
+  session: boolean;
+  /** The underlying error when there is one: the socket's (`code` ECONNREFUSED, `address`, `port`), the endpoint function's, a `ProtocolError`, the engine's `EngineError`. */
+  cause?: unknown;
+}
+
+/** Why a client ended `failed` (the fields of the EngineError start() rejects with). */
+interface Failure {
+  code: ErrorCode | ClientErrorCode;
+  message: string;
+  fromEngine: boolean;
+  cause: unknown;
 }
 
 interface Pending {
@@ -131,8 +168,14 @@ export interface ClientEvents {
   engineError: [body: ErrorBodies["error"]];
   log: [body: ErrorBodies["log"]];
   goodbye: [body: ErrorBodies["goodbye"]];
-  /** The connection ended; `reason` says why (an Error for protocol faults). */
-  disconnected: [reason: string];
+  /**
+   * A connection attempt failed or a connection ended; `reason` says what happened, e.g.
+   * `connect ECONNREFUSED 127.0.0.1:40399` (nothing listening; the socket error's message),
+   * `the engine closed the connection`, `bad_token: missing or wrong session token`,
+   * `no endpoint: …` (the endpoint function threw), a protocol fault (`bad_preface: …`).
+   * `info.connected` tells a connection that was never made from one that closed.
+   */
+  disconnected: [reason: string, info: DisconnectInfo];
 }
 
 /**
@@ -170,6 +213,12 @@ export class EngineClient extends EventEmitter<ClientEvents> {
   private handshakeTimer: NodeJS.Timeout | null = null;
   private reconnectTimer: NodeJS.Timeout | null = null;
   private attempt = 0;
+  private failure: Failure | null = null; // why the state became failed: what start()/ready() reject with
+  private lastAttempt: { reason: string; cause: unknown } | null = null; // the latest failed attempt before the first session
+  private startedAt = 0; // Date.now() at start()
+  private startTries = 0; // failed attempts before the first session
+  private sockConnected = false; // this socket's TCP connection was made
+  private sockSession = false; // a session was ready on this socket
   private unrefd = false;
   private lastHealth: TelemetryBodies["engine.health"] | null = null;
   private lastTransport: TelemetryBodies["transport.state"] | null = null;
@@ -190,6 +239,7 @@ export class EngineClient extends EventEmitter<ClientEvents> {
       heartbeat: options.heartbeat ?? true,
       random: options.random ?? Math.random,
       attachments: options.attachments ?? true,
+      startTimeoutMs: options.startTimeoutMs ?? 3_000,
     };
     this.askAttachments = this.opts.attachments;
   }
@@ -234,13 +284,21 @@ export class EngineClient extends EventEmitter<ClientEvents> {
   }
 
   /**
-   * Starts connecting. Resolves when the first session is ready; rejects `not_sent` if the client
-   * fails or closes first. The rejection is handled already: a caller that does not await it
-   * (and watches `state` instead) gets no unhandled rejection; one that awaits it still sees it.
+   * Starts connecting. Resolves when the first session is ready. Rejects when the client fails
+   * or closes first, with the cause: when no session could be opened within
+   * {@link ClientOptions.startTimeoutMs} (default 3 000 ms; settled at most `handshakeTimeoutMs`
+   * later), with the engine's refusal of `hello` (`bad_token`, `protocol_version`,
+   * `session_busy`…, `fromEngine` true) or `not_sent` whose message names what happened
+   * (`connect ECONNREFUSED 127.0.0.1:40399 (9 attempts in 3012 ms)`, `no endpoint: …`, a
+   * protocol fault) and whose `cause` is the underlying error. The rejection is handled already:
+   * a caller that does not await it (and watches `state` instead) gets no unhandled rejection;
+   * one that awaits it still sees it. Calling it again returns the same outcome; a `failed` or
+   * `closed` client does not start again.
    */
   start(): Promise<void> {
     if (!this.started) {
       this.started = true;
+      this.startedAt = Date.now();
       this.connect();
     }
     const p = this.ready();
@@ -248,19 +306,28 @@ export class EngineClient extends EventEmitter<ClientEvents> {
     return p;
   }
 
-  /** Resolves when the state is `ready`; rejects with `not_sent` if it becomes `closed`/`failed` first. */
+  /** Resolves when the state is `ready`; rejects if it becomes `closed`/`failed` first, as {@link start} says. */
   ready(): Promise<void> {
     if (this._state === "ready") return Promise.resolve();
-    if (this.started && (this._state === "closed" || this._state === "failed")) return Promise.reject(new EngineError("not_sent", `client is ${this._state}`));
+    if (this.started && (this._state === "closed" || this._state === "failed")) return Promise.reject(this.endError());
     return new Promise((resolve, reject) => {
       const on = (s: ClientState) => {
         if (s === "ready") resolve();
-        else if (s === "closed" || s === "failed") reject(new EngineError("not_sent", `client is ${s}`));
+        else if (s === "closed" || s === "failed") reject(this.endError());
         else return;
         this.off("state", on);
       };
       this.on("state", on);
     });
+  }
+
+  /** What ready() rejects with once the client is `failed` or `closed`: the cause, when there is one. */
+  private endError(): EngineError {
+    const f = this.failure;
+    if (this._state === "failed" && f) return new EngineError(f.code, f.message, { fromEngine: f.fromEngine, cause: f.cause });
+    const last = this.lastAttempt;
+    if (this.instance === null && last) return new EngineError("not_sent", `client closed before the first session (last attempt: ${last.reason})`, { cause: last.cause });
+    return new EngineError("not_sent", `client is ${this._state}`);
   }
 
   /** Lets the process exit while this client is connected (sockets and timers unref'd). */
@@ -458,7 +525,9 @@ export class EngineClient extends EventEmitter<ClientEvents> {
 
   private admit(p: Pending, timeoutMs: number): void {
     if (p.signal?.aborted) return p.reject(new EngineError("aborted", "aborted before sending", { command: p.name }));
-    if (this.closing || (this.started && (this._state === "closed" || this._state === "failed"))) return p.reject(new EngineError("not_sent", `client is ${this.closing ? "closing" : this._state}`, { command: p.name }));
+    if (this.closing || (this.started && (this._state === "closed" || this._state === "failed"))) {
+      return p.reject(new EngineError("not_sent", `client is ${this._state === "closed" || this._state === "failed" ? this._state : "closing"}`, { command: p.name }));
+    }
     if (timeoutMs > 0) {
       p.timer = setTimeout(() => this.settleErr(p, p.sent ? "timeout" : "not_sent", p.sent ? `no answer in ${timeoutMs} ms` : `not sent within ${timeoutMs} ms`, true), timeoutMs);
       if (this.unrefd) p.timer.unref();
@@ -470,7 +539,7 @@ export class EngineClient extends EventEmitter<ClientEvents> {
     if (this._state !== "ready") {
       // Not ready (or not started yet): at once not_sent, unless the caller opted into a queue.
       if (this.waiting.length < this.opts.queueWhileDisconnected) return void this.waiting.push(p);
-      return this.settleErr(p, "not_sent", `not connected (${this._state})`, false);
+      return this.settleErr(p, "not_sent", `not connected (${this.started ? this._state : "not started"})`, false);
     }
     if (this.waiting.length > 0 || !this.hasRoom()) {
       if (this.opts.onFull === "reject") return this.settleErr(p, "not_sent", this.writable ? `${this.pending.size} commands in flight (max ${this.opts.maxInFlight})` : "socket buffer full", false);
@@ -574,7 +643,10 @@ export class EngineClient extends EventEmitter<ClientEvents> {
           if (this.attempt !== attemptStarted) return;
           this.openSocket(ep);
         },
-        (err) => this.lost(`no endpoint: ${(err as Error)?.message ?? err}`, true),
+        (err: unknown) => {
+          if (this.attempt !== attemptStarted) return;
+          this.lost(`no endpoint: ${err instanceof Error ? err.message : String(err)}`, err);
+        },
       );
   }
 
@@ -586,15 +658,20 @@ export class EngineClient extends EventEmitter<ClientEvents> {
     this.sessionAttachments = false;
     this.maxPayload = PRE_WELCOME_MAX_PAYLOAD;
     this.writable = true;
-    const sock = net.createConnection({ host: ep.host ?? "127.0.0.1", port: ep.port, noDelay: true });
+    this.sockConnected = this.sockSession = false;
+    const host = ep.host ?? "127.0.0.1";
+    const sock = net.createConnection({ host, port: ep.port, noDelay: true });
     this.sock = sock;
     if (this.unrefd) sock.unref();
     this.handshakeTimer = setTimeout(() => {
-      if (this.sock === sock) this.drop(sock, `no welcome within ${this.opts.handshakeTimeoutMs} ms`);
+      if (this.sock !== sock) return;
+      if (this.sockConnected) this.drop(sock, `no welcome within ${this.opts.handshakeTimeoutMs} ms`);
+      else this.drop(sock, `connect ${host}:${ep.port}: no connection within ${this.opts.handshakeTimeoutMs} ms`);
     }, this.opts.handshakeTimeoutMs);
     if (this.unrefd) this.handshakeTimer.unref();
     sock.on("connect", () => {
       if (this.sock !== sock) return;
+      this.sockConnected = true;
       sock.setNoDelay(true); // small frames: do not let Nagle hold them back
       this.setState("handshaking");
       sock.write(PREFACE);
@@ -606,7 +683,7 @@ export class EngineClient extends EventEmitter<ClientEvents> {
       try {
         envs = this.reader.push(chunk);
       } catch (e) {
-        return this.drop(sock, e instanceof ProtocolError ? e.message : String(e));
+        return this.drop(sock, e instanceof ProtocolError ? e.message : String(e), e);
       }
       this.pingOutstandingSince = 0; // any byte from the engine proves it alive
       this.lastRead = Date.now();
@@ -620,7 +697,7 @@ export class EngineClient extends EventEmitter<ClientEvents> {
         try {
           body = this.bodyOf(env);
         } catch (e) {
-          this.drop(sock, e instanceof ProtocolError ? e.message : String(e));
+          this.drop(sock, e instanceof ProtocolError ? e.message : String(e), e);
           break;
         }
         try {
@@ -636,10 +713,16 @@ export class EngineClient extends EventEmitter<ClientEvents> {
       this.writable = true;
       this.pump();
     });
-    sock.on("error", () => {}); // 'close' follows with the outcome
+    let sockError: Error | null = null;
+    sock.on("error", (e) => void (sockError ??= e)); // 'close' follows with the outcome
     sock.on("close", () => {
-      if (this.sock === sock) this.owedCheck?.();
-      if (this.sock === sock) this.lost("connection closed", false);
+      if (this.sock !== sock) return;
+      this.owedCheck?.();
+      if (this.sock !== sock) return;
+      const e = sockError as Error | null;
+      // Not connected: the socket's own words name it (`connect ECONNREFUSED 127.0.0.1:40399`).
+      if (!this.sockConnected) this.lost(e ? e.message : `connect ${host}:${ep.port}: closed before connecting`, e ?? undefined);
+      else this.lost(e ? `connection lost: ${e.message}` : "the engine closed the connection", e ?? undefined);
     });
   }
 
@@ -667,16 +750,17 @@ export class EngineClient extends EventEmitter<ClientEvents> {
       // retry without `attachments` is behind us, so it is our name or token) and a hello this
       // client cannot encode (not_sent) will not heal by retrying; session_busy may.
       if (r.fromEngine ? ["protocol_version", "bad_token", "invalid_field", "out_of_range"].includes(r.code) : r.code === "not_sent") {
-        this.teardown(r.message, "outcome_unknown");
-        this.failWaiting("not_sent", r.message);
-        this.setState("failed");
+        this.teardown(r.message, "outcome_unknown", r);
+        this.fail(r.message, r);
         return;
       }
-      return this.drop(sock, `hello refused: ${r.message}`);
+      return this.drop(sock, `hello refused: ${r.message}`, r);
     }
     if (this.handshakeTimer) clearTimeout(this.handshakeTimer);
     this.handshakeTimer = null;
     this.attempt = 0;
+    this.lastAttempt = null;
+    this.sockSession = true;
     this.welcomeBody = r;
     this.maxPayload = r.max_frame; // range-checked by checkWelcome
     const previous = this.instance;
@@ -779,13 +863,16 @@ export class EngineClient extends EventEmitter<ClientEvents> {
   }
 
   /** Closes one socket on purpose (a protocol fault, a silent engine); reconnects as policy says. */
-  private drop(sock: net.Socket, reason: string): void {
+  private drop(sock: net.Socket, reason: string, cause?: unknown): void {
     if (this.sock !== sock) return;
-    this.lost(reason, false);
+    this.lost(reason, cause);
   }
 
-  /** Ends the current socket; settles what it owed. */
-  private teardown(reason: string, sentCode: ClientErrorCode): void {
+  /**
+   * Ends the current socket; settles what it owed. Emits `disconnected` when there was a socket
+   * or `attemptFailed` (an attempt that ended before it had one: the endpoint function threw).
+   */
+  private teardown(reason: string, sentCode: ClientErrorCode, cause?: unknown, attemptFailed = false): void {
     if (this.hbTimer) clearInterval(this.hbTimer);
     if (this.handshakeTimer) clearTimeout(this.handshakeTimer);
     this.hbTimer = this.handshakeTimer = null;
@@ -806,26 +893,45 @@ export class EngineClient extends EventEmitter<ClientEvents> {
         p.reject(new EngineError("not_sent", reason, { command: p.name }));
       }
     }
-    if (sock) this.emit("disconnected", reason);
+    if (sock || attemptFailed) {
+      const info: DisconnectInfo = { connected: sock !== null && this.sockConnected, session: sock !== null && this.sockSession };
+      if (cause !== undefined) info.cause = cause;
+      this.emit("disconnected", reason, info);
+    }
   }
 
-  private lost(reason: string, _noSocket: boolean): void {
+  /** The current attempt or session ended (`cause`: the error behind `reason`, if any); reconnects as policy says. */
+  private lost(reason: string, cause?: unknown): void {
     if (this.closing || this._state === "closed" || this._state === "failed") return;
-    this.teardown(reason, "outcome_unknown");
+    const firstSession = this.instance === null;
+    if (firstSession) {
+      this.lastAttempt = { reason, cause };
+      this.startTries++;
+    }
+    this.teardown(reason, "outcome_unknown", cause, true);
     const rc = this.opts.reconnect;
-    if (rc === false || this.attempt >= (rc.maxAttempts ?? Infinity)) {
-      this.failWaiting("not_sent", reason);
-      this.setState("failed");
-      return;
+    if (rc === false || this.attempt >= (rc.maxAttempts ?? Infinity)) return this.fail(reason, cause);
+    const delay = backoffDelay(this.attempt, rc, this.opts.random);
+    const elapsed = Date.now() - this.startedAt;
+    if (firstSession && elapsed + delay > this.opts.startTimeoutMs) {
+      return this.fail(reason, cause, this.startTries > 1 ? ` (${this.startTries} attempts in ${elapsed} ms)` : "");
     }
     this.setState("reconnecting");
-    const delay = backoffDelay(this.attempt, rc, this.opts.random);
     this.attempt++;
     this.reconnectTimer = setTimeout(() => {
       this.reconnectTimer = null;
       this.connect();
     }, delay);
     if (this.unrefd) this.reconnectTimer.unref();
+  }
+
+  /** Ends in `failed`: what start() and ready() reject with is the engine's refusal or `not_sent` carrying `reason` (+ `note`) and `cause`. */
+  private fail(reason: string, cause: unknown, note = ""): void {
+    const engine = cause instanceof EngineError && cause.fromEngine ? cause : null;
+    const message = (cause instanceof EngineError && (engine || cause.code === "not_sent") ? reasonOf(cause) : reason) + note;
+    this.failure = { code: engine ? engine.code : "not_sent", message, fromEngine: engine !== null, cause };
+    this.failWaiting("not_sent", reason);
+    this.setState("failed");
   }
 
   private clearReconnect(): void {
@@ -858,6 +964,12 @@ function checkWelcome(b: Record<string, unknown>): void {
  */
 function refusedByEngine(e: unknown): e is EngineError {
   return e instanceof EngineError && e.fromEngine && e.code !== "shutting_down";
+}
+
+/** An EngineError's message without its `code: ` prefix. */
+function reasonOf(e: EngineError): string {
+  const prefix = `${e.code}: `;
+  return e.message.startsWith(prefix) ? e.message.slice(prefix.length) : e.message;
 }
 
 /** Subscriptions are keyed by (stream, tap); plain streams have no tap. */

@@ -141,9 +141,10 @@ export class EngineSupervisor extends EventEmitter<SupervisorEvents> {
   get current(): Announcement | null {
     return this.announcement;
   }
-  /** The engine's pid (spawn mode), or null. */
+  /** The running engine process's pid (spawn mode); null when none runs: before start(), while restarting, once `stopped` or `failed`. */
   get pid(): number | null {
-    return this.child?.pid ?? null;
+    const c = this.child;
+    return c && c.exitCode === null && c.signalCode === null ? (c.pid ?? null) : null;
   }
 
   /**
@@ -233,7 +234,16 @@ export class EngineSupervisor extends EventEmitter<SupervisorEvents> {
   private async endpoint(): Promise<Endpoint> {
     if (this.connectOpts) {
       if (this.connectOpts.connectionFile) {
-        const a = parseAnnouncement(await readFile(this.connectOpts.connectionFile, "utf8"), false);
+        const file = this.connectOpts.connectionFile;
+        let text: string;
+        try {
+          text = await readFile(file, "utf8");
+        } catch (e) {
+          // Node's message names the errno and the path; `code`/`errno`/`path` are kept for callers.
+          const err = e as NodeJS.ErrnoException;
+          throw Object.assign(new Error(`cannot read connection file: ${err.message}`, { cause: err }), { code: err.code, errno: err.errno, path: err.path ?? file });
+        }
+        const a = parseAnnouncement(text, false);
         if (!a) throw new Error(`${this.connectOpts.connectionFile} is not a connection file`);
         return { host: a.host, port: a.port };
       }

@@ -107,24 +107,25 @@ test("bad_token and session_busy end in a typed failure, not a hang", { skip }, 
   const wrong = new EngineClient({ port: sup.current!.port }, { token: "wrong", reconnect: false });
   const states: string[] = [];
   wrong.on("state", (s) => states.push(s));
-  await assert.rejects(wrong.start(), (e: unknown) => e instanceof EngineError && e.code === "not_sent");
+  // The engine's refusal itself, not "client is failed" (the reason used to reach `disconnected` only).
+  await assert.rejects(wrong.start(), (e: unknown) => e instanceof EngineError && e.code === "bad_token" && e.fromEngine && /^bad_token: ./.test(e.message));
   assert.equal(wrong.state, "failed");
   const reasons: string[] = [];
   const second = new EngineClient({ port: sup.current!.port }, { token: (sup as any).token, reconnect: false });
   second.on("disconnected", (r) => reasons.push(r));
-  await assert.rejects(second.start());
+  await assert.rejects(second.start(), (e: unknown) => e instanceof EngineError && e.code === "session_busy" && e.fromEngine);
   assert.match(reasons.join(" "), /session_busy/);
 });
 
 test("a hello no retry can heal (client name over 64 bytes: invalid_field after the retry without attachments; a name the encoder refuses: not_sent) ends in failed after one connection, not a reconnect loop; control: a 64-byte name reaches session_busy", { skip }, async () => {
-  for (const clientName of ["x".repeat(65), "a\ud800"]) {
+  for (const [clientName, code] of [["x".repeat(65), "invalid_field"], ["a\ud800", "not_sent"]] as const) {
     const bad = new EngineClient({ port: sup.current!.port }, { token: (sup as any).token, clientName, reconnect: { initialMs: 5, maxMs: 20 } });
     const reasons: string[] = [];
     bad.on("disconnected", (r) => reasons.push(r));
     const got = await Promise.race([bad.start().then(() => "ready", (e: unknown) => (e instanceof EngineError ? e.code : String(e))), sleep(2_000).then(() => "no settlement within 2 s")]);
     const n = reasons.length;
     await bad.close();
-    assert.equal(got, "not_sent", `${clientName.slice(0, 8)}…: ${n} connections, ${reasons[0]}`);
+    assert.equal(got, code, `${clientName.slice(0, 8)}…: ${n} connections, ${reasons[0]}`);
     assert.equal(bad.state, "closed");
     assert.equal(n, 1, reasons.join("; "));
     assert.match(reasons[0]!, /^(invalid_field|not_sent): /);

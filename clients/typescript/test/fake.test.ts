@@ -63,7 +63,7 @@ for (const [name, bytes, want] of [
     const fake = await fakeEngine((c) => c.onCmd(() => c.sock.write(bytes)));
     const client = new EngineClient({ port: fake.port }, { reconnect: false });
     const why = reasons(client);
-    await assert.rejects(client.start(), (e: unknown) => e instanceof EngineError && e.code === "not_sent");
+    await assert.rejects(client.start(), (e: unknown) => e instanceof EngineError && e.code === "not_sent" && want.test(e.message));
     assert.equal(client.state, "failed");
     assert.match(why.join(" "), want);
     await fake.close();

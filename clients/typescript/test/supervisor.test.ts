@@ -56,8 +56,10 @@ test("token travels in the environment, never argv; --supervisor-pid is passed; 
   assert.ok(!seen.argv.some((a: string) => a.includes(token)), "token not in argv");
   assert.deepEqual(seen.argv.slice(-2), ["--supervisor-pid", String(process.pid)]);
   const pid = sup.pid!;
+  assert.ok(Number.isInteger(pid) && alive(pid), "control: a running engine's pid");
   await sup.stop();
   assert.equal(alive(pid), false);
+  assert.equal(sup.pid, null, "stopped: no pid");
   assert.equal(sup.state, "stopped");
 });
 
@@ -89,6 +91,7 @@ test("crash restarts within the budget, then failed; the client sees each new in
   const err = await failed;
   assert.match(err.message, /crashed 3 times/);
   assert.equal(sup.state, "failed");
+  assert.equal(sup.pid, null, "no engine runs: no pid (it used to be the dead engine's)");
   assert.ok(restarts >= 1, `engineRestarted at least once: ${restarts}`);
   await assert.rejects(sup.client.request("ping", { nonce: 1 }), /not_sent/);
   await sup.stop();
