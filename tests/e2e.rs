@@ -140,7 +140,14 @@ fn killed_engine_is_restarted_and_the_session_resumes() {
     });
     assert_eq!(resumed["new_engine"], true, "{resumed}");
     assert_eq!(resumed["previous_instance"], inst1, "{resumed}");
-    // The new instance acknowledges the re-sent transport state.
+    // The new instance gets the demo's graph edits again (node 10 and its edge, before the
+    // parameters), then the transport state. (Before, the edits were not replayed: the new
+    // engine ran without node 10.)
+    for name in ["graph.add_node", "graph.connect"] {
+        p.expect_event(deadline, name, |e| {
+            e["event"] == "ack" && e["instance"] == inst2 && e["name"] == name
+        });
+    }
     p.expect_event(deadline, "ack from the new instance", |e| {
         e["event"] == "ack" && e["instance"] == inst2 && e["name"] == "transport.play"
     });

@@ -4,9 +4,7 @@
 use std::io::{IsTerminal as _, Write as _};
 use std::time::{Duration, Instant};
 
-use loophole_ipc::message::{
-    AddNode, Connect, Edge, Health, Seek, ServerMessage, Stream, TransportState,
-};
+use loophole_ipc::message::{AddNode, Edge, Health, Seek, ServerMessage, Stream, TransportState};
 use serde_json::{json, Value};
 
 use crate::link::{Incoming, Link, LinkError};
@@ -274,14 +272,14 @@ fn act(link: &mut Link, track: &mut Track, action: Action) -> Result<(), LinkErr
             link.subscribe(Stream::Transport, RATE_HZ)?;
             link.subscribe(Stream::Health, 4)?;
             let kind = heapless::String::try_from("osc").unwrap_or_default();
-            link.send(&AddNode { node: 10, kind })?;
+            link.add_node(AddNode { node: 10, kind })?;
             let edge = Edge {
                 from: 10,
                 from_port: 0,
                 to: GAIN,
                 to_port: 0,
             };
-            link.send(&Connect(edge))?;
+            link.connect(edge)?;
             link.set_param(OSC, FREQ, 220.0, 0.0)?;
             link.set_param(GAIN, LEVEL, 0.5, 0.0)?;
         }

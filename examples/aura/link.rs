@@ -13,8 +13,8 @@ use loophole_ipc::client::{Client, ClientError, ClientOptions, Received};
 use loophole_ipc::config::token_from_env;
 use loophole_ipc::frame::write_frame;
 use loophole_ipc::message::{
-    AnalysisMeta, Goodbye, Health, Message, ParamSet, Ping, Play, ServerMessage, Shutdown, Stop,
-    Stream, Subscribe, SubscribeAnalysis, Welcome,
+    AddNode, AnalysisMeta, Connect, Edge, Goodbye, Health, Message, ParamSet, Ping, Play,
+    ServerMessage, Shutdown, Stop, Stream, Subscribe, SubscribeAnalysis, Welcome,
 };
 use serde_json::json;
 
@@ -203,6 +203,10 @@ pub struct Link {
     analysis_subs: Vec<SubscribeAnalysis>,
     playing: Option<bool>,
     params: BTreeMap<(u32, u32), f32>,
+    /// Graph edits made through [`add_node`](Self::add_node) / [`connect`](Self::connect), in
+    /// order: replayed to a new engine instance (before the parameters, which may address the
+    /// added nodes), not to the same engine reached again.
+    graph: Vec<GraphEdit>,
     restarts: VecDeque<Instant>,
     last_sent: Instant,
     next_raw: u32,
@@ -237,6 +241,7 @@ impl Link {
             analysis_subs: Vec::new(),
             playing: None,
             params: BTreeMap::new(),
+            graph: Vec::new(),
             restarts: VecDeque::new(),
             last_sent: Instant::now(),
             next_raw: RAW_ID_BASE,
@@ -319,6 +324,18 @@ impl Link {
     pub fn stop(&mut self) -> Result<u32, LinkError> {
         self.playing = Some(false);
         self.send(&Stop {})
+    }
+
+    /// `graph.add_node`, remembered for a restarted engine.
+    pub fn add_node(&mut self, body: AddNode) -> Result<u32, LinkError> {
+        self.graph.push(GraphEdit::AddNode(body.clone()));
+        self.send(&body)
+    }
+
+    /// `graph.connect`, remembered for a restarted engine.
+    pub fn connect(&mut self, edge: Edge) -> Result<u32, LinkError> {
+        self.graph.push(GraphEdit::Connect(edge));
+        self.send(&Connect(edge))
     }
 
     /// `param.set`, remembered (the target value).
@@ -690,6 +707,15 @@ impl Link {
             let id = self.client.send(&sub)?;
             self.track(id, SubscribeAnalysis::NAME.to_owned(), false);
         }
+        if self.stats.instances.last().map(String::as_str) != Some(self.client.instance()) {
+            for edit in self.graph.clone() {
+                let (id, name) = match edit {
+                    GraphEdit::AddNode(b) => (self.client.send(&b)?, AddNode::NAME),
+                    GraphEdit::Connect(e) => (self.client.send(&Connect(e))?, Connect::NAME),
+                };
+                self.track(id, name.to_owned(), false);
+            }
+        }
         let params: Vec<_> = self.params.iter().map(|(k, v)| (*k, *v)).collect();
         for ((node, param), value) in params {
             let body = ParamSet {
@@ -866,4 +892,11 @@ fn connect_first(addrs: &[SocketAddr], opts: &ClientOptions) -> Result<Client, L
 fn addrs_text(addrs: &[SocketAddr]) -> String {
     let all: Vec<String> = addrs.iter().map(ToString::to_string).collect();
     all.join(" or ")
+}
+
+/// A graph edit [`Link`] remembers.
+#[derive(Clone)]
+enum GraphEdit {
+    AddNode(AddNode),
+    Connect(Edge),
 }
