@@ -185,8 +185,13 @@ where
         let digits = v.strip_prefix('-').unwrap_or(v);
         if !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) {
             format!("{opt}: {v} is outside {}..={}", range.0, range.1)
-        } else if v.parse::<f64>().is_ok_and(f64::is_finite) {
+        } else if v
+            .parse::<f64>()
+            .is_ok_and(|x| x.is_finite() && x.fract() != 0.0)
+        {
             format!("{opt}: `{v}` is not a whole number")
+        } else if v.parse::<f64>().is_ok_and(f64::is_finite) {
+            format!("{opt}: write `{v}` as digits only")
         } else {
             format!("{opt}: `{v}` is not a number")
         }

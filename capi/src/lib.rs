@@ -1727,7 +1727,9 @@ pub unsafe extern "C" fn loophole_analysis_read_tap(
 /// holds `req->values` floats (scope: minima then maxima; spectrum: dBFS per bin); `sample` is
 /// the tap sample index of the window's last sample, `missed` the tap samples no value of this
 /// request covered since the previous one, `param` the samples per point (scope) or the sample
-/// rate in Hz (spectrum). Replaces a value the network thread has not taken yet.
+/// rate in Hz (spectrum). Replaces a value the network thread has not taken yet. A value with
+/// the `sample` of the window a session was last sent is not sent to it again (the same
+/// window: envelope.md, "Rate and freshness"), so `sample` must advance with every new window.
 ///
 /// Status: `LOOPHOLE_ERR_INVALID_ARGUMENT` for an unknown `req->stream`, a `slot` of
 /// `LOOPHOLE_MAX_ANALYSIS_REQUESTS` or more, or a `tap`, `size` or `rate_hz` beyond the range of

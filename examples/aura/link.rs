@@ -63,6 +63,8 @@ pub enum LinkError {
     },
     /// An attached engine went away and did not come back.
     Lost(String),
+    /// aura's own set-up failed before any engine was involved (e.g. its environment).
+    Setup(String),
     /// SIGINT/SIGTERM.
     Interrupted,
 }
@@ -90,6 +92,7 @@ impl fmt::Display for LinkError {
                 RESTART_WINDOW.as_secs()
             ),
             Self::Lost(why) => write!(f, "lost the engine: {why}"),
+            Self::Setup(why) => f.write_str(why),
             Self::Interrupted => f.write_str("interrupted"),
         }
     }
@@ -204,8 +207,9 @@ pub struct Link {
     playing: Option<bool>,
     params: BTreeMap<(u32, u32), f32>,
     /// Graph edits made through [`add_node`](Self::add_node) / [`connect`](Self::connect), in
-    /// order: replayed to a new engine instance (before the parameters, which may address the
-    /// added nodes), not to the same engine reached again.
+    /// order: replayed to a new engine instance, not to the same engine reached again. They are
+    /// sent before the parameters, but take another route (control thread, not audio thread),
+    /// so a parameter of an added node may still be applied first and refused.
     graph: Vec<GraphEdit>,
     restarts: VecDeque<Instant>,
     last_sent: Instant,
@@ -225,7 +229,9 @@ impl Link {
             Target::Spawn(_) => Some(fresh_token().map_err(|e| {
                 LinkError::Lost(format!("cannot read /dev/urandom for a token: {e}"))
             })?),
-            Target::Connect(_) => token_from_env().map_err(|e| LinkError::Lost(e.to_string()))?,
+            Target::Connect(_) => {
+                token_from_env().map_err(|e| LinkError::Setup(format!("cannot start: {e}")))?
+            }
         };
         let (engine, client) = connect(&target, token.as_deref(), report, 0)?;
         let mut stats = Stats::default();
@@ -872,21 +878,32 @@ fn sleep_interruptible(d: Duration) -> Result<(), LinkError> {
     Ok(())
 }
 
-/// The first of `addrs` where a session opens; an address that refuses the connection (nothing
-/// listens there) passes to the next, any other failure is the answer. `addrs` is not empty.
+/// The first of `addrs` where a session opens, within one [`CONNECT_FOR`] for all of them:
+/// round by round, each address gets one short attempt; any connection failure passes to the
+/// next address (`::1` may be unreachable while 127.0.0.1 listens), any other failure (a
+/// refused `hello`) is the answer. `addrs` is not empty.
 fn connect_first(addrs: &[SocketAddr], opts: &ClientOptions) -> Result<Client, LinkError> {
-    let mut last = None;
-    for &addr in addrs {
-        match Client::connect(addr, opts) {
-            Ok(c) => return Ok(c),
-            Err(e @ ClientError::Connect(std::io::ErrorKind::ConnectionRefused)) => {
-                last = Some(LinkError::Connect(addr, e));
+    let deadline = Instant::now() + opts.connect_timeout;
+    let mut once = opts.clone();
+    once.connect_timeout = ADDRESS_ATTEMPT;
+    loop {
+        let mut last = None;
+        for &addr in addrs {
+            match Client::connect(addr, &once) {
+                Ok(c) => return Ok(c),
+                Err(e @ ClientError::Connect(_)) => last = Some(LinkError::Connect(addr, e)),
+                Err(e) => return Err(LinkError::Connect(addr, e)),
             }
-            Err(e) => return Err(LinkError::Connect(addr, e)),
+        }
+        if Instant::now() >= deadline {
+            return Err(last.unwrap_or_else(|| LinkError::Setup("--connect: no address".into())));
         }
     }
-    Err(last.unwrap_or_else(|| LinkError::Lost("--connect: no address".into())))
 }
+
+/// How long one address of `--connect` is tried per round before the next (connect retries
+/// with backoff inside it).
+const ADDRESS_ATTEMPT: Duration = Duration::from_millis(100);
 
 /// `a`, or `a or b` for the addresses of one HOST:PORT.
 fn addrs_text(addrs: &[SocketAddr]) -> String {

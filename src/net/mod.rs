@@ -238,7 +238,8 @@ impl ServerBuilder {
         self
     }
 
-    /// Session token ([`ServerConfig::token`]); typically `token_from_env()`.
+    /// Session token ([`ServerConfig::token`]); typically `token_from_env()?` (an error when
+    /// the variable is not UTF-8, never `None`).
     #[must_use]
     pub fn token(mut self, v: Option<String>) -> Self {
         self.cfg.token = v;

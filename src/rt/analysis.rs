@@ -92,7 +92,9 @@ impl AnalysisRequest {
 /// One computed value, as the worker submits it.
 #[derive(Clone, Copy, Debug)]
 pub struct AnalysisFrame<'a> {
-    /// Engine sample clock (tap stream index) of the window's last sample.
+    /// Engine sample clock (tap stream index) of the window's last sample. It names the
+    /// window: a value with the `sample` a session was last sent is not sent to it again
+    /// (envelope.md, "Rate and freshness"), so it must advance with every new window.
     pub sample: u64,
     /// Samples of the tap no frame of this slot covered since the previous one.
     pub missed: u64,

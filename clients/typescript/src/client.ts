@@ -287,7 +287,9 @@ export class EngineClient extends EventEmitter<ClientEvents> {
    * Starts connecting. Resolves when the first session is ready. Rejects when the client fails
    * or closes first, with the cause: when no session could be opened within
    * {@link ClientOptions.startTimeoutMs} (default 3 000 ms; settled at most `handshakeTimeoutMs`
-   * later), with the engine's refusal of `hello` (`bad_token`, `protocol_version`,
+   * later, once the endpoint is known: an endpoint function's own promise is waited for as long
+   * as it takes, as the supervisor's wait for the engine's announcement is bounded by its
+   * `listenTimeoutMs`), with the engine's refusal of `hello` (`bad_token`, `protocol_version`,
    * `session_busy`…, `fromEngine` true) or `not_sent` whose message names what happened
    * (`connect ECONNREFUSED 127.0.0.1:40399 (9 attempts in 3012 ms)`, `no endpoint: …`, a
    * protocol fault) and whose `cause` is the underlying error. The rejection is handled already:

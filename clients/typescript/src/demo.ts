@@ -42,8 +42,9 @@ export function parseDemoArgs(argv: string[]): DemoArgs {
       if (value === "") return { error: "--bin needs a path" };
       bin = value;
     } else {
-      // Number("") is 0 and Number(" 3 ") is 3: only a plain decimal is taken.
-      const d = /^\s*$/.test(value) ? NaN : Number(value);
+      // A plain decimal (digits, an optional fraction): Number() alone would take "" as 0 and
+      // " 3 ", "0x10" and "1e3" as numbers.
+      const d = /^\d+(\.\d+)?$/.test(value) ? Number(value) : NaN;
       if (!Number.isFinite(d) || d <= 0 || d > 3600) return { error: `--duration must be a number of seconds > 0 and <= 3600, got ${JSON.stringify(value)}` };
       durationS = d;
     }
