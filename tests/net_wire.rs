@@ -1075,6 +1075,11 @@ fn a_burst_of_connections_beyond_one_accept_pass_is_all_answered() {
     assert_eq!(e.server().stats().accepted, n as u64);
 }
 
+/// One `transport.play` frame per id, in one buffer (a burst written at once).
+fn plays(ids: std::ops::Range<u32>) -> Vec<u8> {
+    ids.flat_map(|id| frame(Some(id), &Play {})).collect()
+}
+
 /// Issue 9, defect 1 on the wire: 1000 `transport.play` then a half-close
 /// (`shutdown(Write)`, Node's `socket.end()`): every one is answered, in order. On the code
 /// before issue 9: 256 of 1000 (the waiting command and the buffered frames were dropped).
@@ -1082,10 +1087,7 @@ fn a_burst_of_connections_beyond_one_accept_pass_is_all_answered() {
 fn half_close_after_a_burst_answers_every_command() {
     let e = Engine::start(fast());
     let mut w = raw_session(e.addr);
-    let mut bytes = Vec::new();
-    for id in 2..1002 {
-        bytes.extend(frame(Some(id), &Play {}));
-    }
+    let bytes = plays(2..1002);
     w.stream.write_all(&bytes).unwrap();
     w.stream.shutdown(std::net::Shutdown::Write).unwrap();
     let got = w.until_closed(Duration::from_secs(10));
@@ -1109,10 +1111,7 @@ fn half_close_behind_a_stalled_audio_thread_is_bounded_by_the_flush_time() {
     let e = Engine::start(fast().flush_timeout(flush));
     e.pause_audio(true);
     let mut w = raw_session(e.addr);
-    let mut bytes = Vec::new();
-    for id in 2..402 {
-        bytes.extend(frame(Some(id), &Play {}));
-    }
+    let bytes = plays(2..402);
     w.stream.write_all(&bytes).unwrap();
     std::thread::sleep(Duration::from_millis(100)); // read; the audio queue is full
     let t0 = Instant::now();
@@ -1149,10 +1148,7 @@ fn shutdown_answers_every_received_command_then_goodbye_last() {
     let mut e = Engine::start(fast().flush_timeout(Duration::from_secs(2)));
     e.pause_audio(true);
     let mut w = raw_session(e.addr);
-    let mut bytes = Vec::new();
-    for id in 2..402 {
-        bytes.extend(frame(Some(id), &Play {}));
-    }
+    let bytes = plays(2..402);
     w.stream.write_all(&bytes).unwrap();
     std::thread::sleep(Duration::from_millis(200)); // read; the audio queue is full
     let server = e.server.take().unwrap();
